@@ -1,0 +1,43 @@
+# The two commands: `make demo` and `make test`. Everything else is a helper they call.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench soak schema clean broker
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's mosquitto: the hub supervises it as a child when no external broker is given,
+# and the tests start their own on free ports. Installed only when missing.
+broker:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  echo "installing Debian's mosquitto"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto; }
+
+demo: $(STAMP) broker
+	$(BIN)/hub demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check device hub tests
+	$(BIN)/ruff format --check device hub tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) broker lint typecheck
+	$(BIN)/pytest
+
+bench: $(STAMP) broker
+	$(BIN)/hub bench ingest
+
+schema: $(STAMP)
+	$(BIN)/kiosk protocol schema > device/protocol/envelope.schema.json
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

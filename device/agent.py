@@ -1,0 +1,88 @@
+"""The kiosk agent: owns the outbox and the forwarder, and reports the kiosk's status.
+
+Status (software version, backlog, alerts such as a full outbox) is enqueued like any
+other message but coalesced, so the hub always learns the newest state and a full
+outbox can still say that it is full.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from device import __version__
+from device.forwarder import Forwarder, ForwarderConfig
+from device.outbox import Outbox
+from device.protocol.endpoints import BrokerUrl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    kiosk_id: str
+    broker: BrokerUrl
+    data_dir: Path
+    heartbeat_s: float = 30.0
+    max_items: int = 500_000
+    keepalive_s: int = 30
+    receipt_timeout_s: float = 10.0
+    batch_max_items: int = 500
+
+
+class KioskAgent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.outbox = Outbox(config.data_dir / "outbox.db", config.kiosk_id, max_items=config.max_items)
+        fwd_config = ForwarderConfig(
+            kiosk_id=config.kiosk_id,
+            broker=config.broker,
+            keepalive_s=config.keepalive_s,
+            receipt_timeout_s=config.receipt_timeout_s,
+            batch_max_items=config.batch_max_items,
+        )
+        # The forwarder reads through its own connection; enqueues on ours wake it at once.
+        self.forwarder = Forwarder(Outbox(self.outbox.path, config.kiosk_id, max_items=config.max_items), fwd_config)
+        self.outbox.on_enqueue = self.forwarder.wake
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self.forwarder.run, name="forwarder", daemon=True),
+            threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.forwarder.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+        self.forwarder.outbox.close()
+        self.outbox.close()
+
+    def send_status(self) -> None:
+        backlog = self.outbox.backlog()
+        self.outbox.enqueue(
+            "status",
+            {
+                "software_version": __version__,
+                "outbox_backlog": backlog.items,
+                "outbox_capacity": backlog.max_items,
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "alerts": [a.model_dump() for a in self.outbox.alerts()],
+            },
+        )
+
+    def _heartbeat(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.send_status()
+            except Exception:
+                log.exception("could not enqueue status")
+            self._stop.wait(self.config.heartbeat_s)

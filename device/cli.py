@@ -1,0 +1,179 @@
+"""`kiosk ...`: the kiosk's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from device.agent import AgentConfig, KioskAgent
+from device.outbox import Outbox, OutboxFull
+from device.protocol.endpoints import BrokerUrl
+from device.protocol.envelope import envelope_json_schema, receipt_json_schema
+from device.protocol.topics import Topics
+from device.simulate import DEVICES, single_reading
+
+log = logging.getLogger("kiosk")
+
+
+def _kiosk_id(value: str) -> str:
+    if not Topics.is_valid_kiosk_id(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid kiosk id (letters, digits, _ . -; max 64)")
+    return value
+
+
+def _broker(value: str) -> BrokerUrl:
+    try:
+        return BrokerUrl.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _agent_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kiosk-id", type=_kiosk_id, required=True, help="this kiosk's identity")
+    p.add_argument(
+        "--broker",
+        type=_broker,
+        default=BrokerUrl.parse("mqtt://127.0.0.1:18830"),
+        help="mqtt[s]://host:port",
+    )
+    p.add_argument("--data", type=Path, default=Path("data/kiosk"), help="folder for the outbox database")
+    p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between status reports")
+    p.add_argument("--keepalive", type=int, default=30, help="MQTT keepalive in seconds (dead-path detection)")
+    p.add_argument("--receipt-timeout", type=float, default=10.0, help="seconds before unreceipted items are resent")
+    p.add_argument("--batch", type=int, default=500, help="most envelopes packed in one MQTT message")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiosk", description="Telehealth kiosk agent")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the agent: forward the outbox to the hub and report status")
+    _agent_args(run)
+
+    sim = sub.add_parser("simulate", help="the agent plus simulated devices taking vitals")
+    _agent_args(sim)
+    sim.add_argument("--interval", type=float, default=2.0, help="seconds between readings")
+    sim.add_argument("--count", type=int, default=0, help="stop after this many readings (0: run until stopped)")
+    sim.add_argument("--single", action="store_true", help="one observation per envelope (load tests)")
+    sim.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
+    sim.add_argument("--print-enqueued", action="store_true", help="print each envelope's seq and id once durable")
+    sim.add_argument(
+        "--exit-when-drained",
+        action="store_true",
+        help="with --count: exit once the hub has receipted everything",
+    )
+
+    outbox = sub.add_parser("outbox", help="inspect the outbox")
+    outbox.add_argument("--data", type=Path, default=Path("data/kiosk"))
+    outbox.add_argument("--kiosk-id", type=_kiosk_id, default="unknown")
+
+    proto = sub.add_parser("protocol", help="the wire contract")
+    proto.add_argument("what", choices=["schema", "receipt-schema"], help="print a JSON Schema")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "protocol":
+        schema = envelope_json_schema() if args.what == "schema" else receipt_json_schema()
+        print(json.dumps(schema, indent=2, sort_keys=True))
+        return 0
+    if args.command == "outbox":
+        return _outbox_status(args)
+    return _run_agent(args)
+
+
+def _outbox_status(args: argparse.Namespace) -> int:
+    path = args.data / "outbox.db"
+    if not path.exists():
+        print(f"no outbox at {path}", file=sys.stderr)
+        return 2
+    box = Outbox(path, args.kiosk_id)
+    backlog = box.backlog()
+    print(
+        json.dumps(
+            {
+                "items": backlog.items,
+                "bytes": backlog.bytes,
+                "capacity_items": backlog.max_items,
+                "oldest_enqueued_at": backlog.oldest_enqueued_at,
+                "alerts": [a.model_dump(mode="json") for a in box.alerts()],
+                "rejected": [{"seq": s, "id": i, "kind": k, "reason": r} for s, i, k, r in box.rejected()],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    agent = KioskAgent(
+        AgentConfig(
+            kiosk_id=args.kiosk_id,
+            broker=args.broker,
+            data_dir=args.data,
+            heartbeat_s=args.heartbeat,
+            keepalive_s=args.keepalive,
+            receipt_timeout_s=args.receipt_timeout,
+            batch_max_items=args.batch,
+        )
+    )
+    stopping = False
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.start()
+    log.info("kiosk %s forwarding to %s", args.kiosk_id, args.broker)
+    try:
+        if args.command == "simulate":
+            _simulate(agent, args, lambda: stopping)
+        while not stopping:
+            time.sleep(0.2)
+    finally:
+        agent.stop()
+    return 0
+
+
+def _simulate(agent: KioskAgent, args: argparse.Namespace, stopping: Callable[[], bool]) -> None:
+    rng = random.Random(args.seed)
+    made = 0
+    while not stopping() and (args.count == 0 or made < args.count):
+        now = datetime.now(UTC)
+        payload = single_reading(rng, now) if args.single else rng.choice(DEVICES).reading(rng, now)
+        try:
+            env = agent.outbox.enqueue("observations", payload)
+        except OutboxFull as exc:
+            log.error("%s", exc)
+        else:
+            made += 1
+            if args.print_enqueued:
+                print(f"{env.seq} {env.id}", flush=True)
+        if args.interval > 0:
+            time.sleep(args.interval)
+    if args.count and args.exit_when_drained:
+        while not stopping() and agent.outbox.backlog().items > 0:
+            time.sleep(0.1)
+        raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

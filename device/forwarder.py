@@ -1,0 +1,361 @@
+"""Moves outbox items to the hub over MQTT and deletes them only on the hub's receipt.
+
+Why receipts and not PUBACK: a broker's PUBACK says the broker has the message, not
+that the hub committed it. With default Mosquitto settings, acknowledged messages were
+lost three ways here (a slow subscriber's queue overflowing, the hub offline past the
+queue cap, the broker killed before its autosave). So the outbox is the only truth:
+everything still in it is unconfirmed, and is sent again after a reconnect or when a
+receipt is overdue. The hub de-duplicates by message id, so resending is always safe.
+
+The forwarder is one thread driving paho's external-loop API with ``select`` over the
+MQTT socket and a wake-up pipe: no locks shared with paho callbacks (they run on this
+thread), an enqueue in the same process wakes it at once, and when idle it sleeps in
+``select`` (about one outbox poll a second, for enqueues from other processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from device.outbox import Outbox, OutboxItem
+from device.protocol import EnvelopeError, Topics, parse_receipt
+from device.protocol.endpoints import BrokerUrl
+from device.protocol.retry import Backoff
+from device.protocol.topics import BATCH
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ForwarderConfig:
+    kiosk_id: str
+    broker: BrokerUrl
+    keepalive_s: int = 30
+    batch_max_items: int = 500
+    batch_max_bytes: int = 256 * 1024
+    window_messages: int = 16
+    receipt_timeout_s: float = 10.0
+    receipt_timeout_max_s: float = 120.0
+    poll_interval_s: float = 1.0
+    connect_timeout_s: float = 10.0
+    session_expiry_s: int = 7 * 24 * 3600
+    ca_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+    reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=60.0))
+
+
+@dataclass
+class ForwarderStats:
+    connects: int = 0
+    messages_sent: int = 0
+    items_sent: int = 0
+    items_receipted: int = 0
+    items_rejected: int = 0
+    resends: int = 0
+    publish_failures: int = 0
+
+
+@dataclass
+class _InFlight:
+    remaining: set[str]
+    sent_at: float
+    deadline: float
+
+
+class Forwarder:
+    def __init__(self, outbox: Outbox, config: ForwarderConfig) -> None:
+        self.outbox = outbox
+        self.config = config
+        self.stats = ForwarderStats()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._client = self._make_client()
+        self._ready = False  # CONNACK received on the current connection
+        self._connecting_since: float | None = None
+        self._inflight: dict[int, _InFlight] = {}
+        self._mid_of: dict[str, int] = {}
+        self._sent_upto = 0  # highest seq published on this connection
+        self._receipt_timeout = config.receipt_timeout_s
+        self._last_offset_write = 0.0
+        self.connected = threading.Event()
+
+    # -- public --------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Thread-safe nudge: new items were enqueued, or stop() was called."""
+        # A full pipe means the loop is already due to wake.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake()
+
+    def run(self) -> None:
+        """Forward until stop(); reconnects with backoff and jitter on any failure."""
+        try:
+            while not self._stop.is_set():
+                if self._client.socket() is None:
+                    if not self._connect():
+                        self._sleep(self.config.reconnect.next_delay())
+                    continue
+                self._step()
+        finally:
+            self._shutdown()
+
+    # -- connection ----------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"kiosk-{cfg.kiosk_id}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        if cfg.broker.tls:
+            client.tls_set(ca_certs=cfg.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password)
+        client.will_set(Topics.presence(cfg.kiosk_id), b'{"online":false}', qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def _connect(self) -> bool:
+        cfg = self.config
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        try:
+            self._client.connect(
+                cfg.broker.host,
+                cfg.broker.port,
+                keepalive=cfg.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("broker %s unreachable: %s", cfg.broker, exc)
+            return False
+        self._connecting_since = time.monotonic()
+        return True
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused the connection: %s", rc)
+            return
+        self._ready = True
+        self._connecting_since = None
+        self.stats.connects += 1
+        self.config.reconnect.reset()
+        # Everything still in the outbox is unconfirmed: start again from the oldest.
+        self._reset_window()
+        client.subscribe(Topics.downlink_filter(self.config.kiosk_id), qos=1)
+        client.publish(Topics.presence(self.config.kiosk_id), b'{"online":true}', qos=1, retain=True)
+        self.connected.set()
+        log.info("connected to %s", self.config.broker)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if self._ready:
+            log.warning("disconnected from broker: %s", rc)
+        self._ready = False
+        self.connected.clear()
+        self._reset_window()
+
+    def _drop_connection(self, why: str) -> None:
+        log.warning("dropping broker connection: %s", why)
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._client.loop_read()  # lets paho notice the closed socket and run on_disconnect
+        self._ready = False
+        self.connected.clear()
+        self._connecting_since = None
+        self._reset_window()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return
+        now = time.monotonic()
+        timeout = self.config.poll_interval_s
+        if self._inflight:
+            timeout = min(timeout, max(0.0, min(f.deadline for f in self._inflight.values()) - now))
+        wlist = [sock] if client.want_write() else []
+        try:
+            rlist: list[Any] = [sock, self._wake_r]
+            readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        except (OSError, ValueError):
+            self._drop_connection("socket error in select")
+            return
+        if self._wake_r in readable:
+            self._drain_wake_pipe()
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if sock in readable:
+            rc = client.loop_read(max_packets=100)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and sock in writable:
+            rc = client.loop_write()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()  # keepalive: a silent dead path is noticed here
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
+            self._ready = False
+            self.connected.clear()
+            self._reset_window()
+            if client.socket() is not None:
+                self._drop_connection(f"paho error {rc}")
+            return
+        if not self._ready:
+            if self._connecting_since and time.monotonic() - self._connecting_since > self.config.connect_timeout_s:
+                self._drop_connection("no CONNACK in time")
+                self._sleep(self.config.reconnect.next_delay())
+            return
+        self._check_receipt_deadlines()
+        self._fill_window()
+
+    def _fill_window(self) -> None:
+        cfg = self.config
+        while self._ready and len(self._inflight) < cfg.window_messages:
+            items = self.outbox.pending(self._sent_upto, cfg.batch_max_items, cfg.batch_max_bytes)
+            if not items:
+                return
+            self._publish(items)
+
+    def _publish(self, items: list[OutboxItem]) -> None:
+        kiosk = self.config.kiosk_id
+        if len(items) == 1:
+            topic, body = Topics.uplink(kiosk, items[0].kind), items[0].body
+        else:
+            topic, body = Topics.uplink(kiosk, BATCH), b"\n".join(item.body for item in items)
+        info = self._client.publish(topic, body, qos=1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._drop_connection(f"publish failed: {info.rc}")
+            return
+        now = time.monotonic()
+        ids = {item.id for item in items}
+        self._inflight[info.mid] = _InFlight(ids, now, now + self._receipt_timeout)
+        for message_id in ids:
+            self._mid_of[message_id] = info.mid
+        self._sent_upto = items[-1].seq
+        self.stats.messages_sent += 1
+        self.stats.items_sent += len(items)
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        # 0x10 "no matching subscribers" or any failure: the broker did not pass it on.
+        if rc.is_failure or rc.value == 0x10:
+            self.stats.publish_failures += 1
+            flight = self._inflight.get(mid)
+            if flight is not None:
+                flight.deadline = min(flight.deadline, time.monotonic() + self.config.reconnect.next_delay())
+            log.warning("broker did not accept message %d: %s", mid, rc)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != Topics.receipt(self.config.kiosk_id):
+            log.info("ignoring downlink message on %s", msg.topic)
+            return
+        try:
+            receipt = parse_receipt(bytes(msg.payload))
+        except EnvelopeError as exc:
+            log.error("malformed receipt ignored: %s", exc)
+            return
+        received = time.monotonic()
+        if receipt.accepted:
+            self.stats.items_receipted += self.outbox.remove(receipt.accepted)
+        if receipt.rejected:
+            self.stats.items_rejected += self.outbox.reject((r.id, r.reason) for r in receipt.rejected)
+            log.error("hub rejected %d item(s); kept in the local rejected table", len(receipt.rejected))
+        sent_at = self._settle([*receipt.accepted, *(r.id for r in receipt.rejected)])
+        if sent_at is not None:
+            self._receipt_timeout = self.config.receipt_timeout_s
+            self._estimate_clock_offset(receipt.hub_time, sent_at, received)
+
+    def _settle(self, ids: list[str]) -> float | None:
+        """Forget receipted ids; return the send time of a message fully receipted, if any."""
+        sent_at = None
+        for message_id in ids:
+            mid = self._mid_of.pop(message_id, None)
+            if mid is None:
+                continue
+            flight = self._inflight.get(mid)
+            if flight is None:
+                continue
+            flight.remaining.discard(message_id)
+            if not flight.remaining:
+                del self._inflight[mid]
+                sent_at = flight.sent_at
+        return sent_at
+
+    def _estimate_clock_offset(self, hub_time: datetime, sent_mono: float, received_mono: float) -> None:
+        """NTP-style: the hub stamped the receipt somewhere between our send and receive."""
+        rtt = received_mono - sent_mono
+        now_wall = time.time()
+        if rtt > 2.0 or now_wall - self._last_offset_write < 60:
+            return
+        midpoint_wall = now_wall - rtt / 2
+        offset_ms = (hub_time.astimezone(UTC).timestamp() - midpoint_wall) * 1000
+        self.outbox.set_clock_offset(round(offset_ms, 1), "hub")
+        self._last_offset_write = now_wall
+
+    def _check_receipt_deadlines(self) -> None:
+        if not self._inflight:
+            return
+        now = time.monotonic()
+        if min(f.deadline for f in self._inflight.values()) > now:
+            return
+        self.stats.resends += 1
+        log.warning(
+            "no receipt within %.0f s for %d message(s): sending again",
+            self._receipt_timeout,
+            len(self._inflight),
+        )
+        self._receipt_timeout = min(self._receipt_timeout * 2, self.config.receipt_timeout_max_s)
+        self._reset_window()
+
+    def _reset_window(self) -> None:
+        self._inflight.clear()
+        self._mid_of.clear()
+        self._sent_upto = 0
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off, waking early only for stop() (an enqueue must not cut a backoff short)."""
+        self._stop.wait(seconds)
+
+    def _shutdown(self) -> None:
+        if self._client.socket() is not None and self._ready:
+            self._client.publish(Topics.presence(self.config.kiosk_id), b'{"online":false}', qos=1, retain=True)
+            self._client.loop_write()
+            self._client.disconnect()
+            self._client.loop_write()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,248 @@
+"""The versioned envelope every kiosk message travels in, and the hub's receipt.
+
+One envelope is one durable outbox item: it has a unique, time-ordered ``id`` (the
+hub's de-duplication key), the kiosk's ``seq`` (per-kiosk order), and the device
+clock's reading and estimated offset, so the hub can correct times without trusting
+the kiosk clock blindly.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
+
+from device.protocol.topics import KIOSK_ID_PATTERN
+from device.protocol.vitals import LOINC_PATTERN, UCUM_PATTERN, VITALS
+
+PROTOCOL_VERSION = 1
+MESSAGE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+
+Kind = Literal["observations", "status", "case", "consult"]
+KIND_VALUES: tuple[str, ...] = ("observations", "status", "case", "consult")
+# Kinds reserved in v1 so topic filters and storage already have room for them; the
+# hub refuses them with a clear reason until their payloads are specified.
+RESERVED_KINDS = frozenset({"case", "consult"})
+
+KioskId = Annotated[str, Field(pattern=KIOSK_ID_PATTERN, description="Kiosk identity, as in the topic.")]
+UtcTime = Annotated[AwareDatetime, Field(description="ISO-8601 with an explicit offset; stored as UTC.")]
+
+
+def utc_iso(value: datetime) -> str:
+    """One spelling of time on the wire and in storage: UTC, milliseconds, Z. Sorts as text."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class EnvelopeError(ValueError):
+    """An envelope that cannot be accepted; the message says what is wrong."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_serializer("*", when_used="json", check_fields=False)
+    def _utc(self, value: Any) -> Any:
+        return utc_iso(value) if isinstance(value, datetime) else value
+
+
+class DeviceRef(_Model):
+    """The measuring device: who took the reading (not the kiosk that forwarded it)."""
+
+    id: str = Field(min_length=1, max_length=128, description="Stable device identity, e.g. BLE address or serial.")
+    type: Literal["ble", "camera", "manual", "simulated"] = Field(description="How the kiosk obtained the reading.")
+    manufacturer: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=128)
+    serial: str | None = Field(default=None, max_length=128)
+    firmware: str | None = Field(default=None, max_length=64)
+
+
+class Observation(_Model):
+    """One vital sign: LOINC code, value, UCUM unit, when it was measured, and by what."""
+
+    code: str = Field(pattern=LOINC_PATTERN, description="LOINC code, e.g. 8867-4 for heart rate.")
+    value: float = Field(description="The measured value in `unit`. Finite; special values are not sent.")
+    unit: str = Field(pattern=UCUM_PATTERN, description="UCUM case-sensitive unit code, e.g. mm[Hg], /min, Cel.")
+    effective: UtcTime = Field(description="When the measurement was taken, by the device clock.")
+    device: DeviceRef
+    flags: list[str] = Field(
+        default_factory=list, max_length=16, description="Measurement status flags from the device."
+    )
+
+    @model_validator(mode="after")
+    def _plausible(self) -> Observation:
+        if not math.isfinite(self.value):
+            raise ValueError(f"value for {self.code} must be a finite number, got {self.value}")
+        spec = VITALS.get(self.code)
+        if spec is None:
+            return self
+        if self.unit not in spec.units:
+            allowed = ", ".join(sorted(spec.units))
+            raise ValueError(f"unit {self.unit!r} is not valid for {self.code} ({spec.name}); use one of: {allowed}")
+        low, high = spec.units[self.unit]
+        if not low <= self.value <= high:
+            raise ValueError(
+                f"{spec.name} ({self.code}) of {self.value} {self.unit} is outside the plausible range {low}..{high}"
+            )
+        return self
+
+
+class ObservationsPayload(_Model):
+    observations: list[Observation] = Field(min_length=1, max_length=1000)
+
+
+class StatusAlert(_Model):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Machine-readable, e.g. outbox_full.")
+    message: str = Field(max_length=500, description="What a person at the fleet page should read.")
+    since: UtcTime
+
+
+class StatusPayload(_Model):
+    software_version: str = Field(max_length=64)
+    outbox_backlog: int = Field(ge=0, description="Items waiting for the hub's receipt.")
+    outbox_capacity: int = Field(ge=0)
+    uptime_s: float = Field(ge=0)
+    alerts: list[StatusAlert] = Field(default_factory=list, max_length=32)
+
+
+class ClockInfo(_Model):
+    """The device clock at the time the envelope was created, and how far off it is believed to be."""
+
+    time: UtcTime = Field(description="Device clock reading when the envelope was created.")
+    offset_ms: float | None = Field(
+        default=None,
+        description="Estimated (reference clock - device clock) in ms; add it to device times to correct them. "
+        "null when not yet estimated.",
+    )
+    source: Literal["hub", "ntp", "none"] = Field(default="none", description="Where the offset estimate came from.")
+
+
+class _EnvelopeBase(_Model):
+    v: Literal[1] = Field(description="Protocol version.")
+    id: str = Field(pattern=MESSAGE_ID_PATTERN, description="UUIDv7; unique; the hub de-duplicates on it.")
+    kiosk: KioskId
+    seq: int = Field(ge=1, description="Per-kiosk sequence number, increasing in enqueue order.")
+    clock: ClockInfo
+
+
+class ObservationsEnvelope(_EnvelopeBase):
+    kind: Literal["observations"]
+    payload: ObservationsPayload
+
+
+class StatusEnvelope(_EnvelopeBase):
+    kind: Literal["status"]
+    payload: StatusPayload
+
+
+class ReservedEnvelope(_EnvelopeBase):
+    """`case` and `consult`: reserved in v1; payload free-form until specified."""
+
+    kind: Literal["case", "consult"]
+    payload: dict[str, Any]
+
+
+Envelope = Annotated[
+    ObservationsEnvelope | StatusEnvelope | ReservedEnvelope,
+    Field(discriminator="kind"),
+]
+_ENVELOPE = TypeAdapter(Envelope)
+
+AnyEnvelope = ObservationsEnvelope | StatusEnvelope | ReservedEnvelope
+
+
+def _describe(error: ValidationError) -> str:
+    """One line a person can act on: where, and what is wrong, for up to three problems."""
+    parts = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(p) for p in item["loc"]) or "(envelope)"
+        msg = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def parse_envelope(raw: bytes | str) -> AnyEnvelope:
+    """Validate one envelope's JSON; raise EnvelopeError with a readable reason."""
+    try:
+        env = _ENVELOPE.validate_json(raw)
+    except ValidationError as exc:
+        raise EnvelopeError(_describe(exc)) from None
+    if env.kind in RESERVED_KINDS:
+        raise EnvelopeError(f"kind {env.kind!r} is reserved and not accepted by protocol v{PROTOCOL_VERSION} yet")
+    return env
+
+
+def encode(envelope: AnyEnvelope) -> bytes:
+    """The canonical bytes of an envelope: compact JSON, as stored in the outbox and sent."""
+    return envelope.model_dump_json(exclude_none=True).encode()
+
+
+def build_envelope(kind: str, *, message_id: str, kiosk: str, seq: int, clock: ClockInfo, payload: Any) -> AnyEnvelope:
+    """Build and validate an envelope from its parts (the kiosk side)."""
+    data = {"v": PROTOCOL_VERSION, "id": message_id, "kiosk": kiosk, "seq": seq, "kind": kind, "clock": clock}
+    data["payload"] = payload
+    try:
+        env = _ENVELOPE.validate_python(data)
+    except ValidationError as exc:
+        raise EnvelopeError(_describe(exc)) from None
+    if env.kind in RESERVED_KINDS:
+        raise EnvelopeError(f"kind {env.kind!r} is reserved and not accepted by protocol v{PROTOCOL_VERSION} yet")
+    return env
+
+
+class Rejection(_Model):
+    id: str
+    reason: str = Field(max_length=1000)
+
+
+class Receipt(_Model):
+    """Sent by the hub on ``kiosk/{id}/down/receipt`` after the rows are committed.
+
+    ``accepted`` lists envelopes now stored (new or already stored: a duplicate is
+    receipted again, so a kiosk whose first receipt was lost can stop resending).
+    ``rejected`` lists envelopes the hub will never store, with the reason; the hub
+    kept their raw bytes in its dead letters, and the kiosk stops resending them.
+    """
+
+    v: Literal[1] = 1
+    kind: Literal["receipt"] = "receipt"
+    accepted: list[str] = Field(default_factory=list)
+    rejected: list[Rejection] = Field(default_factory=list)
+    hub_time: UtcTime = Field(description="Hub clock when the receipt was sent; kiosks estimate their offset from it.")
+
+
+def parse_receipt(raw: bytes | str) -> Receipt:
+    try:
+        return Receipt.model_validate_json(raw)
+    except ValidationError as exc:
+        raise EnvelopeError(_describe(exc)) from None
+
+
+def envelope_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the uplink envelope (what a compatible kiosk must send)."""
+    schema = _ENVELOPE.json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://telehealth-edge.invalid/schema/envelope-v1.json"
+    schema["title"] = f"Kiosk uplink envelope, protocol v{PROTOCOL_VERSION}"
+    schema["description"] = (
+        "One message from a kiosk to the hub. Published alone on kiosk/{kiosk}/up/{kind} as JSON, "
+        "or several per message on kiosk/{kiosk}/up/batch, one envelope per line (NDJSON)."
+    )
+    return schema
+
+
+def receipt_json_schema() -> dict[str, Any]:
+    schema = Receipt.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,0 +1,157 @@
+"""`hub ...`: the hub's command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from device.protocol.endpoints import BrokerUrl
+from hub import bench
+from hub.api.auth import load_tokens
+from hub.ingest import IngestConfig, IngestWorker
+from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
+
+log = logging.getLogger("hub")
+
+
+def _broker(value: str) -> BrokerUrl:
+    try:
+        return BrokerUrl.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Telehealth hub")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def serve_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", type=Path, default=Path("data/hub"), help="folder for database, broker, tokens")
+        p.add_argument("--broker", type=_broker, default=None, help="external broker mqtt[s]://host:port")
+        p.add_argument("--broker-port", type=int, default=DEFAULT_BROKER_PORT, help="port of the embedded broker")
+        p.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
+        p.add_argument("--port", type=int, default=8080, help="HTTP port")
+        p.add_argument("--workers", type=int, default=1, help="ingest workers (one shared subscription)")
+
+    serve_args(sub.add_parser("serve", help="run the hub: embedded broker, ingest and API"))
+    demo = sub.add_parser("demo", help="run the hub and a simulated kiosk; print where readings appear")
+    serve_args(demo)
+    demo.add_argument("--kiosk-id", default="demo-kiosk")
+
+    ingest = sub.add_parser("ingest", help="run one ingest worker only (beside others, on a shared subscription)")
+    ingest.add_argument("--data", type=Path, default=Path("data/hub"))
+    ingest.add_argument("--broker", type=_broker, required=True)
+    ingest.add_argument("--client-id", default="hub-ingest-1", help="unique per worker; its session survives restarts")
+    ingest.add_argument("--batch", type=int, default=1000, help="most envelopes per transaction")
+
+    token = sub.add_parser("token", help="print the API token (created on first use)")
+    token.add_argument("--data", type=Path, default=Path("data/hub"))
+
+    bench_parser = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
+    bench.add_arguments(bench_sub.add_parser("ingest", help="bare subscriber vs full ingest path, latency, drain"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        HubService(_serve_config(args)).serve_forever()
+        return 0
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "ingest":
+        return _ingest(args)
+    if args.command == "token":
+        print(sorted(load_tokens(args.data))[0])
+        return 0
+    if args.command == "bench":
+        return bench.run(args)
+    return 2
+
+
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
+    return ServeConfig(
+        data_dir=args.data,
+        broker=args.broker,
+        broker_port=args.broker_port,
+        http_host=args.host,
+        http_port=args.port,
+        workers=args.workers,
+    )
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    worker = IngestWorker(
+        args.data / "hub.db", IngestConfig(broker=args.broker, client_id=args.client_id, batch_max=args.batch)
+    )
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    service = HubService(_serve_config(args))
+    kiosk_data = args.data.parent / "kiosk"
+    token = sorted(service.tokens)[0]
+    kiosk: subprocess.Popen[bytes] | None = None
+
+    def start_kiosk() -> None:
+        nonlocal kiosk
+        for w in service.workers:
+            w.connected.wait(15)
+        kiosk = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "device.cli",
+                "simulate",
+                "--kiosk-id",
+                args.kiosk_id,
+                "--broker",
+                str(service.broker_url),
+                "--data",
+                str(kiosk_data),
+                "--interval",
+                "2",
+                "--heartbeat",
+                "10",
+            ],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        url = f"{service.base_url}/api/v1/kiosks/{args.kiosk_id}/observations"
+        print(
+            "\n"
+            f"  Hub running. Readings from simulated kiosk {args.kiosk_id!r} appear at:\n"
+            f"    {url}\n"
+            f"  e.g.  curl -H 'Authorization: Bearer {token}' {url}\n"
+            f"  API docs: {service.base_url}/docs   (token kept in {args.data / 'api-tokens'})\n"
+            "  Ctrl-C stops hub, broker and kiosk.\n",
+            flush=True,
+        )
+
+    threading.Thread(target=start_kiosk, daemon=True).start()
+    try:
+        service.serve_forever()
+    finally:
+        if kiosk is not None:
+            kiosk.terminate()
+            kiosk.wait(timeout=15)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,346 @@
+"""Hub ingest: subscribe, validate, commit in batches, then ack the broker, then receipt the kiosk.
+
+The order is the guarantee. Rows are committed first; only then is each MQTT message
+acknowledged (paho manual ack) and a receipt published to the kiosk, which deletes its
+copy. A crash anywhere before the commit loses nothing: the broker redelivers the
+unacked message (persistent session) or, if the broker lost it too, the kiosk resends
+after its receipt timeout. A crash after the commit costs a duplicate, absorbed by the
+message id. So correctness never depends on the broker keeping anything.
+
+Several workers may run side by side: they join one MQTT 5 shared subscription and the
+broker spreads kiosk traffic over them; SQLite serialises their commits.
+
+A message that fails validation is dead-lettered with the reason and its raw bytes,
+counted, and acknowledged; it never stops ingest. When the envelope names the kiosk it
+was published under, that kiosk also gets a `rejected` receipt so it stops resending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import select
+import ssl
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from device.protocol import EnvelopeError, Receipt, Rejection, Topics, parse_envelope
+from device.protocol.endpoints import BrokerUrl
+from device.protocol.retry import Backoff
+from device.protocol.topics import BATCH
+from hub.store import Accepted, DeadLetter, HubStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestConfig:
+    broker: BrokerUrl
+    client_id: str = "hub-ingest-1"
+    group: str = "ingest"
+    batch_max: int = 1000
+    batch_max_delay_s: float = 0.02
+    # Mosquitto allows a manual-ack client only 20 unacked messages unless it asks for more.
+    receive_maximum: int = 4000
+    max_payload_bytes: int = 1024 * 1024
+    dead_letter_keep_bytes: int = 64 * 1024
+    keepalive_s: int = 30
+    session_expiry_s: int = 7 * 24 * 3600
+    ca_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+    reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    envelopes: int = 0
+    new: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+
+
+@dataclass
+class _Pending:
+    mids: list[int] = field(default_factory=list)
+    accepted: list[tuple[str, Accepted]] = field(default_factory=list)  # (topic kiosk, item)
+    dead: list[DeadLetter] = field(default_factory=list)
+    rejected: dict[str, list[Rejection]] = field(default_factory=lambda: defaultdict(list))
+    first_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.accepted) + len(self.dead)
+
+
+class IngestWorker:
+    def __init__(self, store_path: str | Path, config: IngestConfig) -> None:
+        if config.receive_maximum < config.batch_max:
+            raise ValueError("receive_maximum must be at least batch_max, or batches can never fill")
+        self.config = config
+        self.store = HubStore(store_path)
+        self.stats = IngestStats()
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._pending = _Pending()
+        self._client = self._make_client()
+        self._ready = False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._client.socket() is None and not self._connect():
+                    self._stop.wait(self.config.reconnect.next_delay())
+                    continue
+                self._step()
+        finally:
+            if self._client.socket() is not None:
+                self._flush()
+                self._client.disconnect()
+                self._client.loop_write()
+            self.store.close()
+
+    # -- connection ----------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        client.max_queued_messages_set(0)
+        if cfg.broker.tls:
+            client.tls_set(ca_certs=cfg.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _connect(self) -> bool:
+        cfg = self.config
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        props.ReceiveMaximum = cfg.receive_maximum
+        try:
+            self._client.connect(
+                cfg.broker.host,
+                cfg.broker.port,
+                keepalive=cfg.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("broker %s unreachable: %s", cfg.broker, exc)
+            return False
+        return True
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused the ingest connection: %s", rc)
+            return
+        self.config.reconnect.reset()
+        client.subscribe([(Topics.shared(self.config.group, Topics.UPLINK_FILTER), 1), (Topics.PRESENCE_FILTER, 1)])
+        self._ready = True
+        self.connected.set()
+        log.info("ingest connected to %s", self.config.broker)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if self._ready:
+            log.warning("ingest disconnected: %s", rc)
+        self._ready = False
+        self.connected.clear()
+        # Uncommitted and unacked: the broker redelivers, or the kiosk resends. Acks for the
+        # old connection's packet ids must never be sent on a new one.
+        self._pending = _Pending()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return
+        timeout = 1.0
+        if self._pending.first_at is not None:
+            timeout = max(0.0, self._pending.first_at + self.config.batch_max_delay_s - time.monotonic())
+        wlist = [sock] if client.want_write() else []
+        try:
+            readable, writable, _ = select.select([sock], wlist, [], timeout)
+        except (OSError, ValueError):
+            readable, writable = [], []
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if readable:
+            rc = client.loop_read(max_packets=self.config.batch_max)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and writable:
+            rc = client.loop_write()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or client.socket() is None:
+            self._ready = False
+            self.connected.clear()
+            self._pending = _Pending()
+            if client.socket() is not None:
+                client.socket().close()  # type: ignore[union-attr]
+                client.loop_read()
+            self._stop.wait(self.config.reconnect.next_delay())
+            return
+        pending = self._pending
+        if pending.first_at is not None and (
+            len(pending) >= self.config.batch_max
+            or time.monotonic() - pending.first_at >= self.config.batch_max_delay_s
+        ):
+            self._flush()
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        presence_kiosk = Topics.parse_presence(msg.topic)
+        if presence_kiosk is not None:
+            self._record_presence(presence_kiosk, bytes(msg.payload), now)
+            client.ack(msg.mid, msg.qos)
+            return
+        self.stats.messages += 1
+        pending = self._pending
+        if pending.first_at is None:
+            pending.first_at = time.monotonic()
+        if msg.qos > 0:
+            pending.mids.append(msg.mid)
+        self._classify(msg.topic, bytes(msg.payload), now, pending)
+
+    def _classify(self, topic: str, payload: bytes, now: float, pending: _Pending) -> None:
+        def dead(reason: str, raw: bytes, kiosk: str | None = None, message_id: str | None = None) -> None:
+            keep = self.config.dead_letter_keep_bytes
+            pending.dead.append(
+                DeadLetter(
+                    topic=topic,
+                    reason=reason,
+                    raw=raw[:keep],
+                    size=len(raw),
+                    sha256=hashlib.sha256(raw + topic.encode()).hexdigest(),
+                    truncated=len(raw) > keep,
+                    received_at=now,
+                    kiosk_hint=kiosk,
+                    message_id=message_id,
+                )
+            )
+            self.stats.dead_letters += 1
+
+        parsed = Topics.parse_uplink(topic)
+        if parsed is None or not Topics.is_valid_kiosk_id(parsed.kiosk):
+            dead(f"topic {topic!r} is not kiosk/{{kiosk-id}}/up/{{kind}}", payload)
+            return
+        if len(payload) > self.config.max_payload_bytes:
+            dead(
+                f"payload of {len(payload)} bytes exceeds the hub's limit of {self.config.max_payload_bytes}",
+                payload,
+                parsed.kiosk,
+            )
+            return
+        lines = payload.split(b"\n") if parsed.leaf == BATCH else [payload]
+        for line in lines:
+            if parsed.leaf == BATCH and not line.strip():
+                continue
+            self.stats.envelopes += 1
+            try:
+                env = parse_envelope(line)
+            except EnvelopeError as exc:
+                message_id = _claimed_id(line, parsed.kiosk)
+                dead(f"invalid envelope: {exc}", line, parsed.kiosk, message_id)
+                if message_id is not None:
+                    pending.rejected[parsed.kiosk].append(Rejection(id=message_id, reason=str(exc)[:1000]))
+                continue
+            if env.kiosk != parsed.kiosk:
+                dead(
+                    f"envelope kiosk {env.kiosk!r} does not match topic kiosk {parsed.kiosk!r}",
+                    line,
+                    parsed.kiosk,
+                    env.id,
+                )
+                continue
+            if parsed.leaf not in (BATCH, env.kind):
+                dead(
+                    f"envelope kind {env.kind!r} published on topic for {parsed.leaf!r}",
+                    line,
+                    parsed.kiosk,
+                    env.id,
+                )
+                pending.rejected[parsed.kiosk].append(
+                    Rejection(id=env.id, reason=f"kind {env.kind!r} sent on the {parsed.leaf!r} topic")
+                )
+                continue
+            pending.accepted.append((parsed.kiosk, Accepted(env, line, now)))
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending.first_at is None:
+            return
+        try:
+            result = self.store.commit_batch([a for _, a in pending.accepted], pending.dead)
+        except Exception:
+            # Not acked, not receipted: retried on the next step; the broker holds the messages.
+            self.stats.commit_failures += 1
+            log.exception("commit failed; will retry")
+            self._stop.wait(self.config.reconnect.next_delay())
+            return
+        self._pending = _Pending()
+        self.stats.commits += 1
+        self.stats.new += len(result.new)
+        self.stats.duplicates += len(result.duplicates)
+        for mid in pending.mids:
+            self._client.ack(mid, 1)
+        accepted: dict[str, list[str]] = defaultdict(list)
+        for kiosk, item in pending.accepted:
+            accepted[kiosk].append(item.envelope.id)
+        hub_time = datetime.now(UTC)
+        for kiosk in accepted.keys() | pending.rejected.keys():
+            receipt = Receipt(
+                accepted=accepted.get(kiosk, []), rejected=pending.rejected.get(kiosk, []), hub_time=hub_time
+            )
+            self._client.publish(Topics.receipt(kiosk), receipt.model_dump_json(exclude_none=True), qos=1)
+
+    def _record_presence(self, kiosk: str, payload: bytes, now: float) -> None:
+        if not Topics.is_valid_kiosk_id(kiosk):
+            return
+        try:
+            online = bool(json.loads(payload)["online"]) if payload else False
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable presence message ignored (%d bytes)", len(payload))
+            return
+        try:
+            self.store.set_presence(kiosk, online, now)
+        except Exception:
+            log.exception("could not record presence")
+
+
+def _claimed_id(raw: bytes, topic_kiosk: str) -> str | None:
+    """The id an invalid envelope claims, if it plainly belongs to the kiosk of its topic."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    mid, kiosk = data.get("id"), data.get("kiosk")
+    if isinstance(mid, str) and len(mid) <= 64 and kiosk == topic_kiosk:
+        return mid
+    return None
