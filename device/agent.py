@@ -31,6 +31,7 @@ class AgentConfig:
     keepalive_s: int = 30
     receipt_timeout_s: float = 10.0
     batch_max_items: int = 500
+    connect_timeout_s: float = 10.0
 
 
 class KioskAgent:
@@ -44,6 +45,7 @@ class KioskAgent:
             keepalive_s=config.keepalive_s,
             receipt_timeout_s=config.receipt_timeout_s,
             batch_max_items=config.batch_max_items,
+            connect_timeout_s=config.connect_timeout_s,
         )
         # The forwarder reads through its own connection; enqueues on ours wake it at once.
         self.forwarder = Forwarder(Outbox(self.outbox.path, config.kiosk_id, max_items=config.max_items), fwd_config)
@@ -63,6 +65,7 @@ class KioskAgent:
         self.forwarder.stop()
         for t in self._threads:
             t.join(timeout=10)
+        self.forwarder.close()
         self.forwarder.outbox.close()
         self.outbox.close()
 

@@ -17,7 +17,7 @@ from types import FrameType
 from device.agent import AgentConfig, KioskAgent
 from device.outbox import Outbox, OutboxFull
 from device.protocol.endpoints import BrokerUrl
-from device.protocol.envelope import envelope_json_schema, receipt_json_schema
+from device.protocol.envelope import encode, envelope_json_schema, receipt_json_schema
 from device.protocol.topics import Topics
 from device.simulate import DEVICES, single_reading
 
@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--count", type=int, default=0, help="stop after this many readings (0: run until stopped)")
     sim.add_argument("--single", action="store_true", help="one observation per envelope (load tests)")
     sim.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
-    sim.add_argument("--print-enqueued", action="store_true", help="print each envelope's seq and id once durable")
+    sim.add_argument(
+        "--print-enqueued",
+        action="store_true",
+        help="print each envelope (JSON line) once it is durable; for fault tests",
+    )
     sim.add_argument(
         "--exit-when-drained",
         action="store_true",
@@ -166,7 +170,7 @@ def _simulate(agent: KioskAgent, args: argparse.Namespace, stopping: Callable[[]
         else:
             made += 1
             if args.print_enqueued:
-                print(f"{env.seq} {env.id}", flush=True)
+                print(encode(env).decode(), flush=True)
         if args.interval > 0:
             time.sleep(args.interval)
     if args.count and args.exit_when_drained:

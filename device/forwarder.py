@@ -96,11 +96,14 @@ class Forwarder:
         self._receipt_timeout = config.receipt_timeout_s
         self._last_offset_write = 0.0
         self.connected = threading.Event()
+        self._closed = False
 
     # -- public --------------------------------------------------------------------------
 
     def wake(self) -> None:
         """Thread-safe nudge: new items were enqueued, or stop() was called."""
+        if self._closed:
+            return
         # A full pipe means the loop is already due to wake.
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
@@ -117,7 +120,13 @@ class Forwarder:
                     if not self._connect():
                         self._sleep(self.config.reconnect.next_delay())
                     continue
-                self._step()
+                try:
+                    self._step()
+                except Exception:
+                    # A bug or a corrupt row must not end forwarding for good: start over from the outbox.
+                    log.exception("forwarder step failed; reconnecting")
+                    self._drop_connection("internal error")
+                    self._sleep(self.config.reconnect.next_delay())
         finally:
             self._shutdown()
 
@@ -326,8 +335,7 @@ class Forwarder:
             return
         self.stats.resends += 1
         log.warning(
-            "no receipt within %.0f s for %d message(s): sending again",
-            self._receipt_timeout,
+            "receipt overdue for %d message(s): sending everything unreceipted again",
             len(self._inflight),
         )
         self._receipt_timeout = min(self._receipt_timeout * 2, self.config.receipt_timeout_max_s)
@@ -355,7 +363,13 @@ class Forwarder:
         if self._client.socket() is not None and self._ready:
             self._client.publish(Topics.presence(self.config.kiosk_id), b'{"online":false}', qos=1, retain=True)
             self._client.loop_write()
+            self._ready = False
             self._client.disconnect()
             self._client.loop_write()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+
+    def close(self) -> None:
+        """Release the wake-up pipe; call after run() has returned."""
+        if not self._closed:
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)

@@ -1,13 +1,941 @@
-"""`hub bench ingest` (placeholder until the benchmark lands)."""
+"""`hub bench ingest`: how close the real kiosk -> hub path comes to what paho and Mosquitto allow.
+
+One run, one freshly started embedded Mosquitto (loopback, free port, temp dir), four phases:
+
+(a) the limit: plain paho publishers send the stored bodies of pre-filled kiosk outboxes to a
+    bare paho subscriber that only counts. Nothing of ours runs on the hub side, so this is
+    the ceiling for one-envelope-per-message traffic on this machine.
+(b) the full path: the same pre-filled outboxes, the real Forwarder (one envelope per MQTT
+    message) and the real IngestWorker; throughput is read from the hub database's
+    ``committed_at``, and every enqueued id is looked up to count losses.
+(c) latency at half the rate (b) reached: kiosks enqueue live, one reading per enqueue, and
+    latency is ``committed_at - device_time`` (same machine clock, so no offset to correct).
+(d) drain: a backlog stored while the hub was down, then forwarders with normal batching
+    and ingest start together; readings/s from that start until the last commit.
+
+Every kiosk and the ingest worker run in their own process: on the real system they are
+different machines, and in one process the GIL would make each side slow the other down.
+The parent only orchestrates and reads the hub database (rarely) while a phase runs.
+Children are spawned (not forked) so no SQLite connection or paho socket crosses a fork,
+ignore Ctrl-C (the parent stops them in order) and exit if the parent dies.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
+import json
+import logging
+import math
+import multiprocessing
+import os
+import queue
+import random
+import signal
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from device.forwarder import Forwarder, ForwarderConfig
+from device.outbox import Outbox
+from device.protocol import Topics
+from device.protocol.endpoints import BrokerUrl
+from device.simulate import single_reading
+from hub.broker import MosquittoProcess, find_mosquitto
+from hub.ingest import IngestConfig, IngestWorker
+
+log = logging.getLogger(__name__)
+
+KIND = "observations"
+INGEST_CLIENT_ID = "bench-ingest"  # one id for every phase: one shared-subscription member, as in production
+PREFILL_CHUNK = 5000  # envelopes per enqueue_many transaction while filling an outbox
+POLL_S = 0.25  # how often the parent counts committed rows (the measurement itself uses committed_at)
+STALL_S = 30.0  # no new commits for this long: give up and report the rest as lost
+TARGET_RATIO = 0.8
+TARGET_DRAIN = 20_000.0
+TARGET_P99_MS = 100.0
+
+Results = Queue[tuple[str, str, Any]]
+
+
+class BenchError(RuntimeError):
+    """A phase could not run (a child failed or never got ready); the message says which."""
+
+
+# -- what the parent sends to children ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Shared by the parent and one group of children: start together, stop together, report."""
+
+    go: Event
+    stop: Event
+    results: Results
+
+
+@dataclass(frozen=True)
+class KioskJob:
+    """One simulated kiosk: its outbox, what to pre-fill, how to send, and optional live load."""
+
+    kiosk: str
+    outbox: Path
+    broker: str
+    prefill: int = 0
+    bare: bool = False  # publish stored bodies with plain paho instead of the Forwarder
+    batch_max_items: int = 500
+    window_messages: int = 16
+    rate: float = 0.0  # live enqueues per second after go (0: none)
+    seconds: float = 0.0
+    profile: Path | None = None
+
+
+@dataclass(frozen=True)
+class SubscriberJob:
+    broker: str
+    expect: int
+    receive_maximum: int
+
+
+@dataclass(frozen=True)
+class IngestJob:
+    db: Path
+    broker: str
+    profile: Path | None = None
+
+
+# -- children ------------------------------------------------------------------------------
+
+
+def _child_main(target: Callable[[str, Signals, Any], None], name: str, sig: Signals, job: Any) -> None:
+    """Entry of every child: ignore Ctrl-C (the parent stops us in order), die with the parent, report errors."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+    _die_with_parent()
+    try:
+        target(name, sig, job)
+    except BaseException:
+        sig.results.put(("error", name, traceback.format_exc()))
+        raise
+
+
+def _die_with_parent() -> None:
+    """A parent killed with SIGKILL cannot reap us: leave rather than keep publishing into the void."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _wait_go(sig: Signals) -> bool:
+    """Wait for the common start; False if told to stop first."""
+    while not sig.go.wait(0.1):
+        if sig.stop.is_set():
+            return False
+    return not sig.stop.is_set()
+
+
+def _run_profiled(fn: Callable[[], None], profile: Path | None) -> None:
+    """Run the loop under cProfile when asked: paho callbacks run on this thread, so they are included."""
+    if profile is None:
+        fn()
+        return
+    prof = cProfile.Profile()
+    try:
+        prof.runcall(fn)
+    finally:
+        prof.dump_stats(profile)
+
+
+def _kiosk_child(name: str, sig: Signals, job: KioskJob) -> None:
+    outbox = Outbox(job.outbox, job.kiosk)
+    try:
+        ids = _prefill(outbox, job.prefill, seed=hash(job.kiosk))
+        if job.bare:
+            _bare_publish(name, sig, job, outbox, ids)
+        else:
+            _forward(name, sig, job, outbox, ids)
+    finally:
+        outbox.close()
+
+
+def _prefill(outbox: Outbox, count: int, seed: int) -> list[str]:
+    """Store `count` single-reading envelopes, as a kiosk cut off from the hub would have."""
+    rng = random.Random(seed)
+    ids: list[str] = []
+    for start in range(0, count, PREFILL_CHUNK):
+        now = datetime.now(UTC)
+        items = [(KIND, single_reading(rng, now)) for _ in range(min(PREFILL_CHUNK, count - start))]
+        ids.extend(env.id for env in outbox.enqueue_many(items))
+    return ids
+
+
+def _stored_bodies(outbox: Outbox) -> list[bytes]:
+    """The exact bytes the Forwarder would send, read before the clock starts."""
+    bodies: list[bytes] = []
+    after = 0
+    while items := outbox.pending(after, limit=5000, max_bytes=1 << 30):
+        bodies.extend(item.body for item in items)
+        after = items[-1].seq
+    return bodies
+
+
+def _plain_client(client_id: str, receive_maximum: int | None = None) -> tuple[mqtt.Client, threading.Event]:
+    """A paho 2.x MQTT 5 client as the paho docs show it; the event is set on CONNACK."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    connected = threading.Event()
+    client.on_connect = lambda _c, _u, _f, rc, _p: None if rc.is_failure else connected.set()
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    client.connect_async("127.0.0.1", 1883, clean_start=True, properties=props)
+    return client, connected
+
+
+def _start_plain(client: mqtt.Client, connected: threading.Event, broker: str) -> None:
+    url = BrokerUrl.parse(broker)
+    client.connect_async(url.host, url.port, clean_start=True, properties=client._connect_properties)
+    client.loop_start()
+    if not connected.wait(10):
+        raise BenchError(f"{client._client_id!r} could not connect to {broker}")
+
+
+def _bare_publish(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: list[str]) -> None:
+    """Phase (a) publisher: the stored bodies, QoS 1, on the Forwarder's topic, as fast as paho goes."""
+    bodies = _stored_bodies(outbox)
+    topic = Topics.uplink(job.kiosk, KIND)
+    acked = threading.Event()
+    count = 0
+
+    def on_publish(_c: mqtt.Client, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        nonlocal count
+        count += 1
+        if count >= len(bodies):
+            acked.set()
+
+    client, connected = _plain_client(f"bench-pub-{job.kiosk}")
+    client.on_publish = on_publish
+    _start_plain(client, connected, job.broker)
+    try:
+        sig.results.put(("ready", name, ids))
+        if _wait_go(sig):
+            for body in bodies:
+                client.publish(topic, body, qos=1)
+            while bodies and not acked.wait(0.2) and not sig.stop.is_set():
+                pass
+        sig.results.put(("done", name, {"published": len(bodies), "acked": count}))
+        sig.stop.wait()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _forward(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: list[str]) -> None:
+    """Phases (b)-(d): the real Forwarder on its own outbox connection, as KioskAgent wires it."""
+    config = ForwarderConfig(
+        kiosk_id=job.kiosk,
+        broker=BrokerUrl.parse(job.broker),
+        batch_max_items=job.batch_max_items,
+        window_messages=job.window_messages,
+    )
+    forwarder = Forwarder(Outbox(job.outbox, job.kiosk), config)
+    outbox.on_enqueue = forwarder.wake
+    sig.results.put(("ready", name, ids))
+    try:
+        if not _wait_go(sig):
+            return
+        enqueuer = threading.Thread(target=_enqueue_live, args=(name, sig, job, outbox), daemon=True)
+        if job.rate > 0:
+            enqueuer.start()
+
+        def stop_after_enqueuer() -> None:
+            sig.stop.wait()
+            if enqueuer.is_alive():
+                enqueuer.join()  # it wakes the forwarder: its pipe must outlive the last enqueue
+            forwarder.stop()
+
+        threading.Thread(target=stop_after_enqueuer, name="stopper", daemon=True).start()
+        _run_profiled(forwarder.run, job.profile)
+        sig.results.put(("done", name, asdict(forwarder.stats)))
+    finally:
+        forwarder.outbox.close()
+
+
+def _enqueue_live(name: str, sig: Signals, job: KioskJob, outbox: Outbox) -> None:
+    """Phase (c): one enqueue per reading at a steady rate; a late enqueue is not skipped, only not slept for."""
+    rng = random.Random(hash(job.kiosk) + 1)
+    interval = 1.0 / job.rate
+    start = time.monotonic()
+    due = start + rng.random() * interval  # kiosks out of step, as real ones are
+    end = start + job.seconds
+    ids: list[str] = []
+    while due < end and not sig.stop.is_set():
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ids.append(outbox.enqueue(KIND, single_reading(rng, datetime.now(UTC))).id)
+        due += interval
+    elapsed = time.monotonic() - start
+    sig.results.put(("enqueued", name, {"ids": ids, "rate": len(ids) / elapsed if elapsed > 0 else 0.0}))
+
+
+def _bare_subscriber(name: str, sig: Signals, job: SubscriberJob) -> None:
+    """Phase (a) subscriber: standard paho usage (loop_start, auto-ack); on_message only counts."""
+    subscribed = threading.Event()
+    done = threading.Event()
+    received = 0
+    first = last = 0.0
+
+    def on_message(_c: mqtt.Client, _u: Any, _m: mqtt.MQTTMessage) -> None:
+        nonlocal received, first, last
+        last = time.perf_counter()
+        if received == 0:
+            first = last
+        received += 1
+        if received >= job.expect:
+            done.set()
+
+    client, connected = _plain_client("bench-bare-subscriber", job.receive_maximum)
+    client.on_message = on_message
+    client.on_subscribe = lambda _c, _u, _mid, _rc, _p: subscribed.set()
+    _start_plain(client, connected, job.broker)
+    try:
+        client.subscribe(Topics.UPLINK_FILTER, qos=1)
+        if not subscribed.wait(10):
+            raise BenchError("no SUBACK for the bare subscriber")
+        sig.results.put(("ready", name, None))
+        while not done.wait(0.2) and not sig.stop.is_set():
+            pass
+        sig.results.put(("done", name, {"received": received, "seconds": last - first}))
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _ingest_child(name: str, sig: Signals, job: IngestJob) -> None:
+    """The real IngestWorker with its production configuration, in its own process."""
+    worker = IngestWorker(job.db, IngestConfig(broker=BrokerUrl.parse(job.broker), client_id=INGEST_CLIENT_ID))
+    sig.results.put(("ready", name, None))
+    if not _wait_go(sig):
+        worker.store.close()
+        return
+
+    def report_connected() -> None:
+        if worker.connected.wait(15):
+            sig.results.put(("connected", name, None))
+
+    def stop_on_signal() -> None:
+        sig.stop.wait()
+        worker.stop()
+
+    threading.Thread(target=report_connected, daemon=True).start()
+    threading.Thread(target=stop_on_signal, daemon=True).start()
+    _run_profiled(worker.run, job.profile)
+    sig.results.put(("done", name, asdict(worker.stats)))
+
+
+# -- the parent's side ---------------------------------------------------------------------
+
+
+class Fleet:
+    """A group of child processes that start on one signal and are always reaped, even on errors."""
+
+    def __init__(self, ctx: SpawnContext) -> None:
+        self.ctx = ctx
+        self.signals = Signals(ctx.Event(), ctx.Event(), ctx.Queue())
+        self.procs: dict[str, SpawnProcess] = {}
+        self._stash: dict[tuple[str, str], Any] = {}
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def spawn(self, target: Callable[[str, Signals, Any], None], name: str, job: Any) -> None:
+        proc = self.ctx.Process(target=_child_main, args=(target, name, self.signals, job), name=name, daemon=True)
+        proc.start()
+        self.procs[name] = proc
+
+    def go(self) -> float:
+        """Start every child's measured work; returns the wall-clock start (children stamp with time.time too)."""
+        start = time.time()
+        self.signals.go.set()
+        return start
+
+    def expect(self, kind: str, names: list[str], timeout: float) -> dict[str, Any]:
+        """Wait for one `kind` report from each named child; a child's error or death fails the phase."""
+        deadline = time.monotonic() + timeout
+        got: dict[str, Any] = {}
+        while missing := [n for n in names if n not in got]:
+            for n in missing:
+                if (kind, n) in self._stash:
+                    got[n] = self._stash.pop((kind, n))
+            if len(got) == len(names):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchError(f"no {kind!r} from {', '.join(sorted(set(names) - set(got)))} within {timeout:.0f} s")
+            self._receive(min(remaining, 0.5))
+        return got
+
+    def check(self) -> None:
+        """Raise if a child reported an error or died; keep any other reports for expect()."""
+        self._receive(0)
+
+    def _receive(self, timeout: float) -> None:
+        try:
+            kind, name, payload = self.signals.results.get(timeout=timeout) if timeout else self._get_nowait()
+        except queue.Empty:
+            self._check_alive()
+            return
+        if kind == "error":
+            raise BenchError(f"{name} failed:\n{payload}")
+        self._stash[(kind, name)] = payload
+
+    def _get_nowait(self) -> tuple[str, str, Any]:
+        return self.signals.results.get_nowait()
+
+    def _check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.exitcode not in (None, 0):
+                raise BenchError(f"{name} exited with code {proc.exitcode}")
+
+    def stop(self) -> None:
+        self.signals.stop.set()
+
+    def close(self) -> None:
+        """Ask, then wait, then terminate, then kill; read the queue meanwhile so no child blocks on it."""
+        self.stop()
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            while proc.is_alive() and time.monotonic() < deadline:
+                self._drain_queue()
+                proc.join(0.1)
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(3)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self.signals.results.close()
+        self.signals.results.cancel_join_thread()
+
+    def _drain_queue(self) -> None:
+        with contextlib.suppress(queue.Empty, OSError, ValueError):
+            while True:
+                self.signals.results.get_nowait()
+
+
+class HubDb:
+    """Read-only questions the benchmark asks the hub database, per phase (kiosk id prefix)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, timeout=30)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @staticmethod
+    def _range(prefix: str) -> tuple[str, str]:
+        """Kiosk ids starting with `prefix`, as an index-friendly range."""
+        return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+    def committed(self, prefix: str) -> int:
+        (n,) = self.conn.execute(
+            "SELECT count(*) FROM messages WHERE kiosk >= ? AND kiosk < ?", self._range(prefix)
+        ).fetchone()
+        return int(n)
+
+    def ids(self, prefix: str) -> list[str]:
+        rows = self.conn.execute("SELECT id FROM messages WHERE kiosk >= ? AND kiosk < ?", self._range(prefix))
+        return [str(r[0]) for r in rows]
+
+    def messages_by_commit(self, prefix: str) -> list[tuple[float, int]]:
+        rows = self.conn.execute(
+            "SELECT committed_at, count(*) FROM messages WHERE kiosk >= ? AND kiosk < ? GROUP BY committed_at",
+            self._range(prefix),
+        )
+        return [(float(t), int(n)) for t, n in rows]
+
+    def readings_by_commit(self, prefix: str) -> list[tuple[float, int]]:
+        rows = self.conn.execute(
+            "SELECT m.committed_at, count(*) FROM observations o JOIN messages m ON m.id = o.message_id "
+            "WHERE o.kiosk >= ? AND o.kiosk < ? GROUP BY m.committed_at",
+            self._range(prefix),
+        )
+        return [(float(t), int(n)) for t, n in rows]
+
+    def latencies_ms(self, prefix: str) -> list[float]:
+        """committed_at - device clock at enqueue (ms precision, truncated: up to 1 ms too high)."""
+        rows = self.conn.execute(
+            "SELECT committed_at, device_time FROM messages WHERE kiosk >= ? AND kiosk < ?", self._range(prefix)
+        )
+        return [(float(c) - datetime.fromisoformat(str(t)).timestamp()) * 1000 for c, t in rows]
+
+
+@dataclass
+class Audit:
+    """Did every enqueued reading arrive exactly once? `duplicate_rows` is about the DB only."""
+
+    enqueued: int = 0
+    committed: int = 0
+    lost: int = 0
+    duplicate_rows: int = 0
+    unexpected: int = 0
+    redeliveries_absorbed: int = 0  # ingest stats.duplicates: copies that reached ingest and were dropped
+    forwarder_resends: int = 0
+    dead_letters: int = 0
+
+
+@dataclass
+class BareResult:
+    sent: int = 0
+    received: int = 0
+    seconds: float = 0.0
+    msgs_per_s: float = 0.0
+
+
+@dataclass
+class PathResult:
+    msgs_per_s: float = 0.0
+    readings_per_s: float = 0.0
+    seconds: float = 0.0
+    mqtt_messages: int = 0
+    audit: Audit = field(default_factory=Audit)
+
+
+@dataclass
+class LatencyResult:
+    target_rate: float = 0.0
+    achieved_rate: float = 0.0
+    samples: int = 0
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    max_ms: float = math.nan
+    audit: Audit = field(default_factory=Audit)
+
+
+@dataclass
+class DrainResult:
+    readings: int = 0
+    seconds: float = 0.0
+    readings_per_s: float = 0.0
+    first_commit_after_s: float = 0.0
+    mqtt_messages: int = 0
+    audit: Audit = field(default_factory=Audit)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    messages: int
+    kiosks: int
+    drain_readings: int
+    latency_seconds: float
+    window: int
+    timeout_s: float
+    profile_dir: Path | None
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _rate(batches: list[tuple[float, int]]) -> float:
+    """Items per second from the first commit to the last (the first batch opens the interval)."""
+    if len(batches) < 2:
+        return 0.0
+    batches = sorted(batches)
+    span = batches[-1][0] - batches[0][0]
+    return sum(n for _, n in batches[1:]) / span if span > 0 else 0.0
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    return statistics.quantiles(sorted_values, n=100, method="inclusive")[round(q) - 1]
+
+
+class Bench:
+    """Owns the temp dir, the broker and the phases; everything it starts it also stops."""
+
+    def __init__(self, config: BenchConfig, work: Path) -> None:
+        self.config = config
+        self.work = work
+        self.ctx = multiprocessing.get_context("spawn")
+        self.broker = MosquittoProcess(work / "broker")
+        self.db_path = work / "hub.db"
+
+    @property
+    def url(self) -> str:
+        return self.broker.url
+
+    def _profile(self, what: str) -> Path | None:
+        return None if self.config.profile_dir is None else self.config.profile_dir / f"{what}.prof"
+
+    def _kiosks(self, phase: str, counts: list[int], **job: Any) -> list[KioskJob]:
+        return [
+            KioskJob(
+                kiosk=f"bench-{phase}-{i:02d}",
+                outbox=self.work / phase / f"kiosk-{i:02d}.db",
+                broker=self.url,
+                prefill=n,
+                profile=self._profile(f"kiosk-{phase}-{i:02d}"),
+                **job,
+            )
+            for i, n in enumerate(counts)
+        ]
+
+    def _spawn_kiosks(self, fleet: Fleet, jobs: list[KioskJob]) -> list[str]:
+        """Start the kiosk processes; returns the ids they pre-filled once all are ready."""
+        for job in jobs:
+            fleet.spawn(_kiosk_child, job.kiosk, job)
+        ready = fleet.expect("ready", [j.kiosk for j in jobs], self.config.timeout_s)
+        return [mid for ids in ready.values() for mid in ids]
+
+    def _spawn_ingest(self, fleet: Fleet, phase: str) -> None:
+        fleet.spawn(_ingest_child, "ingest", IngestJob(self.db_path, self.url, self._profile(f"ingest-{phase}")))
+        fleet.expect("ready", ["ingest"], self.config.timeout_s)
+
+    def _start_ingest(self, phase: str, fleet: Fleet) -> None:
+        """Ingest connected and subscribed before any kiosk sends (phases b and c)."""
+        self._spawn_ingest(fleet, phase)
+        fleet.go()
+        fleet.expect("connected", ["ingest"], 15)
+
+    def _wait_committed(self, db: HubDb, prefix: str, total: int, fleets: list[Fleet]) -> None:
+        """Poll until `total` rows of this phase are in; stop early on a stall, timeout or failed child."""
+        deadline = time.monotonic() + self.config.timeout_s
+        last_count, last_change = -1, time.monotonic()
+        while (count := db.committed(prefix)) < total:
+            now = time.monotonic()
+            if count != last_count:
+                last_count, last_change = count, now
+            if now > deadline or now - last_change > STALL_S:
+                log.warning("%s: only %d of %d committed; giving up waiting", prefix, count, total)
+                return
+            for fleet in fleets:
+                fleet.check()
+            time.sleep(POLL_S)
+
+    def _finish(
+        self, hub: Fleet, kiosks: Fleet, names: list[str], db: HubDb, prefix: str, enqueued: list[str]
+    ) -> tuple[Audit, dict[str, Any]]:
+        """Stop kiosks, then ingest; audit the phase's rows against what was enqueued."""
+        kiosks.stop()
+        kstats = kiosks.expect("done", names, 30)
+        hub.stop()
+        istats = hub.expect("done", ["ingest"], 30)["ingest"]
+        stored = db.ids(prefix)
+        stored_set, enqueued_set = set(stored), set(enqueued)
+        audit = Audit(
+            enqueued=len(enqueued),
+            committed=len(stored_set),
+            lost=len(enqueued_set - stored_set),
+            duplicate_rows=len(stored) - len(stored_set),
+            unexpected=len(stored_set - enqueued_set),
+            redeliveries_absorbed=int(istats["duplicates"]),
+            forwarder_resends=sum(int(s["resends"]) for s in kstats.values()),
+            dead_letters=int(istats["dead_letters"]),
+        )
+        return audit, kstats
+
+    # -- phases --------------------------------------------------------------------------
+
+    def bare(self) -> BareResult:
+        n = self.config.messages
+        with Fleet(self.ctx) as fleet:
+            fleet.spawn(_bare_subscriber, "subscriber", SubscriberJob(self.url, n, IngestConfig.receive_maximum))
+            fleet.expect("ready", ["subscriber"], self.config.timeout_s)
+            jobs = self._kiosks("a", _split(n, self.config.kiosks), bare=True)
+            sent = len(self._spawn_kiosks(fleet, jobs))
+            fleet.go()
+            got = fleet.expect("done", ["subscriber"], self.config.timeout_s)["subscriber"]
+        seconds = float(got["seconds"])
+        received = int(got["received"])
+        # Like (b): the first message opens the interval, so it is not counted in the rate.
+        rate = (received - 1) / seconds if seconds > 0 else 0.0
+        return BareResult(sent=sent, received=received, seconds=seconds, msgs_per_s=rate)
+
+    def full_path(self) -> PathResult:
+        prefix = "bench-b-"
+        jobs = self._kiosks("b", _split(self.config.messages, self.config.kiosks), batch_max_items=1)
+        jobs = [KioskJob(**{**asdict(j), "window_messages": self.config.window}) for j in jobs]
+        with Fleet(self.ctx) as hub, Fleet(self.ctx) as kiosks:
+            self._start_ingest("b", hub)
+            enqueued = self._spawn_kiosks(kiosks, jobs)
+            db = HubDb(self.db_path)
+            try:
+                kiosks.go()
+                self._wait_committed(db, prefix, len(enqueued), [hub, kiosks])
+                audit, kstats = self._finish(hub, kiosks, [j.kiosk for j in jobs], db, prefix, enqueued)
+                msgs = db.messages_by_commit(prefix)
+                readings = db.readings_by_commit(prefix)
+            finally:
+                db.close()
+        span = max(t for t, _ in msgs) - min(t for t, _ in msgs) if msgs else 0.0
+        return PathResult(
+            msgs_per_s=_rate(msgs),
+            readings_per_s=_rate(readings),
+            seconds=span,
+            mqtt_messages=sum(int(s["messages_sent"]) for s in kstats.values()),
+            audit=audit,
+        )
+
+    def latency(self, rate: float) -> LatencyResult:
+        prefix = "bench-c-"
+        per_kiosk = rate / self.config.kiosks
+        jobs = self._kiosks("c", [0] * self.config.kiosks, rate=per_kiosk, seconds=self.config.latency_seconds)
+        names = [j.kiosk for j in jobs]
+        with Fleet(self.ctx) as hub, Fleet(self.ctx) as kiosks:
+            self._start_ingest("c", hub)
+            self._spawn_kiosks(kiosks, jobs)
+            db = HubDb(self.db_path)
+            try:
+                kiosks.go()
+                live = kiosks.expect("enqueued", names, self.config.latency_seconds + self.config.timeout_s)
+                enqueued = [mid for r in live.values() for mid in r["ids"]]
+                self._wait_committed(db, prefix, len(enqueued), [hub, kiosks])
+                audit, _ = self._finish(hub, kiosks, names, db, prefix, enqueued)
+                latencies = sorted(db.latencies_ms(prefix))
+            finally:
+                db.close()
+        return LatencyResult(
+            target_rate=rate,
+            achieved_rate=sum(float(r["rate"]) for r in live.values()),
+            samples=len(latencies),
+            p50_ms=_percentile(latencies, 50),
+            p99_ms=_percentile(latencies, 99),
+            max_ms=latencies[-1] if latencies else math.nan,
+            audit=audit,
+        )
+
+    def drain(self) -> DrainResult:
+        prefix = "bench-d-"
+        jobs = self._kiosks("d", _split(self.config.drain_readings, self.config.kiosks))
+        names = [j.kiosk for j in jobs]
+        with Fleet(self.ctx) as hub, Fleet(self.ctx) as kiosks:
+            # The backlog is stored while no ingest runs; then hub and kiosks start on one signal.
+            enqueued = self._spawn_kiosks(kiosks, jobs)
+            self._spawn_ingest(hub, "d")
+            db = HubDb(self.db_path)
+            try:
+                start = hub.go()
+                kiosks.go()
+                self._wait_committed(db, prefix, len(enqueued), [hub, kiosks])
+                audit, kstats = self._finish(hub, kiosks, names, db, prefix, enqueued)
+                readings = db.readings_by_commit(prefix)
+            finally:
+                db.close()
+        last = max((t for t, _ in readings), default=start)
+        first = min((t for t, _ in readings), default=start)
+        total = sum(n for _, n in readings)
+        seconds = last - start
+        return DrainResult(
+            readings=total,
+            seconds=seconds,
+            readings_per_s=total / seconds if seconds > 0 else 0.0,
+            first_commit_after_s=first - start,
+            mqtt_messages=sum(int(s["messages_sent"]) for s in kstats.values()),
+            audit=audit,
+        )
+
+
+# -- command line and report ---------------------------------------------------------------
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--messages", type=int, default=24_000, help="single-reading envelopes for (a) and (b)")
+    p.add_argument("--kiosks", type=int, default=4, help="simulated kiosks, one process and outbox each")
+    p.add_argument("--drain-readings", type=int, default=100_000, help="backlog for the drain phase (d)")
+    p.add_argument("--latency-seconds", type=float, default=8.0, help="length of the half-load phase (c)")
+    p.add_argument("--window", type=int, default=1000, help="forwarder window (messages awaiting receipt) in (b)")
+    p.add_argument("--timeout", type=float, default=120.0, help="most seconds any phase may wait")
+    p.add_argument("--profile", type=Path, default=None, help="write cProfile stats of every child to this folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _config(args: argparse.Namespace) -> BenchConfig:
+    if args.messages < args.kiosks * 2 or args.kiosks < 1 or args.drain_readings < 1:
+        raise SystemExit("--messages must be at least 2 per kiosk; --kiosks and --drain-readings at least 1")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    return BenchConfig(
+        messages=args.messages,
+        kiosks=args.kiosks,
+        drain_readings=args.drain_readings,
+        latency_seconds=args.latency_seconds,
+        window=args.window,
+        timeout_s=args.timeout,
+        profile_dir=args.profile.resolve() if args.profile is not None else None,
+    )
+
+
+@dataclass
+class Report:
+    config: BenchConfig
+    bare: BareResult
+    path: PathResult
+    latency: LatencyResult
+    drain: DrainResult
+    runtime_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.path.msgs_per_s / self.bare.msgs_per_s if self.bare.msgs_per_s else 0.0
+
+    @property
+    def audits(self) -> list[Audit]:
+        return [self.path.audit, self.latency.audit, self.drain.audit]
+
+    def targets(self) -> dict[str, bool]:
+        lost = sum(a.lost for a in self.audits) + (self.bare.sent - self.bare.received)
+        dup = sum(a.duplicate_rows for a in self.audits)
+        return {
+            "ratio_at_least_0.8_no_loss_no_dup": self.ratio >= TARGET_RATIO and lost == 0 and dup == 0,
+            "drain_at_least_20000_readings_per_s": self.drain.readings_per_s >= TARGET_DRAIN,
+            "p99_below_100_ms_at_half_load": self.latency.p99_ms < TARGET_P99_MS,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        finite = lambda x: round(x, 3) if math.isfinite(x) else None  # noqa: E731
+        return {
+            "bare_msgs_per_s": finite(self.bare.msgs_per_s),
+            "bare_readings_per_s": finite(self.bare.msgs_per_s),  # one reading per envelope, one envelope per message
+            "ingest_msgs_per_s": finite(self.path.msgs_per_s),
+            "ingest_readings_per_s": finite(self.path.readings_per_s),
+            "ratio": finite(self.ratio),
+            "p50_latency_ms": finite(self.latency.p50_ms),
+            "p99_latency_ms": finite(self.latency.p99_ms),
+            "drain_readings_per_s": finite(self.drain.readings_per_s),
+            "lost": sum(a.lost for a in self.audits),
+            "duplicates": sum(a.duplicate_rows for a in self.audits),
+            "redeliveries_absorbed": sum(a.redeliveries_absorbed for a in self.audits),
+            "forwarder_resends": sum(a.forwarder_resends for a in self.audits),
+            "messages": self.config.messages,
+            "kiosks": self.config.kiosks,
+            "bare": asdict(self.bare),
+            "bare_lost": self.bare.sent - self.bare.received,
+            "full_path": asdict(self.path),
+            "latency": {**asdict(self.latency), "p50_ms": finite(self.latency.p50_ms),
+                        "p99_ms": finite(self.latency.p99_ms), "max_ms": finite(self.latency.max_ms)},
+            "drain": asdict(self.drain),
+            "targets": self.targets(),
+            "runtime_s": round(self.runtime_s, 1),
+        }
+
+    def lines(self) -> list[str]:
+        b, p, c, d = self.bare, self.path, self.latency, self.drain
+        return [
+            f"hub bench ingest: {self.config.kiosks} kiosks, {self.config.messages:,} single-reading envelopes, "
+            "embedded mosquitto on loopback",
+            f"(a) bare paho subscriber      {b.msgs_per_s:9,.0f} msgs/s = readings/s   "
+            f"received {b.received:,}/{b.sent:,} in {b.seconds:.2f} s",
+            f"(b) forwarder->ingest->SQLite {p.msgs_per_s:9,.0f} msgs/s {p.readings_per_s:9,.0f} readings/s   "
+            f"first->last commit {p.seconds:.2f} s, {p.mqtt_messages:,} MQTT messages",
+            f"    ratio (b)/(a)             {self.ratio:9.2f}   {_audit_line(p.audit)}",
+            f"(c) latency at half load      p50 {c.p50_ms:.1f} ms  p99 {c.p99_ms:.1f} ms  max {c.max_ms:.1f} ms   "
+            f"{c.samples:,} readings at {c.achieved_rate:,.0f}/s (target {c.target_rate:,.0f}/s) for "
+            f"{self.config.latency_seconds:g} s",
+            f"    {_audit_line(c.audit)}",
+            f"(d) drain                     {d.readings_per_s:9,.0f} readings/s   {d.readings:,} readings in "
+            f"{d.seconds:.2f} s from start (first commit after {d.first_commit_after_s:.2f} s), "
+            f"{d.mqtt_messages:,} MQTT messages",
+            f"    {_audit_line(d.audit)}",
+            "targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in self.targets().items()),
+            f"runtime {self.runtime_s:.1f} s",
+        ]
+
+
+def _audit_line(a: Audit) -> str:
+    return (
+        f"lost {a.lost}, duplicate rows {a.duplicate_rows} (of {a.enqueued:,} enqueued, {a.committed:,} in the hub), "
+        f"redeliveries absorbed by ingest {a.redeliveries_absorbed}, forwarder resends {a.forwarder_resends}"
+        + (f", unexpected rows {a.unexpected}" if a.unexpected else "")
+        + (f", dead letters {a.dead_letters}" if a.dead_letters else "")
+    )
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the broker and children are stopped by the finally blocks."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_phases(config: BenchConfig, work: Path) -> Report:
+    started = time.monotonic()
+    bench = Bench(config, work)
+    bench.broker.start()
+    try:
+        log.info("(a) bare subscriber, %d messages", config.messages)
+        bare = bench.bare()
+        log.info("(a) %.0f msgs/s; (b) forwarder -> ingest", bare.msgs_per_s)
+        path = bench.full_path()
+        half = path.msgs_per_s / 2 if path.msgs_per_s > 0 else 100.0
+        log.info("(b) %.0f msgs/s; (c) latency at %.0f readings/s", path.msgs_per_s, half)
+        latency = bench.latency(half)
+        log.info("(c) p99 %.1f ms; (d) drain of %d readings", latency.p99_ms, config.drain_readings)
+        drain = bench.drain()
+    finally:
+        bench.broker.stop()
+    return Report(config, bare, path, latency, drain, time.monotonic() - started)
+
+
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("not implemented yet")
+    config = _config(args)
+    try:
+        find_mosquitto()
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+            report = _run_phases(config, Path(tmp))
+    except KeyboardInterrupt:
+        print("interrupted; broker and children stopped", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.as_json()))
+    else:
+        print("\n".join(report.lines()))
+    return 0

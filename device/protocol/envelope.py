@@ -165,7 +165,10 @@ def _describe(error: ValidationError) -> str:
     """One line a person can act on: where, and what is wrong, for up to three problems."""
     parts = []
     for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "(envelope)"
+        loc = item["loc"]
+        if loc and loc[0] in KIND_VALUES:  # pydantic prefixes the union's tag; a person needs the path only
+            loc = loc[1:]
+        where = ".".join(str(p) for p in loc) or "(envelope)"
         msg = item["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {msg}")
     more = error.error_count() - len(parts)
@@ -231,7 +234,7 @@ def parse_receipt(raw: bytes | str) -> Receipt:
 
 def envelope_json_schema() -> dict[str, Any]:
     """The JSON Schema of the uplink envelope (what a compatible kiosk must send)."""
-    schema = _ENVELOPE.json_schema(mode="serialization")
+    schema = _ENVELOPE.json_schema(mode="validation")  # what the hub accepts
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://telehealth-edge.invalid/schema/envelope-v1.json"
     schema["title"] = f"Kiosk uplink envelope, protocol v{PROTOCOL_VERSION}"
@@ -243,6 +246,6 @@ def envelope_json_schema() -> dict[str, Any]:
 
 
 def receipt_json_schema() -> dict[str, Any]:
-    schema = Receipt.model_json_schema(mode="serialization")
+    schema = Receipt.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema

@@ -1,0 +1,131 @@
+"""Real parts for tests: a Mosquitto per test on a free port, ingest and kiosks as threads or processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from device.agent import AgentConfig, KioskAgent
+from device.outbox import Outbox
+from device.protocol.endpoints import BrokerUrl
+from device.protocol.envelope import encode
+from device.simulate import single_reading
+from hub.ingest import IngestConfig, IngestWorker
+from hub.store import HubStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll a condition the test cares about; fail with `what` if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextmanager
+def ingest_thread(db: Path, broker: BrokerUrl, **overrides: object) -> Iterator[IngestWorker]:
+    worker = IngestWorker(db, IngestConfig(broker=broker, **overrides))  # type: ignore[arg-type]
+    t = threading.Thread(target=worker.run, daemon=True)
+    t.start()
+    try:
+        assert worker.connected.wait(10), "ingest did not connect"
+        yield worker
+    finally:
+        worker.stop()
+        t.join(10)
+
+
+@contextmanager
+def kiosk_agent(data: Path, kiosk_id: str, broker: BrokerUrl, **overrides: object) -> Iterator[KioskAgent]:
+    config = AgentConfig(kiosk_id=kiosk_id, broker=broker, data_dir=data, **overrides)  # type: ignore[arg-type]
+    agent = KioskAgent(config)
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+def hub_rows(db: Path, kiosk: str) -> list[tuple[int, str]]:
+    store = HubStore(db)
+    try:
+        return list(store.raw_messages(kiosk))
+    finally:
+        store.close()
+
+
+def cli(module: str, *args: str, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
+    """Start `kiosk`/`hub` as a real process (so it can be SIGKILLed)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def sigkill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def hub_count(db: Path, kiosk: str) -> int:
+    """Rows stored for a kiosk, read without taking the writer's lock."""
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute("SELECT count(*) FROM messages WHERE kiosk = ?", (kiosk,)).fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    finally:
+        conn.close()
+
+
+class Producer(threading.Thread):
+    """Takes readings at the kiosk, as a patient session would, and remembers exactly what it stored."""
+
+    def __init__(self, outbox: Outbox, count: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.outbox, self.count, self.interval = outbox, count, interval
+        self.sent: list[bytes] = []
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        for _ in range(self.count):
+            env = self.outbox.enqueue("observations", single_reading(rng, datetime.now(UTC)))
+            self.sent.append(encode(env))
+            time.sleep(self.interval)
+
+
+def assert_delivered_exactly_once(db: Path, kiosk: str, sent: list[bytes], *, gapless: bool = True) -> None:
+    """What the provider's database must hold after any fault: every reading once, in kiosk order, unaltered."""
+    rows = [(s, raw) for s, raw in hub_rows(db, kiosk) if json.loads(raw)["kind"] == "observations"]
+    seqs = [s for s, _ in rows]
+    assert len(seqs) == len(set(seqs)), "a reading was stored twice"
+    stored = {raw.encode() for _, raw in rows}
+    missing = [b for b in sent if b not in stored]
+    assert missing == [], f"{len(missing)} of {len(sent)} readings never reached the hub"
+    by_seq = dict(rows)
+    for body in sent:
+        seq = json.loads(body)["seq"]
+        assert by_seq[seq].encode() == body, f"reading {seq} was altered on the way"
+    if gapless:
+        all_seqs = sorted(s for s, _ in hub_rows(db, kiosk))
+        assert all_seqs == list(range(all_seqs[0], all_seqs[0] + len(all_seqs))), "per-kiosk sequence has gaps"

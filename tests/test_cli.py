@@ -1,0 +1,71 @@
+"""The command lines: documented, and clear when given bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device import cli as kiosk_cli
+from hub import cli as hub_cli
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def subcommands(parser: argparse.ArgumentParser) -> list[str]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                nested = subcommands(sub)
+                found += [f"{name} {n}" for n in nested] or [name]
+    return found
+
+
+@pytest.mark.parametrize(("prog", "parser"), [("kiosk", kiosk_cli.build_parser()), ("hub", hub_cli.build_parser())])
+def test_every_command_is_in_the_readme(prog: str, parser: argparse.ArgumentParser) -> None:
+    commands = subcommands(parser)
+    assert commands
+    for command in commands:
+        assert f"`{prog} {command}" in README, f"`{prog} {command}` is not documented in README.md"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    head = README[:400]
+    assert "make demo" in head and "make test" in head
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], check=False, capture_output=True, text=True, timeout=60)
+
+
+def test_schema_command_prints_the_contract() -> None:
+    out = run("device.cli", "protocol", "schema")
+    assert out.returncode == 0
+    schema = json.loads(out.stdout)
+    kinds = [m["properties"]["kind"] for m in schema["$defs"].values() if "kind" in m.get("properties", {})]
+    assert {k.get("const") for k in kinds} >= {"observations", "status"}
+    assert schema["$defs"]["Observation"]["required"] == ["code", "value", "unit", "effective", "device"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["device.cli", "run", "--kiosk-id", "a/b"], "is not a valid kiosk id"),
+        (["device.cli", "run", "--kiosk-id", "k", "--broker", "http://x"], "must start with mqtt:// or mqtts://"),
+        (["hub.cli", "serve", "--broker", "mqtt://h:notaport"], "invalid port"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_reason(args: list[str], message: str) -> None:
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+def test_outbox_command_on_a_missing_outbox(tmp_path: Path) -> None:
+    out = run("device.cli", "outbox", "--data", str(tmp_path))
+    assert out.returncode == 2 and "no outbox at" in out.stderr

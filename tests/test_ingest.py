@@ -1,0 +1,152 @@
+"""Kiosk -> real Mosquitto -> hub ingest -> SQLite: exactly once, in order, garbage dead-lettered."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from device.outbox import Outbox
+from device.protocol import Topics, parse_receipt
+from device.protocol.endpoints import BrokerUrl
+from device.protocol.envelope import encode
+from device.simulate import DEVICES, single_reading
+from hub.store import HubStore
+from tests.harness import hub_rows, ingest_thread, kiosk_agent, wait_until
+
+
+def client(url: BrokerUrl, name: str) -> mqtt.Client:
+    c = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id=name, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    c.connect(url.host, url.port)
+    c.loop_start()
+    return c
+
+
+def test_readings_arrive_exactly_once_in_order_byte_for_byte(tmp_path: Path, broker_url: BrokerUrl) -> None:
+    db = tmp_path / "hub.db"
+    rng = random.Random(1)
+    with ingest_thread(db, broker_url), kiosk_agent(tmp_path / "k1", "k1", broker_url, heartbeat_s=3600) as agent:
+        sent = [
+            agent.outbox.enqueue("observations", rng.choice(DEVICES).reading(rng, datetime.now(UTC)))
+            for _ in range(200)
+        ]
+        wait_until(lambda: agent.outbox.backlog().items == 0, 20, "the kiosk outbox to drain")
+    rows = hub_rows(db, "k1")
+    observations = [(s, raw) for s, raw in rows if json.loads(raw)["kind"] == "observations"]
+    assert observations == [(e.seq, encode(e).decode()) for e in sent]
+    store = HubStore(db)
+    total = sum(len(e.payload.observations) for e in sent)  # type: ignore[union-attr]
+    assert store.counts()["observations"] == total
+    kiosk = store.kiosk("k1")
+    assert kiosk is not None and kiosk["software_version"] == "0.1.0" and kiosk["online"] == 0
+
+
+def test_a_backlog_is_drained_in_batches(tmp_path: Path, broker_url: BrokerUrl) -> None:
+    db = tmp_path / "hub.db"
+    rng = random.Random(2)
+    box = Outbox(tmp_path / "k2" / "outbox.db", "k2")
+    sent = box.enqueue_many([("observations", single_reading(rng, datetime.now(UTC)))] * 3000)
+    box.close()
+    with ingest_thread(db, broker_url) as worker, kiosk_agent(tmp_path / "k2", "k2", broker_url) as agent:
+        wait_until(lambda: agent.outbox.backlog().items == 0, 30, "the backlog to drain")
+        assert agent.forwarder.stats.messages_sent < 3000 / 50  # packed, not one message per reading
+        assert worker.stats.duplicates == 0
+    assert [s for s, _ in hub_rows(db, "k2") if s <= 3000] == [e.seq for e in sent]
+
+
+def test_duplicates_are_absorbed_and_receipted_again(tmp_path: Path, broker_url: BrokerUrl) -> None:
+    db = tmp_path / "hub.db"
+    box = Outbox(tmp_path / "o.db", "k3")
+    env = box.enqueue("observations", single_reading(random.Random(3), datetime.now(UTC)))
+    receipts: list[list[str]] = []
+    listener = client(broker_url, "listener")
+    listener.on_message = lambda _c, _u, m: receipts.append(parse_receipt(m.payload).accepted)
+    listener.subscribe(Topics.receipt("k3"), qos=1).__class__  # noqa: B018
+    with ingest_thread(db, broker_url):
+        pub = client(broker_url, "k3-raw")
+        for _ in range(3):
+            pub.publish(Topics.uplink("k3", "observations"), encode(env), qos=1).wait_for_publish(5)
+        pub.publish(Topics.uplink("k3", "batch"), encode(env) + b"\n" + encode(env), qos=1).wait_for_publish(5)
+        wait_until(lambda: sum(len(r) for r in receipts) >= 5, 10, "a receipt for every copy")
+        pub.loop_stop()
+    listener.loop_stop()
+    assert {i for r in receipts for i in r} == {env.id}
+    assert len(hub_rows(db, "k3")) == 1
+    assert HubStore(db).counts()["observations"] == 1
+
+
+def test_garbage_is_dead_lettered_and_ingest_goes_on(tmp_path: Path, broker_url: BrokerUrl) -> None:
+    db = tmp_path / "hub.db"
+    box = Outbox(tmp_path / "o.db", "k4")
+    good = box.enqueue("observations", single_reading(random.Random(4), datetime.now(UTC)))
+    other = Outbox(tmp_path / "o2.db", "k5").enqueue(
+        "observations", single_reading(random.Random(5), datetime.now(UTC))
+    )
+    wrong_schema = json.loads(encode(good))
+    wrong_schema["payload"]["observations"][0]["unit"] = "mm[Hg]"
+    wrong_schema["id"] = other.id.replace(other.id[-4:], "beef")
+    garbage = [
+        (Topics.uplink("k4", "observations"), b"this is not json"),
+        (Topics.uplink("k4", "observations"), json.dumps(wrong_schema).encode()),
+        (Topics.uplink("k4", "observations"), b"{" + b" " * (2 * 1024 * 1024) + b"}"),
+        (Topics.uplink("k4", "observations"), encode(other)),  # k5's envelope on k4's topic
+        (Topics.uplink("k4", "status"), encode(good)),  # kind does not match topic
+        ("kiosk/k4/up/observations/extra", encode(good)),
+        (Topics.uplink("k4", "batch"), b"\n".join([b"\xff\xfe", encode(good)])),
+    ]
+    receipts: list[bytes] = []
+    listener = client(broker_url, "listener")
+    listener.on_message = lambda _c, _u, m: receipts.append(m.payload)
+    listener.subscribe(Topics.receipt("k4"), qos=1)
+    with ingest_thread(db, broker_url) as worker:
+        pub = client(broker_url, "attacker")
+        for topic, payload in garbage:
+            pub.publish(topic, payload, qos=1).wait_for_publish(5)
+        wait_until(lambda: worker.stats.messages >= len(garbage) - 1, 10, "ingest to see every message")
+        wait_until(lambda: len(hub_rows(db, "k4")) == 1, 10, "the good envelope in the batch to be stored")
+        # Ingest is still alive and storing after all that.
+        pub.publish(Topics.uplink("k5", "observations"), encode(other), qos=1).wait_for_publish(5)
+        wait_until(lambda: len(hub_rows(db, "k5")) == 1, 10, "a valid message after the garbage")
+        pub.loop_stop()
+    listener.loop_stop()
+    reasons = [r["reason"] for r in HubStore(db).dead_letters()]
+    expected = [
+        "invalid envelope: (envelope): Invalid JSON",
+        "invalid envelope: payload.observations.0: unit 'mm[Hg]' is not valid for 8867-4",
+        "payload of 2097154 bytes exceeds the hub's limit of 1048576",
+        "envelope kiosk 'k5' does not match topic kiosk 'k4'",
+        "envelope kind 'observations' published on topic for 'status'",
+        "topic 'kiosk/k4/up/observations/extra' is not kiosk/{kiosk-id}/up/{kind}",
+    ]
+    for text in expected:
+        assert sum(text in r for r in reasons) >= 1, f"no dead letter says {text!r}; got {reasons}"
+    assert len(reasons) == 7  # the batch's undecodable line too
+    big = next(d for d in HubStore(db).dead_letters() if d["size"] > 2_000_000)
+    assert big["raw_truncated"] == 1 and len(big["raw"]) == 64 * 1024
+    rejected = [r for raw in receipts for r in parse_receipt(raw).rejected]
+    assert wrong_schema["id"] in [r.id for r in rejected]  # the kiosk is told, so it stops resending
+    assert other.id not in [r.id for r in rejected]  # a forged id under k4's topic is never rejected to k4
+
+
+def test_rejected_items_leave_the_outbox_into_the_rejected_table(tmp_path: Path, broker_url: BrokerUrl) -> None:
+    """A kiosk running an older contract: the hub refuses, the kiosk keeps the item for staff and alerts."""
+    db = tmp_path / "hub.db"
+    with kiosk_agent(tmp_path / "k6", "k6", broker_url, heartbeat_s=3600) as agent:
+        env = agent.outbox.enqueue("observations", single_reading(random.Random(6), datetime.now(UTC)))
+        # Simulate a hub-side rule the kiosk does not know: corrupt the stored body's unit.
+        conn = agent.outbox._db
+        with agent.outbox._lock:
+            conn.execute(
+                "UPDATE outbox SET body = CAST(replace(body, '\"/min\"', '\"kg\"') AS BLOB) WHERE id = ?", (env.id,)
+            )
+        with ingest_thread(db, broker_url):
+            wait_until(lambda: agent.outbox.rejected() != [], 15, "the rejection to reach the kiosk")
+        assert agent.outbox.pending() == [] or all(i.kind == "status" for i in agent.outbox.pending())
+        assert "rejected_by_hub" in [a.code for a in agent.outbox.alerts()]
+    assert hub_rows(db, "k6") == [] or all(json.loads(r)["kind"] == "status" for _, r in hub_rows(db, "k6"))
