@@ -35,9 +35,11 @@ test: $(STAMP) broker lint typecheck
 
 bench: $(STAMP) broker
 	$(BIN)/hub bench ingest
+	$(BIN)/hub bench kiosk-idle
 
 schema: $(STAMP)
 	$(BIN)/kiosk protocol schema > device/protocol/envelope.schema.json
+	$(BIN)/kiosk protocol receipt-schema > device/protocol/receipt.schema.json
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

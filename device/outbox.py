@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from device.protocol import ClockInfo, StatusAlert, new_message_id
-from device.protocol.envelope import AnyEnvelope, build_envelope, encode
+from device.protocol.envelope import MAX_ENVELOPE_BYTES, AnyEnvelope, EnvelopeError, build_envelope, encode
 
 NEAR_FULL_FRACTION = 0.8
 FULL_CLEARS_BELOW = 0.9
@@ -151,6 +151,10 @@ class Outbox:
                 kind, message_id=new_message_id(), kiosk=self.kiosk_id, seq=seq, clock=clock, payload=payload
             )
             body = encode(env)
+            if len(body) > MAX_ENVELOPE_BYTES:
+                raise EnvelopeError(
+                    f"{kind} envelope of {len(body)} bytes exceeds the {MAX_ENVELOPE_BYTES}-byte limit; split it"
+                )
             envelopes.append(env)
             rows.append((seq, env.id, kind, body, now))
             if kind != "status":

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from device.protocol.endpoints import BrokerUrl
-from hub import bench
+from hub import bench, bench_idle
 from hub.api.auth import load_tokens
 from hub.ingest import IngestConfig, IngestWorker
 from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
     bench.add_arguments(bench_sub.add_parser("ingest", help="bare subscriber vs full ingest path, latency, drain"))
+    bench_idle.add_arguments(bench_sub.add_parser("kiosk-idle", help="CPU and memory of an idle kiosk agent"))
     return parser
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(sorted(load_tokens(args.data))[0])
         return 0
     if args.command == "bench":
-        return bench.run(args)
+        return bench_idle.run(args) if args.bench == "kiosk-idle" else bench.run(args)
     return 2
 
 

@@ -11,13 +11,14 @@ Several workers may run side by side: they join one MQTT 5 shared subscription a
 broker spreads kiosk traffic over them; SQLite serialises their commits.
 
 A message that fails validation is dead-lettered with the reason and its raw bytes,
-counted, and acknowledged; it never stops ingest. When the envelope names the kiosk it
-was published under, that kiosk also gets a `rejected` receipt so it stops resending.
+counted, and acknowledged; it never stops ingest. When the refused envelope's id can be
+read, the kiosk of the topic it came on gets a `rejected` receipt so it stops resending
+(it only affects ids in that kiosk's own outbox). An id already stored with different
+content is refused the same way, never merged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import select
@@ -113,6 +114,7 @@ class IngestWorker:
         finally:
             if self._client.socket() is not None:
                 self._flush()
+                self._ready = False  # a requested disconnect is not worth a warning
                 self._client.disconnect()
                 self._client.loop_write()
             self.store.close()
@@ -229,16 +231,13 @@ class IngestWorker:
 
     def _classify(self, topic: str, payload: bytes, now: float, pending: _Pending) -> None:
         def dead(reason: str, raw: bytes, kiosk: str | None = None, message_id: str | None = None) -> None:
-            keep = self.config.dead_letter_keep_bytes
             pending.dead.append(
-                DeadLetter(
-                    topic=topic,
-                    reason=reason,
-                    raw=raw[:keep],
-                    size=len(raw),
-                    sha256=hashlib.sha256(raw + topic.encode()).hexdigest(),
-                    truncated=len(raw) > keep,
-                    received_at=now,
+                DeadLetter.build(
+                    topic,
+                    reason,
+                    raw,
+                    now,
+                    keep_bytes=self.config.dead_letter_keep_bytes,
                     kiosk_hint=kiosk,
                     message_id=message_id,
                 )
@@ -270,12 +269,11 @@ class IngestWorker:
                     pending.rejected[parsed.kiosk].append(Rejection(id=message_id, reason=str(exc)[:1000]))
                 continue
             if env.kiosk != parsed.kiosk:
-                dead(
-                    f"envelope kiosk {env.kiosk!r} does not match topic kiosk {parsed.kiosk!r}",
-                    line,
-                    parsed.kiosk,
-                    env.id,
-                )
+                reason = f"envelope kiosk {env.kiosk!r} does not match topic kiosk {parsed.kiosk!r}"
+                dead(reason, line, parsed.kiosk, env.id)
+                # Told to the publisher (the topic's kiosk), e.g. one whose id was changed with items
+                # still queued, so it stops resending; it only affects ids in that kiosk's own outbox.
+                pending.rejected[parsed.kiosk].append(Rejection(id=env.id, reason=reason))
                 continue
             if parsed.leaf not in (BATCH, env.kind):
                 dead(
@@ -288,7 +286,7 @@ class IngestWorker:
                     Rejection(id=env.id, reason=f"kind {env.kind!r} sent on the {parsed.leaf!r} topic")
                 )
                 continue
-            pending.accepted.append((parsed.kiosk, Accepted(env, line, now)))
+            pending.accepted.append((parsed.kiosk, Accepted(env, line, now, topic)))
 
     def _flush(self) -> None:
         pending = self._pending
@@ -308,9 +306,16 @@ class IngestWorker:
         self.stats.duplicates += len(result.duplicates)
         for mid in pending.mids:
             self._client.ack(mid, 1)
+        self.stats.dead_letters += len(result.conflicts)
+        conflicting = {id(c) for c in result.conflicts}
         accepted: dict[str, list[str]] = defaultdict(list)
         for kiosk, item in pending.accepted:
-            accepted[kiosk].append(item.envelope.id)
+            if id(item) in conflicting:
+                pending.rejected[kiosk].append(
+                    Rejection(id=item.envelope.id, reason="message id already used for different content")
+                )
+            else:
+                accepted[kiosk].append(item.envelope.id)
         hub_time = datetime.now(UTC)
         for kiosk in accepted.keys() | pending.rejected.keys():
             receipt = Receipt(
@@ -322,8 +327,10 @@ class IngestWorker:
         if not Topics.is_valid_kiosk_id(kiosk):
             return
         try:
-            online = bool(json.loads(payload)["online"]) if payload else False
+            online = json.loads(payload)["online"] if payload else False
         except (ValueError, KeyError, TypeError):
+            online = None
+        if not isinstance(online, bool):
             log.warning("unreadable presence message ignored (%d bytes)", len(payload))
             return
         try:

@@ -11,6 +11,7 @@ follows must survive a power cut, not only a process crash.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -92,6 +93,7 @@ class Accepted:
     envelope: AnyEnvelope
     raw: bytes
     received_at: float
+    topic: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,37 @@ class DeadLetter:
     kiosk_hint: str | None = None
     message_id: str | None = None
 
+    @classmethod
+    def build(
+        cls,
+        topic: str,
+        reason: str,
+        raw: bytes,
+        received_at: float,
+        *,
+        keep_bytes: int = 64 * 1024,
+        kiosk_hint: str | None = None,
+        message_id: str | None = None,
+    ) -> DeadLetter:
+        """Keep the reason, the size and the first `keep_bytes`; repeats are counted by content hash."""
+        return cls(
+            topic=topic,
+            reason=reason,
+            raw=raw[:keep_bytes],
+            size=len(raw),
+            sha256=hashlib.sha256(raw + topic.encode()).hexdigest(),
+            truncated=len(raw) > keep_bytes,
+            received_at=received_at,
+            kiosk_hint=kiosk_hint,
+            message_id=message_id,
+        )
+
 
 @dataclass(frozen=True)
 class CommitResult:
     new: list[str]
     duplicates: list[str]
+    conflicts: list[Accepted]  # an id already stored with other content: dead-lettered, never merged
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:
@@ -166,27 +194,46 @@ class HubStore:
         """Store a batch in one transaction; envelopes already stored are reported as duplicates."""
         committed_at = time.time()
         with self._transaction() as conn:
-            existing = self._existing_ids(conn, [a.envelope.id for a in accepted])
+            stored = self._stored_raw(conn, [a.envelope.id for a in accepted])
             new: list[Accepted] = []
             duplicates: list[str] = []
+            conflicts: list[Accepted] = []
             for item in accepted:
-                if item.envelope.id in existing:
+                previous = stored.get(item.envelope.id)
+                if previous is None:
+                    stored[item.envelope.id] = item.raw
+                    new.append(item)
+                elif previous == item.raw:
                     duplicates.append(item.envelope.id)
                 else:
-                    existing.add(item.envelope.id)
-                    new.append(item)
+                    conflicts.append(item)
+            conflict_letters = [
+                DeadLetter.build(
+                    c.topic,
+                    f"message id {c.envelope.id} is already stored with different content",
+                    c.raw,
+                    c.received_at,
+                    kiosk_hint=c.envelope.kiosk,
+                    message_id=c.envelope.id,
+                )
+                for c in conflicts
+            ]
             self._insert_messages(conn, new, committed_at)
             self._update_kiosks(conn, new, committed_at)
-            self._insert_dead(conn, dead)
-        return CommitResult([a.envelope.id for a in new], duplicates)
+            self._insert_dead(conn, [*dead, *conflict_letters])
+        return CommitResult([a.envelope.id for a in new], duplicates, conflicts)
 
     @staticmethod
-    def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
-        found: set[str] = set()
+    def _stored_raw(conn: sqlite3.Connection, ids: list[str]) -> dict[str, bytes]:
+        """Raw bytes of the ids already stored (duplicates are rare, so this reads little)."""
+        found: dict[str, bytes] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
+            found.update(
+                (r[0], r[1].encode())
+                for r in conn.execute(f"SELECT id, raw FROM messages WHERE id IN ({marks})", chunk)
+            )
         return found
 
     @staticmethod

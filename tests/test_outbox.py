@@ -168,3 +168,14 @@ def test_sigkill_mid_write_loses_nothing_that_was_acknowledged(tmp_path: Path) -
     assert seqs == list(range(1, len(seqs) + 1))
     box = Outbox(path, "k1")
     assert box.backlog().items == len(stored)  # counters agree with the rows after a crash
+
+
+def test_an_envelope_too_large_for_the_hub_is_refused_at_the_kiosk(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", "k1")
+    many = reading()
+    many["observations"] = many["observations"] * 1000  # type: ignore[operator]
+    for obs in many["observations"]:  # type: ignore[attr-defined]
+        obs["device"] = {"id": "x" * 128, "type": "ble", "model": "m" * 128, "manufacturer": "f" * 128}
+    with pytest.raises(ValueError, match="exceeds the 262144-byte limit; split it"):
+        box.enqueue("observations", many)
+    assert box.backlog().items == 0

@@ -27,6 +27,9 @@ from device.protocol.topics import KIOSK_ID_PATTERN
 from device.protocol.vitals import LOINC_PATTERN, UCUM_PATTERN, VITALS
 
 PROTOCOL_VERSION = 1
+# One envelope's encoded size limit. Kiosks refuse to store larger ones, so nothing they
+# hold can be refused by the hub for size (its per-message limit is 1 MiB, for batches).
+MAX_ENVELOPE_BYTES = 256 * 1024
 MESSAGE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
 Kind = Literal["observations", "status", "case", "consult"]
@@ -75,7 +78,7 @@ class Observation(_Model):
     unit: str = Field(pattern=UCUM_PATTERN, description="UCUM case-sensitive unit code, e.g. mm[Hg], /min, Cel.")
     effective: UtcTime = Field(description="When the measurement was taken, by the device clock.")
     device: DeviceRef
-    flags: list[str] = Field(
+    flags: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]] = Field(
         default_factory=list, max_length=16, description="Measurement status flags from the device."
     )
 
