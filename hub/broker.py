@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -55,6 +57,11 @@ def broker_config(port: int, data_dir: Path, *, bind: str = "127.0.0.1") -> str:
             "set_tcp_nodelay true",
             "# Larger than the hub's own 1 MiB limit, so oversize payloads reach the hub's dead letters.",
             "max_packet_size 16777216",
+            "# Run as the hub's own user: started as root, mosquitto would otherwise switch to the",
+            "# 'mosquitto' user and fail to write its persistence and pid file in the hub's data folder.",
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            "# Lets a restarted hub find and stop a broker orphaned by a SIGKILLed hub.",
+            f"pid_file {data_dir}/mosquitto.pid",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -87,7 +94,7 @@ class MosquittoProcess:
     """One Mosquitto child with a generated config in `data_dir`; start, kill, restart."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, host: str = "127.0.0.1") -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # mosquitto resolves relative paths its own way
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port or free_port(host)
@@ -100,6 +107,7 @@ class MosquittoProcess:
         return f"mqtt://{self.host}:{self.port}"
 
     def start(self) -> None:
+        self._stop_orphan()
         self.conf_path.write_text(broker_config(self.port, self.data_dir, bind=self.host))
         with self.log_path.open("ab") as logf:
             self.proc = subprocess.Popen(
@@ -107,12 +115,32 @@ class MosquittoProcess:
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Its own session: a Ctrl-C at the terminal reaches the hub, which stops the broker
+                # after ingest has flushed, instead of killing the broker under it.
+                start_new_session=True,
             )
         try:
             wait_for_port(self.host, self.port)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"mosquitto did not start on {self.host}:{self.port}; see {self.log_path}") from None
+
+    def _stop_orphan(self) -> None:
+        """A broker left running by a hub that was SIGKILLed would hold the port: stop it."""
+        pid_path = self.data_dir / "mosquitto.pid"
+        try:
+            pid = int(pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.conf_path).encode() not in cmdline:
+            return  # the pid was reused by something else
+        log.warning("stopping mosquitto %d left over from an earlier run", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -132,6 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
                 "10",
             ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # stopped by us after the hub, not by the terminal's Ctrl-C
         )
         url = f"{service.base_url}/api/v1/kiosks/{args.kiosk_id}/observations"
         print(
@@ -144,13 +152,13 @@ def _demo(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    threading.Thread(target=start_kiosk, daemon=True).start()
-    try:
-        service.serve_forever()
-    finally:
+    def stop_kiosk() -> None:
         if kiosk is not None:
             kiosk.terminate()
             kiosk.wait(timeout=15)
+
+    threading.Thread(target=start_kiosk, daemon=True).start()
+    service.serve_forever(before_stop=stop_kiosk)
     return 0
 
 

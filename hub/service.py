@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class HubService:
     def base_url(self) -> str:
         return f"http://{self.config.http_host}:{self.config.http_port}"
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, before_stop: Callable[[], None] | None = None) -> None:
         """Run until SIGINT/SIGTERM (uvicorn handles them), then stop everything in order."""
         self.start_background()
         server = uvicorn.Server(
@@ -82,4 +83,6 @@ class HubService:
         try:
             server.run()
         finally:
+            if before_stop is not None:
+                before_stop()
             self.stop_background()
