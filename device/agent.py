@@ -32,6 +32,7 @@ class AgentConfig:
     receipt_timeout_s: float = 10.0
     batch_max_items: int = 500
     connect_timeout_s: float = 10.0
+    ca_file: str | None = None
 
 
 class KioskAgent:
@@ -46,6 +47,7 @@ class KioskAgent:
             receipt_timeout_s=config.receipt_timeout_s,
             batch_max_items=config.batch_max_items,
             connect_timeout_s=config.connect_timeout_s,
+            ca_file=config.ca_file,
         )
         # The forwarder reads through its own connection; enqueues on ours wake it at once.
         self.forwarder = Forwarder(Outbox(self.outbox.path, config.kiosk_id, max_items=config.max_items), fwd_config)

@@ -45,6 +45,7 @@ def _agent_args(p: argparse.ArgumentParser) -> None:
         default=BrokerUrl.parse("mqtt://127.0.0.1:18830"),
         help="mqtt[s]://host:port",
     )
+    p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
     p.add_argument("--data", type=Path, default=Path("data/kiosk"), help="folder for the outbox database")
     p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between status reports")
     p.add_argument("--keepalive", type=int, default=30, help="MQTT keepalive in seconds (dead-path detection)")
@@ -135,6 +136,7 @@ def _run_agent(args: argparse.Namespace) -> int:
             keepalive_s=args.keepalive,
             receipt_timeout_s=args.receipt_timeout,
             batch_max_items=args.batch,
+            ca_file=str(args.broker_ca) if args.broker_ca else None,
         )
     )
     stopping = False

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     def serve_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", type=Path, default=Path("data/hub"), help="folder for database, broker, tokens")
         p.add_argument("--broker", type=_broker, default=None, help="external broker mqtt[s]://host:port")
+        p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
         p.add_argument("--broker-port", type=int, default=DEFAULT_BROKER_PORT, help="port of the embedded broker")
         p.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
         p.add_argument("--port", type=int, default=8080, help="HTTP port")
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="run one ingest worker only (beside others, on a shared subscription)")
     ingest.add_argument("--data", type=Path, default=Path("data/hub"))
     ingest.add_argument("--broker", type=_broker, required=True)
+    ingest.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
     ingest.add_argument("--client-id", default="hub-ingest-1", help="unique per worker; its session survives restarts")
     ingest.add_argument("--batch", type=int, default=1000, help="most envelopes per transaction")
 
@@ -98,13 +100,18 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         http_host=args.host,
         http_port=args.port,
         workers=args.workers,
+        broker_ca=args.broker_ca,
     )
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    worker = IngestWorker(
-        args.data / "hub.db", IngestConfig(broker=args.broker, client_id=args.client_id, batch_max=args.batch)
+    config = IngestConfig(
+        broker=args.broker,
+        client_id=args.client_id,
+        batch_max=args.batch,
+        ca_file=str(args.broker_ca) if args.broker_ca else None,
     )
+    worker = IngestWorker(args.data / "hub.db", config)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()

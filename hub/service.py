@@ -29,6 +29,7 @@ class ServeConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     workers: int = 1
+    broker_ca: Path | None = None
 
 
 class HubService:
@@ -43,7 +44,14 @@ class HubService:
         else:
             self.broker_url = config.broker
         self.workers = [
-            IngestWorker(self.db_path, IngestConfig(broker=self.broker_url, client_id=f"hub-ingest-{i + 1}"))
+            IngestWorker(
+                self.db_path,
+                IngestConfig(
+                    broker=self.broker_url,
+                    client_id=f"hub-ingest-{i + 1}",
+                    ca_file=str(config.broker_ca) if config.broker_ca else None,
+                ),
+            )
             for i in range(config.workers)
         ]
         self.tokens = load_tokens(config.data_dir)
