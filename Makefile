@@ -13,12 +13,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian's mosquitto: the hub supervises it as a child when no external broker is given,
-# and the tests start their own on free ports. Installed only when missing.
+# and the tests start their own on free ports. openssl: the TLS tests make their own CA.
+# Installed only when missing.
 broker:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
-	  echo "installing Debian's mosquitto"; \
+	@{ command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } && command -v openssl >/dev/null 2>&1 || { \
+	  echo "installing Debian's mosquitto and openssl"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto openssl; }
 
 demo: $(STAMP) broker
 	$(BIN)/hub demo
