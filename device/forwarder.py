@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import select
+import socket
 import ssl
 import threading
 import time
@@ -144,6 +145,8 @@ class Forwarder:
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
         client.will_set(Topics.presence(cfg.kiosk_id), b'{"online":false}', qos=1, retain=True)
+        # Small receipts and single readings must not wait for Nagle (paho leaves it on).
+        client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -373,3 +376,8 @@ class Forwarder:
             self._closed = True
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+
+def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

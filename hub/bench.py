@@ -3,19 +3,24 @@
 One run, one freshly started embedded Mosquitto (loopback, free port, temp dir), four phases:
 
 (a) the limit: plain paho publishers send the stored bodies of pre-filled kiosk outboxes to a
-    bare paho subscriber that only counts. Nothing of ours runs on the hub side, so this is
-    the ceiling for one-envelope-per-message traffic on this machine.
+    bare paho subscriber that only counts (auto-ack, the same MQTT 5 Receive Maximum as
+    ingest). Nothing of ours runs on either side, so this is the ceiling for
+    one-envelope-per-message traffic on this machine.
 (b) the full path: the same pre-filled outboxes, the real Forwarder (one envelope per MQTT
     message) and the real IngestWorker; throughput is read from the hub database's
     ``committed_at``, and every enqueued id is looked up to count losses.
-(c) latency at half the rate (b) reached: kiosks enqueue live, one reading per enqueue, and
-    latency is ``committed_at - device_time`` (same machine clock, so no offset to correct).
+(c) latency at half the rate (b) reached (``--load-fraction``): kiosks enqueue live, one
+    reading per enqueue, through forwarders with the production defaults (batches of up to
+    500, window 16); latency is ``committed_at - device_time`` (same machine clock, so no
+    offset to correct; device_time has millisecond precision).
 (d) drain: a backlog stored while the hub was down, then forwarders with normal batching
     and ingest start together; readings/s from that start until the last commit.
 
 Every kiosk and the ingest worker run in their own process: on the real system they are
 different machines, and in one process the GIL would make each side slow the other down.
-The parent only orchestrates and reads the hub database (rarely) while a phase runs.
+The parent only orchestrates and reads the hub database (rarely) while a phase runs. Each
+phase also reports the CPU seconds of each side: on a two-core machine the simulated kiosks
+compete with the hub for the same cores, which the real deployment does not.
 Children are spawned (not forked) so no SQLite connection or paho socket crosses a fork,
 ignore Ctrl-C (the parent stops them in order) and exit if the parent dies.
 """
@@ -252,13 +257,13 @@ def _bare_publish(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: l
     _start_plain(client, connected, job.broker)
     try:
         sig.results.put(("ready", name, ids))
+        if not _wait_go(sig):
+            return
         cpu0 = time.process_time()
-        if _wait_go(sig):
-            cpu0 = time.process_time()
-            for body in bodies:
-                client.publish(topic, body, qos=1)
-            while bodies and not acked.wait(0.2) and not sig.stop.is_set():
-                pass
+        for body in bodies:
+            client.publish(topic, body, qos=1)
+        while bodies and not acked.wait(0.2) and not sig.stop.is_set():
+            pass
         sig.results.put(("done", name, {"published": len(bodies), "acked": count, "cpu_s": _cpu_since(cpu0)}))
         sig.stop.wait()
     finally:
@@ -281,7 +286,7 @@ def _forward(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: list[s
         if not _wait_go(sig):
             return
         cpu0 = time.process_time()
-        enqueuer = threading.Thread(target=_enqueue_live, args=(name, sig, job, outbox), daemon=True)
+        enqueuer = threading.Thread(target=_enqueue_live_reporting, args=(name, sig, job, outbox), daemon=True)
         if job.rate > 0:
             enqueuer.start()
 
@@ -296,6 +301,15 @@ def _forward(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: list[s
         sig.results.put(("done", name, {**asdict(forwarder.stats), "cpu_s": _cpu_since(cpu0)}))
     finally:
         forwarder.outbox.close()
+
+
+def _enqueue_live_reporting(name: str, sig: Signals, job: KioskJob, outbox: Outbox) -> None:
+    """A failed enqueue (e.g. OutboxFull) must fail the phase, not leave the parent waiting for a report."""
+    try:
+        _enqueue_live(name, sig, job, outbox)
+    except BaseException:
+        sig.results.put(("error", name, traceback.format_exc()))
+        raise
 
 
 def _enqueue_live(name: str, sig: Signals, job: KioskJob, outbox: Outbox) -> None:
@@ -392,8 +406,14 @@ class Fleet:
         self.close()
 
     def spawn(self, target: Callable[[str, Signals, Any], None], name: str, job: Any) -> None:
+        """Start a child with Ctrl-C already ignored: an inherited SIG_IGN survives exec and Python keeps it,
+        so a child still importing cannot die with a traceback; the parent stops it in order instead."""
         proc = self.ctx.Process(target=_child_main, args=(target, name, self.signals, job), name=name, daemon=True)
-        proc.start()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            proc.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.procs[name] = proc
 
     def go(self) -> float:
@@ -636,12 +656,15 @@ def _split(total: int, parts: int) -> list[int]:
 
 
 def _rate(batches: list[tuple[float, int]]) -> float:
-    """Items per second from the first commit to the last (the first batch opens the interval)."""
+    """Items per second from the first commit to the last (the first batch opens the interval).
+
+    NaN (null in JSON) with fewer than two commits: one batch has no interval to divide by.
+    """
     if len(batches) < 2:
-        return 0.0
+        return math.nan
     batches = sorted(batches)
     span = batches[-1][0] - batches[0][0]
-    return sum(n for _, n in batches[1:]) / span if span > 0 else 0.0
+    return sum(n for _, n in batches[1:]) / span if span > 0 else math.nan
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -918,7 +941,7 @@ class Report:
 
     @property
     def ratio(self) -> float:
-        return self.path.msgs_per_s / self.bare.msgs_per_s if self.bare.msgs_per_s else 0.0
+        return self.path.msgs_per_s / self.bare.msgs_per_s if self.bare.msgs_per_s else math.nan
 
     @property
     def audits(self) -> list[Audit]:
@@ -1043,7 +1066,7 @@ def _run_phases(config: BenchConfig, work: Path) -> Report:
         bare = bench.bare()
         log.info("(a) %.0f msgs/s; (b) forwarder -> ingest", bare.msgs_per_s)
         path = bench.full_path()
-        live_rate = path.msgs_per_s * config.load_fraction if path.msgs_per_s > 0 else 100.0
+        live_rate = path.msgs_per_s * config.load_fraction if math.isfinite(path.msgs_per_s) else 100.0
         log.info("(b) %.0f msgs/s; (c) latency at %.0f readings/s", path.msgs_per_s, live_rate)
         latency = bench.latency(live_rate)
         log.info("(c) p99 %.1f ms; (d) drain of %d readings", latency.p99_ms, config.drain_readings)

@@ -19,9 +19,11 @@ content is refused the same way, never merged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
+import socket
 import ssl
 import threading
 import time
@@ -134,6 +136,8 @@ class IngestWorker:
             client.tls_set(ca_certs=cfg.ca_file, cert_reqs=ssl.CERT_REQUIRED)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
+        # Small receipts and single readings must not wait for Nagle (paho leaves it on).
+        client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -351,3 +355,8 @@ def _claimed_id(raw: bytes, topic_kiosk: str) -> str | None:
     if isinstance(mid, str) and len(mid) <= 64 and kiosk == topic_kiosk:
         return mid
     return None
+
+
+def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,34 @@
+"""`hub bench ingest` end to end on a tiny load: every phase runs, nothing is lost, the JSON is complete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hub.cli import main
+
+KEYS = {
+    "bare_msgs_per_s",
+    "bare_readings_per_s",
+    "ingest_msgs_per_s",
+    "ingest_readings_per_s",
+    "ratio",
+    "p50_latency_ms",
+    "p99_latency_ms",
+    "drain_readings_per_s",
+    "lost",
+    "duplicates",
+}
+
+
+def test_bench_ingest_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "ingest", "--messages", "3000", "--kiosks", "2", "--drain-readings", "1000"]
+    assert main([*argv, "--latency-seconds", "1", "--load-fraction", "0.05", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result.keys() >= KEYS
+    assert result["lost"] == 0 and result["duplicates"] == 0 and result["bare_lost"] == 0
+    assert result["full_path"]["audit"]["committed"] == 3000
+    assert result["drain"]["audit"]["committed"] == 1000
+    assert result["bare_msgs_per_s"] > 0 and result["ingest_msgs_per_s"] > 0 and result["drain_readings_per_s"] > 0
+    assert result["p99_latency_ms"] >= result["p50_latency_ms"] > 0
