@@ -356,7 +356,6 @@ class HubStore:
         since: str | None = None,
         until: str | None = None,
         limit: int = 1000,
-        after: tuple[int, int] | None = None,
     ) -> list[dict[str, Any]]:
         """A kiosk's observations in kiosk order (seq, then position in the envelope)."""
         where = ["kiosk = :kiosk"]
@@ -370,9 +369,6 @@ class HubStore:
         if until:
             where.append("effective < :until")
             params["until"] = until
-        if after:
-            where.append("(seq > :aseq OR (seq = :aseq AND idx > :aidx))")
-            params["aseq"], params["aidx"] = after
         sql = (
             "SELECT message_id, idx, seq, code, value, unit, effective, clock_offset_ms, device_id, device, flags "
             f"FROM observations WHERE {' AND '.join(where)} ORDER BY seq, idx LIMIT :limit"
