@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import select
-import socket
 import ssl
 import threading
 import time
@@ -38,6 +37,7 @@ from device.protocol import EnvelopeError, Topics, parse_receipt
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.retry import Backoff
 from device.protocol.topics import BATCH
+from device.protocol.transport import corked, no_delay
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,16 @@ class ForwarderConfig:
     keepalive_s: int = 30
     batch_max_items: int = 500
     batch_max_bytes: int = 256 * 1024
-    window_messages: int = 16
+    # Messages awaiting a receipt. Small on purpose: readings that arrive while the window is full
+    # travel together in the next batch, so a busy kiosk sends fewer, larger messages.
+    window_messages: int = 4
     receipt_timeout_s: float = 10.0
     receipt_timeout_max_s: float = 120.0
     poll_interval_s: float = 1.0
+    # Receipted items are deleted in batches, at most this late: one write transaction per
+    # receipt made the forwarder's deletes contend with enqueues for the outbox's write lock.
+    delete_delay_s: float = 0.2
+    delete_batch: int = 1000
     connect_timeout_s: float = 10.0
     session_expiry_s: int = 7 * 24 * 3600
     ca_file: str | None = None
@@ -70,6 +76,7 @@ class ForwarderStats:
     items_rejected: int = 0
     resends: int = 0
     publish_failures: int = 0
+    broker_acks: int = 0  # outbox messages the broker took (PUBACK): not delivery, which only a receipt proves
 
 
 @dataclass
@@ -95,16 +102,24 @@ class Forwarder:
         self._mid_of: dict[str, int] = {}
         self._sent_upto = 0  # highest seq published on this connection
         self._receipt_timeout = config.receipt_timeout_s
+        # Receipted, not yet deleted. Lost in a crash they are only sent again, and the hub
+        # receipts the copies without storing them twice.
+        self._receipted: list[str] = []
+        self._receipted_since = 0.0
         self._last_offset_write = 0.0
         self.connected = threading.Event()
         self._closed = False
+        self._wake_pending = False
+        # A partial batch is waiting for the window to empty: no need to read the outbox until a receipt.
+        self._holding_partial = False
 
     # -- public --------------------------------------------------------------------------
 
     def wake(self) -> None:
         """Thread-safe nudge: new items were enqueued, or stop() was called."""
-        if self._closed:
-            return
+        if self._closed or self._wake_pending:
+            return  # a wake-up is already on its way; the loop reads the outbox after clearing the flag
+        self._wake_pending = True
         # A full pipe means the loop is already due to wake.
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
@@ -129,6 +144,8 @@ class Forwarder:
                     self._drop_connection("internal error")
                     self._sleep(self.config.reconnect.next_delay())
         finally:
+            with contextlib.suppress(Exception):
+                self._delete_receipted()
             self._shutdown()
 
     # -- connection ----------------------------------------------------------------------
@@ -146,7 +163,7 @@ class Forwarder:
             client.username_pw_set(cfg.username, cfg.password)
         client.will_set(Topics.presence(cfg.kiosk_id), b'{"online":false}', qos=1, retain=True)
         # Small receipts and single readings must not wait for Nagle (paho leaves it on).
-        client.on_socket_open = _no_delay
+        client.on_socket_open = no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -216,6 +233,8 @@ class Forwarder:
         timeout = self.config.poll_interval_s
         if self._inflight:
             timeout = min(timeout, max(0.0, min(f.deadline for f in self._inflight.values()) - now))
+        if self._receipted:
+            timeout = min(timeout, max(0.0, self._receipted_since + self.config.delete_delay_s - now))
         wlist = [sock] if client.want_write() else []
         try:
             rlist: list[Any] = [sock, self._wake_r]
@@ -244,16 +263,46 @@ class Forwarder:
                 self._drop_connection("no CONNACK in time")
                 self._sleep(self.config.reconnect.next_delay())
             return
+        if self._receipted and (
+            len(self._receipted) >= self.config.delete_batch
+            or time.monotonic() - self._receipted_since >= self.config.delete_delay_s
+        ):
+            self._delete_receipted()
         self._check_receipt_deadlines()
         self._fill_window()
 
+    def _delete_receipted(self) -> None:
+        if self._receipted:
+            ids, self._receipted = self._receipted, []
+            self.stats.items_receipted += self.outbox.remove(ids)
+
     def _fill_window(self) -> None:
+        """Publish as many messages as the window has room for, read in one query and sent as one burst.
+
+        Nagle's rule, for messages: a batch that is not full goes out only when nothing is in
+        flight. A busy kiosk then sends one growing batch per round trip instead of a message
+        per reading (each costs a publish, a PUBACK and a receipt), while a lone reading on an
+        idle link still leaves at once. Full batches (a backlog) fill the whole window.
+        """
         cfg = self.config
-        while self._ready and len(self._inflight) < cfg.window_messages:
-            items = self.outbox.pending(self._sent_upto, cfg.batch_max_items, cfg.batch_max_bytes)
-            if not items:
-                return
-            self._publish(items)
+        free = cfg.window_messages - len(self._inflight)
+        if not self._ready or free <= 0 or (self._holding_partial and self._inflight):
+            return
+        self._holding_partial = False
+        items = self.outbox.pending(self._sent_upto, free * cfg.batch_max_items, free * cfg.batch_max_bytes)
+        if not items:
+            return
+        messages = pack(items, cfg.batch_max_items, cfg.batch_max_bytes)
+        if len(messages[-1]) < cfg.batch_max_items and (self._inflight or len(messages) > 1):
+            messages.pop()  # not full: it waits for the window to empty, and grows meanwhile
+            self._holding_partial = True
+        if not messages:
+            return
+        with corked(self._client.socket() if len(messages) > 1 else None):
+            for message in messages:
+                self._publish(message)
+                if not self._ready:
+                    return
 
     def _publish(self, items: list[OutboxItem]) -> None:
         kiosk = self.config.kiosk_id
@@ -276,12 +325,15 @@ class Forwarder:
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         # 0x10 "no matching subscribers" or any failure: the broker did not pass it on.
-        if rc.is_failure or rc.value == 0x10:
-            self.stats.publish_failures += 1
-            flight = self._inflight.get(mid)
-            if flight is not None:
-                flight.deadline = min(flight.deadline, time.monotonic() + self.config.reconnect.next_delay())
-            log.warning("broker did not accept message %d: %s", mid, rc)
+        if not (rc.is_failure or rc.value == 0x10):
+            if mid in self._inflight:
+                self.stats.broker_acks += 1
+            return
+        self.stats.publish_failures += 1
+        flight = self._inflight.get(mid)
+        if flight is not None:
+            flight.deadline = min(flight.deadline, time.monotonic() + self.config.reconnect.next_delay())
+        log.warning("broker did not accept message %d: %s", mid, rc)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic != Topics.receipt(self.config.kiosk_id):
@@ -294,7 +346,9 @@ class Forwarder:
             return
         received = time.monotonic()
         if receipt.accepted:
-            self.stats.items_receipted += self.outbox.remove(receipt.accepted)
+            if not self._receipted:
+                self._receipted_since = received
+            self._receipted.extend(receipt.accepted)
         if receipt.rejected:
             self.stats.items_rejected += self.outbox.reject((r.id, r.reason) for r in receipt.rejected)
             log.error("hub rejected %d item(s); kept in the local rejected table", len(receipt.rejected))
@@ -345,6 +399,12 @@ class Forwarder:
         self._reset_window()
 
     def _reset_window(self) -> None:
+        """Forget what is in flight: everything still in the outbox will be sent again."""
+        if self._receipted:
+            try:
+                self._delete_receipted()  # receipted items must not be among what is sent again
+            except Exception:
+                log.exception("could not delete receipted items; they will be sent again")
         self._inflight.clear()
         self._mid_of.clear()
         self._sent_upto = 0
@@ -357,6 +417,9 @@ class Forwarder:
                 pass
         except BlockingIOError:
             pass
+        # Cleared after draining: a wake() from now on writes again, and one that came
+        # before enqueued items this loop iteration will see anyway.
+        self._wake_pending = False
 
     def _sleep(self, seconds: float) -> None:
         """Back off, waking early only for stop() (an enqueue must not cut a backoff short)."""
@@ -378,6 +441,18 @@ class Forwarder:
             os.close(self._wake_w)
 
 
-def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def pack(items: list[OutboxItem], max_items: int, max_bytes: int) -> list[list[OutboxItem]]:
+    """Split items, in order, into messages of at most `max_items` and about `max_bytes` (one oversized item
+    travels alone; the outbox refuses envelopes larger than the hub accepts, so it still fits a message)."""
+    messages: list[list[OutboxItem]] = []
+    current: list[OutboxItem] = []
+    size = 0
+    for item in items:
+        if current and (len(current) >= max_items or size + len(item.body) + 1 > max_bytes):
+            messages.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += len(item.body) + 1  # the newline between batch lines
+    if current:
+        messages.append(current)
+    return messages

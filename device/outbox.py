@@ -191,24 +191,34 @@ class Outbox:
         if not id_list:
             return 0
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            # A receipted removal lost to a power cut only brings the item back to be sent
+            # again, and the hub absorbs the copy: no fsync needed (still atomic; the next
+            # durable commit makes it durable too). Rejections move data, so they stay FULL.
+            self._db.execute(f"PRAGMA synchronous={'FULL' if reasons else 'NORMAL'}")
             try:
-                if reasons:
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO rejected SELECT seq, id, kind, body, ?, ? FROM outbox WHERE id = ?",
-                        [(reason, self._clock(), mid) for mid, reason in reasons],
-                    )
-                removed_items, removed_bytes, removed = self._delete_locked(id_list)
-                self._db.execute(
-                    "UPDATE meta SET value = value - CASE key WHEN 'items' THEN ? ELSE ? END "
-                    "WHERE key IN ('items', 'bytes')",
-                    (removed_items, removed_bytes),
+                return self._remove_locked(id_list, reasons)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    def _remove_locked(self, id_list: list[str], reasons: list[tuple[str, str]] | None) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if reasons:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO rejected SELECT seq, id, kind, body, ?, ? FROM outbox WHERE id = ?",
+                    [(reason, self._clock(), mid) for mid, reason in reasons],
                 )
-                self._clear_full_if_drained()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            removed_items, removed_bytes, removed = self._delete_locked(id_list)
+            self._db.execute(
+                "UPDATE meta SET value = value - CASE key WHEN 'items' THEN ? ELSE ? END "
+                "WHERE key IN ('items', 'bytes')",
+                (removed_items, removed_bytes),
+            )
+            self._clear_full_if_drained()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         return removed
 
     def _delete_locked(self, ids: list[str]) -> tuple[int, int, int]:

@@ -2,22 +2,33 @@
 
 One run, one freshly started embedded Mosquitto (loopback, free port, temp dir), four phases:
 
-(a) the limit: plain paho publishers send the stored bodies of pre-filled kiosk outboxes to a
-    bare paho subscriber that only counts (auto-ack, the same MQTT 5 Receive Maximum as
-    ingest). Nothing of ours runs on either side, so this is the ceiling for
-    one-envelope-per-message traffic on this machine.
-(b) the full path: the same pre-filled outboxes, the real Forwarder (one envelope per MQTT
-    message) and the real IngestWorker; throughput is read from the hub database's
-    ``committed_at``, and every enqueued id is looked up to count losses.
+(a) the limit: plain paho publishers send the stored bodies of pre-filled kiosk outboxes,
+    one envelope per message, to the broker while a bare paho subscriber (persistent
+    session, auto-ack, the same MQTT 5 Receive Maximum as ingest) is offline; then the
+    subscriber comes back and only counts. Its rate is what paho and Mosquitto allow a
+    consumer of this traffic on this machine.
+(b) the full path, measured the same way: the real Forwarders publish the same kind of
+    pre-filled outboxes (one envelope per MQTT message) while the real IngestWorker's
+    session is offline; then ingest comes back, validates, commits, acks and sends
+    receipts, which the kiosks process (deleting from their outboxes) during the
+    measurement. Throughput is read from the hub database's ``committed_at``, and every
+    enqueued id is looked up to count losses.
+    Why a broker-held backlog in both: on the real system the kiosks are other machines.
+    Publishing live from simulated kiosks on the hub's two cores measured the kiosks as
+    much as the hub; here both consumers face the same queued traffic, and what differs
+    is only what each does per message.
 (c) latency at half the rate (b) reached (``--load-fraction``): kiosks enqueue live, one
     reading per enqueue, through forwarders with the production defaults (batches of up to
-    500, window 16); latency is ``committed_at - device_time`` (same machine clock, so no
+    500, window 4); latency is ``committed_at - device_time`` (same machine clock, so no
     offset to correct; device_time has millisecond precision).
 (d) drain: a backlog stored while the hub was down, then forwarders with normal batching
     and ingest start together; readings/s from that start until the last commit.
 
 Every kiosk and the ingest worker run in their own process: on the real system they are
 different machines, and in one process the GIL would make each side slow the other down.
+For the same reason the kiosks' outboxes live on tmpfs (/dev/shm, unless --kiosk-dir says
+otherwise): each real kiosk fsyncs to its own disk, and here their ~thousands of fsyncs a
+second would queue the hub's commits behind them on one shared disk.
 The parent only orchestrates and reads the hub database (rarely) while a phase runs. Each
 phase also reports the CPU seconds of each side: on a two-core machine the simulated kiosks
 compete with the hub for the same cores, which the real deployment does not.
@@ -67,7 +78,7 @@ from device.protocol import Topics
 from device.protocol.endpoints import BrokerUrl
 from device.simulate import single_reading
 from hub.broker import MosquittoProcess, find_mosquitto
-from hub.ingest import IngestConfig, IngestWorker
+from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +120,9 @@ class KioskJob:
     prefill: int = 0
     bare: bool = False  # publish stored bodies with plain paho instead of the Forwarder
     batch_max_items: int = 500
-    window_messages: int = 16
+    window_messages: int = 4  # the Forwarder default
+    receipt_timeout_s: float = 10.0
+    report_published: bool = False  # say when the broker has every pre-filled message (phase b)
     rate: float = 0.0  # live enqueues per second after go (0: none)
     seconds: float = 0.0
     profile: Path | None = None
@@ -226,14 +239,20 @@ def _plain_client(client_id: str) -> tuple[mqtt.Client, threading.Event]:
 
 
 def _start_plain(
-    client: mqtt.Client, connected: threading.Event, broker: str, receive_maximum: int | None = None
+    client: mqtt.Client,
+    connected: threading.Event,
+    broker: str,
+    receive_maximum: int | None = None,
+    *,
+    clean_start: bool = True,
 ) -> None:
-    """Connect (clean start) and run paho's own network thread (`loop_start`)."""
+    """Connect and run paho's own network thread (`loop_start`); the session outlives a disconnect."""
     url = BrokerUrl.parse(broker)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 3600
     if receive_maximum is not None:
         props.ReceiveMaximum = receive_maximum
-    client.connect(url.host, url.port, clean_start=True, properties=props)
+    client.connect(url.host, url.port, clean_start=clean_start, properties=props)
     client.loop_start()
     if not connected.wait(10):
         raise BenchError(f"could not connect to {broker}")
@@ -278,6 +297,7 @@ def _forward(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: list[s
         broker=BrokerUrl.parse(job.broker),
         batch_max_items=job.batch_max_items,
         window_messages=job.window_messages,
+        receipt_timeout_s=job.receipt_timeout_s,
     )
     forwarder = Forwarder(Outbox(job.outbox, job.kiosk), config)
     outbox.on_enqueue = forwarder.wake
@@ -296,7 +316,14 @@ def _forward(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: list[s
                 enqueuer.join()  # it wakes the forwarder: its pipe must outlive the last enqueue
             forwarder.stop()
 
+        def report_published() -> None:
+            while forwarder.stats.broker_acks < job.prefill and not sig.stop.wait(0.05):
+                pass
+            sig.results.put(("published", name, {"cpu_s": _cpu_since(cpu0)}))
+
         threading.Thread(target=stop_after_enqueuer, name="stopper", daemon=True).start()
+        if job.report_published:
+            threading.Thread(target=report_published, name="published", daemon=True).start()
         _run_profiled(forwarder.run, job.profile)
         sig.results.put(("done", name, {**asdict(forwarder.stats), "cpu_s": _cpu_since(cpu0)}))
     finally:
@@ -331,8 +358,27 @@ def _enqueue_live(name: str, sig: Signals, job: KioskJob, outbox: Outbox) -> Non
 
 
 def _bare_subscriber(name: str, sig: Signals, job: SubscriberJob) -> None:
-    """Phase (a) subscriber: standard paho usage (loop_start, auto-ack); on_message only counts."""
+    """Phase (a) subscriber: standard paho usage (loop_start, auto-ack); on_message only counts.
+
+    It subscribes with a persistent session and leaves, so the broker queues the
+    publishers' messages for it; on `go` it comes back and drains them.
+    """
+    client_id = "bench-bare-subscriber"
     subscribed = threading.Event()
+    client, connected = _plain_client(client_id)
+    client.on_subscribe = lambda _c, _u, _mid, _rc, _p: subscribed.set()
+    _start_plain(client, connected, job.broker, job.receive_maximum)
+    try:
+        client.subscribe(Topics.UPLINK_FILTER, qos=1)
+        if not subscribed.wait(10):
+            raise BenchError("no SUBACK for the bare subscriber")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    sig.results.put(("ready", name, None))
+    if not _wait_go(sig):
+        return
+
     done = threading.Event()
     received = 0
     first = last = 0.0
@@ -346,16 +392,11 @@ def _bare_subscriber(name: str, sig: Signals, job: SubscriberJob) -> None:
         if received >= job.expect:
             done.set()
 
-    client, connected = _plain_client("bench-bare-subscriber")
+    cpu0 = time.process_time()
+    client, connected = _plain_client(client_id)
     client.on_message = on_message
-    client.on_subscribe = lambda _c, _u, _mid, _rc, _p: subscribed.set()
-    _start_plain(client, connected, job.broker, job.receive_maximum)
+    _start_plain(client, connected, job.broker, job.receive_maximum, clean_start=False)
     try:
-        client.subscribe(Topics.UPLINK_FILTER, qos=1)
-        if not subscribed.wait(10):
-            raise BenchError("no SUBACK for the bare subscriber")
-        sig.results.put(("ready", name, None))
-        cpu0 = time.process_time()
         while not done.wait(0.2) and not sig.stop.is_set():
             pass
         sig.results.put(("done", name, {"received": received, "seconds": last - first, "cpu_s": _cpu_since(cpu0)}))
@@ -364,9 +405,25 @@ def _bare_subscriber(name: str, sig: Signals, job: SubscriberJob) -> None:
         client.loop_stop()
 
 
+def _create_session(broker: str, client_id: str, topics: list[tuple[str, int]]) -> None:
+    """Subscribe as `client_id` with a persistent session and leave: the broker queues for it from now on."""
+    subscribed = threading.Event()
+    client, connected = _plain_client(client_id)
+    client.on_subscribe = lambda _c, _u, _mid, _rc, _p: subscribed.set()
+    _start_plain(client, connected, broker)
+    try:
+        client.subscribe(topics)
+        if not subscribed.wait(10):
+            raise BenchError(f"no SUBACK for {client_id}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def _ingest_child(name: str, sig: Signals, job: IngestJob) -> None:
     """The real IngestWorker with its production configuration, in its own process."""
     worker = IngestWorker(job.db, IngestConfig(broker=BrokerUrl.parse(job.broker), client_id=INGEST_CLIENT_ID))
+    tune_gc_for_ingest()  # as `hub serve` and `hub ingest` do
     sig.results.put(("ready", name, None))
     if not _wait_go(sig):
         worker.store.close()
@@ -626,9 +683,9 @@ class BenchConfig:
     drain_readings: int
     latency_seconds: float
     load_fraction: float
-    window: int
     timeout_s: float
     profile_dir: Path | None
+    kiosk_dir: Path | None  # where the simulated kiosks' outboxes live (None: beside the hub's database)
 
 
 @dataclass(frozen=True)
@@ -691,9 +748,10 @@ def _cpu_of(stats: dict[str, Any]) -> float:
 class Bench:
     """Owns the broker and the phases; everything it starts it also stops."""
 
-    def __init__(self, config: BenchConfig, work: Path) -> None:
+    def __init__(self, config: BenchConfig, work: Path, kiosk_work: Path) -> None:
         self.config = config
         self.work = work
+        self.kiosk_work = kiosk_work
         self.ctx = multiprocessing.get_context("spawn")
         self.broker = MosquittoProcess(work / "broker")
         self.db_path = work / "hub.db"
@@ -712,7 +770,7 @@ class Bench:
         return [
             KioskJob(
                 kiosk=f"bench-{phase}-{i:02d}",
-                outbox=self.work / phase / f"kiosk-{i:02d}.db",
+                outbox=self.kiosk_work / phase / f"kiosk-{i:02d}.db",
                 broker=self.url,
                 prefill=n,
                 profile=self._profile(f"kiosk-{phase}-{i:02d}"),
@@ -768,13 +826,22 @@ class Bench:
                 fleet.check()
             time.sleep(POLL_S)
 
-    def _finish(self, hub: Fleet, kiosks: Fleet, items: int, started: Started) -> PhaseEnd:
-        """Stop kiosks, then ingest; collect their stats and CPU (the audit is filled in by _audit)."""
+    def _finish(
+        self, hub: Fleet, kiosks: Fleet, items: int, started: Started, kiosk_cpu_before: dict[str, Any] | None = None
+    ) -> PhaseEnd:
+        """Stop kiosks, then ingest; collect their stats and CPU (the audit is filled in by _audit).
+
+        `kiosk_cpu_before`: each kiosk's CPU seconds spent before `started` (publishing in b), not counted.
+        """
         kiosks.stop()
         kstats = kiosks.expect("done", list(kiosks.procs), 30)
         hub.stop()
         istats = hub.expect("done", ["ingest"], 30)
-        cpu = self._cpu(started, kstats, istats, items)
+        before = kiosk_cpu_before or {}
+        measured = {
+            k: {"cpu_s": float(v["cpu_s"]) - float(before.get(k, {}).get("cpu_s", 0.0))} for k, v in kstats.items()
+        }
+        cpu = self._cpu(started, measured, istats, items)
         ingest = istats["ingest"]
         audit = Audit(
             redeliveries_absorbed=int(ingest["duplicates"]),
@@ -800,15 +867,16 @@ class Bench:
 
     def bare(self) -> BareResult:
         n = self.config.messages
-        with Fleet(self.ctx) as fleet:
-            fleet.spawn(_bare_subscriber, "subscriber", SubscriberJob(self.url, n, IngestConfig.receive_maximum))
-            fleet.expect("ready", ["subscriber"], self.config.timeout_s)
+        with Fleet(self.ctx) as subscriber, Fleet(self.ctx) as publishers:
+            subscriber.spawn(_bare_subscriber, "subscriber", SubscriberJob(self.url, n, IngestConfig.receive_maximum))
+            subscriber.expect("ready", ["subscriber"], self.config.timeout_s)
             jobs = self._kiosks("a", _split(n, self.config.kiosks), bare=True)
-            sent = len(self._spawn_kiosks(fleet, jobs))
-            started = self._go(fleet)
-            sub = fleet.expect("done", ["subscriber"], self.config.timeout_s)
-            pubs = fleet.expect("done", [j.kiosk for j in jobs], self.config.timeout_s)
-            cpu = self._cpu(started, pubs, sub, n)
+            sent = len(self._spawn_kiosks(publishers, jobs))
+            publishers.go()
+            publishers.expect("done", [j.kiosk for j in jobs], self.config.timeout_s)  # the broker has them all
+            started = self._go(subscriber)
+            sub = subscriber.expect("done", ["subscriber"], self.config.timeout_s)
+            cpu = self._cpu(started, {}, sub, n)
         seconds = float(sub["subscriber"]["seconds"])
         received = int(sub["subscriber"]["received"])
         # Like (b): the first message opens the interval, so it is not counted in the rate.
@@ -818,15 +886,32 @@ class Bench:
     def full_path(self) -> PathResult:
         prefix = "bench-b-"
         counts = _split(self.config.messages, self.config.kiosks)
-        jobs = self._kiosks("b", counts, batch_max_items=1, window_messages=self.config.window)
+        # Everything goes out before ingest returns: the window holds a kiosk's whole backlog,
+        # and receipts may take longer than the production timeout to come.
+        jobs = self._kiosks(
+            "b",
+            counts,
+            batch_max_items=1,
+            window_messages=max(counts),
+            receipt_timeout_s=self.config.timeout_s,
+            report_published=True,
+        )
+        names = [j.kiosk for j in jobs]
+        _create_session(
+            self.url,
+            INGEST_CLIENT_ID,
+            [(Topics.shared(IngestConfig.group, Topics.UPLINK_FILTER), 1), (Topics.PRESENCE_FILTER, 1)],
+        )
         with Fleet(self.ctx) as hub, Fleet(self.ctx) as kiosks:
-            self._start_ingest("b", hub)
             enqueued = self._spawn_kiosks(kiosks, jobs)
+            kiosks.go()
+            published = kiosks.expect("published", names, self.config.timeout_s)
+            self._spawn_ingest(hub, "b")
             db = HubDb(self.db_path)
             try:
-                started = self._go(kiosks)
+                started = self._go(hub)
                 self._wait_committed(db, prefix, len(enqueued), [hub, kiosks])
-                end = self._finish(hub, kiosks, len(enqueued), started)
+                end = self._finish(hub, kiosks, len(enqueued), started, kiosk_cpu_before=published)
                 audit = self._audit(end, db, prefix, enqueued)
                 msgs = db.messages_by_commit(prefix)
                 readings = db.readings_by_commit(prefix)
@@ -905,10 +990,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-readings", type=int, default=100_000, help="backlog for the drain phase (d)")
     p.add_argument("--latency-seconds", type=float, default=8.0, help="length of the live-load phase (c)")
     p.add_argument("--load-fraction", type=float, default=0.5, help="live load in (c) as a fraction of (b)'s msgs/s")
-    p.add_argument("--window", type=int, default=1000, help="forwarder window (messages awaiting receipt) in (b)")
+    p.add_argument(
+        "--kiosk-dir",
+        type=Path,
+        default=_default_kiosk_dir(),
+        help="folder for the simulated kiosks' outboxes, apart from the hub's disk (default: /dev/shm when there)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="most seconds any phase may wait")
     p.add_argument("--profile", type=Path, default=None, help="write cProfile stats of every child to this folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _default_kiosk_dir() -> Path | None:
+    shm = Path("/dev/shm")  # noqa: S108 - a private TemporaryDirectory is made inside it
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
@@ -924,7 +1019,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         drain_readings=args.drain_readings,
         latency_seconds=args.latency_seconds,
         load_fraction=args.load_fraction,
-        window=args.window,
+        kiosk_dir=args.kiosk_dir,
         timeout_s=args.timeout,
         profile_dir=args.profile.resolve() if args.profile is not None else None,
     )
@@ -1001,7 +1096,8 @@ class Report:
         b, p, c, d = self.bare, self.path, self.latency, self.drain
         return [
             f"hub bench ingest: {self.config.kiosks} kiosks, {self.config.messages:,} single-reading envelopes, "
-            f"embedded mosquitto on loopback, {os.cpu_count()} cores",
+            f"embedded mosquitto on loopback, {os.cpu_count()} cores; kiosk outboxes in "
+            f"{self.config.kiosk_dir or 'the hub data folder'}",
             f"(a) bare paho subscriber       {b.msgs_per_s:8,.0f} msgs/s = readings/s   "
             f"received {b.received:,}/{b.sent:,} in {b.seconds:.2f} s",
             f"    {b.cpu.line()}",
@@ -1057,9 +1153,9 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_phases(config: BenchConfig, work: Path) -> Report:
+def _run_phases(config: BenchConfig, work: Path, kiosk_work: Path) -> Report:
     started = time.monotonic()
-    bench = Bench(config, work)
+    bench = Bench(config, work, kiosk_work)
     bench.broker.start()
     try:
         log.info("(a) bare subscriber, %d messages", config.messages)
@@ -1084,8 +1180,12 @@ def run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-            report = _run_phases(config, Path(tmp))
+        with (
+            _sigterm_as_exit(),
+            tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp,
+            tempfile.TemporaryDirectory(prefix="hub-bench-kiosks-", dir=config.kiosk_dir) as kiosk_tmp,
+        ):
+            report = _run_phases(config, Path(tmp), Path(kiosk_tmp))
     except KeyboardInterrupt:
         print("interrupted; broker and children stopped", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ from pathlib import Path
 from device.protocol.endpoints import BrokerUrl
 from hub import bench, bench_idle
 from hub.api.auth import load_tokens
-from hub.ingest import IngestConfig, IngestWorker
+from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
 
 log = logging.getLogger("hub")
@@ -112,6 +112,7 @@ def _ingest(args: argparse.Namespace) -> int:
         ca_file=str(args.broker_ca) if args.broker_ca else None,
     )
     worker = IngestWorker(args.data / "hub.db", config)
+    tune_gc_for_ingest()
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()

@@ -19,11 +19,10 @@ content is refused the same way, never merged.
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import json
 import logging
 import select
-import socket
 import ssl
 import threading
 import time
@@ -43,9 +42,23 @@ from device.protocol import EnvelopeError, Receipt, Rejection, Topics, parse_env
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.retry import Backoff
 from device.protocol.topics import BATCH
-from hub.store import Accepted, DeadLetter, HubStore
+from device.protocol.transport import corked, has_buffered_input, no_delay
+from hub.store import Accepted, CommitResult, DeadLetter, HubStore
 
 log = logging.getLogger(__name__)
+
+
+def tune_gc_for_ingest() -> None:
+    """Collect cyclic garbage less often; call once per hub process, after startup.
+
+    A batch keeps a thousand validated envelopes (pydantic models) alive until its commit,
+    and with CPython's default thresholds the collector walked them again and again:
+    validation measured about 25 us per envelope with it, about 7 us without. Ingest makes
+    little cyclic garbage (reference counting frees a batch), so rarer collections cost
+    little memory; objects alive after startup are frozen out of the collections entirely.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 @dataclass
@@ -53,8 +66,7 @@ class IngestConfig:
     broker: BrokerUrl
     client_id: str = "hub-ingest-1"
     group: str = "ingest"
-    batch_max: int = 1000
-    batch_max_delay_s: float = 0.02
+    batch_max: int = 1000  # messages per transaction; a batch is otherwise what arrived during the last commit
     # Mosquitto allows a manual-ack client only 20 unacked messages unless it asks for more.
     receive_maximum: int = 4000
     max_payload_bytes: int = 1024 * 1024
@@ -137,7 +149,7 @@ class IngestWorker:
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
         # Small receipts and single readings must not wait for Nagle (paho leaves it on).
-        client.on_socket_open = _no_delay
+        client.on_socket_open = no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -183,21 +195,24 @@ class IngestWorker:
     # -- the loop ------------------------------------------------------------------------
 
     def _step(self) -> None:
+        """Wait for traffic, read everything the socket has, commit it as one batch.
+
+        Group commit: a batch is whatever arrived while the previous one was being
+        committed (up to `batch_max`), so a lone reading is committed at once and a
+        flood is committed in large transactions, with no timer in between.
+        """
         client = self._client
         sock = client.socket()
         if sock is None:
             return
-        timeout = 1.0
-        if self._pending.first_at is not None:
-            timeout = max(0.0, self._pending.first_at + self.config.batch_max_delay_s - time.monotonic())
         wlist = [sock] if client.want_write() else []
         try:
-            readable, writable, _ = select.select([sock], wlist, [], timeout)
+            readable, writable, _ = select.select([sock], wlist, [], 0.0 if has_buffered_input(sock) else 1.0)
         except (OSError, ValueError):
             readable, writable = [], []
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-        if readable:
-            rc = client.loop_read(max_packets=self.config.batch_max)
+        if readable or has_buffered_input(sock):
+            rc = self._read_available(client, sock)
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and writable:
             rc = client.loop_write()
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -211,16 +226,25 @@ class IngestWorker:
                 client.loop_read()
             self._stop.wait(self.config.reconnect.next_delay())
             return
-        pending = self._pending
-        if pending.first_at is not None and (
-            len(pending) >= self.config.batch_max
-            or time.monotonic() - pending.first_at >= self.config.batch_max_delay_s
-        ):
+        if self._pending.first_at is not None:
             self._flush()
+
+    def _read_available(self, client: mqtt.Client, sock: Any) -> MQTTErrorCode:
+        """Read packets until the socket has no more or the batch is full (paho reads one per call)."""
+        rc = client.loop_read()
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and len(self._pending) < self.config.batch_max
+            and client.socket() is sock
+            and _readable_now(sock)
+        ):
+            rc = client.loop_read()
+        return rc
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
-        presence_kiosk = Topics.parse_presence(msg.topic)
+        topic = msg.topic  # paho decodes it on every access
+        presence_kiosk = Topics.parse_presence(topic)
         if presence_kiosk is not None:
             self._record_presence(presence_kiosk, bytes(msg.payload), now)
             client.ack(msg.mid, msg.qos)
@@ -231,7 +255,7 @@ class IngestWorker:
             pending.first_at = time.monotonic()
         if msg.qos > 0:
             pending.mids.append(msg.mid)
-        self._classify(msg.topic, bytes(msg.payload), now, pending)
+        self._classify(topic, bytes(msg.payload), now, pending)
 
     def _classify(self, topic: str, payload: bytes, now: float, pending: _Pending) -> None:
         def dead(reason: str, raw: bytes, kiosk: str | None = None, message_id: str | None = None) -> None:
@@ -308,8 +332,12 @@ class IngestWorker:
         self.stats.commits += 1
         self.stats.new += len(result.new)
         self.stats.duplicates += len(result.duplicates)
-        for mid in pending.mids:
-            self._client.ack(mid, 1)
+        with corked(self._client.socket() if len(pending.mids) > 1 else None):
+            for mid in pending.mids:
+                self._client.ack(mid, 1)
+            self._publish_receipts(pending, result)
+
+    def _publish_receipts(self, pending: _Pending, result: CommitResult) -> None:
         self.stats.dead_letters += len(result.conflicts)
         conflicting = {id(c) for c in result.conflicts}
         accepted: dict[str, list[str]] = defaultdict(list)
@@ -325,7 +353,8 @@ class IngestWorker:
             receipt = Receipt(
                 accepted=accepted.get(kiosk, []), rejected=pending.rejected.get(kiosk, []), hub_time=hub_time
             )
-            self._client.publish(Topics.receipt(kiosk), receipt.model_dump_json(exclude_none=True), qos=1)
+            # QoS 0: a lost receipt only means the kiosk sends again and gets another (docs/protocol.md).
+            self._client.publish(Topics.receipt(kiosk), receipt.model_dump_json(exclude_none=True), qos=0)
 
     def _record_presence(self, kiosk: str, payload: bytes, now: float) -> None:
         if not Topics.is_valid_kiosk_id(kiosk):
@@ -343,6 +372,10 @@ class IngestWorker:
             log.exception("could not record presence")
 
 
+def _readable_now(sock: Any) -> bool:
+    return has_buffered_input(sock) or bool(select.select([sock], [], [], 0)[0])
+
+
 def _claimed_id(raw: bytes, topic_kiosk: str) -> str | None:
     """The id an invalid envelope claims, if it plainly belongs to the kiosk of its topic."""
     try:
@@ -355,8 +388,3 @@ def _claimed_id(raw: bytes, topic_kiosk: str) -> str | None:
     if isinstance(mid, str) and len(mid) <= 64 and kiosk == topic_kiosk:
         return mid
     return None
-
-
-def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

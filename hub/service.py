@@ -14,7 +14,7 @@ from device.protocol.endpoints import BrokerUrl
 from hub.api import create_app
 from hub.api.auth import load_tokens
 from hub.broker import BrokerSupervisor, MosquittoProcess
-from hub.ingest import IngestConfig, IngestWorker
+from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class HubService:
         return all(w.connected.is_set() for w in self.workers)
 
     def start_background(self) -> None:
+        tune_gc_for_ingest()
         if self.supervisor is not None:
             self.supervisor.start()
             log.info("embedded mosquitto on %s (data in %s)", self.broker_url, self.supervisor.broker.data_dir)

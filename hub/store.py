@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlite_utils
 
-from device.protocol.envelope import AnyEnvelope, ObservationsEnvelope, StatusEnvelope, utc_iso
+from device.protocol.envelope import AnyEnvelope, DeviceRef, ObservationsEnvelope, StatusEnvelope, utc_iso
 
 MIGRATIONS: list[str] = [
     # 1: the spine
@@ -218,7 +218,8 @@ class HubStore:
                 )
                 for c in conflicts
             ]
-            self._insert_messages(conn, new, committed_at)
+            # In id (time) order: the primary-key B-trees are then appended to, not split at random.
+            self._insert_messages(conn, sorted(new, key=lambda a: a.envelope.id), committed_at)
             self._update_kiosks(conn, new, committed_at)
             self._insert_dead(conn, [*dead, *conflict_letters])
         return CommitResult([a.envelope.id for a in new], duplicates, conflicts)
@@ -240,6 +241,7 @@ class HubStore:
     def _insert_messages(conn: sqlite3.Connection, items: list[Accepted], committed_at: float) -> None:
         messages = []
         observations = []
+        device_json: dict[DeviceRef, str] = {}  # a kiosk's few devices recur in every batch
         for item in items:
             env = item.envelope
             offset = env.clock.offset_ms
@@ -258,6 +260,9 @@ class HubStore:
             )
             if isinstance(env, ObservationsEnvelope):
                 for idx, obs in enumerate(env.payload.observations):
+                    device = device_json.get(obs.device)
+                    if device is None:
+                        device = device_json[obs.device] = obs.device.model_dump_json(exclude_none=True)
                     observations.append(
                         (
                             env.id,
@@ -270,8 +275,8 @@ class HubStore:
                             utc_iso(obs.effective),
                             offset,
                             obs.device.id,
-                            obs.device.model_dump_json(exclude_none=True),
-                            json.dumps(obs.flags),
+                            device,
+                            json.dumps(obs.flags) if obs.flags else "[]",
                         )
                     )
         conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)", messages)

@@ -29,10 +29,14 @@ VITALS: dict[str, VitalSpec] = {
     "8302-2": VitalSpec("Body height", {"cm": (20, 280), "m": (0.2, 2.8), "[in_i]": (8, 110)}),
     "39156-5": VitalSpec("Body mass index", {"kg/m2": (5, 150)}),
     "41982-0": VitalSpec("Body fat percentage", {"%": (0, 100)}),
+    "73965-6": VitalSpec("Body muscle percentage", {"%": (0, 100)}),
+    "73964-9": VitalSpec("Body muscle mass", {"kg": (0.1, 400), "[lb_av]": (0.2, 882)}),
+    "101683-1": VitalSpec("Body water mass", {"kg": (0.1, 400), "[lb_av]": (0.2, 882)}),
     "59408-5": VitalSpec("Oxygen saturation by pulse oximetry", {"%": (0, 100)}),
     "2708-6": VitalSpec("Oxygen saturation in arterial blood", {"%": (0, 100)}),
     "41653-7": VitalSpec("Glucose in capillary blood by glucometer", {"mg/dL": (5, 1500)}),
     "14743-9": VitalSpec("Glucose in capillary blood by glucometer", {"mmol/L": (0.3, 83)}),
+    "99504-3": VitalSpec("Glucose in interstitial fluid", {"mg/dL": (5, 1500)}),
 }
 
 # UCUM case-sensitive codes are printable ASCII without spaces; this is a syntax guard,
