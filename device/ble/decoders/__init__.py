@@ -73,3 +73,39 @@ def lookup(text: str) -> Characteristic:
 
 def known() -> str:
     return ", ".join(f"{c.uuid:04x} {c.name}" for c in sorted(REGISTRY.values(), key=lambda c: c.uuid))
+
+
+# Importing a service module registers its characteristics (each ends with register(...) calls).
+from device.ble.decoders import (  # noqa: E402
+    blood_pressure,
+    body_composition,
+    cgm,
+    current_time,
+    device_information,
+    glucose,
+    heart_rate,
+    pulse_oximeter,
+    racp,
+    thermometer,
+    weight_scale,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Characteristic",
+    "blood_pressure",
+    "body_composition",
+    "cgm",
+    "current_time",
+    "device_information",
+    "glucose",
+    "heart_rate",
+    "known",
+    "lookup",
+    "pulse_oximeter",
+    "racp",
+    "register",
+    "thermometer",
+    "uuid16",
+    "weight_scale",
+]

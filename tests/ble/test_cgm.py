@@ -1,0 +1,478 @@
+"""CGM Measurement / CGM Feature and the E2E-CRC: vectors from Nordic's Android-BLE-Common-Library
+(ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/cgm/ContinuousGlucoseMeasurementDataCallbackTest.java,
+.../cgm/CGMFeatureDataCallbackTest.java, .../util/CRC16Test.java), the CGMS 1.0.1 CRC example and the
+CRC catalogue check value, each decoded by hand below against CGMS 1.0.1 and the GATT Specification Supplement."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from device.ble.decoders import REGISTRY
+from device.ble.decoders.cgm import (
+    ANNUNCIATION_FLAGS,
+    CGM_GLUCOSE_LOINC,
+    FEATURE_NAMES,
+    CgmFeature,
+    CgmMeasurement,
+    CgmRecord,
+    decode_feature,
+    decode_measurement,
+    e2e_crc,
+    measurement_readings,
+)
+from device.ble.errors import DecodeError
+from device.ble.ieee11073 import Number, Special
+from device.ble.readings import Reading
+from device.protocol.envelope import DeviceRef, Observation
+from device.protocol.vitals import VITALS
+
+FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def _accepted_by_protocol(reading: Reading) -> None:
+    """The hub's own model must take the reading as it is (code, unit, range, flag pattern and count)."""
+    Observation(
+        code=reading.code,
+        value=reading.value,
+        unit=reading.unit,
+        effective=datetime(2025, 1, 1, tzinfo=UTC),
+        device=DeviceRef(id="test", type="ble"),
+        flags=list(reading.flags),
+    )
+
+
+SPECIALS = {
+    0x07FF: Special.NAN,
+    0x0800: Special.NRES,
+    0x07FE: Special.POSITIVE_INFINITY,
+    0x0802: Special.NEGATIVE_INFINITY,
+    0x0801: Special.RESERVED,
+}
+
+# --- the CRC ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "crc"),
+    [
+        (b"123456789", 0x6F91),  # CRC-16/MCRF4XX check value (reveng CRC catalogue)
+        (bytes([0x3E, 1, 2, 3, 4, 5, 6, 7, 8, 9]), 0x2F01),  # CGMS 1.0.1 CRC example (printed 0x012F)
+        (bytes([0x58, 0x25, 0x1F, 0x98]), 0x07F1),  # Microchip AN752 example, via Nordic's CRC16Test
+        (b"A", 0x5C0A),  # Nordic CRC16Test.MCRF4XX_A
+        (b"", 0xFFFF),  # the seed, untouched
+    ],
+)
+def test_e2e_crc_published_values(data: bytes, crc: int) -> None:
+    assert e2e_crc(data) == crc
+
+
+def test_e2e_crc_is_not_ccitt_false() -> None:
+    # CRC-16/CCITT-FALSE (same polynomial and seed, MSB first) gives 0x29B1 for "123456789".
+    assert e2e_crc(b"123456789") != 0x29B1
+
+
+# --- Nordic measurement vectors ---------------------------------------------------------------------
+
+# onContinuousGlucoseMeasurementReceived_full: size 15, flags 0b11100011 (status, cal/temp and warning
+# octets, quality, trend), glucose 0xE4D2 = 1234e-2 = 12.34 mg/dL, time offset 5, status octet 0x02
+# (bit 1, battery low), cal/temp 0x14 (bits 10 and 12: calibration recommended, temperature too high),
+# warning 0xFF (bits 16-23), trend 0xF002 = 2e-1, quality 0xF3E5 = 997e-1, E2E-CRC 0x3F8E.
+NORDIC_FULL = bytes.fromhex("0fe3d2e405000214ff02f0e5f38e3f")
+
+
+def test_nordic_full_record() -> None:
+    (record,) = decode_measurement(NORDIC_FULL).records
+    assert record == CgmRecord(
+        size=15,
+        flags=0xE3,
+        glucose_mg_dl=Number(12.34, -2),
+        time_offset_min=5,
+        status_octet=0x02,
+        cal_temp_octet=0x14,
+        warning_octet=0xFF,
+        trend_mg_dl_min=Number(0.2, -1),
+        quality_pct=Number(99.7, -1),
+        e2e_crc=0x3F8E,
+    )
+    assert record.annunciation == 0xFF1402
+    assert record.status_flags == (
+        "device_battery_low",
+        "calibration_recommended",
+        "sensor_temperature_too_high",
+        "below_patient_low_level",
+        "above_patient_high_level",
+        "below_hypo_level",
+        "above_hyper_level",
+        "rate_of_decrease_exceeded",
+        "rate_of_increase_exceeded",
+        "result_below_device_range",
+        "result_above_device_range",
+    )
+    assert decode_measurement(NORDIC_FULL, crc_present=True) == decode_measurement(NORDIC_FULL)
+    readings = measurement_readings(decode_measurement(NORDIC_FULL))
+    assert readings == [Reading(CGM_GLUCOSE_LOINC, 12.34, "mg/dL", record.status_flags, time_offset_min=5, decimals=2)]
+    _accepted_by_protocol(readings[0])
+
+
+def test_every_annunciation_bit_at_once_is_capped_to_the_protocol_flag_limit() -> None:
+    (reading,) = measurement_readings(
+        decode_measurement(record(0xE0, crc=False, status=0xFF, cal_temp=0xFF, warning=0xFF))
+    )
+    assert len(reading.flags) == 16
+    assert reading.flags[:2] == ("session_stopped", "device_battery_low")
+    assert reading.flags[-1] == "flags_truncated"
+    _accepted_by_protocol(reading)
+
+
+def test_nordic_full_record_refused_when_the_feature_says_no_crc() -> None:
+    with pytest.raises(DecodeError, match="E2E-CRC not supported"):
+        decode_measurement(NORDIC_FULL, crc_present=False)
+
+
+def test_nordic_small_record() -> None:
+    # onContinuousGlucoseMeasurementReceived_small: size 6, flags 0, 0x100C = 12e1 = 120 mg/dL, offset 6.
+    data = bytes.fromhex("06000c100600")
+    (record,) = decode_measurement(data).records
+    assert (record.glucose_mg_dl, record.time_offset_min, record.e2e_crc) == (Number(120.0, 1), 6, None)
+    assert (record.status_octet, record.cal_temp_octet, record.warning_octet) == (None, None, None)
+    assert (record.trend_mg_dl_min, record.quality_pct) == (None, None)
+    assert decode_measurement(data, crc_present=False) == decode_measurement(data)
+    with pytest.raises(DecodeError, match="E2E-CRC required"):
+        decode_measurement(data, crc_present=True)
+
+
+def test_nordic_two_records_in_one_notification() -> None:
+    # onContinuousGlucoseMeasurementReceived_double: two 6-octet records, offsets 5 and 6.
+    decoded = decode_measurement(bytes.fromhex("06000c10050006000c100600"))
+    assert [r.time_offset_min for r in decoded.records] == [5, 6]
+    assert [(r.value, r.time_offset_min) for r in measurement_readings(decoded)] == [(120.0, 5), (120.0, 6)]
+
+
+def test_nordic_crc_error() -> None:
+    # onContinuousGlucoseMeasurementReceived_crcError: size 8, CRC field 0x6F58, computed 0x6F59.
+    with pytest.raises(DecodeError, match=r"E2E-CRC 0x6f58 does not match the computed 0x6f59"):
+        decode_measurement(bytes.fromhex("08000c100600586f"))
+    (record,) = decode_measurement(bytes.fromhex("08000c100600596f")).records
+    assert record.e2e_crc == 0x6F59
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes.fromhex("06e30c1006"),  # onInvalidDataReceived_tooShort: size 6, 5 octets sent
+        bytes.fromhex("07e30c10060000"),  # onInvalidDataReceived: size 7, flags announce 7 more octets
+    ],
+)
+def test_nordic_invalid(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_measurement(data)
+
+
+# --- every flag combination, with and without CRC -----------------------------------------------------
+
+GLUCOSE = b"\x78\x00"  # 0x0078 = 120 mg/dL
+TREND = b"\xf1\xff"  # 0xFFF1: exponent -1, mantissa 0xFF1 = -15 -> -1.5 (mg/dL)/min
+QUALITY = b"\x5f\x00"  # 95 %
+
+
+def record(
+    flags: int,
+    *,
+    crc: bool,
+    offset: int = 15,
+    glucose: bytes = GLUCOSE,
+    status: int = 0x01,
+    cal_temp: int = 0x02,
+    warning: int = 0x04,
+) -> bytes:
+    """Size, flags, glucose, offset, then status / cal-temp / warning octets, trend, quality, CRC."""
+    body = bytes([flags]) + glucose + offset.to_bytes(2, "little")
+    body += b"".join(
+        bytes([octet]) for bit, octet in ((0x80, status), (0x40, cal_temp), (0x20, warning)) if flags & bit
+    )
+    body += b"".join(field for bit, field in ((0x01, TREND), (0x02, QUALITY)) if flags & bit)
+    size = 1 + len(body) + (2 if crc else 0)
+    value = bytes([size]) + body
+    return value + e2e_crc(value).to_bytes(2, "little") if crc else value
+
+
+ALLOWED_FLAGS = [f for f in range(0x100) if not f & 0x1C]  # bits 2-4 are RFU
+
+
+@pytest.mark.parametrize("crc", [False, True])
+@pytest.mark.parametrize("flags", ALLOWED_FLAGS)
+def test_every_flag_combination(flags: int, crc: bool) -> None:
+    data = record(flags, crc=crc)
+    for crc_present in (None, crc):
+        (r,) = decode_measurement(data, crc_present=crc_present).records
+        assert (r.size, r.flags, r.glucose_mg_dl, r.time_offset_min) == (len(data), flags, Number(120.0, 0), 15)
+        assert r.status_octet == (0x01 if flags & 0x80 else None)
+        assert r.cal_temp_octet == (0x02 if flags & 0x40 else None)
+        assert r.warning_octet == (0x04 if flags & 0x20 else None)
+        assert r.trend_mg_dl_min == (Number(-1.5, -1) if flags & 0x01 else None)
+        assert r.quality_pct == (Number(95.0, 0) if flags & 0x02 else None)
+        assert (r.e2e_crc is not None) == crc
+    with pytest.raises(DecodeError):
+        decode_measurement(data, crc_present=not crc)
+    with pytest.raises(DecodeError):  # one octet short of its own size
+        decode_measurement(data[:-1])
+    (reading,) = measurement_readings(decode_measurement(data))
+    assert (reading.code, reading.value, reading.unit, reading.time_offset_min) == ("99504-3", 120.0, "mg/dL", 15)
+    _accepted_by_protocol(reading)
+
+
+@pytest.mark.parametrize("rfu", [0x04, 0x08, 0x10, 0x1C])
+def test_rfu_flag_bits_are_kept(rfu: int) -> None:
+    (r,) = decode_measurement(record(0x03 | rfu, crc=True)).records
+    assert r.flags == 0x03 | rfu
+    assert r.quality_pct == Number(95.0, 0)
+
+
+def test_every_single_bit_error_is_caught_with_crc() -> None:
+    data = record(0xE3, crc=True)
+    for position in range(len(data)):
+        for bit in range(8):
+            corrupted = bytearray(data)
+            corrupted[position] ^= 1 << bit
+            with pytest.raises(DecodeError):
+                decode_measurement(bytes(corrupted), crc_present=True)
+
+
+# --- size field ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", range(6))
+def test_size_below_six_is_refused(size: int) -> None:
+    with pytest.raises(DecodeError, match="below the minimum 6"):
+        decode_measurement(bytes([size]) + bytes(7))
+
+
+@pytest.mark.parametrize("extra", [1, 3, 4])
+def test_octets_left_inside_the_size_are_refused(extra: int) -> None:
+    # The size is the record's length: octets it counts beyond the announced fields must be exactly a CRC.
+    data = bytes([6 + extra]) + bytes.fromhex("000c100600") + bytes(extra)
+    with pytest.raises(DecodeError, match=f"leaves {extra} octet"):
+        decode_measurement(data)
+
+
+def test_size_beyond_the_value_is_refused() -> None:
+    with pytest.raises(DecodeError, match="only 6 byte"):
+        decode_measurement(bytes.fromhex("08000c100600"))
+
+
+def test_empty_value_is_refused() -> None:
+    with pytest.raises(DecodeError, match="at least one record"):
+        decode_measurement(b"")
+
+
+def test_a_bad_second_record_refuses_the_notification() -> None:
+    with pytest.raises(DecodeError, match="offset 6"):
+        decode_measurement(bytes.fromhex("06000c1005000700"))
+
+
+# --- several records ------------------------------------------------------------------------------------
+
+
+def test_multi_record_notification_with_crc() -> None:
+    data = (
+        record(0x00, crc=True, offset=100)
+        + record(0xE3, crc=True, offset=105, warning=0x08)
+        + record(0x80, crc=True, offset=110, glucose=b"\xff\x07", status=0x01)  # NaN, session stopped
+    )
+    decoded = decode_measurement(data, crc_present=True)
+    assert [r.time_offset_min for r in decoded.records] == [100, 105, 110]
+    assert decoded.records[2].glucose_mg_dl is Special.NAN
+    readings = measurement_readings(decoded)
+    assert [(r.value, r.time_offset_min) for r in readings] == [(120.0, 100), (120.0, 105)]
+    assert readings[0].flags == ()
+    # status 0x01 (bit 0), cal/temp 0x02 (bit 9), warning 0x08 (bit 19)
+    assert readings[1].flags == ("session_stopped", "calibration_not_allowed", "above_hyper_level")
+
+
+def test_records_with_and_without_crc_when_undetected() -> None:
+    data = record(0x00, crc=False, offset=1) + record(0x00, crc=True, offset=2)
+    assert [r.e2e_crc is None for r in decode_measurement(data).records] == [True, False]
+    with pytest.raises(DecodeError):
+        decode_measurement(data, crc_present=True)
+
+
+# --- annunciation bits and specials ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bit", "flag"), ANNUNCIATION_FLAGS)
+def test_each_annunciation_bit(bit: int, flag: str) -> None:
+    octet, value = divmod(bit, 8)
+    flags = (0x80, 0x40, 0x20)[octet]  # status, cal/temp, warning octet
+    octets = {"status": 0, "cal_temp": 0, "warning": 0}
+    octets[("status", "cal_temp", "warning")[octet]] = 1 << value
+    (r,) = decode_measurement(record(flags, crc=False, **octets)).records
+    assert r.annunciation == 1 << bit
+    assert r.status_flags == (flag,)
+    assert measurement_readings(CgmMeasurement((r,)))[0].flags == (flag,)
+
+
+@pytest.mark.parametrize("bit", [6, 7, 14, 15])
+def test_rfu_annunciation_bits_are_kept_without_a_flag(bit: int) -> None:
+    (r,) = decode_measurement(record(0xC0, crc=False, status=(1 << bit) & 0xFF, cal_temp=(1 << bit) >> 8)).records
+    assert r.annunciation == 1 << bit
+    assert r.status_flags == ()
+
+
+def test_absent_octets_count_as_zero() -> None:
+    (r,) = decode_measurement(record(0x20, crc=False, warning=0x80)).records  # warning octet only
+    assert (r.status_octet, r.cal_temp_octet, r.warning_octet, r.annunciation) == (None, None, 0x80, 0x800000)
+    assert r.status_flags == ("result_above_device_range",)
+
+
+@pytest.mark.parametrize(("raw", "special"), SPECIALS.items())
+def test_special_glucose_gives_no_reading(raw: int, special: Special) -> None:
+    decoded = decode_measurement(record(0x03, crc=True, glucose=raw.to_bytes(2, "little")))
+    assert decoded.records[0].glucose_mg_dl is special
+    assert measurement_readings(decoded) == []
+
+
+@pytest.mark.parametrize(("raw", "special"), SPECIALS.items())
+def test_special_trend_and_quality_are_kept(raw: int, special: Special) -> None:
+    sf = raw.to_bytes(2, "little")
+    (r,) = decode_measurement(bytes([10, 0x03]) + GLUCOSE + b"\x01\x00" + sf + sf).records
+    assert (r.trend_mg_dl_min, r.quality_pct) == (special, special)
+    assert len(measurement_readings(CgmMeasurement((r,)))) == 1  # trend and quality give no reading
+
+
+def test_flag_names() -> None:
+    names = [n for _, n in ANNUNCIATION_FLAGS]
+    assert all(FLAG.match(n) for n in names)
+    assert len(set(names)) == len(names) == 20
+    assert [b for b, _ in ANNUNCIATION_FLAGS] == [*range(6), *range(8, 14), *range(16, 24)]
+
+
+def test_reading_fits_the_protocol() -> None:
+    assert VITALS[CGM_GLUCOSE_LOINC].units == {"mg/dL": (5, 1500)}
+    (reading,) = measurement_readings(decode_measurement(record(0x00, crc=False)))
+    assert reading.device_time is None  # the collector adds the CGM Session Start Time
+    assert reading.sequence is None
+
+
+# --- CGM Feature (Nordic vectors) ---------------------------------------------------------------------
+
+
+def test_feature_nordic_full() -> None:
+    # onContinuousGlucoseMeasurementFeaturesReceived_full: features 0b1_1001_1110_0110_1110 = 0x019E6E
+    # (bits 1, 2, 3, 5, 6, 9, 10, 11, 12, 15, 16), type-location 0x16 = arterial plasma (6), finger (1),
+    # E2E-CRC 0xC18A over the first four octets.
+    f = decode_feature(bytes.fromhex("6e9e01168ac1"))
+    assert f == CgmFeature(0x019E6E, 6, 1, 0xC18A)
+    assert f.e2e_crc_supported
+    assert f.supported == (
+        "patient_high_low_alerts",
+        "hypo_alerts",
+        "hyper_alerts",
+        "device_specific_alert",
+        "sensor_malfunction_detection",
+        "low_battery_detection",
+        "sensor_type_error_detection",
+        "general_device_fault",
+        "e2e_crc",
+        "cgm_trend_information",
+        "cgm_quality",
+    )
+    assert f.sample_flags == ("sample_type_arterial_plasma", "sample_location_finger")
+
+
+def test_feature_nordic_crc_not_supported() -> None:
+    # ..._crcNotSupported: bit 12 clear (0x018E6E), CRC field 0xFFFF.
+    f = decode_feature(bytes.fromhex("6e8e0116ffff"))
+    assert (f.features, f.e2e_crc_supported, f.e2e_crc) == (0x018E6E, False, 0xFFFF)
+
+
+def test_feature_nordic_crc_error() -> None:
+    # ...ReceivedWithCrcError: bit 12 set, CRC field 0xBEAF.
+    with pytest.raises(DecodeError, match="E2E-CRC 0xbeaf"):
+        decode_feature(bytes.fromhex("6e9e0116afbe"))
+
+
+def test_feature_nordic_no_crc_field() -> None:
+    # onInvalidDataReceived_noCrc: the CRC field is mandatory.
+    with pytest.raises(DecodeError, match="E2E-CRC"):
+        decode_feature(bytes.fromhex("6e9e0116"))
+
+
+def test_feature_unsupported_crc_with_other_value_is_kept() -> None:
+    # Nordic's onInvalidDataReceived_wrongDefaultCrc refuses this (bit 12 clear, CRC 0xBEAF instead of
+    # 0xFFFF); here it is kept: the CRC protects nothing when unsupported, and a measurement whose size
+    # disagrees with the collector's CRC setting is refused anyway.
+    f = decode_feature(bytes.fromhex("6e8e0116afbe"))
+    assert (f.e2e_crc_supported, f.e2e_crc) == (False, 0xBEAF)
+
+
+@pytest.mark.parametrize(("bit", "name"), FEATURE_NAMES)
+def test_feature_each_bit(bit: int, name: str) -> None:
+    head = (1 << bit).to_bytes(3, "little") + b"\x59"  # interstitial fluid (9), subcutaneous tissue (5)
+    crc = e2e_crc(head) if bit == 12 else 0xFFFF
+    f = decode_feature(head + crc.to_bytes(2, "little"))
+    assert f.supported == (name,)
+    assert (f.sample_type, f.sample_location) == (9, 5)
+    assert f.sample_flags == ("sample_type_interstitial_fluid", "sample_location_subcutaneous_tissue")
+
+
+def test_feature_rfu_and_trailing_are_kept() -> None:
+    f = decode_feature(bytes.fromhex("0000fe00ffff") + b"\x42")
+    assert (f.features, f.supported, f.trailing) == (0xFE0000, (), b"\x42")
+
+
+def test_registered() -> None:
+    assert REGISTRY[0x2AA7].decode is decode_measurement
+    assert REGISTRY[0x2AA7].readings is measurement_readings
+    assert REGISTRY[0x2AA8].decode is decode_feature
+    assert REGISTRY[0x2AA7].decode(NORDIC_FULL) == decode_measurement(NORDIC_FULL)
+
+
+# --- properties ------------------------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=64), st.sampled_from([None, True, False]))
+def test_measurement_arbitrary_bytes(data: bytes, crc_present: bool | None) -> None:
+    try:
+        decoded = decode_measurement(data, crc_present=crc_present)
+    except DecodeError:
+        return
+    assert sum(r.size for r in decoded.records) == len(data)
+    for reading in measurement_readings(decoded):
+        assert all(FLAG.match(flag) for flag in reading.flags)
+        assert len(reading.flags) <= 16
+        assert reading.unit in VITALS[reading.code].units
+
+
+@given(st.binary(max_size=64))
+def test_feature_arbitrary_bytes(data: bytes) -> None:
+    try:
+        decode_feature(data)
+    except DecodeError:
+        return
+
+
+_record = st.builds(
+    record,
+    flags=st.sampled_from(ALLOWED_FLAGS),
+    crc=st.booleans(),
+    offset=st.integers(0, 0xFFFF),
+    glucose=st.binary(min_size=2, max_size=2),
+    status=st.integers(0, 0xFF),
+    cal_temp=st.integers(0, 0xFF),
+    warning=st.integers(0, 0xFF),
+)
+
+
+@given(st.lists(_record, min_size=1, max_size=4))
+def test_generated_notifications_decode_record_by_record(records: list[bytes]) -> None:
+    decoded = decode_measurement(b"".join(records))
+    assert len(decoded.records) == len(records)
+    for raw, r in zip(records, decoded.records, strict=True):
+        assert r.size == len(raw)
+        assert r.time_offset_min == int.from_bytes(raw[4:6], "little")
+    assert len(measurement_readings(decoded)) <= len(records)
