@@ -85,6 +85,14 @@ MIGRATIONS: list[str] = [
         count INTEGER NOT NULL
     );
     """,
+    # 2: Bluetooth readings carry their patient, device user slot, record number and device-clock offset
+    """
+    ALTER TABLE observations ADD COLUMN subject TEXT;
+    ALTER TABLE observations ADD COLUMN device_user INTEGER;
+    ALTER TABLE observations ADD COLUMN device_sequence INTEGER;
+    ALTER TABLE observations ADD COLUMN device_clock_offset_s REAL;
+    CREATE INDEX observations_subject_time ON observations (subject, effective);
+    """,
 ]
 
 
@@ -277,10 +285,14 @@ class HubStore:
                             obs.device.id,
                             device,
                             json.dumps(obs.flags) if obs.flags else "[]",
+                            env.payload.subject,
+                            obs.device_user,
+                            obs.device_sequence,
+                            obs.device_clock_offset_s,
                         )
                     )
         conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)", messages)
-        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", observations)
+        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", observations)
 
     @staticmethod
     def _update_kiosks(conn: sqlite3.Connection, items: list[Accepted], now: float) -> None:
@@ -375,7 +387,8 @@ class HubStore:
             where.append("effective < :until")
             params["until"] = until
         sql = (
-            "SELECT message_id, idx, seq, code, value, unit, effective, clock_offset_ms, device_id, device, flags "
+            "SELECT message_id, idx, seq, code, value, unit, effective, clock_offset_ms, device_id, device, flags, "
+            "subject, device_user, device_sequence, device_clock_offset_s "
             f"FROM observations WHERE {' AND '.join(where)} ORDER BY seq, idx LIMIT :limit"
         )
         return list(self.db.query(sql, params))

@@ -83,7 +83,18 @@ class Observation(_Model):
     effective: UtcTime = Field(description="When the measurement was taken, by the device clock.")
     device: DeviceRef
     flags: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]] = Field(
-        default_factory=list, max_length=16, description="Measurement status flags from the device."
+        default_factory=list, max_length=32, description="Measurement status flags from the device."
+    )
+    device_clock_offset_s: float | None = Field(
+        default=None,
+        description="The measuring device's clock minus the kiosk's, in seconds, as the kiosk measured it; "
+        "`effective` is already corrected by it. Absent when the device has no clock the kiosk can read.",
+    )
+    device_user: int | None = Field(
+        default=None, ge=0, le=255, description="User index on a shared device (cuff, scale); 255 = unknown user."
+    )
+    device_sequence: int | None = Field(
+        default=None, ge=0, description="The device's own record number (e.g. glucose), for de-duplication."
     )
 
     @model_validator(mode="after")
@@ -106,6 +117,12 @@ class Observation(_Model):
 
 class ObservationsPayload(_Model):
     observations: list[Observation] = Field(min_length=1, max_length=1000)
+    subject: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:-]{1,64}$",
+        description="The patient the readings are attributed to (kiosk check-in or a device user slot). "
+        "A kiosk holds back readings it cannot attribute rather than send them as someone else's.",
+    )
 
 
 class StatusAlert(_Model):

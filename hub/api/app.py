@@ -166,4 +166,8 @@ def _observation_out(r: dict[str, Any]) -> ObservationOut:
         clock_offset_ms=r["clock_offset_ms"],
         device=json.loads(r["device"]),
         flags=json.loads(r["flags"]),
+        subject=r["subject"],
+        device_user=r["device_user"],
+        device_sequence=r["device_sequence"],
+        device_clock_offset_s=r["device_clock_offset_s"],
     )

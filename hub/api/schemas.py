@@ -29,6 +29,12 @@ class ObservationOut(BaseModel):
     clock_offset_ms: float | None
     device: dict[str, Any]
     flags: list[str]
+    subject: str | None = Field(default=None, description="The patient the kiosk attributed the reading to")
+    device_user: int | None = Field(default=None, description="User slot on a shared device (255: unknown)")
+    device_sequence: int | None = Field(default=None, description="The device's own record number")
+    device_clock_offset_s: float | None = Field(
+        default=None, description="Device clock minus kiosk clock when read; `effective` is already corrected by it"
+    )
 
 
 class DeadLetterOut(BaseModel):
