@@ -84,7 +84,127 @@ def build_parser() -> argparse.ArgumentParser:
 
     proto = sub.add_parser("protocol", help="the wire contract")
     proto.add_argument("what", choices=["schema", "receipt-schema"], help="print a JSON Schema")
+
+    _add_ble_commands(sub)
     return parser
+
+
+def _add_ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`kiosk ble ...`: tools for the Bluetooth health devices. Each subcommand sets `ble_handler`."""
+    ble = sub.add_parser("ble", help="Bluetooth health devices")
+    ble_sub = ble.add_subparsers(dest="ble_command", required=True)
+    profiles = ble_sub.add_parser("profiles", help="validate the device profiles and list them")
+    profiles.add_argument(
+        "--dir", type=Path, default=Path("firmware_configs/ble"), help="folder of *.yaml device profiles"
+    )
+    profiles.set_defaults(ble_handler=_ble_profiles)
+    decode = ble_sub.add_parser("decode", help="decode one characteristic value (hex) and print JSON")
+    decode.add_argument("characteristic", help="2a35, 0x2A35 or 00002a35-0000-1000-8000-00805f9b34fb")
+    decode.add_argument("hex", help="the value as hex, e.g. '1e 7800 5000 5a00' (spaces and colons allowed)")
+    decode.set_defaults(ble_handler=_ble_decode)
+    collect = ble_sub.add_parser("collect", help="the agent plus the Bluetooth collector (bleak/BlueZ; on the Pi)")
+    _agent_args(collect)
+    collect.add_argument("--profiles", type=Path, default=Path("firmware_configs/ble"), help="device profiles")
+    collect.add_argument(
+        "--patient", default=None, help="home kiosk: attribute single-user devices' readings to this patient"
+    )
+    collect.add_argument(
+        "--slot",
+        action="append",
+        default=[],
+        metavar="DEVICE_ID:USER=PATIENT",
+        help="map a user slot of a shared cuff or scale to a patient (repeatable)",
+    )
+    collect.set_defaults(ble_handler=_ble_collect)
+
+
+def _ble_decode(args: argparse.Namespace) -> int:
+    """JSON on stdout; a malformed value is one line on stderr and exit status 2, never a traceback."""
+    from device.ble.decode_report import decode_report  # noqa: PLC0415 - keeps `kiosk run` light
+    from device.ble.errors import DecodeError  # noqa: PLC0415
+
+    try:
+        report = decode_report(args.characteristic, args.hex)
+    except DecodeError as exc:
+        print(f"kiosk ble decode: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _slots(specs: list[str]) -> dict[tuple[str, int], str]:
+    slots = {}
+    for spec in specs:
+        device_user, _, patient = spec.rpartition("=")
+        device, _, user = device_user.rpartition(":")
+        if not (device and user.isdigit() and patient):
+            raise SystemExit(f"--slot {spec!r}: expected DEVICE_ID:USER=PATIENT, e.g. 'Omron:HEM-7600T:123:1=P-1001'")
+        slots[(device, int(user))] = patient
+    return slots
+
+
+def _ble_collect(args: argparse.Namespace) -> int:
+    """Forward the outbox and collect from the devices the profiles match, until SIGINT/SIGTERM."""
+    import asyncio  # noqa: PLC0415
+
+    from device.ble.collector import CheckIn, Collector, plans_from  # noqa: PLC0415
+    from device.ble.ledger import Ledger  # noqa: PLC0415
+    from device.ble.profiles import ProfileError, load_profiles  # noqa: PLC0415
+    from device.ble.transports.bleak import BleakRadio  # noqa: PLC0415
+
+    try:
+        profiles = load_profiles(args.profiles)
+    except ProfileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    checkin = CheckIn(slots=_slots(args.slot))
+    if args.patient:
+        checkin.check_in(args.patient, datetime(1970, 1, 1, tzinfo=UTC))  # a home kiosk has one patient
+    agent = KioskAgent(_agent_config(args))
+    ledger = Ledger(args.data / "ble.db")
+    collector = Collector(
+        BleakRadio(),
+        plans_from(profiles),
+        ledger,
+        lambda payload: agent.outbox.enqueue("observations", payload),
+        checkin,
+    )
+
+    async def collect() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await collector.run(stop)
+
+    agent.start()
+    try:
+        asyncio.run(collect())
+    finally:
+        agent.stop()
+        ledger.close()
+    return 0
+
+
+def _ble_profiles(args: argparse.Namespace) -> int:
+    """One line per valid profile (exit 0), or every problem as `file:line: message` on stderr (exit 2)."""
+    try:
+        # Imported here: PyYAML comes with the `kiosk` extra, and `kiosk run` must not need it.
+        from device.ble.profiles import ProfileError, load_profiles  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        print(f"kiosk ble profiles needs {exc.name}: pip install 'telehealth-edge[kiosk]'", file=sys.stderr)
+        return 2
+    try:
+        profiles = load_profiles(args.dir)
+    except ProfileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    width = max(len(p.id) for p in profiles)
+    for p in profiles:
+        print(f"{p.id:<{width}}  {p.kind:<16}  {p.match.describe()}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "ble":
+        return int(args.ble_handler(args))
     if args.command == "protocol":
         schema = envelope_json_schema() if args.what == "schema" else receipt_json_schema()
         print(json.dumps(schema, indent=2, sort_keys=True))
@@ -126,19 +248,21 @@ def _outbox_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_agent(args: argparse.Namespace) -> int:
-    agent = KioskAgent(
-        AgentConfig(
-            kiosk_id=args.kiosk_id,
-            broker=args.broker,
-            data_dir=args.data,
-            heartbeat_s=args.heartbeat,
-            keepalive_s=args.keepalive,
-            receipt_timeout_s=args.receipt_timeout,
-            batch_max_items=args.batch,
-            ca_file=str(args.broker_ca) if args.broker_ca else None,
-        )
+def _agent_config(args: argparse.Namespace) -> AgentConfig:
+    return AgentConfig(
+        kiosk_id=args.kiosk_id,
+        broker=args.broker,
+        data_dir=args.data,
+        heartbeat_s=args.heartbeat,
+        keepalive_s=args.keepalive,
+        receipt_timeout_s=args.receipt_timeout,
+        batch_max_items=args.batch,
+        ca_file=str(args.broker_ca) if args.broker_ca else None,
     )
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    agent = KioskAgent(_agent_config(args))
     stopping = False
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:

@@ -69,3 +69,54 @@ def test_bad_arguments_exit_2_with_a_reason(args: list[str], message: str) -> No
 def test_outbox_command_on_a_missing_outbox(tmp_path: Path) -> None:
     out = run("device.cli", "outbox", "--data", str(tmp_path))
     assert out.returncode == 2 and "no outbox at" in out.stderr
+
+
+def test_ble_decode_prints_fields_and_observations() -> None:
+    # Temperature Measurement: flags 0x06 (Celsius, time stamp, type), FLOAT 0xFF000178 = 376e-1 = 37.6 Cel,
+    # 2026-11-27 10:30:00, type 2 (body).
+    out = run("device.cli", "ble", "decode", "0x2A1C", "06 78 01 00 ff ea07 0b 1b 0a 1e 00 02")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["characteristic"] == {"uuid": "0x2a1c", "name": "Temperature Measurement"}
+    assert report["fields"]["temperature"] == 37.6
+    assert report["fields"]["time_stamp"] == {
+        "year": 2026,
+        "month": 11,
+        "day": 27,
+        "hours": 10,
+        "minutes": 30,
+        "seconds": 0,
+    }
+    assert report["observations"] == [
+        {
+            "loinc": "8310-5",
+            "value": 37.6,
+            "unit": "Cel",
+            "device_time": {"year": 2026, "month": 11, "day": 27, "hours": 10, "minutes": 30, "seconds": 0},
+            "decimals": 1,
+        }
+    ]
+
+
+def test_ble_decode_accepts_the_full_uuid_and_drops_special_values() -> None:
+    # Weight 0xFFFF: measurement unsuccessful, so no observation at all.
+    out = run("device.cli", "ble", "decode", "00002a9d-0000-1000-8000-00805f9b34fb", "00ffff")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["observations"] == []
+
+
+@pytest.mark.parametrize(
+    ("uuid", "payload", "message"),
+    [
+        ("2a35", "1e78", "needs 2 byte(s) at offset 1, but only 1 remain"),
+        ("2a35", "1e7", "odd number of digits"),
+        ("2a35", "zz", "not hexadecimal"),
+        ("2aff", "00", "no decoder for characteristic 0x2aff"),
+        ("blood", "00", "is not a Bluetooth SIG characteristic UUID"),
+    ],
+)
+def test_ble_decode_rejects_bad_input_with_one_line(uuid: str, payload: str, message: str) -> None:
+    out = run("device.cli", "ble", "decode", uuid, payload)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

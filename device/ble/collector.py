@@ -35,6 +35,8 @@ from device.ble.decoders import REGISTRY, Characteristic, current_time, device_i
 from device.ble.device_clock import DeviceClock, effective_time, measure_offset
 from device.ble.errors import DecodeError
 from device.ble.ledger import Ledger
+from device.ble.profiles import DeviceProfile
+from device.ble.profiles import match as match_profile
 from device.ble.readings import Reading
 from device.ble.transport import Advertisement, BleError, GattConnection, InsufficientSecurity, Radio
 from device.protocol.retry import Backoff
@@ -67,6 +69,32 @@ class DevicePlan:
     max_drift_s: float = 120.0
     multi_user: bool = False
     device_clock_is_utc: bool = False
+    trust_device_time: bool = True
+
+    @classmethod
+    def from_profile(cls, profile: DeviceProfile) -> DevicePlan:
+        return cls(
+            profile_id=profile.id,
+            measurements=tuple(int(u) for u in profile.measurements),
+            bonding=profile.bonding,
+            stored_records=profile.stored_records,
+            set_clock=profile.clock.current_time_service,
+            max_drift_s=profile.clock.max_drift_s,
+            multi_user=profile.multi_user,
+            device_clock_is_utc=profile.device_clock_is_utc,
+            trust_device_time=profile.clock.trust_device_time,
+        )
+
+
+def plans_from(profiles: list[DeviceProfile]) -> Callable[[Advertisement], DevicePlan | None]:
+    """The collector's `plan_for`: the best-matching profile of an advertisement, as a plan."""
+    plans = {p.id: DevicePlan.from_profile(p) for p in profiles}
+
+    def plan_for(ad: Advertisement) -> DevicePlan | None:
+        profile = match_profile(profiles, ad)
+        return plans[profile.id] if profile is not None else None
+
+    return plan_for
 
 
 class Attribution(Protocol):
@@ -108,7 +136,7 @@ class CheckIn:
         return self.patient
 
 
-Sink = Callable[[dict[str, Any]], None]  # an observations payload -> the outbox (raises when it cannot store)
+Sink = Callable[[dict[str, Any]], object]  # an observations payload -> the outbox (raises when it cannot store)
 
 
 @dataclass
@@ -371,8 +399,9 @@ class Collector:
             self.ledger.set_last_record_number(device_id, sequence)
 
     def _observation(self, session: _Session, reading: Reading, received: datetime) -> dict[str, Any]:
+        stamp = reading.device_time if session.plan.trust_device_time else None
         timed = effective_time(
-            reading.device_time,
+            stamp,
             received,
             session.clock,
             time_offset_min=reading.time_offset_min,

@@ -56,8 +56,8 @@ class Reader:
     def _take(self, n: int, field: str) -> bytes:
         if self.remaining < n:
             raise DecodeError(
-                f"{self.what}: {field} needs {n} byte(s) at offset {self._pos}, "
-                f"but the value has {len(self._data)} byte(s)"
+                f"{self.what}: {field} needs {n} byte(s) at offset {self._pos}, but only {self.remaining} "
+                f"remain (the value is {len(self._data)} byte(s) long; truncated?)"
             )
         chunk = self._data[self._pos : self._pos + n]
         self._pos += n
