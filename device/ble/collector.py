@@ -27,11 +27,11 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal, Protocol
 
-from device.ble.decoders import REGISTRY, Characteristic, current_time, device_information, racp
+from device.ble.decoders import REGISTRY, Characteristic, current_time, device_information, glucose, racp
 from device.ble.device_clock import DeviceClock, effective_time, measure_offset
 from device.ble.errors import DecodeError
 from device.ble.ledger import Ledger
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CURRENT_TIME_SERVICE = 0x1805
 GLUCOSE_MEASUREMENT = 0x2A18
+GLUCOSE_CONTEXT = 0x2A34
 RECORD_ACCESS_CONTROL_POINT = 0x2A52
 UNKNOWN_USER = 0xFF
 MAX_FLAGS = 32  # the protocol's limit per observation
@@ -70,6 +71,7 @@ class DevicePlan:
     multi_user: bool = False
     device_clock_is_utc: bool = False
     trust_device_time: bool = True
+    intermediate: tuple[int, ...] = ()  # in-progress values (cuff pressure): shown, never stored
 
     @classmethod
     def from_profile(cls, profile: DeviceProfile) -> DevicePlan:
@@ -83,6 +85,7 @@ class DevicePlan:
             multi_user=profile.multi_user,
             device_clock_is_utc=profile.device_clock_is_utc,
             trust_device_time=profile.clock.trust_device_time,
+            intermediate=tuple(int(u) for u in profile.intermediate),
         )
 
 
@@ -137,6 +140,9 @@ class CheckIn:
 
 
 Sink = Callable[[dict[str, Any]], object]  # an observations payload -> the outbox (raises when it cannot store)
+# (device id, characteristic, decoded value) of an in-progress value, e.g. the cuff pressure while inflating:
+# for the patient's screen, never stored.
+Progress = Callable[[str, int, Any], None]
 
 
 @dataclass
@@ -153,12 +159,14 @@ class CollectorStats:
 
 @dataclass
 class _Session:
-    """One connection's state: who the device is and what its clock says."""
+    """One connection's state: who the device is, what its clock says, glucose results awaiting context."""
 
     address: str
     plan: DevicePlan
     device: dict[str, Any]
     clock: DeviceClock
+    # A glucose result announcing a context (meal, tester, health) waits for it, by sequence number.
+    awaiting_context: dict[int, tuple[Characteristic, bytes, Any]] = field(default_factory=dict)
 
 
 class Collector:
@@ -175,6 +183,7 @@ class Collector:
         scan_seconds: float = 3.0,
         racp_timeout_s: float = 30.0,
         reconnect: Backoff | None = None,
+        on_progress: Progress | None = None,
     ) -> None:
         self.radio = radio
         self.plan_for = plan_for
@@ -186,6 +195,7 @@ class Collector:
         self.scan_seconds = scan_seconds
         self.racp_timeout_s = racp_timeout_s
         self.reconnect = reconnect or Backoff(initial_s=1.0, maximum_s=60.0)
+        self.on_progress = on_progress
         self.stats = CollectorStats()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retry_at: dict[str, float] = {}
@@ -253,15 +263,24 @@ class Collector:
             tz = UTC if plan.device_clock_is_utc else self.tz
             clock = DeviceClock(await self._clock_offset(conn, characteristics, tz), tz)
             session = _Session(address, plan, device, clock)
-            for uuid in plan.measurements:
+            wanted = list(plan.measurements)
+            if GLUCOSE_MEASUREMENT in wanted and GLUCOSE_CONTEXT in characteristics:
+                wanted.append(GLUCOSE_CONTEXT)  # meal and tester travel beside the result
+            for uuid in wanted:
                 if uuid in characteristics:
                     await self._subscribe(conn, plan, uuid, functools.partial(self.accept, session, uuid))
+            if self.on_progress is not None:
+                for uuid in plan.intermediate:
+                    if uuid in characteristics:
+                        await self._subscribe(conn, plan, uuid, functools.partial(self._progress, session, uuid))
             if plan.stored_records == "racp" and RECORD_ACCESS_CONTROL_POINT in characteristics:
                 await self._download(conn, session)
+                self._flush_awaiting_context(session)
             if plan.set_clock and current_time.CURRENT_TIME in characteristics:
                 session.clock = DeviceClock(await self._set_clock(conn, tz), tz)
             if stay:
                 await gone.wait()
+            self._flush_awaiting_context(session)
         finally:
             if conn.is_connected:
                 with contextlib.suppress(BleError):
@@ -355,6 +374,17 @@ class Collector:
 
     # -- one value -----------------------------------------------------------------------
 
+    def _progress(self, session: _Session, uuid: int, raw: bytes) -> None:
+        spec = REGISTRY.get(uuid)
+        if spec is None or self.on_progress is None:
+            return
+        try:
+            self.on_progress(session.device["id"], uuid, spec.decode(raw))
+        except DecodeError as exc:
+            log.info("device %s: undecodable progress value: %s", session.address, exc)
+        except Exception:
+            log.exception("device %s: progress callback failed", session.address)
+
     def accept(self, session: _Session, uuid: int, raw: bytes) -> None:
         """Decode one notified or indicated value and route its readings. Never raises."""
         spec = REGISTRY.get(uuid)
@@ -370,7 +400,33 @@ class Collector:
             log.exception("device %s: could not process a %s value", session.address, spec.name)
 
     def _accept(self, session: _Session, spec: Characteristic, raw: bytes) -> None:
-        readings = spec.readings(spec.decode(raw))
+        if spec.uuid == GLUCOSE_CONTEXT:
+            self._glucose_context(session, glucose.decode_context(raw))
+            return
+        decoded = spec.decode(raw)
+        if isinstance(decoded, glucose.GlucoseMeasurement) and decoded.context_follows:
+            session.awaiting_context[decoded.sequence_number] = (spec, raw, decoded)
+            return
+        self._route(session, spec, raw, spec.readings(decoded))
+
+    def _glucose_context(self, session: _Session, context: glucose.GlucoseContext) -> None:
+        waiting = session.awaiting_context.pop(context.sequence_number, None)
+        if waiting is None:
+            return  # a context for a result not taken here (or already flushed without it)
+        spec, raw, decoded = waiting
+        extra = glucose.context_flags(context)
+        self._route(session, spec, raw, [replace(r, flags=(*r.flags, *extra)) for r in spec.readings(decoded)])
+
+    def _flush_awaiting_context(self, session: _Session) -> None:
+        """Results whose announced context never came are still results: take them without it."""
+        for sequence in sorted(session.awaiting_context):
+            spec, raw, decoded = session.awaiting_context.pop(sequence)
+            try:
+                self._route(session, spec, raw, spec.readings(decoded))
+            except Exception:
+                log.exception("device %s: could not process glucose record %d", session.address, sequence)
+
+    def _route(self, session: _Session, spec: Characteristic, raw: bytes, readings: list[Reading]) -> None:
         if not readings:
             return
         received = self.now()

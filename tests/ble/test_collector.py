@@ -293,3 +293,47 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("timed out waiting for the collector")
         await asyncio.sleep(0.01)
+
+
+def test_glucose_context_meal_travels_with_its_result(tmp_path: Path) -> None:
+    base = datetime.now().replace(microsecond=0) - timedelta(hours=2)
+    records = [GlucoseRecord(1, base, 101, meal=3), GlucoseRecord(2, base + timedelta(hours=1), 163, meal=2)]
+
+    async def scenario() -> None:
+        async with virtual_bench(lambda link: GlucoseMeter(link, records=records)) as bench:
+            meter = bench.peripherals[0]
+            kiosk = Kiosk(tmp_path, bench.radio)
+            kiosk.checkin.check_in(PATIENT, datetime.now(UTC) - timedelta(days=1))
+            await kiosk.collector.session(meter.address, GLUCOSE, stay=False)
+            sent = kiosk.sent()
+            assert [(o["value"], o["device_sequence"]) for o in sent] == [(101.0, 1), (163.0, 2)]
+            assert "meal_fasting" in sent[0]["flags"] and "meal_postprandial" in sent[1]["flags"]
+
+    run(scenario())
+
+
+def test_cuff_pressure_while_inflating_is_shown_but_never_stored(tmp_path: Path) -> None:
+    progress: list[float] = []
+
+    async def scenario() -> None:
+        async with virtual_bench(BloodPressureCuff) as bench:
+            cuff = bench.peripherals[0]
+            assert isinstance(cuff, BloodPressureCuff)
+            kiosk = Kiosk(tmp_path, bench.radio)
+            kiosk.collector.on_progress = lambda _device, _uuid, value: progress.append(
+                value.current_cuff_pressure.value
+            )
+            kiosk.checkin.check_in(PATIENT, datetime.now(UTC))
+            plan = DevicePlan("cuff", (0x2A35,), bonding="required", intermediate=(0x2A36,))
+            session = asyncio.create_task(kiosk.collector.session(cuff.address, plan))
+            await wait_for(lambda: _subscribed(cuff) and cuff.subscribers(0x2A36, 1) != [])
+            for pressure in (40, 95, 150):
+                await cuff.inflate_to(pressure)
+            await cuff.take_measurement(119, 77, 91, 63)
+            await wait_for(lambda: kiosk.collector.stats.readings == 4)
+            assert progress == [40.0, 95.0, 150.0]
+            assert {o["code"] for o in kiosk.sent()} == {"8480-6", "8462-4", "8478-0", "8867-4"}
+            await cuff.go_away()
+            await asyncio.wait_for(session, 5)
+
+    run(scenario())

@@ -191,6 +191,13 @@ class GlucoseRecord:
     offset_min: int = 0
     sample_type: int = 0x1  # capillary whole blood
     location: int = 0x1  # finger
+    meal: int | None = None  # GLS meal code (1 preprandial, 2 postprandial, 3 fasting...): sends a context too
+
+    def context(self) -> bytes | None:
+        """0x2A34 for this record, when it has one: flags (meal present), sequence, meal."""
+        if self.meal is None:
+            return None
+        return bytes((0x02,)) + self.sequence.to_bytes(2, "little") + bytes((self.meal,))
 
     def encode(self) -> bytes:
         """0x2A18: flags (offset + concentration in kg/L), sequence, base time, offset, SFLOAT, type-location.
@@ -198,7 +205,7 @@ class GlucoseRecord:
         mg/dL is 10^-5 kg/L, so the SFLOAT is mantissa = mg/dL, exponent -5: exact, no float.
         """
         return (
-            bytes((0x03,))
+            bytes((0x03 | (0x10 if self.meal is not None else 0),))  # 0x10: a context follows
             + self.sequence.to_bytes(2, "little")
             + date_time(self.base_time)
             + self.offset_min.to_bytes(2, "little", signed=True)
@@ -758,8 +765,11 @@ class GlucoseMeter(VirtualPeripheral):
             self.records = [r for r in self.records if r not in selected]
         else:
             measurement = self._characteristics[GLUCOSE_MEASUREMENT].attribute
+            context = self._characteristics[GLUCOSE_CONTEXT].attribute
             for record in selected:
                 await self.device.notify_subscriber(connection, measurement, record.encode())
+                if (extra := record.context()) is not None:
+                    await self.device.notify_subscriber(connection, context, extra)
         await self._respond(connection, op_code, racp.ResponseCode.SUCCESS)
 
     def _select(self, request: racp.RacpRequest) -> list[GlucoseRecord] | racp.ResponseCode:
