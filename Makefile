@@ -38,6 +38,10 @@ bench: $(STAMP) broker
 	$(BIN)/hub bench ingest
 	$(BIN)/hub bench kiosk-idle
 
+# Steadiness: the fault tests and the Bluetooth end-to-end tests, ten times in a row; any failure stops it.
+soak: $(STAMP) broker
+	for i in 1 2 3 4 5 6 7 8 9 10; do echo "soak round $$i"; $(BIN)/pytest -q -p no:cacheprovider tests/test_faults.py tests/ble/test_collector.py tests/ble/test_bumble_transport.py || exit 1; done
+
 schema: $(STAMP)
 	$(BIN)/kiosk protocol schema > device/protocol/envelope.schema.json
 	$(BIN)/kiosk protocol receipt-schema > device/protocol/receipt.schema.json

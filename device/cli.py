@@ -13,11 +13,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from device.agent import AgentConfig, KioskAgent
 from device.outbox import Outbox, OutboxFull
 from device.protocol.endpoints import BrokerUrl
-from device.protocol.envelope import encode, envelope_json_schema, receipt_json_schema
+from device.protocol.envelope import EnvelopeError, encode, envelope_json_schema, receipt_json_schema
 from device.protocol.topics import Topics
 from device.simulate import DEVICES, single_reading
 
@@ -116,6 +117,73 @@ def _add_ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="map a user slot of a shared cuff or scale to a patient (repeatable)",
     )
     collect.set_defaults(ble_handler=_ble_collect)
+    held = ble_sub.add_parser(
+        "held", help="readings held back because no patient could be named: list, assign, discard"
+    )
+    held.add_argument("--data", type=Path, default=Path("data/kiosk"), help="the kiosk's data folder")
+    held.add_argument("--kiosk-id", type=_kiosk_id, default=None, help="this kiosk's identity (needed to --assign)")
+    action = held.add_mutually_exclusive_group()
+    action.add_argument("--assign", type=int, metavar="ID", help="send held reading ID under --patient")
+    action.add_argument("--discard", type=int, metavar="ID", help="delete held reading ID (it is not sent)")
+    held.add_argument("--patient", default=None, help="with --assign: the patient the reading belongs to")
+    held.set_defaults(ble_handler=_ble_held)
+
+
+def _ble_held(args: argparse.Namespace) -> int:
+    """Staff decide what happens to a reading the collector could not attribute; nothing is sent by guesswork."""
+    from device.ble.ledger import Ledger  # noqa: PLC0415
+
+    path = args.data / "ble.db"
+    if not path.exists():
+        print(f"no Bluetooth ledger at {path}", file=sys.stderr)
+        return 2
+    if args.assign is not None and not (args.patient and args.kiosk_id):
+        print("--assign needs --patient and --kiosk-id", file=sys.stderr)
+        return 2
+    ledger = Ledger(path)
+    try:
+        if args.assign is None and args.discard is None:
+            rows = [
+                {
+                    "id": h.id,
+                    "device": h.device_id,
+                    "device_user": h.device_user,
+                    "reason": h.reason,
+                    "held_at": datetime.fromtimestamp(h.held_at, UTC).isoformat(),
+                    "observations": [{k: o[k] for k in ("code", "value", "unit", "effective")} for o in h.observations],
+                }
+                for h in ledger.held()
+            ]
+            print(json.dumps(rows, indent=2))
+            return 0
+        return _release_held(args, ledger)
+    finally:
+        ledger.close()
+
+
+def _release_held(args: argparse.Namespace, ledger: Any) -> int:
+    held_id = args.assign if args.assign is not None else args.discard
+    if args.assign is not None:
+        # Validated before it leaves the ledger: a reading the outbox would refuse stays held.
+        entry = next((h for h in ledger.held() if h.id == held_id), None)
+        if entry is None:
+            print(f"no held reading {held_id}", file=sys.stderr)
+            return 2
+        outbox = Outbox(args.data / "outbox.db", args.kiosk_id)
+        try:
+            outbox.enqueue("observations", {"observations": entry.observations, "subject": args.patient})
+        except (EnvelopeError, OutboxFull) as exc:
+            print(f"held reading {held_id} not sent: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            outbox.close()
+    released = ledger.release(held_id)
+    if released is None:
+        print(f"no held reading {held_id}", file=sys.stderr)
+        return 2
+    verb = "sent for " + args.patient if args.assign is not None else "discarded"
+    print(f"held reading {held_id} ({len(released.observations)} observation(s)) {verb}")
+    return 0
 
 
 def _ble_decode(args: argparse.Namespace) -> int:

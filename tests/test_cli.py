@@ -120,3 +120,43 @@ def test_ble_decode_rejects_bad_input_with_one_line(uuid: str, payload: str, mes
     assert out.returncode == 2
     assert message in out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_ble_held_lists_assigns_and_discards(tmp_path: Path) -> None:
+    from device.ble.ledger import Ledger
+    from device.outbox import Outbox
+
+    observation = {
+        "code": "8867-4",
+        "value": 64.0,
+        "unit": "/min",
+        "effective": "2026-11-27T09:00:00+00:00",
+        "device": {"id": "ble-cuff", "type": "ble"},
+        "flags": [],
+    }
+    ledger = Ledger(tmp_path / "ble.db")
+    first = ledger.hold("ble-cuff", 2, [observation], "not attributed to a patient")
+    second = ledger.hold("ble-cuff", 3, [{**observation, "value": 0.0}], "not attributed to a patient")
+    ledger.close()
+    data = str(tmp_path)
+
+    listed = run("device.cli", "ble", "held", "--data", data)
+    assert listed.returncode == 0, listed.stderr
+    assert [(h["id"], h["device_user"]) for h in json.loads(listed.stdout)] == [(first, 2), (second, 3)]
+
+    assert run("device.cli", "ble", "held", "--data", data, "--assign", str(first)).returncode == 2  # no patient
+    sent = run(
+        "device.cli", "ble", "held", "--data", data, "--assign", str(first), "--patient", "P-7", "--kiosk-id", "k1"
+    )
+    assert sent.returncode == 0, sent.stderr
+    items = Outbox(tmp_path / "outbox.db", "k1").pending(0, 10, 1 << 20)
+    assert [json.loads(i.body)["payload"]["subject"] for i in items] == ["P-7"]
+
+    # A heart rate of 0 is refused by the contract: it stays held, with the reason on stderr.
+    refused = run(
+        "device.cli", "ble", "held", "--data", data, "--assign", str(second), "--patient", "P-7", "--kiosk-id", "k1"
+    )
+    assert refused.returncode == 2 and "outside the plausible range" in refused.stderr
+    discarded = run("device.cli", "ble", "held", "--data", data, "--discard", str(second))
+    assert discarded.returncode == 0 and "discarded" in discarded.stdout
+    assert json.loads(run("device.cli", "ble", "held", "--data", data).stdout) == []
