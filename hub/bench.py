@@ -649,6 +649,8 @@ class PathResult:
     readings_per_s: float = 0.0
     seconds: float = 0.0
     mqtt_messages: int = 0
+    commits: int = 0
+    commit_wall_s: float = 0.0
     audit: Audit = field(default_factory=Audit)
     cpu: CpuUse = field(default_factory=CpuUse)
 
@@ -702,6 +704,12 @@ class PhaseEnd:
     audit: Audit
     kiosk_stats: dict[str, Any]
     cpu: CpuUse
+    ingest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def commits(self) -> tuple[int, float]:
+        """(transactions, wall seconds inside them): how much of the phase ingest spent waiting on the disk."""
+        return int(self.ingest.get("commits", 0)), float(self.ingest.get("commit_seconds", 0.0))
 
     @property
     def mqtt_messages(self) -> int:
@@ -848,7 +856,7 @@ class Bench:
             forwarder_resends=sum(int(s["resends"]) for s in kstats.values()),
             dead_letters=int(ingest["dead_letters"]),
         )
-        return PhaseEnd(audit, kstats, cpu)
+        return PhaseEnd(audit, kstats, cpu, ingest)
 
     @staticmethod
     def _audit(end: PhaseEnd, db: HubDb, prefix: str, enqueued: list[str]) -> Audit:
@@ -918,7 +926,8 @@ class Bench:
             finally:
                 db.close()
         span = max(t for t, _ in msgs) - min(t for t, _ in msgs) if msgs else 0.0
-        return PathResult(_rate(msgs), _rate(readings), span, end.mqtt_messages, audit, end.cpu)
+        commits, commit_wall = end.commits
+        return PathResult(_rate(msgs), _rate(readings), span, end.mqtt_messages, commits, commit_wall, audit, end.cpu)
 
     def latency(self, rate: float) -> LatencyResult:
         prefix = "bench-c-"
@@ -1104,6 +1113,8 @@ class Report:
             f"(b) forwarder->ingest->SQLite  {p.msgs_per_s:8,.0f} msgs/s  {p.readings_per_s:8,.0f} readings/s   "
             f"first->last commit {p.seconds:.2f} s, {p.mqtt_messages:,} MQTT messages",
             f"    ratio (b)/(a) {self.ratio:.2f}; {_audit_line(p.audit)}",
+            f"    {p.commits:,} transactions (avg {p.mqtt_messages / max(p.commits, 1):,.0f} messages), "
+            f"{p.commit_wall_s:.2f} s inside them",
             f"    {p.cpu.line()}",
             f"(c) latency at {self.config.load_fraction:.0%} of (b)      p50 {c.p50_ms:.1f} ms  p99 {c.p99_ms:.1f} ms  "
             f"max {c.max_ms:.1f} ms   {c.samples:,} readings at {c.achieved_rate:,.0f}/s "

@@ -88,6 +88,7 @@ class IngestStats:
     dead_letters: int = 0
     commits: int = 0
     commit_failures: int = 0
+    commit_seconds: float = 0.0  # wall time inside commit_batch (mostly the fsync): ingest reads nothing then
 
 
 @dataclass
@@ -320,6 +321,7 @@ class IngestWorker:
         pending = self._pending
         if pending.first_at is None:
             return
+        started = time.perf_counter()
         try:
             result = self.store.commit_batch([a for _, a in pending.accepted], pending.dead)
         except Exception:
@@ -328,6 +330,7 @@ class IngestWorker:
             log.exception("commit failed; will retry")
             self._stop.wait(self.config.reconnect.next_delay())
             return
+        self.stats.commit_seconds += time.perf_counter() - started
         self._pending = _Pending()
         self.stats.commits += 1
         self.stats.new += len(result.new)

@@ -28,10 +28,10 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timezone, tzinfo
 from typing import Any, Literal, Protocol
 
-from device.ble.decoders import REGISTRY, Characteristic, current_time, device_information, glucose, racp
+from device.ble.decoders import REGISTRY, Characteristic, cgm, current_time, device_information, glucose, racp
 from device.ble.device_clock import DeviceClock, effective_time, measure_offset
 from device.ble.errors import DecodeError
 from device.ble.ledger import Ledger
@@ -167,6 +167,8 @@ class _Session:
     clock: DeviceClock
     # A glucose result announcing a context (meal, tester, health) waits for it, by sequence number.
     awaiting_context: dict[int, tuple[Characteristic, bytes, Any]] = field(default_factory=dict)
+    # A CGM stamps readings in minutes since its session started; the start is read at connect.
+    cgm_start: cgm.CgmSessionStartTime | None = None
 
 
 class Collector:
@@ -263,6 +265,8 @@ class Collector:
             tz = UTC if plan.device_clock_is_utc else self.tz
             clock = DeviceClock(await self._clock_offset(conn, characteristics, tz), tz)
             session = _Session(address, plan, device, clock)
+            if cgm.SESSION_START_TIME in characteristics:
+                session.cgm_start = await self._cgm_start(conn)
             wanted = list(plan.measurements)
             if GLUCOSE_MEASUREMENT in wanted and GLUCOSE_CONTEXT in characteristics:
                 wanted.append(GLUCOSE_CONTEXT)  # meal and tester travel beside the result
@@ -331,6 +335,13 @@ class Collector:
             log.info("device %s: clock unreadable: %s", conn.address, exc)
             return None
         return measure_offset(device_now.date_time, self.now(), tz)
+
+    async def _cgm_start(self, conn: GattConnection) -> cgm.CgmSessionStartTime | None:
+        try:
+            return cgm.decode_session_start_time(await conn.read(cgm.SESSION_START_TIME))
+        except (BleError, DecodeError) as exc:
+            log.info("device %s: CGM session start unreadable, readings get the kiosk's time: %s", conn.address, exc)
+            return None
 
     async def _set_clock(self, conn: GattConnection, tz: tzinfo) -> float | None:
         """Write the kiosk's time (device wall-clock zone) and read it back: the new offset."""
@@ -455,11 +466,18 @@ class Collector:
             self.ledger.set_last_record_number(device_id, sequence)
 
     def _observation(self, session: _Session, reading: Reading, received: datetime) -> dict[str, Any]:
-        stamp = reading.device_time if session.plan.trust_device_time else None
+        stamp, clock = reading.device_time, session.clock
+        if stamp is None and reading.time_offset_min is not None and session.cgm_start is not None:
+            # CGM: minutes since the session start, which is in the sensor's own zone when it says so.
+            stamp = session.cgm_start.start
+            offset = session.cgm_start.utc_offset()
+            clock = replace(clock, tz=timezone(offset)) if offset is not None else clock
+        if not session.plan.trust_device_time:
+            stamp = None
         timed = effective_time(
             stamp,
             received,
-            session.clock,
+            clock,
             time_offset_min=reading.time_offset_min,
             max_drift_s=session.plan.max_drift_s,
         )

@@ -1,17 +1,20 @@
-"""CGM Measurement / CGM Feature and the E2E-CRC: vectors from Nordic's Android-BLE-Common-Library
+"""CGM Measurement / CGM Feature / CGM Session Start Time and the E2E-CRC: vectors from Nordic's
+Android-BLE-Common-Library
 (ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/cgm/ContinuousGlucoseMeasurementDataCallbackTest.java,
-.../cgm/CGMFeatureDataCallbackTest.java, .../util/CRC16Test.java), the CGMS 1.0.1 CRC example and the
-CRC catalogue check value, each decoded by hand below against CGMS 1.0.1 and the GATT Specification Supplement."""
+.../cgm/CGMFeatureDataCallbackTest.java, .../cgm/CGMSessionStartTimeDataCallbackTest.java, .../util/CRC16Test.java),
+the CGMS 1.0.1 CRC example and the CRC catalogue check value, each decoded by hand below against CGMS 1.0.1 and the
+GATT Specification Supplement."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from device.ble.decode_report import decode_report
 from device.ble.decoders import REGISTRY
 from device.ble.decoders.cgm import (
     ANNUNCIATION_FLAGS,
@@ -20,13 +23,17 @@ from device.ble.decoders.cgm import (
     CgmFeature,
     CgmMeasurement,
     CgmRecord,
+    CgmSessionStartTime,
     decode_feature,
     decode_measurement,
+    decode_session_start_time,
     e2e_crc,
+    encode_session_start_time,
     measurement_readings,
 )
 from device.ble.errors import DecodeError
 from device.ble.ieee11073 import Number, Special
+from device.ble.reader import DateTime
 from device.ble.readings import Reading
 from device.protocol.envelope import DeviceRef, Observation
 from device.protocol.vitals import VITALS
@@ -476,3 +483,298 @@ def test_generated_notifications_decode_record_by_record(records: list[bytes]) -
         assert r.size == len(raw)
         assert r.time_offset_min == int.from_bytes(raw[4:6], "little")
     assert len(measurement_readings(decoded)) <= len(records)
+
+
+# --- CGM Session Start Time (0x2AAA) ---------------------------------------------------------------------
+#
+# Layout (CGMS 1.0.1; GATT Specification Supplement "CGM Session Start Time"), little-endian:
+#   octets 0-1  year (uint16, 0 = unknown)        octet 5  minutes
+#   octet  2    month (0 = unknown)               octet 6  seconds
+#   octet  3    day (0 = unknown)                 octet 7  Time Zone (sint8, 15-min steps, -128 unknown)
+#   octet  4    hours                             octet 8  DST Offset (0, 2, 4, 8; 255 unknown)
+#   octets 9-10 E2E-CRC over octets 0-8, only when the CGM Feature sets E2E-CRC supported (bit 12)
+# No example value was found in CGMS itself (its only worked example is the CRC one above); the first three
+# vectors are Nordic's CGMSessionStartTimeDataCallbackTest, the rest are built by hand.
+
+# onContinuousGlucoseMonitorSessionStartTimeReceived: E2 07 = 2018, 04 April, 18 = 24th, 0D 08 18 = 13:08:24,
+# time zone 08 = 8 x 15 min = UTC+2:00, DST 04 = daylight (+1 h), CRC E0 C2 = 0xC2E0. Nordic's test expects a
+# ZONE_OFFSET of 8 minutes (its callback reads the raw quarter-hour count as minutes); by the Time Zone
+# definition it is 2 hours, so the wall clock is UTC+3:00.
+NORDIC_SST = bytes.fromhex("e2 07 04 18 0d 08 18 08 04 e0 c2")
+# onContinuousGlucoseMonitorSessionStartTimeReceived_noYear: year 0 (unknown), same day and time, zone +2:00,
+# DST 02 = half an hour, no CRC (9 octets).
+NORDIC_SST_NO_YEAR = bytes.fromhex("00 00 04 18 0d 08 18 08 02")
+# Hand-built: 2024-07-04 09:30:00, time zone EC = -20 = UTC-5:00, DST 04 (+1 h): US Eastern daylight time,
+# UTC-4:00 on the wall. CRC 0x957F over the nine octets, sent 7F 95.
+EASTERN_SST = bytes.fromhex("e8 07 07 04 09 1e 00 ec 04")
+EASTERN_SST_CRC = EASTERN_SST + b"\x7f\x95"
+
+
+SST_DATE = bytes.fromhex("e8 07 07 04 09 1e 00")  # 2024-07-04 09:30:00
+
+
+def sst(date: bytes = SST_DATE, zone: int = 0, dst: int = 0, *, crc: bool = False, extra: bytes = b"") -> bytes:
+    """Date Time, Time Zone, DST Offset, optional later octets, then the CRC over everything before it."""
+    value = date + zone.to_bytes(1, "little", signed=True) + bytes([dst]) + extra
+    return value + e2e_crc(value).to_bytes(2, "little") if crc else value
+
+
+def test_sst_nordic_with_crc() -> None:
+    decoded = decode_session_start_time(NORDIC_SST)
+    assert decoded == CgmSessionStartTime(DateTime(2018, 4, 24, 13, 8, 24), 8, 60, 0xC2E0, b"")
+    assert decoded.utc_offset() == timedelta(hours=3)
+    assert decoded.aware_start() == datetime(2018, 4, 24, 13, 8, 24, tzinfo=timezone(timedelta(hours=3)))
+    assert decoded.aware_start() == datetime(2018, 4, 24, 10, 8, 24, tzinfo=UTC)
+    assert decode_session_start_time(NORDIC_SST, crc_present=True) == decoded
+
+
+def test_sst_nordic_no_year() -> None:
+    decoded = decode_session_start_time(NORDIC_SST_NO_YEAR)
+    assert decoded == CgmSessionStartTime(DateTime(None, 4, 24, 13, 8, 24), 8, 30, None, b"")
+    assert decoded.utc_offset() == timedelta(hours=2, minutes=30)
+    assert decoded.aware_start() is None  # the year is not known: no place on the timeline
+    assert decode_session_start_time(NORDIC_SST_NO_YEAR, crc_present=False) == decoded
+    with pytest.raises(DecodeError, match="expected at least 11"):  # the feature promised a CRC
+        decode_session_start_time(NORDIC_SST_NO_YEAR, crc_present=True)
+
+
+def test_sst_nordic_crc_error() -> None:
+    # ...ReceivedWithCrcError: CRC field E0 C3 = 0xC3E0, computed 0xC2E0.
+    bad = NORDIC_SST[:-1] + b"\xc3"
+    for crc_present in (None, True):
+        with pytest.raises(DecodeError, match="E2E-CRC 0xc3e0 does not match the computed 0xc2e0"):
+            decode_session_start_time(bad, crc_present=crc_present)
+
+
+def test_sst_nordic_invalid_length() -> None:
+    # onInvalidDataReceived: 10 octets, one short of fields + CRC.
+    data = NORDIC_SST[:-1]
+    with pytest.raises(DecodeError, match="10 octet"):
+        decode_session_start_time(data)
+    with pytest.raises(DecodeError, match="expected at least 11"):
+        decode_session_start_time(data, crc_present=True)
+    # A collector that says "no CRC" gets the stray octet as a later field, the nine octets as sent.
+    assert decode_session_start_time(data, crc_present=False).trailing == b"\xe0"
+
+
+def test_sst_hand_built_negative_zone() -> None:
+    assert e2e_crc(EASTERN_SST) == 0x957F
+    for data, crc in ((EASTERN_SST, None), (EASTERN_SST_CRC, 0x957F)):
+        decoded = decode_session_start_time(data)
+        assert decoded == CgmSessionStartTime(DateTime(2024, 7, 4, 9, 30, 0), -20, 60, crc, b"")
+        assert decoded.utc_offset() == timedelta(hours=-4)
+        assert decoded.aware_start() == datetime(2024, 7, 4, 13, 30, tzinfo=UTC)
+    assert encode_session_start_time(datetime(2024, 7, 4, 9, 30, tzinfo=timezone(timedelta(hours=-4)))) == (
+        bytes.fromhex("e8 07 07 04 09 1e 00 f0 00")  # zone -16 = -4:00 with DST folded in, DST 0
+    )
+
+
+def test_sst_crc_present_false_keeps_a_crc_as_trailing() -> None:
+    # The CRC is the last field: without the feature's E2E-CRC bit its two octets are just later octets.
+    decoded = decode_session_start_time(EASTERN_SST_CRC, crc_present=False)
+    assert (decoded.crc, decoded.trailing) == (None, b"\x7f\x95")
+    assert decoded.start == DateTime(2024, 7, 4, 9, 30, 0)
+
+
+@pytest.mark.parametrize(("raw", "minutes"), [(0, 0), (2, 30), (4, 60), (8, 120), (255, None)])
+def test_sst_every_dst_value(raw: int, minutes: int | None) -> None:
+    for crc in (False, True):
+        decoded = decode_session_start_time(sst(zone=4, dst=raw, crc=crc))  # zone +1:00
+        assert decoded.dst_offset_min == minutes
+        assert decoded.time_zone_quarter_hours == 4
+        assert decoded.utc_offset() == (None if minutes is None else timedelta(minutes=60 + minutes))
+
+
+def test_sst_reserved_dst_values_are_refused() -> None:
+    for raw in set(range(256)) - {0, 2, 4, 8, 255}:
+        with pytest.raises(DecodeError, match=f"DST offset {raw} is reserved"):
+            decode_session_start_time(sst(dst=raw))
+
+
+def test_sst_every_time_zone_value() -> None:
+    for zone in range(-128, 128):
+        if zone == -128 or -48 <= zone <= 56:
+            decoded = decode_session_start_time(sst(zone=zone))
+            assert decoded.time_zone_quarter_hours == (None if zone == -128 else zone)
+        else:
+            with pytest.raises(DecodeError, match=f"time zone {zone} is outside -48..56"):
+                decode_session_start_time(sst(zone=zone))
+
+
+@pytest.mark.parametrize(("zone", "dst"), [(-128, 0), (8, 255), (-128, 255)])
+def test_sst_unknown_zone_or_dst(zone: int, dst: int) -> None:
+    decoded = decode_session_start_time(sst(zone=zone, dst=dst, crc=True))
+    assert decoded.time_zone_quarter_hours == (None if zone == -128 else zone)
+    assert decoded.dst_offset_min == (None if dst == 255 else 0)
+    assert decoded.utc_offset() is None
+    assert decoded.aware_start() is None
+    assert decoded.start == DateTime(2024, 7, 4, 9, 30, 0)  # the wall time is still told
+
+
+@pytest.mark.parametrize(("zone", "offset"), [(-48, timedelta(hours=-12)), (56, timedelta(hours=14)), (0, timedelta())])
+def test_sst_zone_bounds(zone: int, offset: timedelta) -> None:
+    decoded = decode_session_start_time(sst(zone=zone))
+    assert decoded.utc_offset() == offset
+    assert decoded.aware_start() == datetime(2024, 7, 4, 9, 30, tzinfo=timezone(offset))
+
+
+def test_sst_incomplete_dates_keep_their_parts() -> None:
+    for date, expected in (
+        (bytes.fromhex("e8 07 00 04 09 1e 00"), DateTime(2024, None, 4, 9, 30, 0)),  # month unknown
+        (bytes.fromhex("e8 07 07 00 09 1e 00"), DateTime(2024, 7, None, 9, 30, 0)),  # day unknown
+        (bytes.fromhex("00 00 04 1f 09 1e 00"), DateTime(None, 4, 31, 9, 30, 0)),  # 31 April, but no year: kept
+    ):
+        decoded = decode_session_start_time(sst(date))
+        assert decoded.start == expected
+        assert decoded.utc_offset() == timedelta()
+        assert decoded.aware_start() is None
+
+
+@pytest.mark.parametrize(
+    ("date", "match"),
+    [
+        (bytes.fromhex("e7 07 02 1d 00 00 00"), "is not a date"),  # 2023-02-29
+        (bytes.fromhex("e8 07 04 1f 00 00 00"), "is not a date"),  # 2024-04-31
+        (bytes.fromhex("e8 07 0d 01 00 00 00"), "month 13"),
+        (bytes.fromhex("e8 07 01 20 00 00 00"), "day 32"),
+        (bytes.fromhex("e8 07 01 01 18 00 00"), "time 24:00:00"),
+        (bytes.fromhex("e8 03 01 01 00 00 00"), "year 1000"),  # 0x03E8, before the Gregorian calendar
+    ],
+)
+def test_sst_bad_date_time_is_refused(date: bytes, match: str) -> None:
+    with pytest.raises(DecodeError, match=match):
+        decode_session_start_time(sst(date))
+
+
+def test_sst_leap_day_is_a_date() -> None:
+    decoded = decode_session_start_time(sst(bytes.fromhex("e8 07 02 1d 00 00 00")))  # 2024-02-29
+    assert decoded.aware_start() == datetime(2024, 2, 29, tzinfo=UTC)
+
+
+def test_sst_later_octets_sit_before_the_crc() -> None:
+    data = sst(zone=4, dst=4, crc=True, extra=b"\x42")
+    decoded = decode_session_start_time(data, crc_present=True)
+    assert (decoded.trailing, decoded.crc) == (b"\x42", e2e_crc(data[:-2]))
+    assert decode_session_start_time(sst(extra=b"\x42\x43"), crc_present=False).trailing == b"\x42\x43"
+    with pytest.raises(DecodeError, match="12 octet"):  # without the feature's setting, 12 octets are ambiguous
+        decode_session_start_time(data)
+
+
+def test_sst_truncated() -> None:
+    for end in range(9):
+        for crc_present in (None, True, False):
+            with pytest.raises(DecodeError):
+                decode_session_start_time(NORDIC_SST[:end], crc_present=crc_present)
+    with pytest.raises(DecodeError, match="expected at least 11"):
+        decode_session_start_time(NORDIC_SST[:9], crc_present=True)
+
+
+def test_sst_every_single_bit_error_is_caught_with_crc() -> None:
+    for position in range(len(NORDIC_SST)):
+        for bit in range(8):
+            corrupted = bytearray(NORDIC_SST)
+            corrupted[position] ^= 1 << bit
+            for crc_present in (None, True):
+                with pytest.raises(DecodeError):
+                    decode_session_start_time(bytes(corrupted), crc_present=crc_present)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2025, 1, 15, 8, 0, 0, tzinfo=UTC),
+        datetime(2025, 6, 1, 23, 59, 59, tzinfo=timezone(timedelta(hours=5, minutes=30))),  # India
+        datetime(2025, 6, 1, 0, 0, 1, tzinfo=timezone(timedelta(hours=5, minutes=45))),  # Nepal
+        datetime(2025, 3, 9, 3, 0, 0, tzinfo=timezone(timedelta(hours=-2, minutes=-30))),  # Newfoundland summer
+        datetime(2025, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=14))),  # Kiribati, zone 56
+        datetime(1582, 10, 15, 0, 0, 0, tzinfo=timezone(timedelta(hours=-12))),  # zone -48
+        datetime(2024, 2, 29, 12, 0, 0, tzinfo=timezone(timedelta(hours=2))),  # Berlin summer, folded: zone 8
+    ],
+)
+def test_sst_round_trip(when: datetime) -> None:
+    for crc in (False, True):
+        data = encode_session_start_time(when, crc=crc)
+        assert len(data) == (11 if crc else 9)
+        assert data[8] == 0  # DST Offset always standard time: the whole offset is in the Time Zone
+        decoded = decode_session_start_time(data, crc_present=crc)
+        offset = when.utcoffset()
+        assert offset is not None
+        assert decoded.time_zone_quarter_hours == offset // timedelta(minutes=15)
+        assert decoded.dst_offset_min == 0
+        assert decoded.utc_offset() == when.utcoffset()
+        start = decoded.aware_start()
+        assert start == when
+        assert start is not None
+        assert start.utcoffset() == when.utcoffset()
+        assert start.replace(tzinfo=None) == when.replace(tzinfo=None)  # the same wall time, not converted
+        assert (decoded.crc is not None) == crc
+
+
+def test_sst_encode_drops_microseconds() -> None:
+    when = datetime(2025, 1, 15, 8, 0, 0, 999_999, tzinfo=UTC)
+    assert decode_session_start_time(encode_session_start_time(when)).aware_start() == when.replace(microsecond=0)
+
+
+def test_sst_encode_crc_matches_the_hand_built_vector() -> None:
+    when = datetime(2024, 7, 4, 9, 30, tzinfo=timezone(timedelta(hours=-5)))  # zone -20, DST 0
+    assert encode_session_start_time(when, crc=True) == sst(zone=-20, dst=0, crc=True)
+
+
+@pytest.mark.parametrize(
+    ("when", "match"),
+    [
+        (datetime(2025, 1, 15, 8, 0), "aware datetime"),
+        (datetime(2025, 1, 15, 8, 0, tzinfo=timezone(timedelta(minutes=20))), "quarter hours"),
+        (datetime(2025, 1, 15, 8, 0, tzinfo=timezone(timedelta(seconds=30))), "quarter hours"),
+        (datetime(2025, 1, 15, 8, 0, tzinfo=timezone(timedelta(hours=14, minutes=15))), "quarter hours"),
+        (datetime(2025, 1, 15, 8, 0, tzinfo=timezone(timedelta(hours=-12, minutes=-15))), "quarter hours"),
+        (datetime(1500, 1, 15, 8, 0, tzinfo=UTC), "1582..9999"),
+    ],
+)
+def test_sst_encode_refuses_what_the_value_cannot_carry(when: datetime, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        encode_session_start_time(when)
+
+
+def test_sst_registered_and_reported() -> None:
+    spec = REGISTRY[0x2AAA]
+    assert (spec.name, spec.decode) == ("CGM Session Start Time", decode_session_start_time)
+    assert spec.readings(decode_session_start_time(NORDIC_SST)) == []
+    report = decode_report("2aaa", NORDIC_SST.hex())
+    assert report["fields"] == {
+        "start": {"year": 2018, "month": 4, "day": 24, "hours": 13, "minutes": 8, "seconds": 24},
+        "time_zone_quarter_hours": 8,
+        "dst_offset_min": 60,
+        "crc": 0xC2E0,
+        "trailing": "",
+    }
+    assert report["observations"] == []
+
+
+@given(st.binary(max_size=16), st.sampled_from([None, True, False]))
+def test_sst_arbitrary_bytes(data: bytes, crc_present: bool | None) -> None:
+    try:
+        decoded = decode_session_start_time(data, crc_present=crc_present)
+    except DecodeError:
+        return
+    assert decoded.time_zone_quarter_hours is None or -48 <= decoded.time_zone_quarter_hours <= 56
+    assert decoded.dst_offset_min in (None, 0, 30, 60, 120)
+    assert len(data) == 9 + len(decoded.trailing) + (0 if decoded.crc is None else 2)
+    start = decoded.aware_start()  # never raises
+    assert start is None or start.utcoffset() == decoded.utc_offset()
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1582, 1, 1),
+        max_value=datetime(9999, 12, 31, 23, 59, 59),
+        timezones=st.builds(lambda q: timezone(timedelta(minutes=15 * q)), st.integers(-48, 56)),
+    ),
+    st.booleans(),
+)
+def test_sst_generated_round_trip(when: datetime, crc: bool) -> None:
+    decoded = decode_session_start_time(encode_session_start_time(when, crc=crc))
+    start = decoded.aware_start()
+    assert start is not None
+    assert start.replace(tzinfo=None) == when.replace(tzinfo=None, microsecond=0)
+    assert start.utcoffset() == when.utcoffset()

@@ -337,3 +337,30 @@ def test_cuff_pressure_while_inflating_is_shown_but_never_stored(tmp_path: Path)
             await asyncio.wait_for(session, 5)
 
     run(scenario())
+
+
+def test_cgm_readings_are_timed_from_the_sensor_session_start(tmp_path: Path) -> None:
+    """No radio needed: a CGM value as it arrives, with the session start read at connect (bytes per CGMS)."""
+    from datetime import timezone
+
+    from device.ble.collector import _Session
+    from device.ble.decoders import cgm
+    from device.ble.device_clock import DeviceClock
+
+    kiosk = Kiosk(tmp_path, radio=None)
+    kiosk.checkin.check_in(PATIENT, datetime(2026, 11, 27, 6, 0, tzinfo=UTC))
+    started = datetime(2026, 11, 27, 8, 0, tzinfo=timezone(timedelta(hours=-5)))  # 13:00 UTC
+    session = _Session(
+        "cgm-address",
+        DevicePlan("generic-cgm", (0x2AA7,), bonding="optional"),
+        {"id": "cgm-1", "type": "ble"},
+        DeviceClock(None, UTC),
+        cgm_start=cgm.decode_session_start_time(cgm.encode_session_start_time(started)),
+    )
+    kiosk.collector.now = lambda: datetime(2026, 11, 27, 13, 40, tzinfo=UTC)
+    # size 6, flags 0, glucose SFLOAT 0x0078 = 120 mg/dL, time offset 30 min
+    kiosk.collector.accept(session, 0x2AA7, bytes.fromhex("060078001e00"))
+    [reading] = kiosk.sent()
+    assert (reading["code"], reading["value"], reading["unit"]) == ("99504-3", 120.0, "mg/dL")
+    assert at(reading["effective"]) == datetime(2026, 11, 27, 13, 30, tzinfo=UTC)
+    assert "device_clock_unverified" in reading["flags"]

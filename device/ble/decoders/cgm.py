@@ -1,4 +1,5 @@
-"""Continuous Glucose Monitoring Service (CGMS 1.0.1): CGM Measurement 0x2AA7 and CGM Feature 0x2AA8.
+"""Continuous Glucose Monitoring Service (CGMS 1.0.1): CGM Measurement 0x2AA7, CGM Feature 0x2AA8
+and CGM Session Start Time 0x2AAA.
 
 A CGM sensor reports interstitial glucose in mg/dL every few minutes, each record stamped
 with minutes since the session started (the CGM Session Start Time characteristic, 0x2AAA,
@@ -20,18 +21,26 @@ CRC presence. The record's Size field counts every octet including the CRC, so
 `decode_measurement(data, crc_present=None)` tells from the size: exactly two octets after
 the announced fields are the CRC (and must match), none means no CRC, anything else is a
 DecodeError. A collector that has read the CGM Feature passes True or False, and a record
-that does not match is then a DecodeError too (a stripped CRC is not silently accepted).
+that does not match is then a DecodeError too (a stripped CRC is not silently accepted). The Session Start Time has no
+Size field; see `decode_session_start_time` for how its length tells the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.current_time import (
+    DST_OFFSET_MINUTES,
+    DST_OFFSET_UNKNOWN,
+    TIME_ZONE_STEP_MIN,
+    TIME_ZONE_UNKNOWN,
+)
 from device.ble.decoders.glucose import bit_names, capped, sample_flags, split_nibbles
 from device.ble.errors import DecodeError
 from device.ble.ieee11073 import Measured, Number
-from device.ble.reader import Reader
+from device.ble.reader import DateTime, Reader
 from device.ble.readings import Reading
 
 # Interstitial glucose: LOINC 99504-3 "Glucose [Mass/volume] in Interstitial fluid", the code
@@ -251,5 +260,148 @@ def decode_feature(data: bytes) -> CgmFeature:
     return feature
 
 
+# --- CGM Session Start Time (0x2AAA) ---------------------------------------------------------------
+
+SESSION_START_TIME = 0x2AAA
+_SST_FIELDS_SIZE = 9  # Date Time (7), Time Zone (1), DST Offset (1)
+TIME_ZONE_MIN, TIME_ZONE_MAX = -48, 56  # quarter hours: UTC-12:00 .. UTC+14:00
+
+
+@dataclass(frozen=True)
+class CgmSessionStartTime:
+    """When the session started, by the sensor's wall clock, and the zone that clock was in.
+
+    `start` is local wall time (Date Time, seconds resolution; year, month or day may be
+    unknown). `time_zone_quarter_hours` is the standard-time offset from UTC in 15-minute
+    steps (None: the sensor sent -128, unknown); `dst_offset_min` is the daylight saving
+    offset in minutes, 0, 30, 60 or 120 (None: 255, unknown). `crc` is the E2E-CRC, present
+    only when it matched. `trailing` holds octets after the DST Offset (before any CRC)
+    that a later version of the characteristic may add.
+    """
+
+    start: DateTime
+    time_zone_quarter_hours: int | None
+    dst_offset_min: int | None
+    crc: int | None
+    trailing: bytes = b""
+
+    def utc_offset(self) -> timedelta | None:
+        """Time zone plus DST: wall time minus this is UTC. None when either is unknown."""
+        if self.time_zone_quarter_hours is None or self.dst_offset_min is None:
+            return None
+        return timedelta(minutes=self.time_zone_quarter_hours * TIME_ZONE_STEP_MIN + self.dst_offset_min)
+
+    def aware_start(self) -> datetime | None:
+        """The start as an aware datetime (in the sensor's own UTC offset), or None.
+
+        None unless year, month and day are all known and `utc_offset()` is known: without
+        them the start cannot be placed on the timeline, and the collector has to fall back
+        on its own clock. The date itself was checked when decoding, so this never raises.
+        """
+        offset = self.utc_offset()
+        if offset is None or not self.start.complete:
+            return None
+        return self.start.naive().replace(tzinfo=timezone(offset))
+
+
+def decode_session_start_time(data: bytes, crc_present: bool | None = None) -> CgmSessionStartTime:
+    """Date Time (7 octets), Time Zone (sint8), DST Offset (uint8), then the E2E-CRC if supported.
+
+    `crc_present` is the CGM Feature's E2E-CRC bit. The CRC is the last field and covers
+    every octet before it. With True the value must hold at least 11 octets, the last two
+    must match, and any octets between the DST Offset and the CRC are `trailing`; a value
+    without room for the CRC is a DecodeError (a stripped CRC is not silently accepted).
+    With False every octet after the DST Offset is `trailing`. With None the length tells,
+    as the Size field does for measurements: 9 octets is no CRC, 11 is a CRC that must
+    match, anything else is a DecodeError (pass the feature's setting to decode it).
+
+    A complete date that does not exist (31 April), a time zone outside -48..56 other than
+    -128, and a DST Offset other than 0, 2, 4, 8 or 255 are DecodeErrors too: this value
+    anchors every record's time offset, so a reserved or impossible one is not guessed at.
+    """
+    data = bytes(data)
+    what = "CGM Session Start Time"
+    size = len(data)
+    if crc_present is None and size not in (_SST_FIELDS_SIZE, _SST_FIELDS_SIZE + _CRC_SIZE):
+        raise DecodeError(
+            f"{what}: {size} octet(s); expected {_SST_FIELDS_SIZE} (no E2E-CRC) or "
+            f"{_SST_FIELDS_SIZE + _CRC_SIZE} (with E2E-CRC) when the CGM Feature's E2E-CRC setting is not given"
+        )
+    has_crc = crc_present is True or (crc_present is None and size == _SST_FIELDS_SIZE + _CRC_SIZE)
+    minimum = _SST_FIELDS_SIZE + (_CRC_SIZE if has_crc else 0)
+    if size < minimum:
+        raise DecodeError(
+            f"{what}: {size} octet(s), expected at least {minimum} (E2E-CRC {_crc_expectation(crc_present)})"
+        )
+    crc = None
+    if has_crc:
+        crc = int.from_bytes(data[-_CRC_SIZE:], "little")
+        computed = e2e_crc(data[:-_CRC_SIZE])
+        if crc != computed:
+            raise DecodeError(f"{what}: E2E-CRC {crc:#06x} does not match the computed {computed:#06x}")
+        data = data[:-_CRC_SIZE]
+    r = Reader(data, what)
+    start = r.date_time("session start time")
+    if start.complete:
+        start.naive()  # DecodeError for a date that does not exist
+    zone = r.sint(1, "time zone")
+    if zone != TIME_ZONE_UNKNOWN and not TIME_ZONE_MIN <= zone <= TIME_ZONE_MAX:
+        raise DecodeError(
+            f"{what}: time zone {zone} is outside {TIME_ZONE_MIN}..{TIME_ZONE_MAX} "
+            f"(15-minute steps) and is not {TIME_ZONE_UNKNOWN} (unknown)"
+        )
+    dst = r.u8("DST offset")
+    if dst != DST_OFFSET_UNKNOWN and dst not in DST_OFFSET_MINUTES:
+        raise DecodeError(
+            f"{what}: DST offset {dst} is reserved; expected one of "
+            f"{', '.join(map(str, DST_OFFSET_MINUTES))} or {DST_OFFSET_UNKNOWN} (unknown)"
+        )
+    return CgmSessionStartTime(
+        start,
+        None if zone == TIME_ZONE_UNKNOWN else zone,
+        DST_OFFSET_MINUTES.get(dst),
+        crc,
+        r.trailing(),
+    )
+
+
+def encode_session_start_time(when: datetime, *, crc: bool = False) -> bytes:
+    """The CGM Session Start Time value for an aware `when`; `crc` appends the E2E-CRC.
+
+    Written as `when`'s own wall time (Date Time, seconds; the microseconds are dropped),
+    its whole UTC offset as the Time Zone in quarter hours, and DST Offset 0 (standard
+    time): any daylight saving is folded into the Time Zone, so zone + DST, the UTC offset
+    `utc_offset()` gives back, is exact whatever the tzinfo (a fixed-offset zone has no
+    `dst()` to split off). Pass `crc=True` when the CGM Feature says E2E-CRC is supported.
+
+    A collector writing this to a sensor should pass its current time, not a guessed start:
+    a sensor takes the written value as "now" and subtracts how long the session has run
+    to store the start (what Nordic's nRF5 SDK sensor does, cgms_sst.c calc_sst, with the
+    session's current time offset). Reading the characteristic back gives the stored start.
+    A sensor with E2E-CRC answers a write without one with the CGMS error Missing CRC (0x80).
+    Raises ValueError for a naive `when`, a year Date Time cannot carry, or a UTC offset
+    that is not a whole number of quarter hours within -12:00..+14:00.
+    """
+    offset = when.utcoffset()
+    if offset is None:
+        raise ValueError("the session start time needs an aware datetime: its UTC offset is written")
+    if not 1582 <= when.year <= 9999:
+        raise ValueError(f"Date Time carries years 1582..9999, not {when.year}")
+    quarters, remainder = divmod(offset, timedelta(minutes=TIME_ZONE_STEP_MIN))
+    if remainder or not TIME_ZONE_MIN <= quarters <= TIME_ZONE_MAX:
+        raise ValueError(
+            f"UTC offset {offset} is not a whole number of quarter hours within -12:00..+14:00 "
+            "(the Time Zone field cannot carry it)"
+        )
+    value = (
+        when.year.to_bytes(2, "little")
+        + bytes((when.month, when.day, when.hour, when.minute, when.second))
+        + quarters.to_bytes(1, "little", signed=True)
+        + bytes((0,))  # DST Offset: standard time, see above
+    )
+    return value + e2e_crc(value).to_bytes(2, "little") if crc else value
+
+
 register(Characteristic(0x2AA7, "CGM Measurement", decode_measurement, measurement_readings))
 register(Characteristic(0x2AA8, "CGM Feature", decode_feature))
+register(Characteristic(SESSION_START_TIME, "CGM Session Start Time", decode_session_start_time))
