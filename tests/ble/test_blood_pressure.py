@@ -11,9 +11,6 @@ Layout (Blood Pressure Service 1.1 and the GATT Specification Supplement "Blood 
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,9 +33,8 @@ from device.ble.errors import DecodeError
 from device.ble.ieee11073 import Number, Special
 from device.ble.reader import DateTime
 from device.ble.readings import Reading
-from device.protocol.envelope import DeviceRef, Observation
+from tests.ble.protocol_checks import FLAG, accepted_by_protocol
 
-FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SPECIALS = {
     0x07FF: Special.NAN,
     0x0800: Special.NRES,
@@ -46,17 +42,6 @@ SPECIALS = {
     0x0802: Special.NEGATIVE_INFINITY,
     0x0801: Special.RESERVED,
 }
-
-
-def _accepted_by_protocol(reading: Reading) -> None:
-    Observation(
-        code=reading.code,
-        value=reading.value,
-        unit=reading.unit,
-        effective=datetime(2025, 1, 1, tzinfo=UTC),
-        device=DeviceRef(id="test", type="ble"),
-        flags=list(reading.flags),
-    )
 
 
 def _le16(value: int) -> bytes:
@@ -291,7 +276,7 @@ def test_readings_carry_decimals_and_pass_the_protocol() -> None:
     # 00 | 8A 00 = 138 | 58 00 = 88 | 78 00 = 120 mmHg; 15 | BD F0 18.9 | 0B 00 11 | 9F F0 15.9 kPa + pulse
     for data in (bytes.fromhex("008A0058007800"), bytes.fromhex("15BDF00B009FF03C001200")):
         for reading in blood_pressure_readings(decode_blood_pressure_measurement(data)):
-            _accepted_by_protocol(reading)
+            accepted_by_protocol(reading)
     [systolic, *_] = blood_pressure_readings(decode_blood_pressure_measurement(bytes.fromhex("01BDF00B009FF0")))
     assert systolic == Reading(code="8480-6", value=18.9, unit="kPa", decimals=1)
 

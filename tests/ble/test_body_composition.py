@@ -11,8 +11,6 @@ Layout (Body Composition Service 1.0 §3.2 and the GATT Specification Supplement
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,20 +25,9 @@ from device.ble.decoders.body_composition import (
 from device.ble.errors import DecodeError
 from device.ble.reader import DateTime
 from device.ble.readings import Reading
-from device.protocol.envelope import DeviceRef, Observation
+from tests.ble.protocol_checks import accepted_by_protocol
 
 FEB_6 = DateTime(2023, 2, 6, 18, 28, 0)
-
-
-def _accepted_by_protocol(reading: Reading) -> None:
-    Observation(
-        code=reading.code,
-        value=reading.value,
-        unit=reading.unit,
-        effective=datetime(2025, 1, 1, tzinfo=UTC),
-        device=DeviceRef(id="test", type="ble"),
-        flags=list(reading.flags),
-    )
 
 
 def _le16(value: int) -> bytes:
@@ -192,7 +179,7 @@ def test_readings_si_pass_the_protocol() -> None:
         expected("8302-2", 1.75, "m", 3),
     ]
     for reading in readings:
-        _accepted_by_protocol(reading)
+        accepted_by_protocol(reading)
 
 
 def test_readings_imperial_pass_the_protocol() -> None:
@@ -207,7 +194,7 @@ def test_readings_imperial_pass_the_protocol() -> None:
         ("8302-2", 69.0, "[in_i]", 1),
     ]
     for reading in readings:
-        _accepted_by_protocol(reading)
+        accepted_by_protocol(reading)
 
 
 def test_unsuccessful_measurement_reports_nothing_even_with_fields() -> None:

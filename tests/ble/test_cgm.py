@@ -7,7 +7,6 @@ GATT Specification Supplement."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -35,23 +34,8 @@ from device.ble.errors import DecodeError
 from device.ble.ieee11073 import Number, Special
 from device.ble.reader import DateTime
 from device.ble.readings import Reading
-from device.protocol.envelope import DeviceRef, Observation
 from device.protocol.vitals import VITALS
-
-FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-def _accepted_by_protocol(reading: Reading) -> None:
-    """The hub's own model must take the reading as it is (code, unit, range, flag pattern and count)."""
-    Observation(
-        code=reading.code,
-        value=reading.value,
-        unit=reading.unit,
-        effective=datetime(2025, 1, 1, tzinfo=UTC),
-        device=DeviceRef(id="test", type="ble"),
-        flags=list(reading.flags),
-    )
-
+from tests.ble.protocol_checks import FLAG, accepted_by_protocol
 
 SPECIALS = {
     0x07FF: Special.NAN,
@@ -123,7 +107,7 @@ def test_nordic_full_record() -> None:
     assert decode_measurement(NORDIC_FULL, crc_present=True) == decode_measurement(NORDIC_FULL)
     readings = measurement_readings(decode_measurement(NORDIC_FULL))
     assert readings == [Reading(CGM_GLUCOSE_LOINC, 12.34, "mg/dL", record.status_flags, time_offset_min=5, decimals=2)]
-    _accepted_by_protocol(readings[0])
+    accepted_by_protocol(readings[0])
 
 
 def test_every_annunciation_bit_at_once_is_capped_to_the_protocol_flag_limit() -> None:
@@ -133,7 +117,7 @@ def test_every_annunciation_bit_at_once_is_capped_to_the_protocol_flag_limit() -
     assert len(reading.flags) == 16
     assert reading.flags[:2] == ("session_stopped", "device_battery_low")
     assert reading.flags[-1] == "flags_truncated"
-    _accepted_by_protocol(reading)
+    accepted_by_protocol(reading)
 
 
 def test_nordic_full_record_refused_when_the_feature_says_no_crc() -> None:
@@ -230,7 +214,7 @@ def test_every_flag_combination(flags: int, crc: bool) -> None:
         decode_measurement(data[:-1])
     (reading,) = measurement_readings(decode_measurement(data))
     assert (reading.code, reading.value, reading.unit, reading.time_offset_min) == ("99504-3", 120.0, "mg/dL", 15)
-    _accepted_by_protocol(reading)
+    accepted_by_protocol(reading)
 
 
 @pytest.mark.parametrize("rfu", [0x04, 0x08, 0x10, 0x1C])

@@ -4,8 +4,7 @@ GATT Specification Supplement, plus Nordic's Android-BLE-Common-Library test vec
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
@@ -31,23 +30,8 @@ from device.ble.errors import DecodeError
 from device.ble.ieee11073 import Number, Special
 from device.ble.reader import DateTime
 from device.ble.readings import Reading
-from device.protocol.envelope import DeviceRef, Observation
 from device.protocol.vitals import VITALS
-
-FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-def _accepted_by_protocol(reading: Reading) -> None:
-    """The hub's own model must take the reading as it is (code, unit, range, flag pattern and count)."""
-    Observation(
-        code=reading.code,
-        value=reading.value,
-        unit=reading.unit,
-        effective=datetime(2025, 1, 1, tzinfo=UTC),
-        device=DeviceRef(id="test", type="ble"),
-        flags=list(reading.flags),
-    )
-
+from tests.ble.protocol_checks import FLAG, accepted_by_protocol
 
 # Base Time 2019-02-27 11:10:30: year 0x07E3 little-endian, month 2, day 27, 11, 10, 30.
 BASE_TIME = bytes.fromhex("e307021b0b0a1e")
@@ -245,7 +229,7 @@ def test_units_convert_on_the_mantissa(
 ) -> None:
     (reading,) = measurement_readings(decode_measurement(measurement(flags, concentration=raw)))
     assert (reading.code, reading.unit, reading.value, reading.decimals) == (code, unit, value, decimals)
-    _accepted_by_protocol(reading)
+    accepted_by_protocol(reading)
 
 
 def test_full_reading() -> None:
@@ -266,14 +250,14 @@ def test_full_reading() -> None:
         sequence=1,
         decimals=0,
     )
-    _accepted_by_protocol(reading)
+    accepted_by_protocol(reading)
 
 
 def test_every_annunciation_bit_at_once_still_fits_the_protocol() -> None:
     (reading,) = measurement_readings(decode_measurement(measurement(0x0A, status=b"\xff\xff")))
     assert len(reading.flags) == 12 + 2  # 12 defined bits, sample type and location: no truncation
     assert "flags_truncated" not in reading.flags
-    _accepted_by_protocol(reading)
+    accepted_by_protocol(reading)
 
 
 def test_sequence_number_is_the_reading_sequence() -> None:

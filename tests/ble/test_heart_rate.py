@@ -8,9 +8,6 @@ Layout (Heart Rate Service 1.0 and the GATT Specification Supplement "Heart Rate
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,21 +23,7 @@ from device.ble.decoders.heart_rate import (
 )
 from device.ble.errors import DecodeError
 from device.ble.readings import Reading
-from device.protocol.envelope import DeviceRef, Observation
-
-FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-def _accepted_by_protocol(reading: Reading) -> None:
-    Observation(
-        code=reading.code,
-        value=reading.value,
-        unit=reading.unit,
-        effective=datetime(2025, 1, 1, tzinfo=UTC),
-        device=DeviceRef(id="test", type="ble"),
-        flags=list(reading.flags),
-    )
-
+from tests.ble.protocol_checks import FLAG, accepted_by_protocol
 
 # --- Vectors from NordicSemiconductor/Android-BLE-Common-Library,
 # ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/hr/HeartRateMeasurementDataCallbackTest.java
@@ -158,7 +141,7 @@ def test_an_odd_octet_after_rr_intervals_is_trailing_not_half_an_interval() -> N
 def test_reading_is_heart_rate_per_minute() -> None:
     [reading] = heart_rate_readings(decode_heart_rate_measurement(bytes([0x06, 72])))
     assert reading == Reading(code="8867-4", value=72.0, unit="/min", decimals=0)
-    _accepted_by_protocol(reading)
+    accepted_by_protocol(reading)
 
 
 @pytest.mark.parametrize(

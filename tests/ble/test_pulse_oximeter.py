@@ -4,9 +4,6 @@ and the GATT Specification Supplement, plus hand-built vectors for every flag an
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,23 +25,8 @@ from device.ble.errors import DecodeError
 from device.ble.ieee11073 import Number, Special
 from device.ble.reader import DateTime
 from device.ble.readings import Reading
-from device.protocol.envelope import DeviceRef, Observation
 from device.protocol.vitals import VITALS
-
-FLAG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-def _accepted_by_protocol(reading: Reading) -> None:
-    """The hub's own model must take the reading as it is (code, unit, range, flag pattern and count)."""
-    Observation(
-        code=reading.code,
-        value=reading.value,
-        unit=reading.unit,
-        effective=datetime(2025, 1, 1, tzinfo=UTC),
-        device=DeviceRef(id="test", type="ble"),
-        flags=list(reading.flags),
-    )
-
+from tests.ble.protocol_checks import FLAG, accepted_by_protocol
 
 SPECIALS = {
     0x07FF: Special.NAN,
@@ -339,7 +321,7 @@ def test_readings_fit_the_protocol() -> None:
     readings += continuous_readings(decode_continuous(continuous(0x1F)))
     assert len(readings) == 6
     for reading in readings:
-        _accepted_by_protocol(reading)
+        accepted_by_protocol(reading)
 
 
 def test_every_status_bit_at_once_is_capped_to_the_protocol_flag_limit() -> None:
@@ -350,7 +332,7 @@ def test_every_status_bit_at_once_is_capped_to_the_protocol_flag_limit() -> None
         assert len(reading.flags) == 16
         assert reading.flags[0] == "device_clock_not_set"
         assert reading.flags[-1] == "flags_truncated"
-        _accepted_by_protocol(reading)
+        accepted_by_protocol(reading)
 
 
 def test_registered() -> None:

@@ -9,8 +9,6 @@ Layout (Health Thermometer Service 1.0 and the GATT Specification Supplement "Te
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,7 +29,7 @@ from device.ble.errors import DecodeError
 from device.ble.ieee11073 import Number, Special
 from device.ble.reader import DateTime
 from device.ble.readings import Reading
-from device.protocol.envelope import DeviceRef, Observation
+from tests.ble.protocol_checks import accepted_by_protocol
 
 # 37.4 as FLOAT: exponent FF (-1), mantissa 000176 (374), little-endian 76 01 00 FF
 T_37_4 = bytes.fromhex("760100FF")
@@ -42,17 +40,6 @@ FLOAT_SPECIALS = {
     "02008000": Special.NEGATIVE_INFINITY,
     "01008000": Special.RESERVED,
 }
-
-
-def _accepted_by_protocol(reading: Reading) -> None:
-    Observation(
-        code=reading.code,
-        value=reading.value,
-        unit=reading.unit,
-        effective=datetime(2025, 1, 1, tzinfo=UTC),
-        device=DeviceRef(id="test", type="ble"),
-        flags=list(reading.flags),
-    )
 
 
 # --- Vector from NordicSemiconductor/Android-BLE-Common-Library,
@@ -110,9 +97,9 @@ def test_fahrenheit_reading_passes_the_protocol() -> None:
     # 01 | 986e-1 = 98.6 °F: DA 03 00 FF
     [reading] = temperature_readings(decode_temperature_measurement(bytes.fromhex("01DA0300FF")))
     assert (reading.value, reading.unit) == (98.6, "[degF]")
-    _accepted_by_protocol(reading)
+    accepted_by_protocol(reading)
     [celsius] = temperature_readings(decode_temperature_measurement(b"\x00" + T_37_4))
-    _accepted_by_protocol(celsius)
+    accepted_by_protocol(celsius)
 
 
 @pytest.mark.parametrize(("hex_value", "special"), FLOAT_SPECIALS.items())

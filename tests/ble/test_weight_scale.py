@@ -10,8 +10,6 @@ Vectors are hand-built; each shows its byte layout.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,20 +24,9 @@ from device.ble.decoders.weight_scale import (
 from device.ble.errors import DecodeError
 from device.ble.reader import DateTime
 from device.ble.readings import Reading
-from device.protocol.envelope import DeviceRef, Observation
+from tests.ble.protocol_checks import accepted_by_protocol
 
 NEW_YEARS_EVE = DateTime(2025, 12, 31, 23, 59, 58)
-
-
-def _accepted_by_protocol(reading: Reading) -> None:
-    Observation(
-        code=reading.code,
-        value=reading.value,
-        unit=reading.unit,
-        effective=datetime(2025, 1, 1, tzinfo=UTC),
-        device=DeviceRef(id="test", type="ble"),
-        flags=list(reading.flags),
-    )
 
 
 @pytest.mark.parametrize(
@@ -78,7 +65,7 @@ def test_all_fields_si() -> None:
         Reading(code="8302-2", value=1.755, unit="m", device_time=NEW_YEARS_EVE, user=2, decimals=3),
     ]
     for reading in weight_readings(m):
-        _accepted_by_protocol(reading)
+        accepted_by_protocol(reading)
 
 
 def test_bmi_and_height_imperial() -> None:
@@ -92,7 +79,7 @@ def test_bmi_and_height_imperial() -> None:
         ("8302-2", 69.0, "[in_i]", 1),
     ]
     for reading in readings:
-        _accepted_by_protocol(reading)
+        accepted_by_protocol(reading)
 
 
 @pytest.mark.parametrize("rfu", [0x00, 0xF0])
