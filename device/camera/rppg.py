@@ -1,0 +1,281 @@
+"""Heart rate from the colour of skin (remote photoplethysmography): pure functions over RGB traces.
+
+The camera edge (device/camera/face.py) turns frames into per-frame mean colours of skin and of a
+background region; everything here works on those traces, resampled onto a uniform time grid
+(frames arrive with jitter and gaps; a spectrum must not assume the nominal rate).
+
+Per window (10 s, stepped by 1 s): a chrominance projection (POS by default, CHROM as an
+alternative) cancels most of the intensity and specular changes that motion and light cause,
+a band-pass keeps 42-210 /min, and a harmonic-sum spectrum picks the pulse's fundamental (a PPG
+wave has a strong second harmonic that a plain peak picker mistakes for the rate). The
+background region goes through the same projection: a peak it shares with the skin is the light
+(mains or display flicker), not a pulse, and is masked out before the estimate. A window that is
+dark, moving, faceless or weak gives no value and says why; the measurement reports only when
+enough windows agree, and otherwise abstains with the reason the patient can act on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import signal
+
+Array = NDArray[np.float64]
+Method = Literal["pos", "chrom"]
+
+# Reasons a kiosk can show, in the words it shows them.
+FACE_NOT_FOUND = "face not found"
+TOO_MUCH_MOVEMENT = "too much movement"
+TOO_DARK = "too dark"
+SIGNAL_TOO_WEAK = "signal too weak"
+LIGHT_FLICKER = "light flicker"
+TOO_SHORT = "measurement too short"
+
+
+class Sample(Protocol):
+    """One frame's worth of measurements from the face tracker (device/camera/face.py)."""
+
+    @property
+    def t(self) -> float: ...
+    @property
+    def skin_rgb(self) -> tuple[float, float, float]: ...
+    @property
+    def background_rgb(self) -> tuple[float, float, float]: ...
+    @property
+    def motion_px(self) -> float: ...
+    @property
+    def brightness(self) -> float: ...
+    @property
+    def face_found(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RppgConfig:
+    method: Method = "pos"
+    fps: float = 30.0  # the uniform grid the traces are resampled onto
+    window_s: float = 10.0
+    step_s: float = 1.0
+    band_hz: tuple[float, float] = (0.7, 3.5)  # 42-210 /min
+    min_snr_db: float = 0.0  # de Haan's SNR: pulse (and harmonic) energy against the rest of the band
+    min_face_fraction: float = 0.9
+    max_motion_px_per_frame: float = 3.0  # median box motion at 30 fps; more is a moving head
+    min_brightness: float = 40.0  # mean luma of the face, 0-255
+    min_valid_windows: int = 3
+    min_valid_fraction: float = 0.5
+    max_spread_bpm: float = 8.0  # windows disagreeing more than this (IQR) are not a measurement
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float
+    end: float
+    bpm: float | None
+    snr_db: float | None
+    reason: str | None  # why no value (None when there is one)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    bpm: float | None
+    quality: float  # 0..1: share of valid windows times how clearly they stood out
+    windows: list[Window] = field(default_factory=list)
+    abstained: str | None = None
+
+
+# -- the signal chain: pure functions -------------------------------------------------------
+
+
+def uniform(times: Array, values: Array, fps: float) -> tuple[Array, Array]:
+    """Linear interpolation of per-frame values (N or NxK) onto a grid at `fps`, from the first to the last time."""
+    grid = np.arange(times[0], times[-1], 1.0 / fps)
+    if values.ndim == 1:
+        return grid, np.interp(grid, times, values)
+    return grid, np.column_stack([np.interp(grid, times, values[:, k]) for k in range(values.shape[1])])
+
+
+def pos(rgb: Array, fps: float) -> Array:
+    """Plane-Orthogonal-to-Skin (Wang et al. 2017): project temporally normalised RGB onto the plane
+    orthogonal to skin tone, tune the two projections against each other, overlap-add 1.6 s windows."""
+    n = len(rgb)
+    length = max(2, round(1.6 * fps))
+    if n < length:
+        return np.zeros(n)
+    chunks = np.lib.stride_tricks.sliding_window_view(rgb, length, axis=0)  # (n-length+1, 3, length)
+    normalised = chunks / chunks.mean(axis=2, keepdims=True)
+    s0 = normalised[:, 1, :] - normalised[:, 2, :]
+    s1 = -2.0 * normalised[:, 0, :] + normalised[:, 1, :] + normalised[:, 2, :]
+    spread = s1.std(axis=1, keepdims=True)
+    alpha = np.divide(s0.std(axis=1, keepdims=True), spread, out=np.zeros_like(spread), where=spread > 0)
+    h = s0 + alpha * s1
+    h -= h.mean(axis=1, keepdims=True)
+    pulse = np.zeros(n)
+    count = len(h)
+    for offset in range(length):  # overlap-add: window k covers samples k..k+length-1
+        pulse[offset : offset + count] += h[:, offset]
+    return pulse
+
+
+def chrom(rgb: Array, fps: float, band_hz: tuple[float, float] = (0.7, 3.5)) -> Array:
+    """CHROM (de Haan & Jeanne 2013): two chrominance signals, band-passed, combined with a tuned ratio,
+    in half-overlapping Hann windows."""
+    n = len(rgb)
+    length = max(4, round(1.6 * fps) // 2 * 2)
+    half = length // 2
+    taper = np.hanning(length)
+    pulse = np.zeros(n)
+    for start in range(0, n - length + 1, half):
+        chunk = rgb[start : start + length]
+        normalised = chunk / chunk.mean(axis=0)
+        x = 3.0 * normalised[:, 0] - 2.0 * normalised[:, 1]
+        y = 1.5 * normalised[:, 0] + normalised[:, 1] - 1.5 * normalised[:, 2]
+        spread = y.std()
+        s = x - (x.std() / spread if spread > 0 else 0.0) * y
+        pulse[start : start + length] += taper * (s - s.mean())
+    return bandpass(pulse, fps, band_hz)
+
+
+def bandpass(x: Array, fps: float, band_hz: tuple[float, float], order: int = 3) -> Array:
+    """Zero-phase Butterworth band-pass (second-order sections: stable at low cut-offs)."""
+    sos = signal.butter(order, band_hz, btype="bandpass", fs=fps, output="sos")
+    padlen = min(len(x) - 1, 3 * (2 * order + 1))
+    return np.asarray(signal.sosfiltfilt(sos, signal.detrend(x), padlen=padlen), dtype=np.float64)
+
+
+def spectrum(x: Array, fps: float, resolution_hz: float = 0.01) -> tuple[Array, Array]:
+    """Hann-windowed power spectrum, zero-padded to a fine bin spacing (peak location, not resolution)."""
+    n_fft = max(len(x), int(2 ** np.ceil(np.log2(fps / resolution_hz))))
+    power = np.abs(np.fft.rfft(x * np.hanning(len(x)), n_fft)) ** 2
+    return np.fft.rfftfreq(n_fft, 1.0 / fps).astype(np.float64), power.astype(np.float64)
+
+
+def _near(freqs: Array, centre: float, half_width: float) -> NDArray[np.bool_]:
+    return np.abs(freqs - centre) <= half_width
+
+
+def flicker_mask(freqs: Array, background_power: Array, band_hz: tuple[float, float]) -> NDArray[np.bool_]:
+    """Frequencies where the background itself pulses: a light, not a heart. True = keep."""
+    in_band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
+    keep = np.ones_like(freqs, dtype=bool)
+    band = background_power[in_band]
+    if band.size == 0 or not np.any(band > 0):
+        return keep
+    floor = np.median(band)
+    for f in freqs[in_band][band > 20.0 * floor]:
+        keep &= ~_near(freqs, f, 0.08)
+    return keep
+
+
+def pulse_rate(
+    x: Array, fps: float, band_hz: tuple[float, float], keep: NDArray[np.bool_] | None = None
+) -> tuple[float, float] | None:
+    """(rate in /min, SNR in dB) of the strongest harmonic series in the band, or None.
+
+    Harmonic sum: a candidate f scores P(f) + P(2f)/2. A PPG wave with a strong dicrotic notch puts
+    much of its power at 2f; picking the plain peak would then double the rate.
+    SNR after de Haan & Jeanne: power near f and its harmonics against the rest of 0.5-4 Hz.
+    """
+    freqs, power = spectrum(x, fps)
+    if keep is not None:
+        power = np.where(keep, power, 0.0)
+    in_band = np.flatnonzero((freqs >= band_hz[0]) & (freqs <= band_hz[1]))
+    if in_band.size == 0 or not np.any(power[in_band] > 0):
+        return None
+    doubled = np.interp(2.0 * freqs[in_band], freqs, power)
+    best = int(in_band[np.argmax(power[in_band] + 0.5 * doubled)])
+    f0 = float(freqs[best])
+    # The Hann window's main lobe is +-2/T wide: narrower "signal" bins would count the pulse's own
+    # leakage as noise. Every harmonic in range is pulse, not noise (a PPG wave is far from a sine).
+    half = max(0.1, 2.0 * fps / len(x))
+    signal_bins = np.zeros_like(freqs, dtype=bool)
+    for k in range(1, 5):
+        signal_bins |= _near(freqs, k * f0, half)
+    wide = (freqs >= 0.5) & (freqs <= 4.0) & (keep if keep is not None else True)
+    noise = float(power[wide & ~signal_bins].sum())
+    energy = float(power[wide & signal_bins].sum())
+    if energy <= 0:
+        return None
+    snr = 10.0 * np.log10(energy / noise) if noise > 0 else 60.0
+    return f0 * 60.0, float(snr)
+
+
+def _project(rgb: Array, config: RppgConfig) -> Array:
+    if config.method == "chrom":
+        return chrom(rgb, config.fps, config.band_hz)
+    return bandpass(pos(rgb, config.fps), config.fps, config.band_hz)
+
+
+# -- windows and the final answer ------------------------------------------------------------
+
+
+def _gate(samples: Sequence[Sample], config: RppgConfig) -> str | None:
+    """Why a window's frames cannot carry a pulse, before any signal processing."""
+    found = np.array([s.face_found for s in samples])
+    if found.mean() < config.min_face_fraction:
+        return FACE_NOT_FOUND
+    faces = [s for s in samples if s.face_found]
+    if np.mean([s.brightness for s in faces]) < config.min_brightness:
+        return TOO_DARK
+    if np.median([s.motion_px for s in faces]) > config.max_motion_px_per_frame:
+        return TOO_MUCH_MOVEMENT
+    return None
+
+
+def analyse_window(samples: Sequence[Sample], config: RppgConfig) -> Window:
+    start, end = samples[0].t, samples[-1].t
+    reason = _gate(samples, config)
+    if reason is not None:
+        return Window(start, end, None, None, reason)
+    faces = [s for s in samples if s.face_found]
+    times = np.array([s.t for s in faces])
+    _, skin = uniform(times, np.array([s.skin_rgb for s in faces], dtype=np.float64), config.fps)
+    _, background = uniform(times, np.array([s.background_rgb for s in faces], dtype=np.float64), config.fps)
+    if len(skin) < config.fps * 4 or np.any(skin.mean(axis=0) <= 0) or np.any(background.mean(axis=0) <= 0):
+        return Window(start, end, None, None, SIGNAL_TOO_WEAK)
+    pulse = _project(skin, config)
+    freqs, background_power = spectrum(_project(background, config), config.fps)
+    keep = flicker_mask(freqs, background_power, config.band_hz)
+    found = pulse_rate(pulse, config.fps, config.band_hz, keep)
+    if found is None:
+        return Window(start, end, None, None, LIGHT_FLICKER if not keep.all() else SIGNAL_TOO_WEAK)
+    bpm, snr = found
+    if snr < config.min_snr_db:
+        return Window(start, end, None, snr, LIGHT_FLICKER if not keep.all() else SIGNAL_TOO_WEAK)
+    return Window(start, end, bpm, snr, None)
+
+
+def windows_of(samples: Sequence[Sample], config: RppgConfig) -> list[Sequence[Sample]]:
+    """Windows of `window_s`, every `step_s`, by capture time (not by frame count: frames get dropped)."""
+    if not samples:
+        return []
+    times = np.array([s.t for s in samples])
+    out: list[Sequence[Sample]] = []
+    start = times[0]
+    while start + config.window_s <= times[-1] + 1e-9:
+        lo, hi = np.searchsorted(times, [start, start + config.window_s])
+        out.append(samples[lo:hi])
+        start += config.step_s
+    return out
+
+
+def estimate_heart_rate(samples: Sequence[Sample], config: RppgConfig | None = None) -> Estimate:
+    """Per-window estimates and a final value, or an abstention with the most common reason."""
+    config = config or RppgConfig()
+    windows = [analyse_window(w, config) for w in windows_of(samples, config)]
+    if not windows:
+        return Estimate(None, 0.0, [], TOO_SHORT)
+    valid = [w for w in windows if w.bpm is not None]
+    share = len(valid) / len(windows)
+    if len(valid) < config.min_valid_windows or share < config.min_valid_fraction:
+        reasons = Counter(w.reason for w in windows if w.reason is not None)
+        return Estimate(None, 0.0, windows, reasons.most_common(1)[0][0] if reasons else SIGNAL_TOO_WEAK)
+    rates = np.array([w.bpm for w in valid], dtype=np.float64)
+    q75, q25 = np.percentile(rates, [75, 25])
+    if q75 - q25 > config.max_spread_bpm:
+        return Estimate(None, 0.0, windows, SIGNAL_TOO_WEAK)
+    clarity = float(np.clip(np.median([w.snr_db or 0.0 for w in valid]) / 10.0, 0.0, 1.0))
+    return Estimate(float(np.median(rates)), round(share * (0.5 + 0.5 * clarity), 3), windows)
