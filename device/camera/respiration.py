@@ -1,0 +1,105 @@
+"""Breathing rate from the small vertical motion of head and shoulders: pure functions over a trace.
+
+Breathing lifts the shoulders and head by a few pixels, 6-40 times a minute. The face tracker
+reports the upper body's vertical position per frame; here it is resampled on capture time,
+detrended, band-passed to 0.1-0.7 Hz and its spectral peak taken per 20 s window (stepped by
+2 s: a breath takes 2-10 s, so shorter windows cannot resolve the rate). Like heart rate, it
+abstains with a reason when the face is lost, the person moves more than breathing does, or no
+rhythm stands out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from device.camera.rppg import (
+    FACE_NOT_FOUND,
+    SIGNAL_TOO_WEAK,
+    TOO_MUCH_MOVEMENT,
+    TOO_SHORT,
+    Estimate,
+    Window,
+    bandpass,
+    spectrum,
+    uniform,
+)
+
+
+class MotionSample(Protocol):
+    @property
+    def t(self) -> float: ...
+    @property
+    def upper_body_y(self) -> float: ...
+    @property
+    def motion_px(self) -> float: ...
+    @property
+    def face_found(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RespirationConfig:
+    fps: float = 15.0  # breathing needs no more; a coarser grid keeps the spectra cheap
+    window_s: float = 20.0
+    step_s: float = 2.0
+    band_hz: tuple[float, float] = (0.1, 0.7)  # 6-42 /min
+    min_face_fraction: float = 0.9
+    max_motion_px_per_frame: float = 3.0
+    # The peak against the median of the band (13 dB): band-passed noise alone reached ~10 dB on synthetic
+    # traces, breathing of 1 px over 0.5 px of noise 15-20 dB.
+    min_peak_ratio: float = 20.0
+    min_valid_windows: int = 2
+    min_valid_fraction: float = 0.5
+    max_spread_per_min: float = 4.0
+
+
+def analyse_window(samples: Sequence[MotionSample], config: RespirationConfig) -> Window:
+    start, end = samples[0].t, samples[-1].t
+    found = np.array([s.face_found for s in samples])
+    if found.mean() < config.min_face_fraction:
+        return Window(start, end, None, None, FACE_NOT_FOUND)
+    faces = [s for s in samples if s.face_found]
+    if np.median([s.motion_px for s in faces]) > config.max_motion_px_per_frame:
+        return Window(start, end, None, None, TOO_MUCH_MOVEMENT)
+    times = np.array([s.t for s in faces])
+    _, y = uniform(times, np.array([s.upper_body_y for s in faces], dtype=np.float64), config.fps)
+    if len(y) < config.fps * config.window_s * 0.8:
+        return Window(start, end, None, None, SIGNAL_TOO_WEAK)
+    freqs, power = spectrum(bandpass(y, config.fps, config.band_hz, order=2), config.fps, resolution_hz=0.005)
+    band = (freqs >= config.band_hz[0]) & (freqs <= config.band_hz[1])
+    peak = int(np.flatnonzero(band)[np.argmax(power[band])])
+    floor = float(np.median(power[band]))
+    ratio = float(power[peak] / floor) if floor > 0 else 0.0
+    if ratio < config.min_peak_ratio:
+        return Window(start, end, None, 10.0 * np.log10(ratio) if ratio > 0 else None, SIGNAL_TOO_WEAK)
+    return Window(start, end, float(freqs[peak] * 60.0), float(10.0 * np.log10(ratio)), None)
+
+
+def estimate_respiratory_rate(samples: Sequence[MotionSample], config: RespirationConfig | None = None) -> Estimate:
+    config = config or RespirationConfig()
+    if not samples:
+        return Estimate(None, 0.0, [], TOO_SHORT)
+    times = np.array([s.t for s in samples])
+    windows: list[Window] = []
+    start = times[0]
+    while start + config.window_s <= times[-1] + 1e-9:
+        lo, hi = np.searchsorted(times, [start, start + config.window_s])
+        windows.append(analyse_window(samples[lo:hi], config))
+        start += config.step_s
+    if not windows:
+        return Estimate(None, 0.0, [], TOO_SHORT)
+    valid = [w for w in windows if w.bpm is not None]
+    share = len(valid) / len(windows)
+    if len(valid) < config.min_valid_windows or share < config.min_valid_fraction:
+        reasons = Counter(w.reason for w in windows if w.reason is not None)
+        return Estimate(None, 0.0, windows, reasons.most_common(1)[0][0] if reasons else SIGNAL_TOO_WEAK)
+    rates = np.array([w.bpm for w in valid], dtype=np.float64)
+    q75, q25 = np.percentile(rates, [75, 25])
+    if q75 - q25 > config.max_spread_per_min:
+        return Estimate(None, 0.0, windows, SIGNAL_TOO_WEAK)
+    clarity = float(np.clip(np.median([w.snr_db or 0.0 for w in valid]) / 20.0, 0.0, 1.0))
+    return Estimate(float(np.median(rates)), round(share * (0.5 + 0.5 * clarity), 3), windows)
