@@ -93,6 +93,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE observations ADD COLUMN device_clock_offset_s REAL;
     CREATE INDEX observations_subject_time ON observations (subject, effective);
     """,
+    # 3: derived values (camera vitals) carry how they were computed and how sure the estimator was
+    """
+    ALTER TABLE observations ADD COLUMN method TEXT;
+    ALTER TABLE observations ADD COLUMN quality REAL;
+    """,
 ]
 
 
@@ -289,10 +294,12 @@ class HubStore:
                             obs.device_user,
                             obs.device_sequence,
                             obs.device_clock_offset_s,
+                            obs.method,
+                            obs.quality,
                         )
                     )
         conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)", messages)
-        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", observations)
+        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", observations)
 
     @staticmethod
     def _update_kiosks(conn: sqlite3.Connection, items: list[Accepted], now: float) -> None:
@@ -388,7 +395,7 @@ class HubStore:
             params["until"] = until
         sql = (
             "SELECT message_id, idx, seq, code, value, unit, effective, clock_offset_ms, device_id, device, flags, "
-            "subject, device_user, device_sequence, device_clock_offset_s "
+            "subject, device_user, device_sequence, device_clock_offset_s, method, quality "
             f"FROM observations WHERE {' AND '.join(where)} ORDER BY seq, idx LIMIT :limit"
         )
         return list(self.db.query(sql, params))

@@ -96,6 +96,14 @@ class Observation(_Model):
     device_sequence: int | None = Field(
         default=None, ge=0, description="The device's own record number (e.g. glucose), for de-duplication."
     )
+    method: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_.-]{0,63}$",
+        description="How a derived value was computed, e.g. rppg-pos for heart rate from a camera.",
+    )
+    quality: float | None = Field(
+        default=None, ge=0, le=1, description="The estimator's confidence in a derived value, 0 to 1."
+    )
 
     @model_validator(mode="after")
     def _plausible(self) -> Observation:

@@ -170,4 +170,6 @@ def _observation_out(r: dict[str, Any]) -> ObservationOut:
         device_user=r["device_user"],
         device_sequence=r["device_sequence"],
         device_clock_offset_s=r["device_clock_offset_s"],
+        method=r["method"],
+        quality=r["quality"],
     )

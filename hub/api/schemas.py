@@ -35,6 +35,8 @@ class ObservationOut(BaseModel):
     device_clock_offset_s: float | None = Field(
         default=None, description="Device clock minus kiosk clock when read; `effective` is already corrected by it"
     )
+    method: str | None = Field(default=None, description="How a derived value was computed, e.g. rppg-pos")
+    quality: float | None = Field(default=None, description="The estimator's confidence in a derived value, 0-1")
 
 
 class DeadLetterOut(BaseModel):
