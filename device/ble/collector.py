@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timezone, tzinfo
@@ -169,6 +170,8 @@ class _Session:
     awaiting_context: dict[int, tuple[Characteristic, bytes, Any]] = field(default_factory=dict)
     # A CGM stamps readings in minutes since its session started; the start is read at connect.
     cgm_start: cgm.CgmSessionStartTime | None = None
+    cgm_crc: bool | None = None  # from the CGM Feature: whether records must carry their E2E-CRC
+    last_value_at: float = 0.0  # time.monotonic() of the latest value: stored-reading bursts end in silence
 
 
 class Collector:
@@ -186,6 +189,8 @@ class Collector:
         racp_timeout_s: float = 30.0,
         reconnect: Backoff | None = None,
         on_progress: Progress | None = None,
+        settle_s: float = 1.0,
+        settle_max_s: float = 10.0,
     ) -> None:
         self.radio = radio
         self.plan_for = plan_for
@@ -198,6 +203,8 @@ class Collector:
         self.racp_timeout_s = racp_timeout_s
         self.reconnect = reconnect or Backoff(initial_s=1.0, maximum_s=60.0)
         self.on_progress = on_progress
+        self.settle_s = settle_s  # silence that ends a burst of stored readings
+        self.settle_max_s = settle_max_s
         self.stats = CollectorStats()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._retry_at: dict[str, float] = {}
@@ -265,8 +272,10 @@ class Collector:
             tz = UTC if plan.device_clock_is_utc else self.tz
             clock = DeviceClock(await self._clock_offset(conn, characteristics, tz), tz)
             session = _Session(address, plan, device, clock)
+            if cgm.CGM_FEATURE in characteristics:
+                session.cgm_crc = await self._cgm_crc(conn)
             if cgm.SESSION_START_TIME in characteristics:
-                session.cgm_start = await self._cgm_start(conn)
+                session.cgm_start = await self._cgm_start(conn, session.cgm_crc)
             wanted = list(plan.measurements)
             if GLUCOSE_MEASUREMENT in wanted and GLUCOSE_CONTEXT in characteristics:
                 wanted.append(GLUCOSE_CONTEXT)  # meal and tester travel beside the result
@@ -281,7 +290,12 @@ class Collector:
                 await self._download(conn, session)
                 self._flush_awaiting_context(session)
             if plan.set_clock and current_time.CURRENT_TIME in characteristics:
+                # Stored readings stamped by the old clock may still be arriving: only once the
+                # device has gone quiet does setting its clock not change what their stamps mean.
+                await self._quiet(session, gone)
                 session.clock = DeviceClock(await self._set_clock(conn, tz), tz)
+            elif not stay:
+                await self._quiet(session, gone)
             if stay:
                 await gone.wait()
             self._flush_awaiting_context(session)
@@ -336,9 +350,27 @@ class Collector:
             return None
         return measure_offset(device_now.date_time, self.now(), tz)
 
-    async def _cgm_start(self, conn: GattConnection) -> cgm.CgmSessionStartTime | None:
+    async def _quiet(self, session: _Session, gone: asyncio.Event) -> None:
+        """Wait until no value has come for `settle_s` (at most `settle_max_s`), or the device hangs up."""
+        deadline = time.monotonic() + self.settle_max_s
+        session.last_value_at = max(session.last_value_at, time.monotonic())
+        while not gone.is_set() and time.monotonic() < deadline:
+            wait = session.last_value_at + self.settle_s - time.monotonic()
+            if wait <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gone.wait(), min(wait, deadline - time.monotonic()))
+
+    async def _cgm_crc(self, conn: GattConnection) -> bool | None:
         try:
-            return cgm.decode_session_start_time(await conn.read(cgm.SESSION_START_TIME))
+            return cgm.decode_feature(await conn.read(cgm.CGM_FEATURE)).e2e_crc_supported
+        except (BleError, DecodeError) as exc:
+            log.info("device %s: CGM feature unreadable, CRC presence taken from each record: %s", conn.address, exc)
+            return None
+
+    async def _cgm_start(self, conn: GattConnection, crc: bool | None) -> cgm.CgmSessionStartTime | None:
+        try:
+            return cgm.decode_session_start_time(await conn.read(cgm.SESSION_START_TIME), crc_present=crc)
         except (BleError, DecodeError) as exc:
             log.info("device %s: CGM session start unreadable, readings get the kiosk's time: %s", conn.address, exc)
             return None
@@ -414,7 +446,11 @@ class Collector:
         if spec.uuid == GLUCOSE_CONTEXT:
             self._glucose_context(session, glucose.decode_context(raw))
             return
-        decoded = spec.decode(raw)
+        session.last_value_at = time.monotonic()
+        if spec.uuid == cgm.CGM_MEASUREMENT:
+            decoded: Any = cgm.decode_measurement(raw, crc_present=session.cgm_crc)
+        else:
+            decoded = spec.decode(raw)
         if isinstance(decoded, glucose.GlucoseMeasurement) and decoded.context_follows:
             session.awaiting_context[decoded.sequence_number] = (spec, raw, decoded)
             return

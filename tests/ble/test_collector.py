@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -24,12 +25,16 @@ from device.protocol.endpoints import BrokerUrl
 from hub.store import HubStore
 from tests.ble.virtual import (
     BloodPressureCuff,
+    BodyCompositionScale,
+    CgmSensor,
     GlucoseMeter,
     GlucoseRecord,
     HeartRateStrap,
     Thermometer,
     WeightScale,
     blood_pressure_measurement,
+    cgm_crc,
+    cgm_measurement,
     virtual_bench,
 )
 from tests.harness import ingest_thread, kiosk_agent, wait_until
@@ -66,6 +71,7 @@ class Kiosk:
             self.checkin,
             tz=UTC,  # the virtual devices keep the machine's wall clock, which is UTC on the test machines
             scan_seconds=0.2,
+            settle_s=0.3,  # in-process GATT: a burst of stored readings has no gaps this long
         )
 
     def sent(self) -> list[dict[str, Any]]:
@@ -364,3 +370,180 @@ def test_cgm_readings_are_timed_from_the_sensor_session_start(tmp_path: Path) ->
     assert (reading["code"], reading["value"], reading["unit"]) == ("99504-3", 120.0, "mg/dL")
     assert at(reading["effective"]) == datetime(2026, 11, 27, 13, 30, tzinfo=UTC)
     assert "device_clock_unverified" in reading["flags"]
+
+
+BODY_COMPOSITION = DevicePlan("generic-body-composition", (0x2A9C,), bonding="none")
+CGM = DevicePlan("generic-cgm", (0x2AA7,), bonding="none", set_clock=False)
+PLANS.update({0x181B: BODY_COMPOSITION, 0x181F: CGM})
+
+
+def test_body_composition_taken_before_connect_arrives_for_the_checked_in_patient(tmp_path: Path) -> None:
+    drift = timedelta(minutes=6)
+
+    async def scenario() -> None:
+        async with virtual_bench(lambda link: BodyCompositionScale(link, clock_drift=drift)) as bench:
+            scale = bench.peripherals[0]
+            assert isinstance(scale, BodyCompositionScale)
+            kiosk = Kiosk(tmp_path, bench.radio)
+            kiosk.checkin.check_in(PATIENT, datetime.now(UTC) - timedelta(minutes=2))
+            # stamped by the scale's clock (6 min fast), 20 s ago, while nobody was connected
+            await scale.measure_body(21.4, time=scale.now() - timedelta(seconds=20), weight_kg=72.5, muscle_pct=35.2)
+            assert len(scale.stored(0x2A9C)) == 1
+            await kiosk.collector.session(scale.address, BODY_COMPOSITION, stay=False)
+            await wait_for(lambda: kiosk.collector.stats.readings == 3)
+
+            sent = kiosk.sent()
+            assert [(o["code"], o["value"], o["unit"]) for o in sent] == [
+                ("41982-0", 21.4, "%"), ("73965-6", 35.2, "%"), ("29463-7", 72.5, "kg")
+            ]  # fmt: skip
+            for o in sent:
+                assert o["subject"] == PATIENT and "device_user" not in o
+                assert o["device"]["type"] == "ble" and o["device"]["serial"] == "SN-0001"
+                assert close(at(o["effective"]), datetime.now(UTC) - timedelta(seconds=20))
+                assert o["device_clock_offset_s"] == pytest.approx(360, abs=3)
+                assert "device_clock_corrected" in o["flags"]
+            assert scale.stored(0x2A9C) == [] and kiosk.ledger.held() == []
+            assert kiosk.collector.stats.undecodable == 0
+            assert scale.clock is not None and abs(scale.clock.drift.total_seconds()) < 3  # set right
+
+    run(scenario())
+
+
+def test_body_composition_the_analyzer_marked_unsuccessful_gives_no_readings(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with virtual_bench(BodyCompositionScale) as bench:
+            scale = bench.peripherals[0]
+            assert isinstance(scale, BodyCompositionScale)
+            kiosk = Kiosk(tmp_path, bench.radio)
+            kiosk.checkin.check_in(PATIENT, datetime.now(UTC) - timedelta(minutes=2))
+            # body fat 0xFFFF: the weight and muscle beside it come from the same failed analysis
+            await scale.measure_body(None, weight_kg=72.5, muscle_pct=35.2)
+            await kiosk.collector.session(scale.address, BODY_COMPOSITION, stay=False)
+            await wait_for(lambda: scale.stored(0x2A9C) == [])  # indicated, and confirmed after the collector took it
+            assert kiosk.sent() == [] and kiosk.ledger.held() == []
+            stats = kiosk.collector.stats
+            assert (stats.readings, stats.held, stats.duplicates, stats.undecodable) == (0, 0, 0, 0)
+
+    run(scenario())
+
+
+# The sensor's session started on a summer morning in New York (EDT: zone -5 h, DST +1 h), 13:30 UTC.
+CGM_START = datetime(2026, 7, 14, 9, 30, tzinfo=ZoneInfo("America/New_York"))
+
+
+def _cgm_kiosk(tmp_path: Path, radio: Any) -> Kiosk:
+    """A kiosk whose clock reads 12 minutes into the sensor's session, with the patient checked in before it."""
+    kiosk = Kiosk(tmp_path, radio)
+    kiosk.collector.now = lambda: CGM_START.astimezone(UTC) + timedelta(minutes=12)
+    kiosk.checkin.check_in(PATIENT, CGM_START.astimezone(UTC) - timedelta(minutes=30))
+    return kiosk
+
+
+@pytest.mark.parametrize("crc", [False, True], ids=["no-crc", "e2e-crc"])
+def test_cgm_values_are_timed_from_the_session_start_in_the_sensor_zone(tmp_path: Path, crc: bool) -> None:
+    async def scenario() -> None:
+        async with virtual_bench(lambda link: CgmSensor(link, session_start=CGM_START, crc=crc)) as bench:
+            sensor = bench.peripherals[0]
+            assert isinstance(sensor, CgmSensor)
+            kiosk = _cgm_kiosk(tmp_path, bench.radio)
+            session = asyncio.create_task(kiosk.collector.session(sensor.address, CGM))
+            await wait_for(lambda: _subscribed(sensor))
+            await sensor.send_glucose(104, 5)
+            await sensor.send_glucose(117, 10)
+            await wait_for(lambda: kiosk.collector.stats.readings == 2)
+
+            sent = kiosk.sent()
+            assert [(o["code"], o["value"], o["unit"], o["subject"]) for o in sent] == [
+                ("99504-3", 104.0, "mg/dL", PATIENT), ("99504-3", 117.0, "mg/dL", PATIENT)
+            ]  # fmt: skip
+            assert [at(o["effective"]) for o in sent] == [
+                datetime(2026, 7, 14, 13, 35, tzinfo=UTC), datetime(2026, 7, 14, 13, 40, tzinfo=UTC)
+            ]  # fmt: skip
+            assert all(at(o["effective"]).utcoffset() == timedelta(0) for o in sent)
+            assert all("device_clock_offset_s" not in o and "device_clock_unverified" in o["flags"] for o in sent)
+            assert kiosk.collector.stats.undecodable == 0
+            await sensor.go_away()
+            await asyncio.wait_for(session, 5)
+
+    run(scenario())
+
+
+def test_cgm_record_with_a_damaged_crc_is_counted_and_the_next_one_arrives(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with virtual_bench(lambda link: CgmSensor(link, session_start=CGM_START, crc=True)) as bench:
+            sensor = bench.peripherals[0]
+            assert isinstance(sensor, CgmSensor)
+            kiosk = _cgm_kiosk(tmp_path, bench.radio)
+            session = asyncio.create_task(kiosk.collector.session(sensor.address, CGM))
+            await wait_for(lambda: _subscribed(sensor))
+            good = await sensor.send_glucose(104, 5)
+            assert len(good) == 8 and good[0] == 8  # the size counts the CRC
+            damaged = bytearray(cgm_measurement(150, 10, crc=True))
+            damaged[-1] ^= 0x40
+            await sensor.send(bytes(damaged))
+            await sensor.send_glucose(117, 15)
+            await wait_for(lambda: kiosk.collector.stats.readings == 2)
+
+            assert kiosk.collector.stats.undecodable == 1
+            sent = kiosk.sent()
+            assert [(o["value"], at(o["effective"])) for o in sent] == [
+                (104.0, datetime(2026, 7, 14, 13, 35, tzinfo=UTC)), (117.0, datetime(2026, 7, 14, 13, 45, tzinfo=UTC))
+            ]  # fmt: skip
+            await sensor.go_away()
+            await asyncio.wait_for(session, 5)
+
+    run(scenario())
+
+
+def test_virtual_cgm_crc_is_the_catalogued_crc16_mcrf4xx() -> None:
+    """The virtual sensor's CRC, written from the spec's parameters, against published check values."""
+    assert cgm_crc(b"123456789") == 0x6F91  # CRC-16/MCRF4XX check value
+    assert cgm_crc(bytes.fromhex("3e010203040506070809")) == 0x2F01  # the CGMS example, printed as 0x012F
+
+
+def test_every_stored_body_composition_gets_the_clock_correction_measured_at_connect(tmp_path: Path) -> None:
+    drift = timedelta(minutes=3)
+
+    async def scenario() -> None:
+        async with virtual_bench(lambda link: BodyCompositionScale(link, clock_drift=drift)) as bench:
+            scale = bench.peripherals[0]
+            assert isinstance(scale, BodyCompositionScale)
+            kiosk = Kiosk(tmp_path, bench.radio)
+            kiosk.checkin.check_in(PATIENT, datetime.now(UTC) - timedelta(minutes=10))
+            taken = [datetime.now(UTC) - timedelta(minutes=8 - i) for i in range(8)]  # one a minute, kiosk time
+            for i, when in enumerate(taken):
+                device_wall = when.replace(tzinfo=None) + drift  # the scale's clock is the machine's (UTC) + drift
+                await scale.measure_body(20.0 + i, time=device_wall)
+            session = asyncio.create_task(kiosk.collector.session(scale.address, BODY_COMPOSITION))
+            await wait_for(lambda: kiosk.collector.stats.readings == len(taken))
+            await wait_for(lambda: kiosk.collector.stats.clocks_set == 1)  # after the burst, not during it
+            await scale.go_away()
+            await asyncio.wait_for(session, 5)
+
+            sent = kiosk.sent()
+            assert [o["value"] for o in sent] == [20.0 + i for i in range(len(taken))]
+            assert kiosk.collector.stats.clocks_set == 1
+            for o, when in zip(sent, taken, strict=True):
+                assert o["device_clock_offset_s"] == pytest.approx(180, abs=3), o
+                assert close(at(o["effective"]), when), o
+
+    run(scenario())
+
+
+def test_cgm_record_without_the_crc_its_sensor_announces_is_not_a_reading(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with virtual_bench(lambda link: CgmSensor(link, session_start=CGM_START, crc=True)) as bench:
+            sensor = bench.peripherals[0]
+            assert isinstance(sensor, CgmSensor)
+            kiosk = _cgm_kiosk(tmp_path, bench.radio)
+            session = asyncio.create_task(kiosk.collector.session(sensor.address, CGM))
+            await wait_for(lambda: _subscribed(sensor))
+            await sensor.send(cgm_measurement(150, 5, crc=False))  # CRC stripped (size 6)
+            await sensor.send_glucose(117, 10)
+            await wait_for(lambda: kiosk.collector.stats.readings + kiosk.collector.stats.undecodable >= 2)
+            await sensor.go_away()
+            await asyncio.wait_for(session, 5)
+            assert [o["value"] for o in kiosk.sent()] == [117.0]
+            assert kiosk.collector.stats.undecodable == 1
+
+    run(scenario())

@@ -5,8 +5,9 @@ Each peripheral is a real bumble GATT server on its own virtual controller on a 
 a confirmation, and SMP pairing, exactly as over the air. They behave like the devices the
 field notes describe rather than like the spec's happy path:
 
-- every peripheral except the strap stamps measurements with its own clock, which drifts
-  (`clock_drift`) until a client writes Current Time;
+- every peripheral except the strap and the CGM stamps measurements with its own clock, which
+  drifts (`clock_drift`) until a client writes Current Time; the CGM counts minutes since its
+  session start, which it reports with its zone and daylight saving;
 - the cuff indicates only to an encrypted (bonded) link, and right after a client
   subscribes it sends the readings it stored while nobody listened;
 - the glucose meter answers RACP only when the client enabled indications first, one
@@ -57,6 +58,8 @@ HEALTH_THERMOMETER, TEMPERATURE_MEASUREMENT, TEMPERATURE_TYPE = 0x1809, 0x2A1C, 
 WEIGHT_SCALE, WEIGHT_MEASUREMENT, WEIGHT_SCALE_FEATURE = 0x181D, 0x2A9D, 0x2A9E
 GLUCOSE, GLUCOSE_MEASUREMENT, GLUCOSE_CONTEXT, GLUCOSE_FEATURE, RACP = 0x1808, 0x2A18, 0x2A34, 0x2A51, 0x2A52
 PULSE_OXIMETER, PLX_SPOT_CHECK, PLX_CONTINUOUS, PLX_FEATURES = 0x1822, 0x2A5E, 0x2A5F, 0x2A60
+BODY_COMPOSITION, BODY_COMPOSITION_FEATURE, BODY_COMPOSITION_MEASUREMENT = 0x181B, 0x2A9B, 0x2A9C
+CGM, CGM_MEASUREMENT, CGM_FEATURE, CGM_SESSION_START_TIME = 0x181F, 0x2AA7, 0x2AA8, 0x2AAA
 
 # ATT application errors the services define (Core Spec Supplement, Part B).
 CTS_DATA_FIELD_IGNORED = 0x80
@@ -212,6 +215,137 @@ class GlucoseRecord:
             + sfloat_raw(self.mg_dl, -5)
             + bytes(((self.location << 4) | self.sample_type,))
         )
+
+
+class BodyComposition(TypedDict, total=False):
+    """The optional fields of a Body Composition Measurement, in SI units (see the encoder)."""
+
+    user: int
+    basal_metabolism_kj: int
+    muscle_pct: float
+    muscle_mass_kg: float
+    fat_free_mass_kg: float
+    soft_lean_mass_kg: float
+    body_water_mass_kg: float
+    impedance_ohm: float
+    weight_kg: float
+    height_m: float
+
+
+BODY_FAT_UNSUCCESSFUL = 0xFFFF  # BCS: "measurement unsuccessful" in the body fat percentage field
+
+
+def body_composition_measurement(
+    body_fat_pct: float | None,
+    *,
+    time: datetime | None = None,
+    user: int | None = None,
+    basal_metabolism_kj: int | None = None,
+    muscle_pct: float | None = None,
+    muscle_mass_kg: float | None = None,
+    fat_free_mass_kg: float | None = None,
+    soft_lean_mass_kg: float | None = None,
+    body_water_mass_kg: float | None = None,
+    impedance_ohm: float | None = None,
+    weight_kg: float | None = None,
+    height_m: float | None = None,
+) -> bytes:
+    """BCS 0x2A9C in SI units: flags uint16, body fat uint16 in 0.1 %, then the flagged fields in order.
+
+    Flags: bit 0 units (clear: SI), 1 time stamp, 2 user id, 3 basal metabolism (uint16 kJ),
+    4 muscle percentage (0.1 %), 5 muscle mass, 6 fat free mass, 7 soft lean mass, 8 body water
+    mass (masses uint16 in 0.005 kg), 9 impedance (0.1 ohm), 10 weight (0.005 kg), 11 height
+    (0.001 m), 12 multiple packet (never set here: everything fits one indication).
+    `body_fat_pct` None sends 0xFFFF, "measurement unsuccessful".
+    """
+    flags = 0
+    tail = b""
+    if time is not None:
+        flags |= 0x0002
+        tail += date_time(time)
+    if user is not None:
+        flags |= 0x0004
+        tail += bytes((user,))
+    steps: tuple[tuple[int, float | None, float], ...] = (
+        (0x0008, basal_metabolism_kj, 1),
+        (0x0010, muscle_pct, 0.1),
+        (0x0020, muscle_mass_kg, 0.005),
+        (0x0040, fat_free_mass_kg, 0.005),
+        (0x0080, soft_lean_mass_kg, 0.005),
+        (0x0100, body_water_mass_kg, 0.005),
+        (0x0200, impedance_ohm, 0.1),
+        (0x0400, weight_kg, 0.005),
+        (0x0800, height_m, 0.001),
+    )
+    for bit, value, step in steps:
+        if value is not None:
+            flags |= bit
+            tail += round(value / step).to_bytes(2, "little")
+    fat = BODY_FAT_UNSUCCESSFUL if body_fat_pct is None else round(body_fat_pct * 10)
+    return flags.to_bytes(2, "little") + fat.to_bytes(2, "little") + tail
+
+
+def _reflect(value: int, width: int) -> int:
+    return int(f"{value:0{width}b}"[::-1], 2)
+
+
+def cgm_crc(data: bytes) -> int:
+    """The CGMS E2E-CRC, from the spec's parameters rather than from the decoder.
+
+    CRC-CCITT generator x^16 + x^12 + x^5 + 1 (0x1021), seed 0xFFFF, octets fed least significant
+    bit first, no final XOR: the textbook MSB-first register fed with bit-reversed octets, the
+    result bit-reversed back (the catalogue's CRC-16/MCRF4XX; "123456789" gives 0x6F91).
+    """
+    crc = 0xFFFF  # symmetric, so the same seed in either bit order
+    for octet in data:
+        crc ^= _reflect(octet, 8) << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return _reflect(crc, 16)
+
+
+def _with_crc(value: bytes, crc: bool) -> bytes:
+    return value + cgm_crc(value).to_bytes(2, "little") if crc else value
+
+
+def cgm_measurement(mg_dl: float, minutes_since_start: int, *, crc: bool = False) -> bytes:
+    """One CGMS 0x2AA7 record: size (all octets, CRC included), flags 0, SFLOAT mg/dL, uint16 time offset [, CRC]."""
+    fields = bytes((0x00,)) + sfloat(mg_dl) + minutes_since_start.to_bytes(2, "little")
+    size = 1 + len(fields) + (2 if crc else 0)
+    return _with_crc(bytes((size,)) + fields, crc)
+
+
+_DST_CODES = {0: 0, 30: 2, 60: 4, 120: 8}  # DST offset in minutes -> the field's code (0x2A0D)
+
+
+def cgm_session_start_time(start: datetime, *, crc: bool = False) -> bytes:
+    """CGMS 0x2AAA for an aware `start`: Date Time (its wall time), Time Zone, DST Offset [, CRC].
+
+    The Time Zone (sint8) is the standard-time offset from UTC in quarter hours; the daylight
+    saving in force goes in DST Offset (0 standard, 2 +0.5 h, 4 +1 h, 8 +2 h), so zone + DST
+    is the UTC offset of the wall time.
+    """
+    offset = start.utcoffset()
+    if offset is None:
+        raise ValueError("a session start time needs an aware datetime")
+    dst = start.dst() or timedelta(0)
+    quarters, rest = divmod(offset - dst, timedelta(minutes=15))
+    dst_minutes = dst // timedelta(minutes=1)
+    if rest or dst_minutes not in _DST_CODES:
+        raise ValueError(f"{start} has an offset CGMS cannot carry")
+    value = date_time(start) + quarters.to_bytes(1, "little", signed=True) + bytes((_DST_CODES[dst_minutes],))
+    return _with_crc(value, crc)
+
+
+def cgm_feature(*, crc: bool) -> bytes:
+    """CGMS 0x2AA8: features uint24, type (low nibble) and sample location (high), E2E-CRC.
+
+    Bit 12 says E2E-CRC is supported; without it the CRC field is 0xFFFF, as the spec asks.
+    Interstitial fluid (type 9) from subcutaneous tissue (location 5).
+    """
+    features = 0x001000 if crc else 0x000000
+    value = features.to_bytes(3, "little") + bytes(((5 << 4) | 9,))
+    return _with_crc(value, True) if crc else value + b"\xff\xff"
 
 
 def racp_response(request_op_code: int, code: racp.ResponseCode) -> bytes:
@@ -829,6 +963,98 @@ class PulseOximeter(VirtualPeripheral):
     async def stream(self, spo2: float, pulse: float) -> bytes:
         value = plx_continuous(spo2, pulse)
         await self.notify(PLX_CONTINUOUS, value)
+        return value
+
+
+class BodyCompositionScale(VirtualPeripheral):
+    """A single-user body composition analyzer: indicates measurements, sends stored ones on subscribe."""
+
+    SERVICE = BODY_COMPOSITION
+    DEFAULT_NAME = "Virtual BCS Scale"
+
+    def __init__(
+        self,
+        link: LocalLink,
+        *,
+        stored: Iterable[bytes] = (),
+        features: int = 0x00000609,
+        **common: Unpack[Common],
+    ) -> None:
+        super().__init__(link, **common)
+        self._initial = list(stored)
+        # default: time stamp, muscle percentage, weight, height; one user; resolutions not specified
+        self.features = features
+
+    def services(self) -> list[gatt.Service]:
+        measurement = self.characteristic(BODY_COMPOSITION_MEASUREMENT, INDICATE)
+        self._characteristics[BODY_COMPOSITION_MEASUREMENT].stored.extend(self._initial)
+        return [
+            gatt.Service(
+                UUID.from_16_bits(BODY_COMPOSITION),
+                [
+                    measurement,
+                    self.characteristic(BODY_COMPOSITION_FEATURE, READ, self.features.to_bytes(4, "little")),
+                ],
+            )
+        ]
+
+    async def measure_body(
+        self, body_fat_pct: float | None, *, time: datetime | None = None, **fields: Unpack[BodyComposition]
+    ) -> bytes:
+        """Stamped with the analyzer's own (drifting) clock unless `time` is given; returns the bytes sent or stored."""
+        value = body_composition_measurement(body_fat_pct, time=time or self.now(), **fields)
+        await self.measure(BODY_COMPOSITION_MEASUREMENT, value)
+        return value
+
+
+class CgmSensor(VirtualPeripheral):
+    """A continuous glucose sensor: notifies a record every few minutes, stamped in minutes since its session start.
+
+    No Current Time: the session start (0x2AAA, with the sensor's zone and DST) is its only
+    tie to the calendar. With `crc` the CGM Feature announces E2E-CRC and every record and the
+    session start carry it.
+    """
+
+    SERVICE = CGM
+    DEFAULT_NAME = "Virtual CGM"
+    HAS_CLOCK = False
+
+    def __init__(
+        self,
+        link: LocalLink,
+        *,
+        session_start: datetime | None = None,
+        crc: bool = False,
+        **common: Unpack[Common],
+    ) -> None:
+        super().__init__(link, **common)
+        start = session_start or datetime.now().astimezone().replace(microsecond=0)
+        if start.utcoffset() is None:
+            raise ValueError("the session start must be an aware datetime")
+        self.session_start = start
+        self.crc = crc
+
+    def services(self) -> list[gatt.Service]:
+        return [
+            gatt.Service(
+                UUID.from_16_bits(CGM),
+                [
+                    self.characteristic(CGM_MEASUREMENT, NOTIFY),
+                    self.characteristic(CGM_FEATURE, READ, cgm_feature(crc=self.crc)),
+                    self.characteristic(
+                        CGM_SESSION_START_TIME, READ, cgm_session_start_time(self.session_start, crc=self.crc)
+                    ),
+                ],
+            )
+        ]
+
+    async def send(self, value: bytes) -> None:
+        """Notify raw bytes (a hand-made or damaged record)."""
+        await self.notify(CGM_MEASUREMENT, value)
+
+    async def send_glucose(self, mg_dl: float, minutes_since_start: int) -> bytes:
+        value = cgm_measurement(mg_dl, minutes_since_start, crc=self.crc)
+        await self.send(value)
         return value
 
 

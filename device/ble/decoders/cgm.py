@@ -262,6 +262,8 @@ def decode_feature(data: bytes) -> CgmFeature:
 
 # --- CGM Session Start Time (0x2AAA) ---------------------------------------------------------------
 
+CGM_MEASUREMENT = 0x2AA7
+CGM_FEATURE = 0x2AA8
 SESSION_START_TIME = 0x2AAA
 _SST_FIELDS_SIZE = 9  # Date Time (7), Time Zone (1), DST Offset (1)
 TIME_ZONE_MIN, TIME_ZONE_MAX = -48, 56  # quarter hours: UTC-12:00 .. UTC+14:00
@@ -402,6 +404,6 @@ def encode_session_start_time(when: datetime, *, crc: bool = False) -> bytes:
     return value + e2e_crc(value).to_bytes(2, "little") if crc else value
 
 
-register(Characteristic(0x2AA7, "CGM Measurement", decode_measurement, measurement_readings))
-register(Characteristic(0x2AA8, "CGM Feature", decode_feature))
+register(Characteristic(CGM_MEASUREMENT, "CGM Measurement", decode_measurement, measurement_readings))
+register(Characteristic(CGM_FEATURE, "CGM Feature", decode_feature))
 register(Characteristic(SESSION_START_TIME, "CGM Session Start Time", decode_session_start_time))
