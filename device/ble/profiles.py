@@ -7,12 +7,11 @@ reports. It is kept as data so that adding a cuff is a reviewed file with its so
 code change, and so that the collector's logic stays the same for every device.
 
 The files are edited by hand, so every problem is reported with the file *and the line* it is
-on, all problems of all files at once (one `ProfileError`). PyYAML's `safe_load` forgets where
-values came from and silently keeps the last of two equal keys, so the loader works on the
-composed node tree instead: it builds plain data while recording the line of every key and list
-item, reports duplicate keys itself, and maps pydantic's error locations back to those lines. The
-format is documented for the people who edit it in `firmware_configs/README.md`; a test checks
-that it names every field.
+on, all problems of all files at once (one `ProfileError`). Reading YAML that way is shared with
+the kiosk's other configuration files (`device.yaml_config`); what is particular to these files
+stays here: integers keep their text so that a UUID written `1810` means 0x1810, and an id may be
+used by one file only. The format is documented for the people who edit it in
+`firmware_configs/README.md`; a test checks that it names every field.
 
 Choosing a profile for an advertisement (`match`): a profile whose name patterns matched is more
 specific than one that matched on advertised services alone, so a model-specific profile
@@ -24,27 +23,25 @@ depends on file order.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 
 from device.ble.decoders import REGISTRY, uuid16
 from device.ble.errors import DecodeError
 from device.ble.transport import Advertisement
+from device.yaml_config import ConfigError, Problem, load_located, load_model
 
 Kind = Literal[
     "blood_pressure",
@@ -345,217 +342,31 @@ def match(profiles: Iterable[DeviceProfile], advertisement: Advertisement) -> De
 
 # -- loading ---------------------------------------------------------------------------------
 
-
-class Problem(NamedTuple):
-    """One thing wrong in one file; `line` is None when the problem is the file (or folder) itself."""
-
-    file: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}" if self.line is not None else f"{self.file}: {self.message}"
+# The name callers catch. An alias, not a subclass: `load_model` raises ConfigError itself, and the kiosk
+# profiles' ProfileError is the same class, as it was when they imported this one.
+ProfileError = ConfigError
 
 
-class ProfileError(ValueError):
-    """Every problem found in the profiles, each with its file and line; str() is one problem per line."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0))
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
-Loc = tuple[int | str, ...]
-
-
-class _Builder:
-    """Plain data from a composed YAML node tree, remembering the line of every key and list item."""
-
-    def __init__(self, file: str, problems: list[Problem]) -> None:
-        self.file = file
-        self.problems = problems
-        self.lines: dict[Loc, int] = {}
-        self.unreadable: set[Loc] = set()  # already reported: validation errors there would only repeat them
-        self._constructor = yaml.constructor.SafeConstructor()
-        self._active: set[int] = set()
-
-    def value(self, node: yaml.Node, path: Loc) -> Any:
-        if id(node) in self._active:
-            self._problem(node, f"{_dotted(path)}: an alias refers to itself")
-            return None
-        self._active.add(id(node))
-        try:
-            if isinstance(node, yaml.MappingNode):
-                return self._mapping(node, path)
-            if isinstance(node, yaml.SequenceNode):
-                items = []
-                for index, item in enumerate(node.value):
-                    self.lines[(*path, index)] = item.start_mark.line + 1
-                    items.append(self.value(item, (*path, index)))
-                return items
-            return self._scalar(node, path)
-        finally:
-            self._active.discard(id(node))
-
-    def _mapping(self, node: yaml.MappingNode, path: Loc) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        first: dict[str, int] = {}
-        where = f" in {_dotted(path)}" if path else ""
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._problem(key_node, f"a key must be a plain word{where}")
-                continue
-            key = str(key_node.value)  # the text as written: `on:` stays "on", not True
-            if key in first:
-                self.problems.append(
-                    Problem(self.file, line, f"duplicate key {key!r}{where} (first on line {first[key]})")
-                )
-                continue
-            first[key] = line
-            self.lines[(*path, key)] = line
-            result[key] = self.value(value_node, (*path, key))
-        return result
-
-    def _scalar(self, node: yaml.Node, path: Loc) -> Any:
-        try:
-            value = self._constructor.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError as exc:
-            self._problem(node, exc.problem or "unreadable value")
-            self.unreadable.add(path)
-            return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return YamlInt(value, str(node.value))
-        return value
-
-    def _problem(self, node: yaml.Node, message: str) -> None:
-        self.problems.append(Problem(self.file, node.start_mark.line + 1, message))
-
-
-def _dotted(loc: Loc) -> str:
-    text = ""
-    for step in loc:
-        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
-    return text
-
-
-def _section_model(loc: Loc) -> type[BaseModel] | None:
-    """The model class that the mapping at `loc` is validated against."""
-    model: type[BaseModel] = DeviceProfile
-    for step in loc:
-        field = model.model_fields.get(step) if isinstance(step, str) else None
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
-def _message(error: ErrorDetails) -> str:
-    loc: Loc = tuple(error["loc"])
-    where = _dotted(loc)
-    section = f" in {_dotted(loc[:-1])}" if len(loc) > 1 else ""
-    if error["type"] == "extra_forbidden":
-        model = _section_model(loc[:-1])
-        allowed = f"; allowed: {', '.join(model.model_fields)}" if model is not None else ""
-        return f"unknown key {loc[-1]!r}{section}{allowed}"
-    if error["type"] == "missing":
-        return f"missing key {loc[-1]!r}{section}"
-    if error["type"] == "value_error":
-        text = error["msg"].removeprefix("Value error, ")
-    elif error["type"] in _PLAIN_WORDS:
-        text = f"{_PLAIN_WORDS[error['type']]} (got {_shown(error['input'])})"
-    else:
-        text = f"{error['msg']} (got {_shown(error['input'])})"
-    return f"{where}: {text}" if where else text
-
-
-# pydantic's words for container types, said the way a YAML file spells them.
-_PLAIN_WORDS = {
-    "tuple_type": "should be a list",
-    "list_type": "should be a list",
-    "model_type": "should be a mapping (key: value lines)",
-    "dict_type": "should be a mapping (key: value lines)",
-}
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _said_better(loc: Loc, others: list[Loc], unreadable: set[Loc]) -> bool:
-    """An error that a more precise one explains: a list "too short" because its one item failed, or a
-    value already reported as unreadable YAML."""
-    if any(loc[: len(bad)] == bad for bad in unreadable):
-        return True
-    return any(len(other) > len(loc) and other[: len(loc)] == loc for other in others)
-
-
-def _line_for(lines: dict[Loc, int], loc: Loc) -> int:
-    """The line of `loc`, or of its nearest recorded parent (a missing key is reported at its section)."""
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return 1
-
-
-def _compose(path: Path, problems: list[Problem]) -> yaml.MappingNode | None:
-    """The file's top-level mapping node, or None with the reason appended to `problems`."""
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(file, None, f"cannot read: {exc}"))
-        return None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = " ".join(m for m in (exc.context, exc.problem) if m) or "not valid YAML"
-        problems.append(Problem(file, mark.line + 1 if mark else 1, f"YAML syntax: {message}"))
-        return None
-    except yaml.YAMLError as exc:
-        problems.append(Problem(file, 1, f"YAML syntax: {exc}"))
-        return None
-    if not isinstance(root, yaml.MappingNode):
-        line = root.start_mark.line + 1 if root is not None else 1
-        problems.append(Problem(file, line, "a profile is a mapping of keys to values (key: value lines)"))
-        return None
-    return root
+def _keep_int_text(value: object, text: str) -> object:
+    """YAML ints become `YamlInt`, so that `_sig_uuid` can read `1810` as the hex UUID it means."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return YamlInt(value, text)
+    return value
 
 
 def _load_file(path: Path, problems: list[Problem]) -> tuple[DeviceProfile, int] | None:
     """The profile in `path` and the line of its id, or None with the file's problems appended."""
-    root = _compose(path, problems)
-    if root is None:
-        return None
-    file = str(path)
-    found: list[Problem] = []
-    builder = _Builder(file, found)
-    builder.lines[()] = root.start_mark.line + 1
-    data = builder.value(root, ())
     try:
-        profile = DeviceProfile.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        found += [
-            Problem(file, _line_for(builder.lines, tuple(e["loc"])), _message(e))
-            for e in errors
-            if not _said_better(tuple(e["loc"]), [tuple(o["loc"]) for o in errors], builder.unreadable)
-        ]
-    problems += found
-    if found:
+        loaded = load_located(path, DeviceProfile, document="a profile", scalar=_keep_int_text)
+    except ConfigError as exc:
+        problems += exc.problems
         return None
-    return profile, _line_for(builder.lines, ("id",))
+    return loaded.value, loaded.line(("id",))
 
 
 def load_profile(path: Path | str) -> DeviceProfile:
     """One profile file; raises `ProfileError` with every problem in it."""
-    problems: list[Problem] = []
-    loaded = _load_file(Path(path), problems)
-    if loaded is None:
-        raise ProfileError(problems)
-    return loaded[0]
+    return load_model(Path(path), DeviceProfile, document="a profile", scalar=_keep_int_text)
 
 
 def load_profiles(folder: Path | str) -> list[DeviceProfile]:

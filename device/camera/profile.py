@@ -6,10 +6,9 @@ in `firmware_configs/kiosk/*.yaml` so that fitting a different camera is a revie
 code change; `device.camera.source.open_source` turns the camera part into a frame source.
 
 The files are edited by hand, so problems are reported with file and line, exactly as for the
-Bluetooth device profiles: the YAML-with-line-numbers machinery is imported from
-`device.ble.profiles` rather than copied (it is private there; moving it to a shared module is
-proposed separately). The format is documented in `firmware_configs/README.md`, and a test checks
-that the documentation names every field of the model.
+Bluetooth device profiles: both are read by `device.yaml_config`, so they word problems alike. The
+format is documented in `firmware_configs/README.md`, and a test checks that the documentation
+names every field of the model.
 """
 
 from __future__ import annotations
@@ -17,21 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-# Private helpers of the Bluetooth profile loader, reused as they are (see the module docstring).
-from device.ble.profiles import (
-    Loc,
-    Problem,
-    ProfileError,
-    _Builder,
-    _compose,
-    _dotted,
-    _line_for,
-    _message,
-    _said_better,
-)
+from device.yaml_config import ConfigError, Problem, load_model
 
 CameraKind = Literal["opencv", "picamera2", "file"]
 PixelFormat = Literal["YUYV", "UYVY", "NV12", "MJPG", "RGB888", "YUV420"]
@@ -57,6 +44,7 @@ class CameraProfile(BaseModel):
     )
     device: int | str | None = Field(
         default=None,
+        validate_default=True,  # an opencv camera must not silently go without one
         description=(
             "opencv: V4L2 index (0 for /dev/video0) or absolute device path (required); picamera2: camera "
             "number (default 0); file: path of the video (optional, usually given when the source is opened)."
@@ -126,7 +114,7 @@ class CameraProfile(BaseModel):
         if wrong and not allowed:
             raise ValueError("a file camera takes no pixel_format: the video decodes to BGR whatever it holds")
         if wrong:
-            raise ValueError(f"{', '.join(wrong)} not available to a {kind} camera (use {', '.join(sorted(allowed))})")
+            raise ValueError(f"{', '.join(wrong)} not available to kind {kind} (use {', '.join(sorted(allowed))})")
         return value
 
 
@@ -158,47 +146,13 @@ class KioskHardwareProfile(BaseModel):
 # -- loading ---------------------------------------------------------------------------------------
 
 
-# The mappings of a kiosk profile and the model each is validated against, for "unknown key ...; allowed: ...".
-_SECTIONS: dict[Loc, type[BaseModel]] = {(): KioskHardwareProfile, ("camera",): CameraProfile}
-
-
-def _explain(error: ErrorDetails) -> str:
-    """The Bluetooth loader's wording, except that an unknown key lists the keys allowed *here*.
-
-    (`device.ble.profiles._message` looks the allowed keys up in the Bluetooth model.)
-    """
-    if error["type"] != "extra_forbidden":
-        return _message(error)
-    loc: Loc = tuple(error["loc"])
-    model = _SECTIONS.get(loc[:-1])
-    section = f" in {_dotted(loc[:-1])}" if len(loc) > 1 else ""
-    allowed = f"; allowed: {', '.join(model.model_fields)}" if model is not None else ""
-    return f"unknown key {loc[-1]!r}{section}{allowed}"
+# The name callers catch; the shared loader's class, as the Bluetooth profiles' `ProfileError` is.
+ProfileError = ConfigError
 
 
 def load_kiosk_profile(path: Path | str) -> KioskHardwareProfile:
     """The kiosk hardware profile in `path`; raises `ProfileError` with every problem as file:line: message."""
-    file = Path(path)
-    problems: list[Problem] = []
-    root = _compose(file, problems)
-    if root is None:
-        raise ProfileError(problems)
-    builder = _Builder(str(file), problems)
-    builder.lines[()] = root.start_mark.line + 1
-    data = builder.value(root, ())
-    try:
-        profile = KioskHardwareProfile.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        locs: list[Loc] = [tuple(e["loc"]) for e in errors]
-        problems += [
-            Problem(str(file), _line_for(builder.lines, loc), _explain(error))
-            for error, loc in zip(errors, locs, strict=True)
-            if not _said_better(loc, locs, builder.unreadable)
-        ]
-    if problems:
-        raise ProfileError(problems)
-    return profile
+    return load_model(Path(path), KioskHardwareProfile, document="a profile")
 
 
 __all__ = [

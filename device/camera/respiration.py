@@ -26,8 +26,8 @@ from device.camera.rppg import (
     Window,
     bandpass,
     spectrum,
-    uniform,
 )
+from device.camera.timebase import GapError, resample_uniform
 
 
 class MotionSample(Protocol):
@@ -66,7 +66,10 @@ def analyse_window(samples: Sequence[MotionSample], config: RespirationConfig) -
     if np.median([s.motion_px for s in faces]) > config.max_motion_px_per_frame:
         return Window(start, end, None, None, TOO_MUCH_MOVEMENT)
     times = np.array([s.t for s in faces])
-    _, y = uniform(times, np.array([s.upper_body_y for s in faces], dtype=np.float64), config.fps)
+    try:
+        _, y = resample_uniform(times, np.array([s.upper_body_y for s in faces], dtype=np.float64), config.fps)
+    except GapError:
+        return Window(start, end, None, None, FACE_NOT_FOUND if len(faces) < len(samples) else SIGNAL_TOO_WEAK)
     if len(y) < config.fps * config.window_s * 0.8:
         return Window(start, end, None, None, SIGNAL_TOO_WEAK)
     freqs, power = spectrum(bandpass(y, config.fps, config.band_hz, order=2), config.fps, resolution_hz=0.005)

@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
+from device.camera.timebase import GapError, resample_uniform
+
 Array = NDArray[np.float64]
 Method = Literal["pos", "chrom"]
 
@@ -88,14 +90,6 @@ class Estimate:
 
 
 # -- the signal chain: pure functions -------------------------------------------------------
-
-
-def uniform(times: Array, values: Array, fps: float) -> tuple[Array, Array]:
-    """Linear interpolation of per-frame values (N or NxK) onto a grid at `fps`, from the first to the last time."""
-    grid = np.arange(times[0], times[-1], 1.0 / fps)
-    if values.ndim == 1:
-        return grid, np.interp(grid, times, values)
-    return grid, np.column_stack([np.interp(grid, times, values[:, k]) for k in range(values.shape[1])])
 
 
 def pos(rgb: Array, fps: float) -> Array:
@@ -232,8 +226,13 @@ def analyse_window(samples: Sequence[Sample], config: RppgConfig) -> Window:
         return Window(start, end, None, None, reason)
     faces = [s for s in samples if s.face_found]
     times = np.array([s.t for s in faces])
-    _, skin = uniform(times, np.array([s.skin_rgb for s in faces], dtype=np.float64), config.fps)
-    _, background = uniform(times, np.array([s.background_rgb for s in faces], dtype=np.float64), config.fps)
+    try:
+        _, skin = resample_uniform(times, np.array([s.skin_rgb for s in faces], dtype=np.float64), config.fps)
+        _, background = resample_uniform(
+            times, np.array([s.background_rgb for s in faces], dtype=np.float64), config.fps
+        )
+    except GapError:  # the face (or the camera) was gone long enough to miss a beat
+        return Window(start, end, None, None, FACE_NOT_FOUND if len(faces) < len(samples) else SIGNAL_TOO_WEAK)
     if len(skin) < config.fps * 4 or np.any(skin.mean(axis=0) <= 0) or np.any(background.mean(axis=0) <= 0):
         return Window(start, end, None, None, SIGNAL_TOO_WEAK)
     pulse = _project(skin, config)
