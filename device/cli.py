@@ -87,7 +87,88 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("what", choices=["schema", "receipt-schema"], help="print a JSON Schema")
 
     _add_ble_commands(sub)
+    _add_camera_commands(sub)
     return parser
+
+
+def _add_camera_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`kiosk camera ...`: contact-free vitals from the camera or a video file."""
+    camera = sub.add_parser("camera", help="camera vitals")
+    camera_sub = camera.add_subparsers(dest="camera_command", required=True)
+    vitals = camera_sub.add_parser("vitals", help="heart and breathing rate from a face video (or --camera); JSON")
+    vitals.add_argument("video", nargs="?", type=Path, help="any video OpenCV opens (AVI/MKV, lossless or MJPG)")
+    vitals.add_argument("--camera", action="store_true", help="measure live from the camera in --profile")
+    vitals.add_argument(
+        "--profile",
+        type=Path,
+        default=Path("firmware_configs/kiosk/usb-uvc-webcam.yaml"),
+        help="kiosk hardware profile naming the camera (with --camera)",
+    )
+    vitals.add_argument("--seconds", type=float, default=30.0, help="with --camera: how long to measure")
+    vitals.add_argument("--method", choices=["pos", "chrom"], default="pos", help="chrominance method for the pulse")
+    vitals.add_argument("--enqueue", action="store_true", help="also put the values in the outbox (needs --kiosk-id)")
+    vitals.add_argument("--kiosk-id", type=_kiosk_id, default=None)
+    vitals.add_argument("--data", type=Path, default=Path("data/kiosk"), help="kiosk data folder (outbox)")
+    vitals.add_argument("--patient", default=None, help="with --enqueue: the patient being measured")
+    vitals.set_defaults(camera_handler=_camera_vitals)
+
+
+def _camera_vitals(args: argparse.Namespace) -> int:
+    """JSON on stdout (observations, windows, quality, abstained); problems with the input exit 2, one line."""
+    from device.camera.profile import load_kiosk_profile  # noqa: PLC0415 - OpenCV and SciPy load only here
+    from device.camera.rppg import RppgConfig  # noqa: PLC0415
+    from device.camera.source import CameraError, VideoFileSource, open_source  # noqa: PLC0415
+    from device.camera.vitals import measure  # noqa: PLC0415
+    from device.yaml_config import ConfigError  # noqa: PLC0415
+
+    if args.camera == (args.video is not None):
+        print("kiosk camera vitals: give a video file, or --camera (not both)", file=sys.stderr)
+        return 2
+    if args.enqueue and not args.kiosk_id:
+        print("kiosk camera vitals: --enqueue needs --kiosk-id", file=sys.stderr)
+        return 2
+    try:
+        if args.camera:
+            profile = load_kiosk_profile(args.profile)
+            source = open_source(profile.camera)
+            device = {"id": f"camera:{profile.id}", "type": "camera", "model": profile.name[:128]}
+        else:
+            source = VideoFileSource(args.video, max_seconds=None)
+            device = {"id": f"file:{args.video.name}"[:128], "type": "camera"}
+        with source:
+            frames = source.frames()
+            if args.camera:
+                frames = _for_seconds(frames, args.seconds)
+            result = measure(frames, rppg=RppgConfig(method=args.method))
+    except (CameraError, ConfigError) as exc:
+        print(f"kiosk camera vitals: {exc}", file=sys.stderr)
+        return 2
+    report_time = datetime.now(UTC)
+    report = result.report(report_time, device)
+    if args.enqueue and report["observations"]:
+        outbox = Outbox(args.data / "outbox.db", args.kiosk_id)
+        try:
+            payload: dict[str, Any] = {"observations": result.observations(report_time, device)}
+            if args.patient:
+                payload["subject"] = args.patient
+            report["enqueued"] = outbox.enqueue("observations", payload).id
+        except (EnvelopeError, OutboxFull) as exc:
+            print(f"kiosk camera vitals: not stored: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            outbox.close()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _for_seconds(frames: Any, seconds: float) -> Any:
+    """A live camera never ends: stop after `seconds` of capture time."""
+    first: float | None = None
+    for frame in frames:
+        first = frame.t if first is None else first
+        if frame.t - first > seconds:
+            return
+        yield frame
 
 
 def _add_ble_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -284,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "ble":
         return int(args.ble_handler(args))
+    if args.command == "camera":
+        return int(args.camera_handler(args))
     if args.command == "protocol":
         schema = envelope_json_schema() if args.what == "schema" else receipt_json_schema()
         print(json.dumps(schema, indent=2, sort_keys=True))

@@ -57,7 +57,7 @@ class RespirationConfig:
     max_spread_per_min: float = 4.0
 
 
-def analyse_window(samples: Sequence[MotionSample], config: RespirationConfig) -> Window:
+def analyse_window(samples: Sequence[MotionSample], config: RespirationConfig) -> Window:  # noqa: PLR0911 - one exit per reason
     start, end = samples[0].t, samples[-1].t
     found = np.array([s.face_found for s in samples])
     if found.mean() < config.min_face_fraction:
@@ -65,6 +65,9 @@ def analyse_window(samples: Sequence[MotionSample], config: RespirationConfig) -
     faces = [s for s in samples if s.face_found]
     if np.median([s.motion_px for s in faces]) > config.max_motion_px_per_frame:
         return Window(start, end, None, None, TOO_MUCH_MOVEMENT)
+    faces = [s for s in faces if np.isfinite(s.upper_body_y)]  # shoulders out of the frame: nothing to see
+    if len(faces) < 2:
+        return Window(start, end, None, None, SIGNAL_TOO_WEAK)
     times = np.array([s.t for s in faces])
     try:
         _, y = resample_uniform(times, np.array([s.upper_body_y for s in faces], dtype=np.float64), config.fps)

@@ -224,20 +224,27 @@ def analyse_window(samples: Sequence[Sample], config: RppgConfig) -> Window:
     reason = _gate(samples, config)
     if reason is not None:
         return Window(start, end, None, None, reason)
-    faces = [s for s in samples if s.face_found]
+    faces = [s for s in samples if s.face_found and np.all(np.isfinite(s.skin_rgb))]
     times = np.array([s.t for s in faces])
     try:
         _, skin = resample_uniform(times, np.array([s.skin_rgb for s in faces], dtype=np.float64), config.fps)
-        _, background = resample_uniform(
-            times, np.array([s.background_rgb for s in faces], dtype=np.float64), config.fps
-        )
+        # The background may be out of the frame (a close face): then there is nothing to mask with.
+        seen = [s for s in faces if np.all(np.isfinite(s.background_rgb))]
+        background = None
+        if len(seen) == len(faces):
+            _, background = resample_uniform(
+                times, np.array([s.background_rgb for s in faces], dtype=np.float64), config.fps
+            )
     except GapError:  # the face (or the camera) was gone long enough to miss a beat
         return Window(start, end, None, None, FACE_NOT_FOUND if len(faces) < len(samples) else SIGNAL_TOO_WEAK)
-    if len(skin) < config.fps * 4 or np.any(skin.mean(axis=0) <= 0) or np.any(background.mean(axis=0) <= 0):
+    if len(skin) < config.fps * 4 or np.any(skin.mean(axis=0) <= 0):
         return Window(start, end, None, None, SIGNAL_TOO_WEAK)
     pulse = _project(skin, config)
-    freqs, background_power = spectrum(_project(background, config), config.fps)
-    keep = flicker_mask(freqs, background_power, config.band_hz)
+    freqs, _ = spectrum(pulse, config.fps)
+    keep = np.ones_like(freqs, dtype=bool)
+    if background is not None and np.all(background.mean(axis=0) > 0):
+        _, background_power = spectrum(_project(background, config), config.fps)
+        keep = flicker_mask(freqs, background_power, config.band_hz)
     found = pulse_rate(pulse, config.fps, config.band_hz, keep)
     if found is None:
         return Window(start, end, None, None, LIGHT_FLICKER if not keep.all() else SIGNAL_TOO_WEAK)

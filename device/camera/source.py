@@ -151,7 +151,11 @@ def timestamps_path(video: Path | str) -> Path:
 
 
 def read_timestamps(path: Path) -> list[float]:
-    """The capture times in a sidecar file: a JSON list of seconds, one per frame, strictly increasing."""
+    """The capture times in a sidecar file: a JSON list of seconds, one per frame, strictly increasing.
+
+    The synthetic renderer writes an object with the list under "timestamps" and its codec and nominal
+    rate beside it; both forms are read.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -160,8 +164,13 @@ def read_timestamps(path: Path) -> list[float]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CameraError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if isinstance(data, dict):  # the renderer's form: metadata beside the list
+        data = data.get("timestamps")
     if not isinstance(data, list) or not data:
-        raise CameraError(f"{path}: expected a JSON list of capture times in seconds, one per frame of the video")
+        raise CameraError(
+            f"{path}: expected a JSON list of capture times in seconds, one per frame of the video "
+            '(or an object with that list under "timestamps")'
+        )
     times: list[float] = []
     for position, value in enumerate(data):
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
