@@ -1,0 +1,380 @@
+"""Case photos: the checks a patient sees, the burst picker, and that only pixels leave the kiosk.
+
+Images are synthetic: a skin texture drawn here (what a rash photo should look like, no face in it) and
+one frame of the synthetic face video (what it should not). Everything is small and cached; the file
+runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+from collections.abc import Callable, Iterator
+
+import cv2
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from device.camera.photos import (
+    MIN_SHARPNESS,
+    PhotoCheck,
+    PhotoError,
+    Problem,
+    assess,
+    best_frame,
+    metadata_segments,
+    prepare,
+    sharpness,
+    strip_jpeg,
+)
+from device.camera.source import Frame
+from device.camera.synthetic import SKIN_TONES_SRGB, FitzpatrickType, SyntheticSpec, render_frames
+
+U8 = NDArray[np.uint8]
+
+
+def _noise_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> NDArray[np.float32]:
+    """Unit-variance Gaussian noise correlated over about sigma pixels (coarse fields drawn small and enlarged)."""
+    factor = max(1, int(sigma / 2))
+    small = rng.standard_normal((shape[0] // factor + 1, shape[1] // factor + 1)).astype(np.float32)
+    noise = cv2.GaussianBlur(small, (0, 0), sigma / factor)
+    if factor > 1:
+        noise = cv2.resize(noise, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    else:
+        noise = noise[: shape[0], : shape[1]]
+    return np.asarray(noise / (float(noise.std()) + 1e-9), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _skin(size: tuple[int, int] = (1280, 960), tone: FitzpatrickType = "III", seed: int = 0) -> U8:
+    """A close-up of skin with a rash, BGR: soft light falloff, mottling, pores, 60 papules, 40 fine hairs,
+    sensor noise. No face anywhere. Read-only, since it is cached (copy before changing it)."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    base = np.asarray(SKIN_TONES_SRGB[tone][::-1], dtype=np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = 1.0 - 0.12 * ((xx - 0.4 * width) ** 2 + (yy - 0.45 * height) ** 2) / width**2
+    texture = light * (
+        1.0 + 0.04 * _noise_field(rng, (height, width), width / 80) + 0.03 * _noise_field(rng, (height, width), 1.0)
+    )
+    image = base * texture[..., None]
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px, anti-aliased
+    papules = np.zeros((height, width), dtype=np.float32)
+    for _ in range(60):
+        centre = (int(rng.uniform(0.2, 0.8) * width * 16), int(rng.uniform(0.2, 0.8) * height * 16))
+        cv2.circle(papules, centre, int(rng.uniform(0.004, 0.015) * width * 16), 1.0, -1, cv2.LINE_AA, shift)
+    papules = np.asarray(cv2.GaussianBlur(papules, (0, 0), 0.6), dtype=np.float32)
+    image *= 1.0 - papules[..., None] * np.asarray((0.35, 0.30, 0.05), dtype=np.float32)  # redder: less B and G
+    hairs = np.zeros((height, width), dtype=np.float32)
+    for _ in range(40):
+        x0, y0, angle = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0, np.pi)
+        length = rng.uniform(0.02, 0.06) * width
+        x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
+        cv2.line(hairs, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0, 1, cv2.LINE_AA, shift)
+    image *= 1.0 - 0.5 * hairs[..., None]
+    image += 1.5 * rng.standard_normal(image.shape).astype(np.float32)
+    out = np.asarray(np.clip(image + 0.5, 0, 255), dtype=np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _face(tone: FitzpatrickType = "II") -> U8:
+    """The first frame of a synthetic face video (640x480 BGR), the kind of photo that must not be sent."""
+    _, image = next(render_frames(SyntheticSpec(seconds=0.04, skin_tone=tone)))
+    image.flags.writeable = False
+    return image
+
+
+def _blur(image: U8, sigma_at_analysis_width: float) -> U8:
+    """Gaussian blur of sigma pixels as measured on the 640 px analysis copy."""
+    sigma = sigma_at_analysis_width * image.shape[1] / 640
+    return np.asarray(cv2.GaussianBlur(image, (0, 0), sigma), dtype=np.uint8)
+
+
+def _scaled(image: U8, gain: float) -> U8:
+    """Exposure changed by gain, clipped like a sensor clips."""
+    return np.asarray(cv2.convertScaleAbs(image, alpha=gain), dtype=np.uint8)
+
+
+# -- assess -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tone", ["I", "III", "VI"])
+def test_a_sharp_well_exposed_skin_photo_passes_for_light_and_dark_skin(tone: FitzpatrickType) -> None:
+    check = assess(_skin(tone=tone))
+    assert check.ok, check.problems
+    assert check.problems == []
+    assert check.metrics["faces"] == 0
+    assert check.metrics["sharpness"] > 2 * MIN_SHARPNESS
+    assert (check.metrics["width"], check.metrics["height"]) == (1280, 960)
+
+
+def test_a_blurred_copy_is_blurry() -> None:
+    check = assess(_blur(_skin(), 2.0))
+    assert check.codes == ["blurry"]
+    assert not check.ok
+    assert check.metrics["sharpness"] < MIN_SHARPNESS
+    assert "Hold still" in check.problems[0].message
+
+
+_CALIBRATION_IMAGES: dict[str, Callable[[], U8]] = {
+    "skin-III": _skin,
+    "skin-I": lambda: _skin(tone="I"),
+    "skin-VI": lambda: _skin(tone="VI"),
+    "skin-III-640": lambda: _skin((640, 480)),
+    "skin-III-1920": lambda: _skin((1920, 1440)),
+    "face-II": lambda: _face("II"),
+    "face-VI": lambda: _face("VI"),
+}
+
+
+@pytest.mark.parametrize("name", list(_CALIBRATION_IMAGES))
+def test_the_sharpness_threshold_separates_sharp_from_a_1px_blur(name: str) -> None:
+    """The calibration in the module docstring, kept honest: sharp well above the line, 1 px blur below it."""
+    image = _CALIBRATION_IMAGES[name]()
+    assert sharpness(image) > 2 * MIN_SHARPNESS
+    assert sharpness(_blur(image, 1.0)) < MIN_SHARPNESS
+
+
+def test_a_dark_copy_is_too_dark_and_not_also_called_blurry() -> None:
+    check = assess(_scaled(_skin(), 0.15))  # 2.7 stops under
+    assert check.codes == ["too_dark"]
+    assert check.metrics["mean_luma"] < 30
+
+
+def test_a_mostly_black_frame_is_too_dark_even_when_its_mean_is_not() -> None:
+    image = _skin().copy()
+    image[:, : image.shape[1] * 3 // 5] = 3  # the lens partly covered
+    check = assess(image)
+    assert "too_dark" in check.codes
+    assert check.metrics["mean_luma"] > 30
+    assert check.metrics["dark_fraction"] > 0.5
+
+
+def test_an_over_exposed_copy_is_too_bright() -> None:
+    check = assess(_scaled(_skin(), 1.6))
+    assert check.codes == ["too_bright"]
+    assert check.metrics["clipped_fraction"] > 0.9
+
+
+@pytest.mark.parametrize("tone", ["II", "VI"])
+def test_a_face_in_the_photo_is_flagged_unless_the_photo_is_of_the_face(tone: FitzpatrickType) -> None:
+    check = assess(_face(tone))
+    assert check.codes == ["face_in_frame"]
+    assert check.metrics["faces"] >= 1
+    assert "face" in check.problems[0].message
+    allowed = assess(_face(tone), allow_face=True)
+    assert allowed.ok
+    assert "faces" not in allowed.metrics
+
+
+def test_a_small_photo_is_too_small() -> None:
+    check = assess(np.ascontiguousarray(_skin((640, 480))[:240, :320]))
+    assert "too_small" in check.codes
+    assert "640 x 480" in next(p.message for p in check.problems if p.code == "too_small")
+
+
+def test_grey_images_are_accepted_and_non_images_refused() -> None:
+    grey = np.asarray(cv2.cvtColor(_skin(), cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+    assert assess(grey).ok
+    with pytest.raises(PhotoError, match="uint8"):
+        assess(np.zeros((480, 640, 3), dtype=np.float32))
+    with pytest.raises(PhotoError, match="shape"):
+        assess(np.zeros((480, 640, 2), dtype=np.uint8))
+    with pytest.raises(PhotoError, match="empty"):
+        assess(np.zeros((0, 640, 3), dtype=np.uint8))
+
+
+def test_a_check_is_ok_exactly_when_it_has_no_problems() -> None:
+    with pytest.raises(ValueError, match="ok"):
+        PhotoCheck(ok=True, problems=[Problem("blurry", "...")], metrics={})
+    with pytest.raises(ValueError, match="ok"):
+        PhotoCheck(ok=False, problems=[], metrics={})
+
+
+# -- best_frame -------------------------------------------------------------------------------------------------
+
+
+def _burst(images: list[U8], fps: float = 30.0) -> list[Frame]:
+    return [Frame(image=image, t=1000.0 + i / fps, index=i) for i, image in enumerate(images)]
+
+
+def test_best_frame_keeps_the_sharp_frame_of_a_shaky_burst() -> None:
+    sharp = _skin((640, 480))
+    images = [_blur(sharp, 3.0), _blur(sharp, 2.0), _blur(sharp, 1.5), sharp, _blur(sharp, 1.0), _blur(sharp, 2.5)]
+    image, check = best_frame(_burst(images))
+    assert image is sharp
+    assert check.ok, check.problems
+
+
+def test_best_frame_prefers_a_well_exposed_frame_to_a_sharper_dark_one() -> None:
+    """Normalising by brightness lifts a dark frame's noise: exposure ranks before sharpness."""
+    sharp = _skin((640, 480))
+    dark = _scaled(sharp, 0.15)
+    softer = _blur(sharp, 0.5)
+    assert sharpness(dark) > sharpness(softer)
+    image, check = best_frame(_burst([dark, softer]))
+    assert image is softer
+    assert check.ok, check.problems
+
+
+def test_best_frame_reads_only_its_window_of_a_live_stream() -> None:
+    sharp = _skin((640, 480))
+    blurred = _blur(sharp, 2.0)
+    frames = _burst([blurred] * 20 + [sharp] * 5, fps=10.0)  # the sharp ones come after 2 s
+    stream: Iterator[Frame] = iter(frames)
+    image, check = best_frame(stream, seconds=2.0)
+    assert image is blurred
+    assert check.codes == ["blurry"]
+    assert next(stream) is frames[21]  # frame 20 (t0 + 2 s) ended the burst; nothing after it was taken
+
+
+def test_best_frame_of_no_frames_is_an_error() -> None:
+    with pytest.raises(PhotoError, match="no frames"):
+        best_frame([])
+    with pytest.raises(ValueError, match="seconds"):
+        best_frame(_burst([_skin((640, 480))]), seconds=0)
+
+
+# -- prepare, metadata_segments, strip_jpeg ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "max_side", "expected"),
+    [((960, 1280), 500, (500, 375)), ((1280, 960), 500, (375, 500)), ((480, 640), 2048, (640, 480))],
+    ids=["landscape", "portrait", "never-enlarged"],
+)
+def test_prepare_keeps_the_aspect_ratio_within_max_side(
+    shape: tuple[int, int], max_side: int, expected: tuple[int, int]
+) -> None:
+    source = _skin((shape[1], shape[0]))
+    photo = prepare(source, max_side=max_side)
+    assert (photo.width, photo.height) == expected
+    decoded = cv2.imdecode(np.frombuffer(photo.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None
+    assert decoded.shape == (expected[1], expected[0], 3)
+    assert photo.sha256 == hashlib.sha256(photo.data).hexdigest()
+    assert photo.media_type == "image/jpeg"
+    assert metadata_segments(photo.data) == []
+    assert "data" not in repr(photo)
+    if shape == (480, 640):  # same size: only JPEG's small error
+        assert float(np.abs(decoded.astype(np.int16) - source.astype(np.int16)).mean()) < 3.0
+
+
+def test_prepare_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="quality"):
+        prepare(_skin((640, 480)), quality=0)
+    with pytest.raises(ValueError, match="max_side"):
+        prepare(_skin((640, 480)), max_side=0)
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _exif(orientation: int) -> bytes:
+    """An APP1 Exif segment (little-endian TIFF): IFD0 with Make, Orientation and a GPS IFD holding a latitude."""
+    make = b"FakeCam\x00"
+    ifd0 = 8
+    make_at = ifd0 + 2 + 3 * 12 + 4  # after IFD0: 3 entries and the next-IFD link
+    gps_at = make_at + len(make)
+    latitude_at = gps_at + 2 + 2 * 12 + 4
+    tiff = b"II*\x00" + struct.pack("<I", ifd0)
+    tiff += struct.pack("<H", 3)
+    tiff += struct.pack("<HHII", 0x010F, 2, len(make), make_at)  # Make, ASCII
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)  # Orientation, SHORT, inline
+    tiff += struct.pack("<HHII", 0x8825, 4, 1, gps_at)  # GPSInfo IFD pointer
+    tiff += struct.pack("<I", 0) + make
+    tiff += struct.pack("<H", 2)
+    tiff += struct.pack("<HHI", 0x0001, 2, 2) + b"N\x00\x00\x00"  # GPSLatitudeRef "N", inline
+    tiff += struct.pack("<HHII", 0x0002, 5, 3, latitude_at)  # GPSLatitude, 3 RATIONALs
+    tiff += struct.pack("<I", 0)
+    tiff += struct.pack("<6I", 51, 1, 30, 1, 2634, 100)  # 51 deg 30' 26.34"
+    return _segment(0xE1, b"Exif\x00\x00" + tiff)
+
+
+def _jpeg_with_metadata(orientation: int = 1) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", _skin((640, 480)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    plain = encoded.tobytes()
+    extra = (
+        _exif(orientation)
+        + _segment(
+            0xED, b"Photoshop 3.0\x00" + b"8BIM\x04\x04\x00\x00\x00\x00\x00\x10" + b"\x1c\x02\x05\x00\x0aJane Doe  "
+        )
+        + _segment(0xFE, b"patient Jane Doe, 51.507 N")
+    )
+    return plain[:2] + extra + plain[2:]
+
+
+def test_metadata_segments_finds_exif_iptc_and_comments() -> None:
+    ok, encoded = cv2.imencode(".jpg", _skin((640, 480)))
+    assert ok
+    assert metadata_segments(encoded.tobytes()) == []  # OpenCV writes a thumbnail-free JFIF header only
+    found = metadata_segments(_jpeg_with_metadata())
+    assert found == ["APP1 Exif", "APP13 Photoshop 3.0", "COM"]
+    assert metadata_segments(encoded.tobytes() + b"\x00" * 32) == ["32 bytes after end of image"]
+
+
+def test_strip_jpeg_removes_exif_gps_iptc_and_comments() -> None:
+    original = _jpeg_with_metadata()
+    photo = strip_jpeg(original)
+    assert metadata_segments(photo.data) == []
+    for secret in (b"Exif", b"FakeCam", b"Photoshop", b"Jane Doe", b"51.507"):
+        assert secret not in photo.data
+    assert (photo.width, photo.height) == (640, 480)
+    assert photo.sha256 == hashlib.sha256(photo.data).hexdigest()
+    decoded = cv2.imdecode(np.frombuffer(photo.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None
+    assert decoded.shape == (480, 640, 3)
+
+
+def test_strip_jpeg_applies_the_exif_orientation_before_dropping_it() -> None:
+    """Orientation 6 (rotate 90 degrees clockwise): a phone held upright. Without it the photo lies on its side."""
+    photo = strip_jpeg(_jpeg_with_metadata(orientation=6))
+    assert (photo.width, photo.height) == (480, 640)
+    assert metadata_segments(photo.data) == []
+
+
+def test_strip_jpeg_shrinks_a_large_jpeg_to_max_side() -> None:
+    ok, encoded = cv2.imencode(".jpg", _skin((1920, 1440)))
+    assert ok
+    photo = strip_jpeg(encoded.tobytes(), max_side=800)
+    assert (photo.width, photo.height) == (800, 600)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"this is not a photo",
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",
+        b"\xff\xd8" + bytes(range(256)) * 4,
+    ],
+    ids=["empty", "text", "png", "header-only", "garbage-after-soi"],
+)
+def test_strip_jpeg_refuses_what_is_not_a_jpeg(data: bytes) -> None:
+    with pytest.raises(PhotoError):
+        strip_jpeg(data)
+
+
+def test_strip_jpeg_refuses_a_truncated_jpeg() -> None:
+    ok, encoded = cv2.imencode(".jpg", _skin((640, 480)))
+    assert ok
+    whole = encoded.tobytes()
+    with pytest.raises(PhotoError, match="truncated"):
+        strip_jpeg(whole[: len(whole) // 2])
+
+
+def test_strip_jpeg_refuses_a_decompression_bomb_before_decoding() -> None:
+    ok, encoded = cv2.imencode(".jpg", np.zeros((8, 8, 3), dtype=np.uint8))
+    assert ok
+    data = bytearray(encoded.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 60000, 60000)  # height, width
+    with pytest.raises(PhotoError, match="declares 60000x60000"):
+        strip_jpeg(bytes(data))
