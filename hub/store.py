@@ -23,7 +23,14 @@ from typing import Any
 
 import sqlite_utils
 
-from device.protocol.envelope import AnyEnvelope, DeviceRef, ObservationsEnvelope, StatusEnvelope, utc_iso
+from device.protocol.envelope import (
+    AnyEnvelope,
+    AttachmentEnvelope,
+    DeviceRef,
+    ObservationsEnvelope,
+    StatusEnvelope,
+    utc_iso,
+)
 
 MIGRATIONS: list[str] = [
     # 1: the spine
@@ -97,6 +104,30 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE observations ADD COLUMN method TEXT;
     ALTER TABLE observations ADD COLUMN quality REAL;
+    """,
+    # 4: files (case photos), sent in chunks and assembled here once all have arrived
+    """
+    CREATE TABLE attachment_chunks (
+        attachment TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        kiosk TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (attachment, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE attachments (
+        id TEXT PRIMARY KEY,
+        kiosk TEXT NOT NULL,
+        subject TEXT,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        status TEXT NOT NULL,
+        data BLOB,
+        first_chunk_at REAL NOT NULL,
+        completed_at REAL
+    );
+    CREATE INDEX attachments_kiosk ON attachments (kiosk, first_chunk_at);
     """,
 ]
 
@@ -233,6 +264,9 @@ class HubStore:
             ]
             # In id (time) order: the primary-key B-trees are then appended to, not split at random.
             self._insert_messages(conn, sorted(new, key=lambda a: a.envelope.id), committed_at)
+            self._store_chunks(
+                conn, [a.envelope for a in new if isinstance(a.envelope, AttachmentEnvelope)], committed_at
+            )
             self._update_kiosks(conn, new, committed_at)
             self._insert_dead(conn, [*dead, *conflict_letters])
         return CommitResult([a.envelope.id for a in new], duplicates, conflicts)
@@ -300,6 +334,46 @@ class HubStore:
                     )
         conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)", messages)
         conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", observations)
+
+    @staticmethod
+    def _store_chunks(conn: sqlite3.Connection, chunks: list[AttachmentEnvelope], now: float) -> None:
+        """Keep each chunk; when a file's last chunk is in, assemble it and check size and hash.
+
+        A file whose bytes do not match what the kiosk announced is kept as `corrupt` (never served
+        as the photo it claims to be); chunks of a file already assembled are ignored.
+        """
+        touched: dict[str, AttachmentEnvelope] = {}
+        for env in chunks:
+            p = env.payload
+            conn.execute(
+                "INSERT INTO attachments (id, kiosk, subject, media_type, size, sha256, status, first_chunk_at) "
+                "VALUES (?,?,?,?,?,?,'receiving',?) ON CONFLICT (id) DO NOTHING",
+                (p.attachment, env.kiosk, p.subject, p.media_type, p.size, p.sha256, now),
+            )
+            conn.execute(
+                "INSERT INTO attachment_chunks VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (p.attachment, p.index, p.count, env.kiosk, p.data),
+            )
+            touched[p.attachment] = env
+        for attachment, env in touched.items():
+            row = conn.execute(
+                "SELECT status, size, sha256, kiosk FROM attachments WHERE id = ?", (attachment,)
+            ).fetchone()
+            if row is None or row[0] != "receiving" or row[3] != env.kiosk:
+                continue  # assembled already, or another kiosk's file: its chunks are not mixed in
+            parts = conn.execute(
+                "SELECT data FROM attachment_chunks WHERE attachment = ? AND kiosk = ? AND count = ? ORDER BY idx",
+                (attachment, env.kiosk, env.payload.count),
+            ).fetchall()
+            if len(parts) < env.payload.count:
+                continue
+            data = b"".join(bytes(part[0]) for part in parts)
+            ok = len(data) == row[1] and hashlib.sha256(data).hexdigest() == row[2]
+            conn.execute(
+                "UPDATE attachments SET status = ?, data = ?, completed_at = ? WHERE id = ?",
+                ("complete" if ok else "corrupt", data if ok else None, now, attachment),
+            )
+            conn.execute("DELETE FROM attachment_chunks WHERE attachment = ?", (attachment,))
 
     @staticmethod
     def _update_kiosks(conn: sqlite3.Connection, items: list[Accepted], now: float) -> None:
@@ -399,6 +473,20 @@ class HubStore:
             f"FROM observations WHERE {' AND '.join(where)} ORDER BY seq, idx LIMIT :limit"
         )
         return list(self.db.query(sql, params))
+
+    def attachments(self, kiosk: str) -> list[dict[str, Any]]:
+        """A kiosk's files, newest first, without their bytes."""
+        return list(
+            self.db.query(
+                "SELECT id, kiosk, subject, media_type, size, sha256, status, first_chunk_at, completed_at "
+                "FROM attachments WHERE kiosk = ? ORDER BY first_chunk_at DESC",
+                [kiosk],
+            )
+        )
+
+    def attachment(self, attachment_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM attachments WHERE id = ?", [attachment_id]))
+        return rows[0] if rows else None
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return list(

@@ -2,7 +2,9 @@
 
 `reset()` closes every connection and refuses new ones (a cable pulled, a router
 rebooting); `blackhole()` keeps sockets open but forwards nothing (a dead NAT mapping,
-the case only keepalives notice); `restore()` lets traffic flow again.
+the case only keepalives notice); `restore()` lets traffic flow again. `cut_after(n)`
+resets once n more bytes have gone from the client upstream: a cut at a known point of
+a transfer, with no timing involved.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._mode = "open"
+        self._budget: int | None = None  # client->upstream bytes left before a reset
+        self.cut = threading.Event()  # set when a cut_after budget ran out
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
@@ -36,6 +40,10 @@ class TcpProxy:
     def blackhole(self) -> None:
         with self._lock:
             self._mode = "blackhole"
+
+    def cut_after(self, upstream_bytes: int) -> None:
+        with self._lock:
+            self._budget = upstream_bytes
 
     def restore(self) -> None:
         with self._lock:
@@ -87,6 +95,14 @@ class TcpProxy:
                         raise OSError("closed")
                     with self._lock:
                         mode = self._mode
+                        if mode == "open" and s is a and self._budget is not None:
+                            self._budget -= len(data)
+                            if self._budget < 0:
+                                self._budget = None
+                                self._mode = "refuse"
+                                self.cut.set()
+                                self._close_all()
+                                return
                     if mode == "open":
                         peers[s].sendall(data)
                     # blackhole: read and discard, like packets lost on a dead path

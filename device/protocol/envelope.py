@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
+    Base64Bytes,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,8 +33,13 @@ PROTOCOL_VERSION = 1
 MAX_ENVELOPE_BYTES = 256 * 1024
 MESSAGE_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
-Kind = Literal["observations", "status", "case", "consult"]
-KIND_VALUES: tuple[str, ...] = ("observations", "status", "case", "consult")
+Kind = Literal["observations", "status", "attachment", "case", "consult"]
+KIND_VALUES: tuple[str, ...] = ("observations", "status", "attachment", "case", "consult")
+# An attachment (a case photo) travels as chunks, one envelope each, so each fits the envelope limit
+# and a broken transfer resumes where it stopped: chunks already receipted are not sent again.
+ATTACHMENT_CHUNK_BYTES = 128 * 1024  # raw bytes per chunk; base64 makes it ~171 KiB of JSON
+MAX_ATTACHMENT_BYTES = 16 * 1024 * 1024
+ATTACHMENT_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # Kinds reserved in v1 so topic filters and storage already have room for them; the
 # hub refuses them with a clear reason until their payloads are specified.
 RESERVED_KINDS = frozenset({"case", "consult"})
@@ -50,6 +56,7 @@ def utc_iso(value: datetime) -> str:
 # field serializer made each JSON dump call Python once per field.
 UtcTime = Annotated[
     AwareDatetime,
+    Base64Bytes,
     PlainSerializer(utc_iso, return_type=str, when_used="json"),
     Field(description="ISO-8601 with an explicit offset; stored as UTC."),
 ]
@@ -177,6 +184,34 @@ class StatusEnvelope(_EnvelopeBase):
     payload: StatusPayload
 
 
+class AttachmentPayload(_Model):
+    """One chunk of a file (a case photo). The hub assembles the chunks and checks the whole file's hash."""
+
+    attachment: str = Field(
+        pattern=ATTACHMENT_ID_PATTERN, description="The file's id (a UUID), the same in every chunk."
+    )
+    media_type: Literal["image/jpeg"] = Field(description="What the assembled file is.")
+    size: int = Field(ge=1, le=MAX_ATTACHMENT_BYTES, description="Bytes of the whole file.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the whole file, hex.")
+    index: int = Field(ge=0, description="This chunk's position, from 0.")
+    count: int = Field(ge=1, le=MAX_ATTACHMENT_BYTES // 4096, description="How many chunks the file has.")
+    data: Base64Bytes = Field(description=f"The chunk, base64; at most {ATTACHMENT_CHUNK_BYTES} bytes decoded.")
+    subject: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$", description="The patient.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttachmentPayload:
+        if self.index >= self.count:
+            raise ValueError(f"chunk index {self.index} is not below the chunk count {self.count}")
+        if not 0 < len(self.data) <= ATTACHMENT_CHUNK_BYTES:
+            raise ValueError(f"a chunk carries 1 to {ATTACHMENT_CHUNK_BYTES} bytes, this one {len(self.data)}")
+        return self
+
+
+class AttachmentEnvelope(_EnvelopeBase):
+    kind: Literal["attachment"]
+    payload: AttachmentPayload
+
+
 class ReservedEnvelope(_EnvelopeBase):
     """`case` and `consult`: reserved in v1; payload free-form until specified."""
 
@@ -185,12 +220,12 @@ class ReservedEnvelope(_EnvelopeBase):
 
 
 Envelope = Annotated[
-    ObservationsEnvelope | StatusEnvelope | ReservedEnvelope,
+    ObservationsEnvelope | StatusEnvelope | AttachmentEnvelope | ReservedEnvelope,
     Field(discriminator="kind"),
 ]
 _ENVELOPE = TypeAdapter(Envelope)
 
-AnyEnvelope = ObservationsEnvelope | StatusEnvelope | ReservedEnvelope
+AnyEnvelope = ObservationsEnvelope | StatusEnvelope | AttachmentEnvelope | ReservedEnvelope
 
 
 def _describe(error: ValidationError) -> str:

@@ -17,7 +17,7 @@ from device.protocol.envelope import utc_iso
 from device.protocol.vitals import LOINC_PATTERN
 from hub import __version__
 from hub.api.auth import bearer_guard
-from hub.api.schemas import DeadLetterOut, Health, KioskOut, ObservationOut
+from hub.api.schemas import AttachmentOut, DeadLetterOut, Health, KioskOut, ObservationOut
 from hub.store import HubStore
 
 # The short, explicit list of routes anyone may call: liveness/readiness probes and the
@@ -109,6 +109,44 @@ def create_app(
                 limit=limit,
             )
         return [_observation_out(r) for r in rows]
+
+    @api.get("/kiosks/{kiosk_id}/attachments", response_model=list[AttachmentOut], tags=["attachments"])
+    def attachments(kiosk_id: str) -> list[AttachmentOut]:
+        """A kiosk's files (case photos), newest first: complete, still arriving, or corrupt."""
+        with reader.lock:
+            if reader.store.kiosk(kiosk_id) is None:
+                raise HTTPException(404, f"no kiosk {kiosk_id!r}")
+            rows = reader.store.attachments(kiosk_id)
+        return [
+            AttachmentOut(
+                id=r["id"],
+                kiosk=r["kiosk"],
+                subject=r["subject"],
+                media_type=r["media_type"],
+                size=r["size"],
+                sha256=r["sha256"],
+                status=r["status"],
+                first_chunk_at=_ts(r["first_chunk_at"]) or "",
+                completed_at=_ts(r["completed_at"]),
+            )
+            for r in rows
+        ]
+
+    @api.get(
+        "/attachments/{attachment_id}",
+        tags=["attachments"],
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {}, 409: {}},
+    )
+    def attachment(attachment_id: str) -> Response:
+        """The file's bytes, only once all chunks arrived and its SHA-256 matched what the kiosk announced."""
+        with reader.lock:
+            row = reader.store.attachment(attachment_id)
+        if row is None:
+            raise HTTPException(404, f"no attachment {attachment_id!r}")
+        if row["status"] != "complete":
+            raise HTTPException(409, f"attachment {attachment_id!r} is {row['status']}, not complete")
+        return Response(bytes(row["data"]), media_type=row["media_type"], headers={"X-Content-SHA256": row["sha256"]})
 
     @api.get("/dead-letters", response_model=list[DeadLetterOut], tags=["dead letters"])
     def dead_letters(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetterOut]:

@@ -39,6 +39,18 @@ class ObservationOut(BaseModel):
     quality: float | None = Field(default=None, description="The estimator's confidence in a derived value, 0-1")
 
 
+class AttachmentOut(BaseModel):
+    id: str
+    kiosk: str
+    subject: str | None
+    media_type: str
+    size: int
+    sha256: str = Field(description="SHA-256 the kiosk announced; a complete file matched it")
+    status: Literal["receiving", "complete", "corrupt"]
+    first_chunk_at: str
+    completed_at: str | None
+
+
 class DeadLetterOut(BaseModel):
     id: int
     topic: str
