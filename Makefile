@@ -37,6 +37,7 @@ test: $(STAMP) broker lint typecheck
 bench: $(STAMP) broker
 	$(BIN)/hub bench ingest
 	$(BIN)/hub bench kiosk-idle
+	$(BIN)/kiosk bench camera-vitals
 
 # Steadiness: the fault tests and the Bluetooth end-to-end tests, ten times in a row; any failure stops it.
 soak: $(STAMP) broker

@@ -88,7 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_ble_commands(sub)
     _add_camera_commands(sub)
+    _add_bench_commands(sub)
     return parser
+
+
+def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`kiosk bench ...`: benchmarks of the kiosk's own pipelines. Each subcommand sets `bench_handler`."""
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    vitals = bench_sub.add_parser(
+        "camera-vitals",
+        help="camera heart and breathing rate on synthetic faces: accuracy by skin tone and condition, speed",
+    )
+    vitals.add_argument(
+        "--seconds", type=float, default=None, help="length of each video (default 30; 14 with --quick)"
+    )
+    vitals.add_argument(
+        "--tones", default=None, help="Fitzpatrick types, e.g. I,IV,VI (default all; I,VI with --quick)"
+    )
+    vitals.add_argument(
+        "--conditions", default=None, help="static,moderate,hard (default all three; static with --quick)"
+    )
+    vitals.add_argument("--repeats", type=int, default=1, help="videos per skin tone and condition")
+    vitals.add_argument("--seed", type=int, default=0, help="draws the heart and breathing rates and the videos' seeds")
+    vitals.add_argument("--quick", action="store_true", help="smoke test: two tones, static only, 14 s videos")
+    vitals.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    vitals.set_defaults(bench_handler=_bench_camera_vitals)
+
+
+def _bench_camera_vitals(args: argparse.Namespace) -> int:
+    from device.camera import bench  # noqa: PLC0415 - OpenCV and SciPy load only here
+
+    return bench.run(args)
 
 
 def _add_camera_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -367,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.ble_handler(args))
     if args.command == "camera":
         return int(args.camera_handler(args))
+    if args.command == "bench":
+        return int(args.bench_handler(args))
     if args.command == "protocol":
         schema = envelope_json_schema() if args.what == "schema" else receipt_json_schema()
         print(json.dumps(schema, indent=2, sort_keys=True))
