@@ -11,6 +11,7 @@ import functools
 import hashlib
 import struct
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -378,3 +379,33 @@ def test_strip_jpeg_refuses_a_decompression_bomb_before_decoding() -> None:
     data[sof + 5 : sof + 9] = struct.pack(">HH", 60000, 60000)  # height, width
     with pytest.raises(PhotoError, match="declares 60000x60000"):
         strip_jpeg(bytes(data))
+
+
+def test_the_photo_command_guides_and_sends_only_a_usable_photo(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from device.outbox import Outbox
+    from tests.harness import REPO
+
+    sharp = _skin(seed=21)
+    cv2.imwrite(str(tmp_path / "sharp.png"), sharp)
+    cv2.imwrite(str(tmp_path / "blurry.png"), _blur(sharp, 3.0))
+
+    def photo(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "device.cli", "camera", "photo", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+
+    send = ["--enqueue", "--kiosk-id", "k-ph", "--data", str(tmp_path), "--patient", "P-4"]
+    blurry = photo(str(tmp_path / "blurry.png"), *send)
+    assert blurry.returncode == 0, blurry.stderr
+    report = json.loads(blurry.stdout)
+    assert report["ok"] is False and [p["code"] for p in report["problems"]] == ["blurry"]
+    assert "attachment" not in report  # an unusable photo is not sent
+    good = json.loads(photo(str(tmp_path / "sharp.png"), *send).stdout)
+    assert good["ok"] is True and good["problems"] == []
+    chunks = Outbox(tmp_path / "outbox.db", "k-ph").pending(0, 100, 1 << 30)
+    assert chunks and all(json.loads(c.body)["payload"]["attachment"] == good["attachment"] for c in chunks)
+    bad = photo(str(tmp_path / "missing.png"))
+    assert bad.returncode == 2 and "not an image" in bad.stderr
