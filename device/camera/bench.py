@@ -624,12 +624,15 @@ class Report:
                 all(r is not None and r.methods["pos"].bpm is None for r in controls),
             )
         )
-        fps = self.speed()["pipeline_frames_per_s"]
+        # The target is about a Pi keeping 30 fps live: capture there is a camera's raw YUYV converted
+        # to BGR, not the decoding of the benchmark's lossless files (shown beside it, not judged).
+        speed = self.speed()
+        fps = speed["pipeline_with_live_yuyv_capture_frames_per_s"]
         out.append(
             Target(
                 "pipeline_speed_one_core",
-                f">= {TARGET_PIPELINE_FPS:g} frames/s",
-                f"{_num(fps, 0)} frames/s",
+                f">= {TARGET_PIPELINE_FPS:g} frames/s with live capture",
+                f"{_num(fps, 0)} frames/s (replaying FFV1 files: {_num(speed['pipeline_frames_per_s'], 0)})",
                 None if fps is None else fps >= TARGET_PIPELINE_FPS,
             )
         )
