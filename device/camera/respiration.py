@@ -10,7 +10,6 @@ rhythm stands out.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,11 +20,12 @@ from device.camera.rppg import (
     FACE_NOT_FOUND,
     SIGNAL_TOO_WEAK,
     TOO_MUCH_MOVEMENT,
-    TOO_SHORT,
     Estimate,
     Window,
     bandpass,
     spectrum,
+    summarise,
+    windows_of,
 )
 from device.camera.timebase import GapError, resample_uniform
 
@@ -87,25 +87,10 @@ def analyse_window(samples: Sequence[MotionSample], config: RespirationConfig) -
 
 def estimate_respiratory_rate(samples: Sequence[MotionSample], config: RespirationConfig | None = None) -> Estimate:
     config = config or RespirationConfig()
-    if not samples:
-        return Estimate(None, 0.0, [], TOO_SHORT)
-    times = np.array([s.t for s in samples])
-    windows: list[Window] = []
-    start = times[0]
-    while start + config.window_s <= times[-1] + 1e-9:
-        lo, hi = np.searchsorted(times, [start, start + config.window_s])
-        windows.append(analyse_window(samples[lo:hi], config))
-        start += config.step_s
-    if not windows:
-        return Estimate(None, 0.0, [], TOO_SHORT)
-    valid = [w for w in windows if w.bpm is not None]
-    share = len(valid) / len(windows)
-    if len(valid) < config.min_valid_windows or share < config.min_valid_fraction:
-        reasons = Counter(w.reason for w in windows if w.reason is not None)
-        return Estimate(None, 0.0, windows, reasons.most_common(1)[0][0] if reasons else SIGNAL_TOO_WEAK)
-    rates = np.array([w.bpm for w in valid], dtype=np.float64)
-    q75, q25 = np.percentile(rates, [75, 25])
-    if q75 - q25 > config.max_spread_per_min:
-        return Estimate(None, 0.0, windows, SIGNAL_TOO_WEAK)
-    clarity = float(np.clip(np.median([w.snr_db or 0.0 for w in valid]) / 20.0, 0.0, 1.0))
-    return Estimate(float(np.median(rates)), round(share * (0.5 + 0.5 * clarity), 3), windows)
+    return summarise(
+        [analyse_window(w, config) for w in windows_of(samples, config)],
+        min_valid=config.min_valid_windows,
+        min_fraction=config.min_valid_fraction,
+        max_spread=config.max_spread_per_min,
+        clear_snr_db=20.0,
+    )

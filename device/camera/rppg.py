@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +37,14 @@ TOO_DARK = "too dark"
 SIGNAL_TOO_WEAK = "signal too weak"
 LIGHT_FLICKER = "light flicker"
 TOO_SHORT = "measurement too short"
+
+
+class _Timed(Protocol):
+    @property
+    def t(self) -> float: ...
+
+
+_S = TypeVar("_S", bound=_Timed)
 
 
 class Sample(Protocol):
@@ -254,12 +262,19 @@ def analyse_window(samples: Sequence[Sample], config: RppgConfig) -> Window:
     return Window(start, end, bpm, snr, None)
 
 
-def windows_of(samples: Sequence[Sample], config: RppgConfig) -> list[Sequence[Sample]]:
+class _Windowing(Protocol):
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def step_s(self) -> float: ...
+
+
+def windows_of(samples: Sequence[_S], config: _Windowing) -> list[Sequence[_S]]:
     """Windows of `window_s`, every `step_s`, by capture time (not by frame count: frames get dropped)."""
     if not samples:
         return []
     times = np.array([s.t for s in samples])
-    out: list[Sequence[Sample]] = []
+    out: list[Sequence[_S]] = []
     start = times[0]
     while start + config.window_s <= times[-1] + 1e-9:
         lo, hi = np.searchsorted(times, [start, start + config.window_s])
@@ -268,20 +283,37 @@ def windows_of(samples: Sequence[Sample], config: RppgConfig) -> list[Sequence[S
     return out
 
 
-def estimate_heart_rate(samples: Sequence[Sample], config: RppgConfig | None = None) -> Estimate:
-    """Per-window estimates and a final value, or an abstention with the most common reason."""
-    config = config or RppgConfig()
-    windows = [analyse_window(w, config) for w in windows_of(samples, config)]
+def summarise(
+    windows: list[Window], *, min_valid: int, min_fraction: float, max_spread: float, clear_snr_db: float
+) -> Estimate:
+    """A final value from per-window values, or an abstention with the most common reason.
+
+    Shared by heart and breathing rate: enough windows must carry a value, and they must agree
+    (inter-quartile range within `max_spread`); quality is the share of valid windows, weighted
+    by how clearly they stood out (median SNR against `clear_snr_db`).
+    """
     if not windows:
         return Estimate(None, 0.0, [], TOO_SHORT)
     valid = [w for w in windows if w.bpm is not None]
     share = len(valid) / len(windows)
-    if len(valid) < config.min_valid_windows or share < config.min_valid_fraction:
+    if len(valid) < min_valid or share < min_fraction:
         reasons = Counter(w.reason for w in windows if w.reason is not None)
         return Estimate(None, 0.0, windows, reasons.most_common(1)[0][0] if reasons else SIGNAL_TOO_WEAK)
     rates = np.array([w.bpm for w in valid], dtype=np.float64)
     q75, q25 = np.percentile(rates, [75, 25])
-    if q75 - q25 > config.max_spread_bpm:
+    if q75 - q25 > max_spread:
         return Estimate(None, 0.0, windows, SIGNAL_TOO_WEAK)
-    clarity = float(np.clip(np.median([w.snr_db or 0.0 for w in valid]) / 10.0, 0.0, 1.0))
+    clarity = float(np.clip(np.median([w.snr_db or 0.0 for w in valid]) / clear_snr_db, 0.0, 1.0))
     return Estimate(float(np.median(rates)), round(share * (0.5 + 0.5 * clarity), 3), windows)
+
+
+def estimate_heart_rate(samples: Sequence[Sample], config: RppgConfig | None = None) -> Estimate:
+    """Per-window estimates and a final value, or an abstention with the most common reason."""
+    config = config or RppgConfig()
+    return summarise(
+        [analyse_window(w, config) for w in windows_of(samples, config)],
+        min_valid=config.min_valid_windows,
+        min_fraction=config.min_valid_fraction,
+        max_spread=config.max_spread_bpm,
+        clear_snr_db=10.0,
+    )
