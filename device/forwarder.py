@@ -292,10 +292,9 @@ class Forwarder:
         items = self.outbox.pending(self._sent_upto, free * cfg.batch_max_items, free * cfg.batch_max_bytes)
         if not items:
             return
-        messages = pack(items, cfg.batch_max_items, cfg.batch_max_bytes)
-        if len(messages[-1]) < cfg.batch_max_items and (self._inflight or len(messages) > 1):
-            messages.pop()  # not full: it waits for the window to empty, and grows meanwhile
-            self._holding_partial = True
+        packed = pack(items, cfg.batch_max_items, cfg.batch_max_bytes)
+        messages = sendable(packed, cfg.batch_max_items, cfg.batch_max_bytes, in_flight=bool(self._inflight))
+        self._holding_partial = len(messages) < len(packed)
         if not messages:
             return
         with corked(self._client.socket() if len(messages) > 1 else None):
@@ -439,6 +438,21 @@ class Forwarder:
             self._closed = True
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+
+def sendable(
+    messages: list[list[OutboxItem]], max_items: int, max_bytes: int, *, in_flight: bool
+) -> list[list[OutboxItem]]:
+    """Nagle's rule for batches: every message but a last one that is not full; that one too when nothing
+    (else) is in flight. Full means `max_items` items or at least half of `max_bytes` (a photo chunk is
+    one item but a full message)."""
+    if not messages:
+        return []
+    last = messages[-1]
+    full = len(last) >= max_items or sum(len(i.body) + 1 for i in last) >= max_bytes // 2
+    if full or not (in_flight or len(messages) > 1):
+        return messages
+    return messages[:-1]
 
 
 def pack(items: list[OutboxItem], max_items: int, max_bytes: int) -> list[list[OutboxItem]]:
