@@ -128,32 +128,55 @@ def _add_camera_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     camera_sub = camera.add_subparsers(dest="camera_command", required=True)
     vitals = camera_sub.add_parser("vitals", help="heart and breathing rate from a face video (or --camera); JSON")
     vitals.add_argument("video", nargs="?", type=Path, help="any video OpenCV opens (AVI/MKV, lossless or MJPG)")
-    vitals.add_argument("--camera", action="store_true", help="measure live from the camera in --profile")
-    vitals.add_argument(
+    _camera_source_args(vitals, "measure live from the camera in --profile")
+    vitals.add_argument("--seconds", type=float, default=30.0, help="with --camera: how long to measure")
+    vitals.add_argument("--method", choices=["pos", "chrom"], default="pos", help="chrominance method for the pulse")
+    _enqueue_args(vitals, "also put the values in the outbox (needs --kiosk-id)")
+    vitals.set_defaults(camera_handler=_camera_vitals)
+    photo = camera_sub.add_parser("photo", help="check a case photo (file or --camera), and send it to the hub")
+    photo.add_argument("image", nargs="?", type=Path, help="an image file (JPEG, PNG, ...)")
+    _camera_source_args(photo, "take a 2 s burst from the camera in --profile")
+    photo.add_argument("--allow-face", action="store_true", help="the skin to show is on the face")
+    _enqueue_args(photo, "send it (only if it passes) through the outbox (needs --kiosk-id)")
+    photo.set_defaults(camera_handler=_camera_photo)
+
+
+def _camera_source_args(p: argparse.ArgumentParser, camera_help: str) -> None:
+    p.add_argument("--camera", action="store_true", help=camera_help)
+    p.add_argument(
         "--profile",
         type=Path,
         default=Path("firmware_configs/kiosk/usb-uvc-webcam.yaml"),
         help="kiosk hardware profile naming the camera (with --camera)",
     )
-    vitals.add_argument("--seconds", type=float, default=30.0, help="with --camera: how long to measure")
-    vitals.add_argument("--method", choices=["pos", "chrom"], default="pos", help="chrominance method for the pulse")
-    vitals.add_argument("--enqueue", action="store_true", help="also put the values in the outbox (needs --kiosk-id)")
-    vitals.add_argument("--kiosk-id", type=_kiosk_id, default=None)
-    vitals.add_argument("--data", type=Path, default=Path("data/kiosk"), help="kiosk data folder (outbox)")
-    vitals.add_argument("--patient", default=None, help="with --enqueue: the patient being measured")
-    vitals.set_defaults(camera_handler=_camera_vitals)
-    photo = camera_sub.add_parser("photo", help="check a case photo (file or --camera), and send it to the hub")
-    photo.add_argument("image", nargs="?", type=Path, help="an image file (JPEG, PNG, ...)")
-    photo.add_argument("--camera", action="store_true", help="take a 2 s burst from the camera in --profile")
-    photo.add_argument(
-        "--profile", type=Path, default=Path("firmware_configs/kiosk/usb-uvc-webcam.yaml"), help="with --camera"
-    )
-    photo.add_argument("--allow-face", action="store_true", help="the skin to show is on the face")
-    photo.add_argument("--enqueue", action="store_true", help="send it (only if it passes) through the outbox")
-    photo.add_argument("--kiosk-id", type=_kiosk_id, default=None)
-    photo.add_argument("--data", type=Path, default=Path("data/kiosk"), help="kiosk data folder (outbox)")
-    photo.add_argument("--patient", default=None, help="with --enqueue: whose photo it is")
-    photo.set_defaults(camera_handler=_camera_photo)
+
+
+def _enqueue_args(p: argparse.ArgumentParser, enqueue_help: str) -> None:
+    p.add_argument("--enqueue", action="store_true", help=enqueue_help)
+    p.add_argument("--kiosk-id", type=_kiosk_id, default=None)
+    p.add_argument("--data", type=Path, default=Path("data/kiosk"), help="kiosk data folder (outbox)")
+    p.add_argument("--patient", default=None, help="with --enqueue: the patient")
+
+
+def _camera_input_problem(args: argparse.Namespace, given: Path | None, what: str) -> str | None:
+    """The one-line reason a camera command cannot start, or None."""
+    if args.camera == (given is not None):
+        return f"give {what}, or --camera (not both)"
+    if args.enqueue and not args.kiosk_id:
+        return "--enqueue needs --kiosk-id"
+    return None
+
+
+def _into_outbox(args: argparse.Namespace, command: str, put: Callable[[Outbox], str]) -> str | None:
+    """Run `put` on this kiosk's outbox; on a refusal print one line and return None (nothing stored)."""
+    outbox = Outbox(args.data / "outbox.db", args.kiosk_id)
+    try:
+        return put(outbox)
+    except (EnvelopeError, OutboxFull, ValueError) as exc:
+        print(f"{command}: not stored: {exc}", file=sys.stderr)
+        return None
+    finally:
+        outbox.close()
 
 
 def _camera_photo(args: argparse.Namespace) -> int:
@@ -167,11 +190,9 @@ def _camera_photo(args: argparse.Namespace) -> int:
     from device.camera.source import CameraError, open_source  # noqa: PLC0415
     from device.yaml_config import ConfigError  # noqa: PLC0415
 
-    if args.camera == (args.image is not None):
-        print("kiosk camera photo: give an image file, or --camera (not both)", file=sys.stderr)
-        return 2
-    if args.enqueue and not args.kiosk_id:
-        print("kiosk camera photo: --enqueue needs --kiosk-id", file=sys.stderr)
+    problem = _camera_input_problem(args, args.image, "an image file")
+    if problem:
+        print(f"kiosk camera photo: {problem}", file=sys.stderr)
         return 2
     try:
         if args.camera:
@@ -199,14 +220,12 @@ def _camera_photo(args: argparse.Namespace) -> int:
         },
     }
     if args.enqueue and check.ok:
-        outbox = Outbox(args.data / "outbox.db", args.kiosk_id)
-        try:
-            report["attachment"] = enqueue_attachment(outbox, prepared.data, subject=args.patient)
-        except (EnvelopeError, OutboxFull, ValueError) as exc:
-            print(f"kiosk camera photo: not stored: {exc}", file=sys.stderr)
+        stored = _into_outbox(
+            args, "kiosk camera photo", lambda box: enqueue_attachment(box, prepared.data, subject=args.patient)
+        )
+        if stored is None:
             return 2
-        finally:
-            outbox.close()
+        report["attachment"] = stored
     print(json.dumps(report, indent=2))
     return 0
 
@@ -219,11 +238,9 @@ def _camera_vitals(args: argparse.Namespace) -> int:
     from device.camera.vitals import measure  # noqa: PLC0415
     from device.yaml_config import ConfigError  # noqa: PLC0415
 
-    if args.camera == (args.video is not None):
-        print("kiosk camera vitals: give a video file, or --camera (not both)", file=sys.stderr)
-        return 2
-    if args.enqueue and not args.kiosk_id:
-        print("kiosk camera vitals: --enqueue needs --kiosk-id", file=sys.stderr)
+    problem = _camera_input_problem(args, args.video, "a video file")
+    if problem:
+        print(f"kiosk camera vitals: {problem}", file=sys.stderr)
         return 2
     try:
         if args.camera:
@@ -244,17 +261,13 @@ def _camera_vitals(args: argparse.Namespace) -> int:
     report_time = datetime.now(UTC)
     report = result.report(report_time, device)
     if args.enqueue and report["observations"]:
-        outbox = Outbox(args.data / "outbox.db", args.kiosk_id)
-        try:
-            payload: dict[str, Any] = {"observations": result.observations(report_time, device)}
-            if args.patient:
-                payload["subject"] = args.patient
-            report["enqueued"] = outbox.enqueue("observations", payload).id
-        except (EnvelopeError, OutboxFull) as exc:
-            print(f"kiosk camera vitals: not stored: {exc}", file=sys.stderr)
+        payload: dict[str, Any] = {"observations": result.observations(report_time, device)}
+        if args.patient:
+            payload["subject"] = args.patient
+        stored = _into_outbox(args, "kiosk camera vitals", lambda box: box.enqueue("observations", payload).id)
+        if stored is None:
             return 2
-        finally:
-            outbox.close()
+        report["enqueued"] = stored
     print(json.dumps(report, indent=2))
     return 0
 
@@ -348,14 +361,9 @@ def _release_held(args: argparse.Namespace, ledger: Any) -> int:
         if entry is None:
             print(f"no held reading {held_id}", file=sys.stderr)
             return 2
-        outbox = Outbox(args.data / "outbox.db", args.kiosk_id)
-        try:
-            outbox.enqueue("observations", {"observations": entry.observations, "subject": args.patient})
-        except (EnvelopeError, OutboxFull) as exc:
-            print(f"held reading {held_id} not sent: {exc}", file=sys.stderr)
+        payload = {"observations": entry.observations, "subject": args.patient}
+        if _into_outbox(args, f"held reading {held_id}", lambda box: box.enqueue("observations", payload).id) is None:
             return 2
-        finally:
-            outbox.close()
     released = ledger.release(held_id)
     if released is None:
         print(f"no held reading {held_id}", file=sys.stderr)

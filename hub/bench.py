@@ -364,17 +364,7 @@ def _bare_subscriber(name: str, sig: Signals, job: SubscriberJob) -> None:
     publishers' messages for it; on `go` it comes back and drains them.
     """
     client_id = "bench-bare-subscriber"
-    subscribed = threading.Event()
-    client, connected = _plain_client(client_id)
-    client.on_subscribe = lambda _c, _u, _mid, _rc, _p: subscribed.set()
-    _start_plain(client, connected, job.broker, job.receive_maximum)
-    try:
-        client.subscribe(Topics.UPLINK_FILTER, qos=1)
-        if not subscribed.wait(10):
-            raise BenchError("no SUBACK for the bare subscriber")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    _create_session(job.broker, client_id, [(Topics.UPLINK_FILTER, 1)])
     sig.results.put(("ready", name, None))
     if not _wait_go(sig):
         return
