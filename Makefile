@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench soak schema clean broker
+.PHONY: demo test lint typecheck unit bench soak schema clean broker browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,14 @@ broker:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto openssl; }
 
+# Debian's Chromium for the browser tests (tests/browser): Playwright drives it with the wheel's own
+# driver and never downloads a browser. Installed only when missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Debian's chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 demo: $(STAMP) broker
 	$(BIN)/hub demo
 
@@ -31,12 +39,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) broker lint typecheck
+test: $(STAMP) broker browser lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP) broker
 	$(BIN)/hub bench ingest
 	$(BIN)/hub bench kiosk-idle
+	$(BIN)/hub bench workspace
 	$(BIN)/kiosk bench camera-vitals
 
 # Steadiness: the fault tests and the Bluetooth end-to-end tests, ten times in a row; any failure stops it.

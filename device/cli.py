@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--single", action="store_true", help="one observation per envelope (load tests)")
     sim.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
     sim.add_argument(
+        "--subjects",
+        type=lambda s: [c for c in s.split(",") if c],
+        default=[],
+        help="comma-separated patient check-in codes; each reading is taken by one of them (1 in 8 by no one)",
+    )
+    sim.add_argument(
         "--print-enqueued",
         action="store_true",
         help="print each envelope (JSON line) once it is durable; for fault tests",
@@ -548,6 +554,8 @@ def _simulate(agent: KioskAgent, args: argparse.Namespace, stopping: Callable[[]
     while not stopping() and (args.count == 0 or made < args.count):
         now = datetime.now(UTC)
         payload = single_reading(rng, now) if args.single else rng.choice(DEVICES).reading(rng, now)
+        if args.subjects and rng.random() >= 1 / 8:
+            payload["subject"] = rng.choice(args.subjects)
         try:
             env = agent.outbox.enqueue("observations", payload)
         except OutboxFull as exc:

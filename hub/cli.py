@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from device.protocol.endpoints import BrokerUrl
-from hub import bench, bench_idle
-from hub.api.auth import load_tokens
+from hub import admin_cli, bench, bench_idle, bench_workspace, demo_data
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
+from hub.store import HubStore
 
 log = logging.getLogger("hub")
 
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
         p.add_argument("--port", type=int, default=8080, help="HTTP port")
         p.add_argument("--workers", type=int, default=1, help="ingest workers (one shared subscription)")
+        p.add_argument("--tls-cert", type=Path, default=None, help="HTTPS certificate (PEM); required off loopback")
+        p.add_argument("--tls-key", type=Path, default=None, help="HTTPS private key (PEM)")
 
     serve_args(sub.add_parser("serve", help="run the hub: embedded broker, ingest and API"))
     demo = sub.add_parser("demo", help="run the hub and a simulated kiosk; print where readings appear")
@@ -53,13 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--client-id", default="hub-ingest-1", help="unique per worker; its session survives restarts")
     ingest.add_argument("--batch", type=int, default=1000, help="most envelopes per transaction")
 
-    token = sub.add_parser("token", help="print the API token (created on first use)")
-    token.add_argument("--data", type=Path, default=Path("data/hub"))
+    admin_cli.add_arguments(sub)
 
     bench_parser = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
     bench.add_arguments(bench_sub.add_parser("ingest", help="bare subscriber vs full ingest path, latency, drain"))
     bench_idle.add_arguments(bench_sub.add_parser("kiosk-idle", help="CPU and memory of an idle kiosk agent"))
+    bench_workspace.add_arguments(
+        bench_sub.add_parser("workspace", help="p50/p95 of the patient list and patient page over 1M readings")
+    )
     return parser
 
 
@@ -77,19 +83,29 @@ def _main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "serve":
-        HubService(_serve_config(args)).serve_forever()
-        return 0
-    if args.command == "demo":
-        return _demo(args)
-    if args.command == "ingest":
-        return _ingest(args)
-    if args.command == "token":
-        print(sorted(load_tokens(args.data))[0])
-        return 0
-    if args.command == "bench":
-        return bench_idle.run(args) if args.bench == "kiosk-idle" else bench.run(args)
-    return 2
+    benches: dict[str, Callable[[argparse.Namespace], int]] = {
+        "ingest": bench.run,
+        "kiosk-idle": bench_idle.run,
+        "workspace": bench_workspace.run,
+    }
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "serve": _serve,
+        "demo": _demo,
+        "ingest": _ingest,
+        "bench": lambda a: benches[a.bench](a),
+        **dict.fromkeys(("clinics", "users", "kiosks", "token"), admin_cli.run),
+    }
+    return commands[args.command](args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        service = HubService(_serve_config(args))
+    except ValueError as exc:
+        print(f"hub serve: {exc}", file=sys.stderr)
+        return 2
+    service.serve_forever()
+    return 0
 
 
 def _serve_config(args: argparse.Namespace) -> ServeConfig:
@@ -101,6 +117,8 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         http_port=args.port,
         workers=args.workers,
         broker_ca=args.broker_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -122,7 +140,11 @@ def _ingest(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     service = HubService(_serve_config(args))
     kiosk_data = args.data.parent / "kiosk"
-    token = sorted(service.tokens)[0]
+    store = HubStore(service.db_path)
+    try:
+        logins = demo_data.seed(store, args.kiosk_id, datetime.now(UTC))
+    finally:
+        store.close()
     kiosk: subprocess.Popen[bytes] | None = None
 
     def start_kiosk() -> None:
@@ -145,17 +167,20 @@ def _demo(args: argparse.Namespace) -> int:
                 "2",
                 "--heartbeat",
                 "10",
+                "--subjects",
+                ",".join(logins.patient_codes[:4]),
             ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # stopped by us after the hub, not by the terminal's Ctrl-C
         )
-        url = f"{service.base_url}/api/v1/kiosks/{args.kiosk_id}/observations"
         print(
             "\n"
-            f"  Hub running. Readings from simulated kiosk {args.kiosk_id!r} appear at:\n"
-            f"    {url}\n"
-            f"  e.g.  curl -H 'Authorization: Bearer {token}' {url}\n"
-            f"  API docs: {service.base_url}/docs   (token kept in {args.data / 'api-tokens'})\n"
+            f"  Provider workspace: {service.base_url}/login\n"
+            f"    provider     {demo_data.PROVIDER_EMAIL}   password {logins.provider_password}\n"
+            f"    clinic admin {demo_data.ADMIN_EMAIL}      password {logins.admin_password}\n"
+            f"  Simulated kiosk {args.kiosk_id!r} sends readings for patients {', '.join(logins.patient_codes[:4])}\n"
+            "  (and some without a check-in, which wait under 'Unattributed readings').\n"
+            f"  API docs: {service.base_url}/docs   (tokens: hub token create --data {args.data} ...)\n"
             "  Ctrl-C stops hub, broker and kiosk.\n",
             flush=True,
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +13,15 @@ from pathlib import Path
 import uvicorn
 
 from device.protocol.endpoints import BrokerUrl
-from hub.api import create_app
-from hub.api.auth import load_tokens
+from hub import attribution
+from hub.app import create_app
 from hub.broker import BrokerSupervisor, MosquittoProcess
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
+from hub.store import HubStore
 
 log = logging.getLogger(__name__)
 
+ATTRIBUTION_INTERVAL_S = 0.5
 DEFAULT_BROKER_PORT = 18830  # not 1883: a system Mosquitto often already holds that
 
 
@@ -30,10 +34,24 @@ class ServeConfig:
     http_port: int = 8080
     workers: int = 1
     broker_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def check(self) -> None:
+        """Health data and session cookies cross a network only over TLS; loopback may stay plain HTTP."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        loopback = self.http_host in ("127.0.0.1", "::1", "localhost")
+        if not loopback and self.tls_cert is None:
+            raise ValueError(
+                f"refusing to serve on {self.http_host} without TLS: give --tls-cert and --tls-key "
+                "(or put a TLS proxy in front and bind to 127.0.0.1)"
+            )
 
 
 class HubService:
     def __init__(self, config: ServeConfig) -> None:
+        config.check()
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = config.data_dir / "hub.db"
@@ -54,9 +72,9 @@ class HubService:
             )
             for i in range(config.workers)
         ]
-        self.tokens = load_tokens(config.data_dir)
-        self.app = create_app(self.db_path, self.tokens, broker_ready=self.broker_ready)
+        self.app = create_app(self.db_path, broker_ready=self.broker_ready)
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
 
     def broker_ready(self) -> bool:
         return all(w.connected.is_set() for w in self.workers)
@@ -70,8 +88,27 @@ class HubService:
             t = threading.Thread(target=w.run, name=w.config.client_id, daemon=True)
             t.start()
             self._threads.append(t)
+        t = threading.Thread(target=self._attribute, name="attribution", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _attribute(self) -> None:
+        """Decide new readings' patients beside ingest (hub.attribution), twice a second."""
+        store = HubStore(self.db_path)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    decided = attribution.run_once(store.db.conn, time.time())
+                except sqlite3.Error:
+                    log.exception("attribution pass failed; retrying")
+                    decided = 0
+                if decided == 0:
+                    self._stopping.wait(ATTRIBUTION_INTERVAL_S)
+        finally:
+            store.close()
 
     def stop_background(self) -> None:
+        self._stopping.set()
         for w in self.workers:
             w.stop()
         for t in self._threads:
@@ -81,13 +118,21 @@ class HubService:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.config.http_host}:{self.config.http_port}"
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{self.config.http_host}:{self.config.http_port}"
 
     def serve_forever(self, before_stop: Callable[[], None] | None = None) -> None:
         """Run until SIGINT/SIGTERM (uvicorn handles them), then stop everything in order."""
         self.start_background()
         server = uvicorn.Server(
-            uvicorn.Config(self.app, host=self.config.http_host, port=self.config.http_port, log_level="warning")
+            uvicorn.Config(
+                self.app,
+                host=self.config.http_host,
+                port=self.config.http_port,
+                log_level="warning",  # no access log: URLs name patients
+                ssl_certfile=self.config.tls_cert,
+                ssl_keyfile=self.config.tls_key,
+            )
         )
         try:
             server.run()

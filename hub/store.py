@@ -129,6 +129,104 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX attachments_kiosk ON attachments (kiosk, first_chunk_at);
     """,
+    # 5: the provider workspace: clinics, people, sessions, API tokens, patients, attribution, audit
+    """
+    CREATE TABLE clinics (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE kiosks ADD COLUMN clinic_id TEXT REFERENCES clinics (id);
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('provider', 'clinic_admin')),
+        password_hash TEXT NOT NULL,
+        totp_secret TEXT,
+        totp_last_step INTEGER,
+        disabled_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        stage TEXT NOT NULL CHECK (stage IN ('mfa', 'active')),
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        ended_at REAL,
+        end_reason TEXT,
+        ip TEXT,
+        user_agent TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_user ON sessions (user_id, ended_at);
+    CREATE TABLE login_failures (
+        key TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX login_failures_key ON login_failures (key, at);
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        clinic_id TEXT REFERENCES clinics (id),
+        scopes TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        last_used_at REAL,
+        revoked_at REAL
+    );
+    CREATE TABLE patients (
+        id TEXT PRIMARY KEY,
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        code TEXT NOT NULL,
+        name TEXT NOT NULL,
+        birth_date TEXT,
+        created_at REAL NOT NULL,
+        reading_count INTEGER NOT NULL DEFAULT 0,
+        last_reading_at TEXT,
+        UNIQUE (clinic_id, code)
+    );
+    CREATE INDEX patients_clinic_name ON patients (clinic_id, name);
+    CREATE TABLE device_user_slots (
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        device_id TEXT NOT NULL,
+        device_user INTEGER NOT NULL,
+        patient_id TEXT NOT NULL REFERENCES patients (id),
+        created_by INTEGER REFERENCES users (id),
+        created_at REAL NOT NULL,
+        PRIMARY KEY (clinic_id, device_id, device_user)
+    ) WITHOUT ROWID;
+    ALTER TABLE observations ADD COLUMN attribution TEXT;
+    ALTER TABLE observations ADD COLUMN clinic_id TEXT;
+    ALTER TABLE observations ADD COLUMN patient_id TEXT;
+    ALTER TABLE observations ADD COLUMN attribution_how TEXT;
+    ALTER TABLE observations ADD COLUMN attribution_note TEXT;
+    ALTER TABLE observations ADD COLUMN attributed_by INTEGER;
+    ALTER TABLE observations ADD COLUMN attributed_at REAL;
+    CREATE INDEX observations_undecided ON observations (kiosk) WHERE attribution IS NULL;
+    CREATE INDEX observations_patient ON observations (patient_id, code, effective) WHERE patient_id IS NOT NULL;
+    CREATE INDEX observations_queue ON observations (clinic_id, attribution, effective);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        clinic_id TEXT,
+        actor_user INTEGER,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        patient_id TEXT,
+        target TEXT,
+        ip TEXT,
+        detail TEXT
+    );
+    CREATE INDEX audit_clinic_at ON audit (clinic_id, at);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
 ]
 
 
@@ -194,6 +292,17 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements; a trigger's body holds semicolons, so ask SQLite where each one ends."""
+    buffer = ""
+    for part in script.split(";"):
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                yield buffer
+            buffer = ""
+
+
 def migrate(db: sqlite_utils.Database) -> int:
     """Apply pending migrations (recorded in PRAGMA user_version); several workers may race here."""
     conn = db.conn
@@ -201,9 +310,8 @@ def migrate(db: sqlite_utils.Database) -> int:
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(script):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
         conn.execute("COMMIT")
     except BaseException:
@@ -212,10 +320,87 @@ def migrate(db: sqlite_utils.Database) -> int:
     return len(MIGRATIONS)
 
 
-class HubStore:
+class StoreReader:
+    """The read queries, over any connection to the hub database (request threads each have their own)."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    def kiosks(self, clinic_id: str | None = None) -> list[dict[str, Any]]:
+        """All kiosks, or one clinic's."""
+        if clinic_id is None:
+            return list(self.db.query("SELECT * FROM kiosks ORDER BY id"))
+        return list(self.db.query("SELECT * FROM kiosks WHERE clinic_id = ? ORDER BY id", [clinic_id]))
+
+    def kiosk(self, kiosk_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM kiosks WHERE id = ?", [kiosk_id]))
+        return rows[0] if rows else None
+
+    def observations(
+        self,
+        kiosk: str,
+        *,
+        code: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """A kiosk's observations in kiosk order (seq, then position in the envelope)."""
+        where = ["kiosk = :kiosk"]
+        params: dict[str, Any] = {"kiosk": kiosk, "limit": limit}
+        if code:
+            where.append("code = :code")
+            params["code"] = code
+        if since:
+            where.append("effective >= :since")
+            params["since"] = since
+        if until:
+            where.append("effective < :until")
+            params["until"] = until
+        sql = (
+            "SELECT message_id, idx, seq, code, value, unit, effective, clock_offset_ms, device_id, device, flags, "
+            "subject, device_user, device_sequence, device_clock_offset_s, method, quality "
+            f"FROM observations WHERE {' AND '.join(where)} ORDER BY seq, idx LIMIT :limit"
+        )
+        return list(self.db.query(sql, params))
+
+    def attachments(self, kiosk: str) -> list[dict[str, Any]]:
+        """A kiosk's files, newest first, without their bytes."""
+        return list(
+            self.db.query(
+                "SELECT id, kiosk, subject, media_type, size, sha256, status, first_chunk_at, completed_at "
+                "FROM attachments WHERE kiosk = ? ORDER BY first_chunk_at DESC",
+                [kiosk],
+            )
+        )
+
+    def attachment(self, attachment_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("SELECT * FROM attachments WHERE id = ?", [attachment_id]))
+        return rows[0] if rows else None
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT id, topic, kiosk_hint, message_id, reason, size, raw_truncated, first_seen, last_seen, count, "
+                "raw FROM dead_letters ORDER BY last_seen DESC LIMIT ?",
+                [limit],
+            )
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {
+            t: self.db.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("kiosks", "messages", "observations", "dead_letters")
+        }
+
+    def ping(self) -> None:
+        self.db.conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+
+
+class HubStore(StoreReader):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.db = connect(self.path)
+        super().__init__(connect(self.path))
         migrate(self.db)
 
     def close(self) -> None:
@@ -333,7 +518,12 @@ class HubStore:
                         )
                     )
         conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)", messages)
-        conn.executemany("INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", observations)
+        conn.executemany(
+            "INSERT INTO observations (message_id, idx, kiosk, seq, code, value, unit, effective, clock_offset_ms, "
+            "device_id, device, flags, subject, device_user, device_sequence, device_clock_offset_s, method, quality) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            observations,
+        )
 
     @staticmethod
     def _store_chunks(conn: sqlite3.Connection, chunks: list[AttachmentEnvelope], now: float) -> None:
@@ -436,75 +626,6 @@ class HubStore:
                 "last_seen = CASE WHEN excluded.online THEN excluded.last_seen ELSE last_seen END",
                 (kiosk, at, at, int(online), at),
             )
-
-    # -- queries -------------------------------------------------------------------------
-
-    def kiosks(self) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM kiosks ORDER BY id"))
-
-    def kiosk(self, kiosk_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM kiosks WHERE id = ?", [kiosk_id]))
-        return rows[0] if rows else None
-
-    def observations(
-        self,
-        kiosk: str,
-        *,
-        code: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        limit: int = 1000,
-    ) -> list[dict[str, Any]]:
-        """A kiosk's observations in kiosk order (seq, then position in the envelope)."""
-        where = ["kiosk = :kiosk"]
-        params: dict[str, Any] = {"kiosk": kiosk, "limit": limit}
-        if code:
-            where.append("code = :code")
-            params["code"] = code
-        if since:
-            where.append("effective >= :since")
-            params["since"] = since
-        if until:
-            where.append("effective < :until")
-            params["until"] = until
-        sql = (
-            "SELECT message_id, idx, seq, code, value, unit, effective, clock_offset_ms, device_id, device, flags, "
-            "subject, device_user, device_sequence, device_clock_offset_s, method, quality "
-            f"FROM observations WHERE {' AND '.join(where)} ORDER BY seq, idx LIMIT :limit"
-        )
-        return list(self.db.query(sql, params))
-
-    def attachments(self, kiosk: str) -> list[dict[str, Any]]:
-        """A kiosk's files, newest first, without their bytes."""
-        return list(
-            self.db.query(
-                "SELECT id, kiosk, subject, media_type, size, sha256, status, first_chunk_at, completed_at "
-                "FROM attachments WHERE kiosk = ? ORDER BY first_chunk_at DESC",
-                [kiosk],
-            )
-        )
-
-    def attachment(self, attachment_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM attachments WHERE id = ?", [attachment_id]))
-        return rows[0] if rows else None
-
-    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "SELECT id, topic, kiosk_hint, message_id, reason, size, raw_truncated, first_seen, last_seen, count, "
-                "raw FROM dead_letters ORDER BY last_seen DESC LIMIT ?",
-                [limit],
-            )
-        )
-
-    def counts(self) -> dict[str, int]:
-        return {
-            t: self.db.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("kiosks", "messages", "observations", "dead_letters")
-        }
-
-    def ping(self) -> None:
-        self.db.conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
 
     def raw_messages(self, kiosk: str) -> Iterable[tuple[int, str]]:
         return [

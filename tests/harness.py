@@ -129,3 +129,17 @@ def assert_delivered_exactly_once(db: Path, kiosk: str, sent: list[bytes], *, ga
     if gapless:
         all_seqs = sorted(s for s, _ in hub_rows(db, kiosk))
         assert all_seqs == list(range(all_seqs[0], all_seqs[0] + len(all_seqs))), "per-kiosk sequence has gaps"
+
+
+def api_token(db: Path, *scopes: str, clinic: str | None = None, name: str = "test") -> str:
+    """A real API token in the hub database (an operator's when no clinic is given)."""
+    from hub.accounts import tokens
+
+    store = HubStore(db)
+    try:
+        wanted = list(scopes) or list(tokens.SCOPES)
+        if clinic is not None:
+            wanted = [s for s in wanted if s != "dead-letters:read"]
+        return tokens.create(store.db.conn, name, clinic, wanted, time.time())
+    finally:
+        store.close()

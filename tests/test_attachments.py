@@ -23,12 +23,11 @@ from device.outbox import Outbox
 from device.protocol import parse_envelope
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import ATTACHMENT_CHUNK_BYTES, EnvelopeError, encode
-from hub.api.app import create_app
+from hub.app import create_app
 from hub.store import Accepted, HubStore
-from tests.harness import ingest_thread, kiosk_agent, wait_until
+from tests.harness import api_token, ingest_thread, kiosk_agent, wait_until
 from tests.netproxy import TcpProxy
 
-TOKEN = "test-token-attachments"
 FAST = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0, "connect_timeout_s": 3.0}
 
 
@@ -40,7 +39,7 @@ def photo(seed: int = 5, side: int = 1400) -> bytes:
 
 
 def hub_api(db: Path) -> TestClient:
-    return TestClient(create_app(db, {TOKEN}), headers={"Authorization": f"Bearer {TOKEN}"})
+    return TestClient(create_app(db), headers={"Authorization": f"Bearer {api_token(db)}"})
 
 
 def status(db: Path, attachment: str) -> str | None:
@@ -71,7 +70,7 @@ def test_a_photo_arrives_whole_and_identical(tmp_path: Path, broker_url: BrokerU
     assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
     assert got.content == data
     assert got.headers["x-content-sha256"] == hashlib.sha256(data).hexdigest()
-    assert TestClient(create_app(db, {TOKEN})).get(f"/api/v1/attachments/{attachment}").status_code == 401
+    assert TestClient(create_app(db)).get(f"/api/v1/attachments/{attachment}").status_code == 401
 
 
 def test_a_transfer_cut_midway_resumes_and_completes(tmp_path: Path, broker_url: BrokerUrl) -> None:

@@ -1,5 +1,1 @@
-"""The hub's HTTP API (FastAPI): kiosks, observations, dead letters, health."""
-
-from hub.api.app import EXEMPT_PATHS, create_app
-
-__all__ = ["EXEMPT_PATHS", "create_app"]
+"""The hub's JSON API for other systems (per-client tokens with scopes); the app itself is `hub.app`."""

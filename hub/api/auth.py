@@ -1,46 +1,29 @@
-"""Bearer tokens for the API, from day one. Per-person login comes with the provider workspace.
-
-Tokens live in ``<data>/api-tokens`` (one per line, created 0600 on first start) and/or
-the ``HUB_API_TOKEN`` environment variable; they are compared in constant time and
-never logged.
-"""
+"""Bearer tokens for the JSON API: one per client, with scopes and a clinic (see hub.accounts.tokens)."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-TOKEN_FILE = "api-tokens"  # noqa: S105 - a file name, not a secret
+from hub.accounts import tokens
+from hub.accounts.tokens import ApiToken
+from hub.audit import Actor
+from hub.workspace import Workspace, from_request
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `hub token create`")
 
 
-def load_tokens(data_dir: Path, *, create: bool = True) -> set[str]:
-    path = data_dir / TOKEN_FILE
-    if create and not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
-    tokens = set()
-    if path.exists():
-        tokens = {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
-    env = os.environ.get("HUB_API_TOKEN", "").strip()
-    if env:
-        tokens.add(env)
-    return tokens
+class TokenPrincipal:
+    def __init__(self, token: ApiToken, ip: str | None) -> None:
+        self.token = token
+        self.clinic_id = token.clinic_id
+        self.actor = Actor(token.label, token.clinic_id, None, ip)
 
 
-_bearer = HTTPBearer(auto_error=False, description="API token from <data>/api-tokens")
-
-
-def bearer_guard(tokens: set[str]) -> Callable[[Request], Awaitable[None]]:
-    frozen = tuple(tokens)
-
-    async def require_token(request: Request) -> None:
+def require_scope(scope: str) -> Callable[[Request, Workspace], Awaitable[TokenPrincipal]]:
+    async def check(request: Request, ws: Workspace = Depends(from_request)) -> TokenPrincipal:  # noqa: B008
         creds: HTTPAuthorizationCredentials | None = await _bearer(request)
         if creds is None:
             raise HTTPException(
@@ -48,10 +31,14 @@ def bearer_guard(tokens: set[str]) -> Callable[[Request], Awaitable[None]]:
                 "missing bearer token (Authorization: Bearer <token>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        presented = creds.credentials.encode()
-        if not any(secrets.compare_digest(presented, t.encode()) for t in frozen):
+        with ws.write() as conn:
+            token = tokens.lookup(conn, creds.credentials, ws.now())
+        if token is None:
             raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+                status.HTTP_401_UNAUTHORIZED, "invalid or revoked bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
+        if scope not in token.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token lacks the {scope!r} scope")
+        return TokenPrincipal(token, request.client.host if request.client else None)
 
-    return require_token
+    return check

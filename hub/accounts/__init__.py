@@ -1,0 +1,1 @@
+"""People and credentials: clinics, accounts, passwords, TOTP, sessions, login throttling, API tokens."""

@@ -1,0 +1,139 @@
+"""The hub's web application: health probes, the JSON API, and the provider workspace pages.
+
+Every route needs a logged-in person (pages) or an API token (JSON API), except the short
+list in EXEMPT_PATHS/EXEMPT_PREFIXES: health probes, the API's own documentation (no data),
+the login steps and static files. A test enumerates the routes and holds the app to that.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub import __version__
+from hub.api.routes import api_router
+from hub.api.schemas import Health
+from hub.web.routes import admin, fleet, login, patients, queue
+from hub.web.security import LoginRequired
+from hub.web.templating import TEMPLATES
+from hub.workspace import WebSettings, Workspace
+
+EXEMPT_PATHS = frozenset(
+    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/login", "/login/totp"}
+)
+EXEMPT_PREFIXES = ("/static/",)
+
+_SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+# The docs page loads Swagger UI from a CDN and runs an inline script: it gets a looser policy.
+_DOCS_CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    b"style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com"
+)
+
+
+class SecurityHeaders:
+    """Adds CSP and friends to every response, and `no-store` to everything that is not a static file."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"content-security-policy"]
+                for name, value in _SECURITY_HEADERS:
+                    docs = name == b"content-security-policy" and path.startswith("/docs")
+                    headers.append((name, _DOCS_CSP if docs else value))
+                if not path.startswith("/static/") and not any(h[0].lower() == b"cache-control" for h in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "") and not request.url.path.startswith("/api/")
+
+
+def create_app(
+    db_path: str | Path,
+    *,
+    broker_ready: Callable[[], bool] = lambda: True,
+    settings: WebSettings | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    ws = Workspace(db_path, settings, clock)
+    app = FastAPI(
+        title="Telehealth hub",
+        version=__version__,
+        description="Kiosk data forwarded over MQTT. The JSON API needs `Authorization: Bearer <token>` "
+        "(`hub token create`); the provider workspace pages need a login.",
+        redoc_url=None,  # one documentation page is enough, and one less exempt path
+    )
+    app.state.workspace = ws
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        """The process is alive."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
+    def readyz(response: Response) -> Health:
+        """The database answers and ingest is connected to the broker."""
+        checks = {}
+        try:
+            ws.reader().ping()
+            checks["database"] = "ok"
+        except sqlite3.Error as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        checks["broker"] = "ok" if broker_ready() else "not connected"
+        ok = all(v == "ok" for v in checks.values())
+        if not ok:
+            response.status_code = 503
+        return Health(status="ok" if ok else "unavailable", checks=checks)
+
+    app.include_router(api_router())
+    for module in (login, patients, queue, fleet, admin):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if request.method == "GET" and _wants_html(request):
+            return RedirectResponse(exc.next_path, status_code=303)
+        return JSONResponse({"detail": "log in first"}, status_code=401)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if _wants_html(request) and exc.status_code in (400, 401, 403, 404, 409, 422, 429):
+            context: dict[str, Any] = {"status": exc.status_code, "detail": exc.detail, "user": None}
+            return TEMPLATES.TemplateResponse(request, "error.html", context, status_code=exc.status_code)
+        return await http_exception_handler(request, exc)
+
+    app.add_middleware(SecurityHeaders)
+    return app

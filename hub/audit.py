@@ -1,0 +1,99 @@
+"""The append-only audit log: who looked at or changed what, which patient, when, and from where.
+
+The table refuses UPDATE and DELETE (triggers in migration 5), so a bug or an intruder
+using the application cannot rewrite it. Entries name actions and ids, never health values.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Actor:
+    label: str  # an email, "token:<name>", or "system"
+    clinic_id: str | None
+    user_id: int | None = None
+    ip: str | None = None
+
+
+def record(
+    conn: sqlite3.Connection,
+    actor: Actor,
+    action: str,
+    now: float,
+    *,
+    outcome: str = "ok",
+    patient_id: str | None = None,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+    clinic_id: str | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO audit (at, clinic_id, actor_user, actor, action, outcome, patient_id, target, ip, detail) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            now,
+            clinic_id if clinic_id is not None else actor.clinic_id,
+            actor.user_id,
+            actor.label,
+            action,
+            outcome,
+            patient_id,
+            target,
+            actor.ip,
+            json.dumps(detail, sort_keys=True) if detail else None,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor: str | None = None
+    action: str | None = None
+    patient_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+def entries(
+    conn: sqlite3.Connection, clinic_id: str, f: AuditFilter, *, limit: int = 200, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """A clinic's entries, newest first, filtered; page on with `before_id`."""
+    where = ["a.clinic_id = ?"]
+    params: list[Any] = [clinic_id]
+    if f.actor:
+        where.append("a.actor LIKE ?")
+        params.append(f"%{f.actor}%")
+    if f.action:
+        where.append("a.action = ?")
+        params.append(f.action)
+    if f.patient_id:
+        where.append("a.patient_id = ?")
+        params.append(f.patient_id)
+    if f.since is not None:
+        where.append("a.at >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        where.append("a.at < ?")
+        params.append(f.until)
+    if before_id is not None:
+        where.append("a.id < ?")
+        params.append(before_id)
+    cur = conn.execute(
+        "SELECT a.id, a.at, a.actor, a.action, a.outcome, a.patient_id, p.name, a.target, a.ip, a.detail "
+        f"FROM audit a LEFT JOIN patients p ON p.id = a.patient_id AND p.clinic_id = a.clinic_id "
+        f"WHERE {' AND '.join(where)} ORDER BY a.id DESC LIMIT ?",
+        [*params, limit],
+    )
+    cols = ["id", "at", "actor", "action", "outcome", "patient_id", "patient_name", "target", "ip", "detail"]
+    return [dict(zip(cols, row, strict=True)) for row in cur]
+
+
+def actions(conn: sqlite3.Connection, clinic_id: str) -> list[str]:
+    return [
+        r[0] for r in conn.execute("SELECT DISTINCT action FROM audit WHERE clinic_id = ? ORDER BY 1", (clinic_id,))
+    ]

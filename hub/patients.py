@@ -1,0 +1,81 @@
+"""Patients of a clinic. Every query takes the clinic: a patient of another clinic is simply not found."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import date
+
+CODE_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # the kiosk check-in code, as the wire contract's `subject`
+
+
+class PatientError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: str
+    clinic_id: str
+    code: str
+    name: str
+    birth_date: str | None
+    reading_count: int
+    last_reading_at: str | None
+
+
+_COLUMNS = "id, clinic_id, code, name, birth_date, reading_count, last_reading_at"
+
+
+def create(
+    conn: sqlite3.Connection, clinic_id: str, *, code: str, name: str, birth_date: str | None, now: float
+) -> str:
+    if not CODE_PATTERN.match(code):
+        raise PatientError(f"check-in code {code!r} may hold only letters, digits and . _ : - (at most 64)")
+    if not name.strip():
+        raise PatientError("the patient needs a name")
+    if birth_date:
+        try:
+            date.fromisoformat(birth_date)
+        except ValueError:
+            raise PatientError(f"birth date {birth_date!r} is not YYYY-MM-DD") from None
+    patient_id = "pt_" + secrets.token_hex(8)
+    try:
+        conn.execute(
+            "INSERT INTO patients (id, clinic_id, code, name, birth_date, created_at) VALUES (?,?,?,?,?,?)",
+            (patient_id, clinic_id, code, name.strip(), birth_date or None, now),
+        )
+    except sqlite3.IntegrityError:
+        raise PatientError(f"check-in code {code!r} is already used at this clinic") from None
+    return patient_id
+
+
+def get(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> Patient | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM patients WHERE id = ? AND clinic_id = ?", (patient_id, clinic_id)
+    ).fetchone()
+    return None if row is None else Patient(*row)
+
+
+def search(conn: sqlite3.Connection, clinic_id: str, q: str = "", *, offset: int = 0, limit: int = 50) -> list[Patient]:
+    """By name or check-in code, alphabetical; `q` matches a prefix of either, or any part of the name."""
+    if q.strip():
+        like = q.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM patients "
+            "WHERE clinic_id = ? AND (name LIKE ? ESCAPE '\\' OR code LIKE ? ESCAPE '\\') "
+            "ORDER BY name, id LIMIT ? OFFSET ?",
+            (clinic_id, f"%{like}%", f"{like}%", limit, offset),
+        )
+    else:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM patients WHERE clinic_id = ? ORDER BY name, id LIMIT ? OFFSET ?",
+            (clinic_id, limit, offset),
+        )
+    return [Patient(*r) for r in rows]
+
+
+def count(conn: sqlite3.Connection, clinic_id: str) -> int:
+    return int(conn.execute("SELECT count(*) FROM patients WHERE clinic_id = ?", (clinic_id,)).fetchone()[0])

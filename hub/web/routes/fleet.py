@@ -1,0 +1,64 @@
+"""The clinic's kiosks: online/offline (MQTT presence and last will), late heartbeats, backlog, version."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse
+
+from hub import audit
+from hub.web.security import Principal, require_user, workspace
+from hub.web.templating import TEMPLATES
+from hub.workspace import Workspace
+
+router = APIRouter(include_in_schema=False)
+Ws = Annotated[Workspace, Depends(workspace)]
+User_ = Annotated[Principal, Depends(require_user)]
+
+
+def kiosk_state(online: int | None, last_seen: float | None, now: float, late_after_s: float) -> str:
+    """online / late / offline / unknown: 'late' is a kiosk the broker thinks is connected but that has gone quiet."""
+    if online is None:
+        return "unknown"
+    if not online:
+        return "offline"
+    if last_seen is None or now - last_seen > late_after_s:
+        return "late"
+    return "online"
+
+
+def _kiosks(ws: Workspace, clinic_id: str) -> list[dict[str, Any]]:
+    cols = ["id", "online", "last_seen", "software_version", "outbox_backlog", "alerts", "clock_offset_ms"]
+    rows = ws.conn().execute(f"SELECT {', '.join(cols)} FROM kiosks WHERE clinic_id = ? ORDER BY id", (clinic_id,))
+    now = ws.now()
+    out = []
+    for r in rows:
+        k = dict(zip(cols, r, strict=True))
+        k["state"] = kiosk_state(k["online"], k["last_seen"], now, ws.settings.late_after_s)
+        k["alerts"] = json.loads(k["alerts"])
+        out.append(k)
+    return out
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+def fleet(request: Request, principal: User_, ws: Ws) -> Response:
+    with ws.write() as w:
+        audit.record(w, principal.actor, "view_fleet", ws.now())
+    return TEMPLATES.TemplateResponse(
+        request,
+        "fleet.html",
+        {"user": principal.user, "csrf_token": principal.session.csrf, "kiosks": _kiosks(ws, principal.clinic_id),
+         "now": ws.now(), "refresh_s": ws.settings.fleet_refresh_s},
+    )  # fmt: skip
+
+
+@router.get("/fleet/rows", response_class=HTMLResponse)
+def fleet_rows(request: Request, principal: User_, ws: Ws) -> Response:
+    """The table body alone, polled by the page so status changes show without a reload."""
+    return TEMPLATES.TemplateResponse(
+        request,
+        "fleet_rows.html",
+        {"kiosks": _kiosks(ws, principal.clinic_id), "now": ws.now(), "refresh_s": ws.settings.fleet_refresh_s},
+    )

@@ -1,0 +1,214 @@
+"""Patient list, the patient page (trends and raw readings), its JSON for the charts, and the CSV export.
+
+Every handler reads through the principal's clinic: a patient id from another clinic is
+"not found", exactly like an id that does not exist. Every view and export is audited.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+
+from hub import attribution, audit, patients, review
+from hub.review import TimeRange
+from hub.web.security import Principal, require_admin, require_user, workspace
+from hub.web.templating import TEMPLATES
+from hub.workspace import Workspace
+
+router = APIRouter(include_in_schema=False)
+Ws = Annotated[Workspace, Depends(workspace)]
+User_ = Annotated[Principal, Depends(require_user)]
+Admin = Annotated[Principal, Depends(require_admin)]
+PAGE = 50
+RANGES = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(principal: User_) -> Response:
+    return RedirectResponse("/patients", status_code=303)
+
+
+@router.get("/patients", response_class=HTMLResponse)
+def patient_list(
+    request: Request,
+    principal: User_,
+    ws: Ws,
+    q: Annotated[str, Query(max_length=100)] = "",
+    page: Annotated[int, Query(ge=1, le=100000)] = 1,
+) -> Response:
+    conn = ws.conn()
+    found = patients.search(conn, principal.clinic_id, q, offset=(page - 1) * PAGE, limit=PAGE + 1)
+    with ws.write() as w:
+        audit.record(w, principal.actor, "view_patient_list", ws.now(), detail={"page": page, "searched": bool(q)})
+    return TEMPLATES.TemplateResponse(
+        request,
+        "patients.html",
+        {
+            "user": principal.user,
+            "csrf_token": principal.session.csrf,
+            "patients": found[:PAGE],
+            "q": q,
+            "page": page,
+            "more": len(found) > PAGE,
+            "total": patients.count(conn, principal.clinic_id),
+            "queue_size": attribution.queue_size(conn, principal.clinic_id),
+            "error": request.query_params.get("error"),
+        },
+    )
+
+
+@router.post("/patients")
+def create_patient(
+    principal: Admin,
+    ws: Ws,
+    code: Annotated[str, Form(max_length=64)],
+    name: Annotated[str, Form(max_length=200)],
+    birth_date: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    now = ws.now()
+    try:
+        with ws.write() as conn:
+            patient_id = patients.create(
+                conn, principal.clinic_id, code=code, name=name, birth_date=birth_date or None, now=now
+            )
+            requeued = attribution.reconsider_code(conn, principal.clinic_id, code)
+            audit.record(
+                conn, principal.actor, "create_patient", now, patient_id=patient_id, detail={"requeued": requeued}
+            )
+    except patients.PatientError as exc:
+        return RedirectResponse(f"/patients?error={str(exc)[:200]}", status_code=303)
+    return RedirectResponse(f"/patients/{patient_id}", status_code=303)
+
+
+def _range(
+    range_: str | None, since: datetime | None, until: datetime | None, now: float
+) -> tuple[TimeRange, str | None]:
+    since, until = _utc(since), _utc(until)
+    if since is not None or until is not None:
+        end = until or datetime.fromtimestamp(now, UTC)
+        start = since or end - timedelta(days=30)
+        if start >= end:
+            raise HTTPException(422, "`since` must be before `until`")
+        return TimeRange(start, end), None
+    key = range_ if range_ in RANGES else "30d"
+    return TimeRange.last(RANGES[key], datetime.fromtimestamp(now, UTC)), key
+
+
+def _patient(ws: Workspace, principal: Principal, patient_id: str) -> patients.Patient:
+    patient = patients.get(ws.conn(), principal.clinic_id, patient_id)
+    if patient is None:
+        raise HTTPException(404, "no such patient")
+    return patient
+
+
+RangeQ = Annotated[str | None, Query(alias="range", pattern=r"^(7d|30d|90d|365d)$")]
+Since = Annotated[datetime | None, Query(description="start of the time range (ISO-8601; UTC when no offset)")]
+Until = Annotated[datetime | None, Query(description="end of the time range (ISO-8601; UTC when no offset)")]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """The range form's datetime-local fields carry no offset; the page says its times are UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.get("/patients/{patient_id}", response_class=HTMLResponse)
+def patient_page(
+    request: Request,
+    principal: User_,
+    ws: Ws,
+    patient_id: str,
+    range_: RangeQ = None,
+    since: Since = None,
+    until: Until = None,
+    page: Annotated[int, Query(ge=1, le=100000)] = 1,
+) -> Response:
+    patient = _patient(ws, principal, patient_id)
+    rng, preset = _range(range_, since, until, ws.now())
+    rows = review.readings(ws.conn(), principal.clinic_id, patient.id, rng, limit=PAGE + 1, offset=(page - 1) * PAGE)
+    query = f"since={rng.since.isoformat()}&until={rng.until.isoformat()}".replace("+", "%2B")
+    with ws.write() as w:
+        audit.record(
+            w, principal.actor, "view_patient", ws.now(), patient_id=patient.id, detail={"since": rng.since.isoformat()}
+        )
+    return TEMPLATES.TemplateResponse(
+        request,
+        "patient.html",
+        {
+            "user": principal.user,
+            "csrf_token": principal.session.csrf,
+            "patient": patient,
+            "readings": rows[:PAGE],
+            "more": len(rows) > PAGE,
+            "page": page,
+            "preset": preset,
+            "presets": list(RANGES),
+            "rng": rng,
+            "query": query,
+            "refresh_s": ws.settings.chart_refresh_s,
+        },
+    )
+
+
+@router.get("/patients/{patient_id}/trends.json")
+def patient_trends(
+    principal: User_, ws: Ws, patient_id: str, range_: RangeQ = None, since: Since = None, until: Until = None
+) -> Response:
+    patient = _patient(ws, principal, patient_id)
+    now = ws.now()
+    rng, _ = _range(range_, since, until, now)
+    data = review.trends(ws.conn(), principal.clinic_id, patient.id, rng)
+    # Charts refresh every few seconds: one audit entry per session and patient per `audit_refresh_s`.
+    recent = (
+        ws.conn()
+        .execute(
+            "SELECT 1 FROM audit WHERE actor_user = ? AND action = 'view_trends' AND patient_id = ? AND at > ? "
+            "AND target = ? LIMIT 1",
+            (principal.user.id, patient.id, now - ws.settings.audit_refresh_s, principal.session.id[:12]),
+        )
+        .fetchone()
+    )
+    if recent is None:
+        with ws.write() as w:
+            audit.record(
+                w, principal.actor, "view_trends", now, patient_id=patient.id, target=principal.session.id[:12]
+            )
+    return JSONResponse(data, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/patients/{patient_id}/readings.csv")
+def export_readings(
+    principal: User_, ws: Ws, patient_id: str, range_: RangeQ = None, since: Since = None, until: Until = None
+) -> Response:
+    patient = _patient(ws, principal, patient_id)
+    now = ws.now()
+    rng, _ = _range(range_, since, until, now)
+    rows = review.readings(ws.conn(), principal.clinic_id, patient.id, rng, limit=1_000_000)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        ["effective_utc", "effective_corrected_utc", "loinc", "name", "value", "ucum", "device", "device_type",
+         "device_user", "device_clock_offset_s", "kiosk", "kiosk_clock_offset_ms", "method", "quality",
+         "flags", "attribution", "message_id", "index"]
+    )  # fmt: skip
+    for r in rows:
+        writer.writerow(
+            [r["effective"], r["corrected"], r["code"], r["name"], r["value"], r["unit"], json.dumps(r["device"]),
+             r["device"].get("type"), r["device_user"], r["device_clock_offset_s"], r["kiosk"], r["clock_offset_ms"],
+             r["method"], r["quality"], " ".join(r["flags"]), r["attribution_how"], r["message_id"], r["idx"]]
+        )  # fmt: skip
+    with ws.write() as w:
+        audit.record(w, principal.actor, "export_readings", now, patient_id=patient.id, detail={"rows": len(rows)})
+    filename = f"readings-{patient.code}-{rng.since.date()}-{rng.until.date()}.csv"
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )

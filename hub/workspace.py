@@ -1,0 +1,96 @@
+"""What every request handler shares: the hub database (one connection per thread), the clock, the policies.
+
+SQLite in WAL mode lets each request thread read without waiting for ingest or for other
+readers; writes (audit entries, session touches) take a short IMMEDIATE transaction.
+The clock is injectable so that session expiry and login throttling are tested by moving
+time, not by sleeping.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+from fastapi import Request
+
+from hub.accounts.sessions import SessionPolicy
+from hub.accounts.throttle import ThrottlePolicy
+from hub.store import HubStore, StoreReader
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    sessions: SessionPolicy = field(default_factory=SessionPolicy)
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    # The `__Host-` cookie prefix requires Secure; browsers accept Secure cookies over http only
+    # from loopback, so this stays on and the hub serves HTTPS anywhere else.
+    secure_cookies: bool = True
+    # A kiosk is "late" when it says it is online but nothing arrived for this long (heartbeats stopped).
+    late_after_s: float = 10 * 60
+    # How often open pages refresh their live parts (charts, the kiosk table).
+    chart_refresh_s: float = 10
+    fleet_refresh_s: float = 5
+    # Trend refreshes of the same patient by the same session are audited once per this many seconds.
+    audit_refresh_s: float = 10 * 60
+
+
+def from_request(request: Request) -> Workspace:
+    """FastAPI dependency: the workspace the app was created with."""
+    ws: Workspace = request.app.state.workspace
+    return ws
+
+
+class Workspace:
+    def __init__(
+        self, db_path: str | Path, settings: WebSettings | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.settings = settings or WebSettings()
+        self.clock = clock
+        HubStore(self.db_path).close()  # create and migrate once, before any request thread opens it
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self.clock()
+
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.db_path), isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def reader(self) -> StoreReader:
+        reader: StoreReader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = StoreReader(sqlite_utils.Database(self.conn()))
+        return reader
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()

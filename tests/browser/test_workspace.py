@@ -1,0 +1,184 @@
+"""A provider and a clinic admin at work in a real Chromium: login, a patient's trends, the queue, the audit log."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import ARTIFACTS
+from tests.browser.site import Site, serve
+from tests.workspace.world import NOW, PASSWORD, obs
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    with serve(tmp_path / "hub.db") as s:
+        yield s
+
+
+def log_in(page: Page, site: Site, email: str) -> None:
+    page.goto(f"{site.url}/patients")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fpatients$"))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{site.url}/patients")
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def stored_points(site: Site, patient_id: str, code: str) -> dict[str, int]:
+    """What the database holds for the chart's default range (last 30 days), by source."""
+    since = (NOW - timedelta(days=30)).isoformat().replace("+00:00", "Z")
+    rows = site.world.store.db.conn.execute(
+        "SELECT json_extract(device, '$.type'), count(*) FROM observations "
+        "WHERE patient_id = ? AND code = ? AND attribution = 'attributed' AND effective >= ? GROUP BY 1",
+        (patient_id, code, since),
+    )
+    counts = {"device": 0, "camera": 0}
+    for device_type, n in rows:
+        counts["camera" if device_type == "camera" else "device"] += n
+    return counts
+
+
+def test_a_provider_finds_a_patient_and_the_trend_draws_every_reading(page: Page, site: Site) -> None:
+    log_in(page, site, site.world.north.provider)
+    page.get_by_label("Find a patient").fill("alice")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_role("link", name="Bob North")).to_have_count(0)
+    page.get_by_role("link", name="Alice North").click()
+    expect(page.get_by_role("heading", name="Alice North")).to_be_visible()
+    alice = site.world.north.patients["N100"]
+    for code in ("8480-6", "8867-4"):
+        plot = page.locator(f'.trend-plot[data-code="{code}"]')
+        expect(plot).to_have_attribute("data-points-drawn", re.compile(r"^\d+$"))
+        want = stored_points(site, alice, code)
+        assert want["device"] > 0
+        expect(plot).to_have_attribute("data-points-drawn", str(want["device"] + want["camera"]))
+        expect(plot).to_have_attribute("data-device-points", str(want["device"]))
+        expect(plot).to_have_attribute("data-camera-points", str(want["camera"]))
+    assert stored_points(site, alice, "8867-4")["camera"] == 1
+    expect(page.get_by_text("Camera estimate").first).to_be_visible()
+    # The raw table beside it: the cuff's identity and the clock corrections.
+    expect(page.get_by_text("A&D Medical UA-651BLE (serial S1)").first).to_be_visible()
+    expect(page.get_by_text("device clock -2.5 s vs kiosk").first).to_be_visible()
+    shot(page, "patient-page")
+
+
+def test_a_new_reading_appears_on_the_open_page_without_a_reload(page: Page, site: Site) -> None:
+    log_in(page, site, site.world.north.provider)
+    alice = site.world.north.patients["N100"]
+    page.goto(f"{site.url}/patients/{alice}")
+    plot = page.locator('.trend-plot[data-code="8480-6"]')
+    expect(plot).to_have_attribute("data-points-drawn", "5")
+    page.evaluate("window.__sameDocument = true")
+    site.world.send(site.world.north.kiosk, [obs("8480-6", 142, "mm[Hg]", NOW - timedelta(hours=1))], subject="N100")
+    expect(plot).to_have_attribute("data-points-drawn", "6")
+    assert page.evaluate("window.__sameDocument") is True  # no navigation happened
+
+
+def test_staff_assign_an_unattributed_reading_and_it_joins_the_patients_trend(page: Page, site: Site) -> None:
+    log_in(page, site, site.world.north.provider)
+    page.get_by_role("link", name="Unattributed readings").click()
+    expect(page.get_by_text("user slot 2 on this device is not mapped to a patient")).to_be_visible()
+    shot(page, "queue")
+    page.get_by_role("checkbox", name="Select reading 1").check()
+    page.get_by_label("Patient check-in code").fill("N101")
+    page.get_by_role("button", name="Assign").click()
+    expect(page.get_by_role("status")).to_contain_text("Assigned 1 reading(s) to N101.")
+    expect(page.get_by_text("Nothing is waiting.")).to_be_visible()
+    bob = site.world.north.patients["N101"]
+    page.goto(f"{site.url}/patients/{bob}")
+    expect(page.locator('.trend-plot[data-code="8480-6"]')).to_have_attribute("data-points-drawn", "6")
+    expect(page.get_by_text("151 mm[Hg]")).to_be_visible()
+
+
+def test_an_admin_reads_the_audit_log_of_what_the_provider_looked_at(browser: Browser, site: Site) -> None:
+    provider = browser.new_context().new_page()
+    log_in(provider, site, site.world.north.provider)
+    alice = site.world.north.patients["N100"]
+    provider.goto(f"{site.url}/patients/{alice}")
+    admin = browser.new_context().new_page()
+    log_in(admin, site, site.world.north.admin)
+    admin.get_by_role("link", name="Audit log").click()
+    admin.get_by_label("Action").select_option("view_patient")
+    admin.get_by_role("button", name="Filter").click()
+    row = admin.get_by_role("row").filter(has_text="view_patient")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("doc@north.example")
+    expect(row.get_by_role("link", name="Alice North")).to_be_visible()
+    shot(admin, "audit-log")
+    # The admin ends the provider's sessions; the provider's next click lands on the login page.
+    admin.get_by_role("link", name="Accounts").click()
+    admin.get_by_role("row").filter(has_text="doc@north.example").get_by_role("button", name="End sessions").click()
+    expect(admin.get_by_role("status")).to_contain_text("Ended 1 session(s)")
+    provider.get_by_role("link", name="Kiosks").click()
+    expect(provider).to_have_url(re.compile(r"/login\?next=%2Ffleet$"))
+    provider.context.close()
+    admin.context.close()
+
+
+def test_an_idle_screen_is_logged_out_even_while_its_charts_refresh(page: Page, site: Site) -> None:
+    log_in(page, site, site.world.north.provider)
+    alice = site.world.north.patients["N100"]
+    page.goto(f"{site.url}/patients/{alice}")
+    plot = page.locator('.trend-plot[data-code="8480-6"]')
+    expect(plot).to_have_attribute("data-points-drawn", "5")
+    site.clock.advance(16 * 60)  # nobody touched the screen for 16 minutes; the chart kept polling
+    expect(page.get_by_role("status").filter(has_text=re.compile("sign|log", re.I))).to_be_visible()
+    page.get_by_role("link", name="Patients").click()
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fpatients$"))
+
+
+def test_login_and_a_patient_by_keyboard_alone(page: Page, site: Site) -> None:
+    page.goto(f"{site.url}/login")
+    expect(page.get_by_label("Email")).to_be_focused()  # the login form takes the focus at once
+    page.keyboard.type(site.world.north.provider)
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{site.url}/patients")
+    page.keyboard.press("Tab")  # on every page the skip link comes first
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Alice North":
+            break
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Alice North")).to_be_visible()
+
+
+@pytest.mark.parametrize("width", [1280, 768])
+def test_every_page_passes_the_accessibility_rules(browser: Browser, site: Site, width: int) -> None:
+    context = browser.new_context(viewport={"width": width, "height": 1000}, bypass_csp=True)
+    page = context.new_page()
+    log_in(page, site, site.world.north.admin)
+    alice = site.world.north.patients["N100"]
+    for path in ("/patients", f"/patients/{alice}", "/queue", "/fleet", "/account", "/admin/users", "/admin/audit"):
+        page.goto(f"{site.url}{path}")
+        if path.startswith("/patients/"):
+            expect(page.locator('.trend-plot[data-code="8480-6"]')).to_have_attribute("data-points-drawn", "5")
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        serious = [
+            {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:3]}
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert not serious, f"{path} at {width}px: {json.dumps(serious)}"
+        # Nothing scrolls sideways on a tablet.
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
+        shot(page, f"a11y-{width}-{path.strip('/').replace('/', '-') or 'home'}")
+    context.close()

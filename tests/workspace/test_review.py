@@ -1,0 +1,116 @@
+"""What a provider reads: the trend data, the raw readings with device and clock details, the export, the fleet."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from hub.web.routes.fleet import kiosk_state
+from tests.workspace.world import CAMERA, NOW, World, day, obs
+
+
+def test_trend_data_has_every_reading_split_by_source_with_ranges_and_clock_correction(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    alice = world.north.patients["N100"]
+    provider = client_as(world.north.provider)
+    page = provider.get(f"/patients/{alice}")
+    assert page.status_code == 200 and "Alice North" in page.text
+    data = provider.get(f"/patients/{alice}/trends.json", params={"range": "30d"}).json()
+    charts = {c["code"]: c for c in data["charts"]}
+    assert [c["code"] for c in data["charts"]][:3] == ["8480-6", "8462-4", "8867-4"]  # BP first
+    assert len(charts["8480-6"]["points"]) == 5 and charts["8480-6"]["normal"] == [90, 120]
+    hr = charts["8867-4"]["points"]
+    assert sorted(p["source"] for p in hr) == ["camera"] + ["device"] * 5
+    assert [p["t"] for p in hr] == sorted(p["t"] for p in hr)
+    # Times are the reading's time plus the kiosk clock offset the hub measured (250 ms in this world).
+    assert {round(p["t"] - int(p["t"]), 3) for p in charts["8480-6"]["points"]} == {0.25}
+    # Bob's readings are not Alice's, and the queued walk-up reading is no one's.
+    assert all(p["v"] != 151 for c in data["charts"] for p in c["points"])
+    assert len(charts["8480-6"]["points"]) + 0 == page.text.count("LOINC 8480-6")
+
+
+def test_a_time_range_narrows_charts_and_table(world: World, client_as: Callable[[str], TestClient]) -> None:
+    alice = world.north.patients["N100"]
+    provider = client_as(world.north.provider)
+    window = {"since": day(3).isoformat(), "until": day(1).isoformat()}
+    data = provider.get(f"/patients/{alice}/trends.json", params=window).json()
+    sbp = next(c for c in data["charts"] if c["code"] == "8480-6")
+    assert len(sbp["points"]) == 2  # days 3 and 2; day 1 is the end, excluded
+    # The range form's datetime-local fields have no offset: they are UTC, as the page says.
+    naive = provider.get(f"/patients/{alice}", params={"since": "2026-11-17T00:00", "until": "2026-11-19T00:00"})
+    assert naive.status_code == 200 and naive.text.count("LOINC 8480-6") == 2  # days 3 and 2
+    backwards = provider.get(
+        f"/patients/{alice}/trends.json", params={"since": window["until"], "until": window["since"]}
+    )
+    assert backwards.status_code == 422 and "before" in backwards.text
+    assert provider.get(f"/patients/{alice}", params={"range": "2y"}).status_code == 422
+
+
+def test_raw_readings_show_device_identity_and_both_clock_corrections(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    alice = world.north.patients["N100"]
+    text = client_as(world.north.provider).get(f"/patients/{alice}").text
+    assert "A&amp;D Medical UA-651BLE (serial S1)" in text
+    assert "device clock -2.5 s vs kiosk" in text and "kiosk clock +250 ms vs hub" in text
+    assert "rppg-pos" in text and "quality 0.80" in text and "check-in" in text
+
+
+def test_the_csv_export_has_every_reading_with_codes_units_and_provenance(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    alice = world.north.patients["N100"]
+    response = client_as(world.north.provider).get(f"/patients/{alice}/readings.csv", params={"range": "90d"})
+    assert response.headers["content-disposition"].startswith('attachment; filename="readings-N100-')
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 5 * 3 + 1
+    camera = [r for r in rows if r["device_type"] == "camera"]
+    assert len(camera) == 1 and camera[0]["method"] == "rppg-pos" and camera[0]["loinc"] == "8867-4"
+    assert {r["ucum"] for r in rows} == {"mm[Hg]", "/min"}
+    assert all(r["effective_corrected_utc"].endswith("Z") for r in rows)
+
+
+def test_new_readings_appear_in_the_chart_data_without_reloading_the_page(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    alice = world.north.patients["N100"]
+    provider = client_as(world.north.provider)
+    before = provider.get(f"/patients/{alice}/trends.json", params={"range": "7d"}).json()
+    just_now = NOW - timedelta(minutes=1)
+    world.send(world.north.kiosk, [obs("9279-1", 16, "/min", just_now, device=CAMERA, method="optical-flow")],
+               subject="N100")  # fmt: skip
+    after = provider.get(f"/patients/{alice}/trends.json", params={"range": "7d"}).json()
+    assert sum(len(c["points"]) for c in after["charts"]) == sum(len(c["points"]) for c in before["charts"]) + 1
+    (rr,) = [c for c in after["charts"] if c["code"] == "9279-1"]
+    assert [(p["v"], p["source"]) for p in rr["points"]] == [(16, "camera")] and rr["normal"] == [12, 20]
+
+
+def test_patient_search_by_name_or_code(world: World, client_as: Callable[[str], TestClient]) -> None:
+    provider = client_as(world.north.provider)
+    by_name = provider.get("/patients", params={"q": "bob"}).text
+    assert "Bob North" in by_name and "Alice North" not in by_name
+    by_code = provider.get("/patients", params={"q": "N100"}).text
+    assert "Alice North" in by_code and "Bob North" not in by_code
+    assert "No patients match" in provider.get("/patients", params={"q": "%_"}).text
+
+
+def test_kiosk_state_from_presence_and_heartbeats() -> None:
+    assert kiosk_state(None, None, 100.0, 60) == "unknown"
+    assert kiosk_state(0, 90.0, 100.0, 60) == "offline"
+    assert kiosk_state(1, 90.0, 100.0, 60) == "online"
+    assert kiosk_state(1, 30.0, 100.0, 60) == "late"
+
+
+def test_the_fleet_page_shows_the_clinics_kiosks_with_status(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    world.store.set_presence(world.north.kiosk, True, world.clock())
+    rows = client_as(world.north.provider).get("/fleet/rows").text
+    assert world.north.kiosk in rows and 'class="badge online"' in rows and world.south.kiosk not in rows
+    world.store.set_presence(world.north.kiosk, False, world.clock())
+    assert 'class="badge offline"' in client_as(world.north.provider).get("/fleet/rows").text

@@ -1,0 +1,149 @@
+"""A provider sees only their clinic: every route, enumerated from the app, is tried against another clinic.
+
+The routes are not hand-listed: a new route with a path parameter this test does not know
+fails the test until someone says which of the other clinic's objects it must be tried on.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+
+from hub import attribution
+from hub.app import EXEMPT_PATHS, EXEMPT_PREFIXES
+from tests.harness import api_token
+from tests.workspace.world import World, session_csrf
+
+SAFE = {"GET", "HEAD"}
+
+
+def routes(app: FastAPI) -> list[tuple[str, str]]:
+    found = []
+    for route in iter_route_contexts(app.routes):
+        if route.path in EXEMPT_PATHS or route.path.startswith(EXEMPT_PREFIXES) or not route.methods:
+            continue
+        found.extend((method, route.path) for method in sorted(route.methods) if method != "HEAD")
+    # Logging out ends the caller's own session: try it last.
+    return sorted(found, key=lambda mp: mp[1] == "/logout")
+
+
+def south_state(world: World) -> list[Any]:
+    """Everything of South's that a North request could change."""
+    conn = sqlite3.connect(world.db)
+    try:
+        return [
+            conn.execute("SELECT * FROM patients WHERE clinic_id = 'south-clinic' ORDER BY id").fetchall(),
+            conn.execute(
+                "SELECT message_id, idx, attribution, patient_id FROM observations WHERE clinic_id = 'south-clinic' "
+                "ORDER BY 1, 2"
+            ).fetchall(),
+            conn.execute(
+                "SELECT id, disabled_at, password_hash, totp_secret FROM users WHERE clinic_id = 'south-clinic'"
+            ).fetchall(),
+            conn.execute("SELECT * FROM device_user_slots WHERE clinic_id = 'south-clinic'").fetchall(),
+            conn.execute("SELECT id, clinic_id FROM kiosks ORDER BY id").fetchall(),
+        ]
+    finally:
+        conn.close()
+
+
+def south_markers(world: World, attachment: str) -> list[str]:
+    s = world.south
+    return [*s.names, *s.patients, *s.patients.values(), s.kiosk, "south.example", attachment]
+
+
+def test_every_route_refuses_anyone_not_logged_in(app: FastAPI, world: World) -> None:
+    anonymous = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    listed = routes(app)
+    assert len(listed) >= 25
+    for method, path in listed:
+        concrete = re.sub(r"\{[a-z_]+\}", "1", path)
+        response = anonymous.request(method, concrete, headers={"accept": "text/html"})
+        if method == "GET" and not path.startswith("/api/"):
+            assert response.status_code == 303, f"{method} {path} answered {response.status_code}"
+            assert response.headers["location"].startswith("/login?next=")
+        else:
+            assert response.status_code == 401, f"{method} {path} answered {response.status_code}"
+
+
+def test_another_clinics_provider_and_admin_are_refused_on_every_route(
+    app: FastAPI, world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    attachment = world.send_file(world.south.kiosk, b"\xff\xd8south photo\xff\xd9", subject="S100")
+    south_queue = attribution.queue(world.store.db.conn, "south-clinic")
+    assert south_queue, "South needs a waiting reading to try to steal"
+    south_key = f"{south_queue[0]['message_id']}:{south_queue[0]['idx']}"
+    south_patient = next(iter(world.south.patients.values()))
+    targets = {
+        "patient_id": south_patient,
+        "user_id": str(world.south.user_ids[world.south.provider]),
+        "kiosk_id": world.south.kiosk,
+        "attachment_id": attachment,
+    }
+    south_browser = client_as(world.south.provider)  # South is logged in throughout: nothing North does may end it
+    before = south_state(world)
+    markers = south_markers(world, attachment)
+
+    north_token = api_token(world.db, clinic="north-clinic", name="north-ehr")
+    callers: list[tuple[str, TestClient, dict[str, str]]] = [
+        ("north provider", client_as(world.north.provider), {}),
+        ("north admin", client_as(world.north.admin), {}),
+        ("north API token", TestClient(app, base_url="https://testserver"), {"authorization": f"Bearer {north_token}"}),
+    ]
+    tried = 0
+    for who, client, headers in callers:
+        csrf = session_csrf(client) if not headers else ""
+        for method, path in routes(app):
+            if path.startswith("/api/") != bool(headers):
+                continue
+            params = re.findall(r"\{([a-z_]+)\}", path)
+            unknown = [p for p in params if p not in targets]
+            assert not unknown, f"{path}: say which of another clinic's objects to try {unknown} on"
+            concrete = path
+            for p in params:
+                concrete = concrete.replace("{" + p + "}", targets[p])
+            data: dict[str, Any] = {
+                "csrf_token": csrf,
+                "key": [south_key],
+                "patient_code": "S100",
+                "reason": "crossing clinics",
+                "remember_slot": "true",
+                "code": "N900",
+                "name": "Cross Clinic",
+                "email": "intruder@south.example",
+                "role": "provider",
+                "password": "a long enough password",
+            }
+            response = client.request(method, concrete, headers=headers, data=None if method in SAFE else data)
+            tried += 1
+            if params:
+                assert response.status_code in (403, 404), f"{who}: {method} {concrete} -> {response.status_code}"
+            else:
+                assert response.status_code < 500, f"{who}: {method} {concrete} -> {response.status_code}"
+            body = response.text
+            leaked = [m for m in markers if m in body]
+            assert not leaked, f"{who}: {method} {concrete} showed another clinic's {leaked}"
+            location = response.headers.get("location", "")
+            assert not any(m in location for m in markers), f"{who}: {method} {concrete} redirected to {location}"
+    assert tried >= 40
+    assert south_state(world) == before, "a North request changed South's data"
+    assert south_browser.get("/patients").status_code == 200
+
+
+def test_the_queue_assign_of_another_clinics_reading_changes_nothing(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    south_queue = attribution.queue(world.store.db.conn, "south-clinic")
+    key = f"{south_queue[0]['message_id']}:{south_queue[0]['idx']}"
+    north = client_as(world.north.admin)
+    response = north.post(
+        "/queue/assign", data={"csrf_token": session_csrf(north), "key": [key], "patient_code": "N100"}
+    )
+    assert response.status_code == 303 and "Assigned+0+reading" in response.headers["location"]
+    assert attribution.queue_size(world.store.db.conn, "south-clinic") == len(south_queue)
