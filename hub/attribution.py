@@ -237,6 +237,26 @@ def assign(
     return changed
 
 
+def slots_of(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> list[dict[str, object]]:
+    """The shared-device user slots mapped to a patient, with the device as last seen in a reading."""
+    rows = conn.execute(
+        "SELECT s.device_id, s.device_user, s.created_at, "
+        "(SELECT device FROM observations o WHERE o.device_id = s.device_id AND o.clinic_id = s.clinic_id LIMIT 1) "
+        "FROM device_user_slots s WHERE s.clinic_id = ? AND s.patient_id = ? ORDER BY s.device_id, s.device_user",
+        (clinic_id, patient_id),
+    )
+    return [{"device_id": r[0], "device_user": r[1], "created_at": r[2], "device": r[3]} for r in rows]
+
+
+def unmap_slot(conn: sqlite3.Connection, clinic_id: str, patient_id: str, device_id: str, device_user: int) -> bool:
+    """Readings already attributed stay; later readings from the slot wait in the queue again."""
+    cur = conn.execute(
+        "DELETE FROM device_user_slots WHERE clinic_id = ? AND patient_id = ? AND device_id = ? AND device_user = ?",
+        (clinic_id, patient_id, device_id, device_user),
+    )
+    return cur.rowcount == 1
+
+
 def discard(conn: sqlite3.Connection, clinic_id: str, keys: list[Key], *, reason: str, user_id: int, now: float) -> int:
     changed = 0
     for message_id, idx in keys:

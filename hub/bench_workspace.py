@@ -1078,8 +1078,8 @@ class Report:
         else:
             out += [
                 f"load          {c.readings:,} readings in {ld.messages:,} messages: {ld.seconds:.1f} s "
-                f"({load_rate:,.0f} readings/s; inserts alone {ld.insert_seconds:.1f} s); "
-                f"{c.audit_rows:,} audit log entries of the past year in {ld.audit_seconds:.1f} s",
+                f"({load_rate:,.0f} readings/s; inserts alone {ld.insert_seconds:.1f} s)",
+                f"audit log     {c.audit_rows:,} entries of the past year in {ld.audit_seconds:.1f} s",
                 f"attribution   {ld.attribution_decided:,} readings decided in {ld.attribution_seconds:.1f} s "
                 f"({attr_rate:,.0f} readings/s, real pass, synchronous=FULL)",
                 f"fidelity      {ld.fidelity_checked} sampled messages re-committed through commit_batch: "

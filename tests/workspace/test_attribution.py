@@ -94,6 +94,17 @@ def test_staff_assign_from_the_queue_and_remember_the_device_slot(
         "SELECT attribution_how, attributed_by FROM observations WHERE message_id = ?", (waiting[0]["message_id"],)
     ).fetchone()
     assert row == ("staff", world.north.user_ids[world.north.provider])
+    # Bob's page lists the mapping; unmapping it sends the slot's next reading back to the queue.
+    page = provider.get(f"/patients/{bob}").text
+    assert "Unmap user 2 of AA:BB:CC:00:00:01" in page
+    unmapped = provider.post(
+        f"/patients/{bob}/slots/unmap",
+        data={"csrf_token": session_csrf(provider), "device_id": "AA:BB:CC:00:00:01", "device_user": "2"},
+    )
+    assert unmapped.status_code == 303
+    after = world.send(world.north.kiosk, [obs("8480-6", 134, "mm[Hg]", day(0), device_user=2)])
+    assert attributed_to(world, after) == [("queued", None)]
+    assert attributed_to(world, later) == [("attributed", bob)]  # what was attributed stays
 
 
 def test_discarded_readings_leave_the_queue_and_appear_under_no_patient(

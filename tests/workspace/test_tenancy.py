@@ -119,6 +119,8 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
                 "email": "intruder@south.example",
                 "role": "provider",
                 "password": "a long enough password",
+                "device_id": "AA:BB:CC:00:00:01",
+                "device_user": "2",
             }
             response = client.request(method, concrete, headers=headers, data=None if method in SAFE else data)
             tried += 1
@@ -147,3 +149,21 @@ def test_the_queue_assign_of_another_clinics_reading_changes_nothing(
     )
     assert response.status_code == 303 and "Assigned+0+reading" in response.headers["location"]
     assert attribution.queue_size(world.store.db.conn, "south-clinic") == len(south_queue)
+
+
+def test_every_state_change_without_the_csrf_token_is_refused(
+    app: FastAPI, world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    admin = client_as(world.north.admin)
+    targets = {"patient_id": world.north.patients["N100"], "user_id": str(world.north.user_ids[world.north.provider])}
+    before = sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone()
+    changes = [(m, p) for m, p in routes(app) if m not in SAFE and not p.startswith("/api/")]
+    assert len(changes) >= 10
+    for method, path in changes:
+        concrete = re.sub(r"\{([a-z_]+)\}", lambda m: targets[m.group(1)], path)
+        data = {"code": "N555", "name": "No Token", "key": ["x:1"], "patient_code": "N100", "reason": "no token"}
+        response = admin.request(method, concrete, data=data)
+        assert response.status_code == 403, f"{method} {path} without a CSRF token answered {response.status_code}"
+        assert "CSRF" in response.json()["detail"]
+    assert admin.get("/patients").status_code == 200  # the admin is still logged in: nothing happened
+    assert sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone() == (before[0] + 1,)

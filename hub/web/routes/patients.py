@@ -153,8 +153,30 @@ def patient_page(
             "rng": rng,
             "query": query,
             "refresh_s": ws.settings.chart_refresh_s,
+            "slots": [
+                {**slot, "device": json.loads(str(slot["device"])) if slot["device"] else {"id": slot["device_id"]}}
+                for slot in attribution.slots_of(ws.conn(), principal.clinic_id, patient.id)
+            ],
         },
     )
+
+
+@router.post("/patients/{patient_id}/slots/unmap")
+def unmap_slot(
+    principal: User_,
+    ws: Ws,
+    patient_id: str,
+    device_id: Annotated[str, Form(max_length=128)],
+    device_user: Annotated[int, Form(ge=0, le=254)],
+) -> Response:
+    patient = _patient(ws, principal, patient_id)
+    now = ws.now()
+    with ws.write() as w:
+        if not attribution.unmap_slot(w, principal.clinic_id, patient.id, device_id, device_user):
+            raise HTTPException(404, "that device slot is not mapped to this patient")
+        detail = {"device_id": device_id, "device_user": device_user}
+        audit.record(w, principal.actor, "unmap_device_slot", now, patient_id=patient.id, detail=detail)
+    return RedirectResponse(f"/patients/{patient.id}", status_code=303)
 
 
 @router.get("/patients/{patient_id}/trends.json")
