@@ -18,7 +18,7 @@ from pathlib import Path
 from hub import attribution, audit
 from hub.accounts import passwords, tokens, users
 from hub.audit import Actor
-from hub.store import HubStore
+from hub.store import HubStore, immediate
 
 CLI = Actor("cli", None)
 
@@ -86,13 +86,8 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(row))
             return 0
         secret = _password(args) if args.command == "users" else None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             out = _change(conn, args, now, secret)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         print(out)
         return 0
     except (users.AccountError, passwords.PasswordPolicyError, tokens.TokenError, ValueError) as exc:

@@ -20,6 +20,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hub.store import immediate
+
 UNKNOWN_USER = 255  # the Bluetooth SIG's "unknown user" index
 
 
@@ -76,8 +78,7 @@ def _tally(into: dict[str, tuple[int, str]], patient_id: str, effective: str) ->
 
 def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
     """Decide up to `limit` undecided readings in one transaction; returns how many were decided."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         rows = conn.execute(
             "SELECT o.message_id, o.idx, o.subject, o.device_id, o.device_user, o.effective, k.clinic_id "
             "FROM observations o INDEXED BY observations_undecided LEFT JOIN kiosks k ON k.id = o.kiosk "
@@ -127,10 +128,6 @@ def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
             updates,
         )
         _bump_patients(conn, counts)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return len(rows)
 
 
@@ -201,11 +198,11 @@ def assign(
     ):
         raise ValueError("no such patient at this clinic")
     counts: dict[str, tuple[int, str]] = {}
-    slots: set[tuple[str, int]] = set()
+    slots: dict[tuple[str, int], str] = {}  # (device id, user) -> the device's description
     changed = 0
     for message_id, idx in keys:
         row = conn.execute(
-            "SELECT effective, device_id, device_user FROM observations WHERE message_id = ? AND idx = ? "
+            "SELECT effective, device_id, device_user, device FROM observations WHERE message_id = ? AND idx = ? "
             "AND clinic_id = ? AND attribution = 'queued'",
             (message_id, idx, clinic_id),
         ).fetchone()
@@ -219,14 +216,14 @@ def assign(
         _tally(counts, patient_id, row[0])
         changed += 1
         if remember_slot and row[2] is not None and row[2] != UNKNOWN_USER:
-            slots.add((row[1], row[2]))
+            slots[(row[1], row[2])] = row[3]
     _bump_patients(conn, counts)
-    for device_id, user in slots:
+    for (device_id, user), device in slots.items():
         conn.execute(
-            "INSERT INTO device_user_slots (clinic_id, device_id, device_user, patient_id, created_by, created_at) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET patient_id = excluded.patient_id, "
-            "created_by = excluded.created_by, created_at = excluded.created_at",
-            (clinic_id, device_id, user, patient_id, user_id, now),
+            "INSERT INTO device_user_slots (clinic_id, device_id, device_user, patient_id, device, created_by, "
+            "created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET patient_id = excluded.patient_id, "
+            "device = excluded.device, created_by = excluded.created_by, created_at = excluded.created_at",
+            (clinic_id, device_id, user, patient_id, device, user_id, now),
         )
         # The slot's other waiting readings are decided again, now with the mapping.
         conn.execute(
@@ -238,11 +235,10 @@ def assign(
 
 
 def slots_of(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> list[dict[str, object]]:
-    """The shared-device user slots mapped to a patient, with the device as last seen in a reading."""
+    """The shared-device user slots mapped to a patient, with the device as it was when the slot was mapped."""
     rows = conn.execute(
-        "SELECT s.device_id, s.device_user, s.created_at, "
-        "(SELECT device FROM observations o WHERE o.device_id = s.device_id AND o.clinic_id = s.clinic_id LIMIT 1) "
-        "FROM device_user_slots s WHERE s.clinic_id = ? AND s.patient_id = ? ORDER BY s.device_id, s.device_user",
+        "SELECT device_id, device_user, created_at, device FROM device_user_slots "
+        "WHERE clinic_id = ? AND patient_id = ? ORDER BY device_id, device_user",
         (clinic_id, patient_id),
     )
     return [{"device_id": r[0], "device_user": r[1], "created_at": r[2], "device": r[3]} for r in rows]

@@ -18,7 +18,7 @@ from device.protocol.envelope import ClockInfo, build_envelope, encode
 from device.protocol.ids import new_message_id
 from hub import attribution, patients
 from hub.accounts import passwords, users
-from hub.store import Accepted, HubStore
+from hub.store import Accepted, HubStore, immediate
 
 CLINIC_ID = "demo-clinic"
 ADMIN_EMAIL = "admin@demo-clinic.example"
@@ -49,8 +49,7 @@ def seed(store: HubStore, live_kiosk: str, now: datetime, rng: random.Random | N
     ts = now.timestamp()
     admin_pw, provider_pw = _password(), _password()
     fresh = users.clinic_name(conn, CLINIC_ID) is None
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         if fresh:
             users.create_clinic(conn, CLINIC_ID, "Demo Clinic", ts)
             users.create_user(conn, clinic_id=CLINIC_ID, email=ADMIN_EMAIL, name="Dana Admin", role="clinic_admin",
@@ -67,10 +66,6 @@ def seed(store: HubStore, live_kiosk: str, now: datetime, rng: random.Random | N
                     users.set_password_hash(conn, user.id, passwords.hash_password(pw))
         for kiosk in (live_kiosk, HISTORY_KIOSK):
             attribution.assign_kiosk(conn, kiosk, CLINIC_ID, ts)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     codes = [f"P{1001 + i}" for i in range(len(NAMES))]
     if fresh:
         store.commit_batch(list(history(codes, now, rng)), [])

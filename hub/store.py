@@ -16,7 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,7 @@ MIGRATIONS: list[str] = [
         device_id TEXT NOT NULL,
         device_user INTEGER NOT NULL,
         patient_id TEXT NOT NULL REFERENCES patients (id),
+        device TEXT NOT NULL,
         created_by INTEGER REFERENCES users (id),
         created_at REAL NOT NULL,
         PRIMARY KEY (clinic_id, device_id, device_user)
@@ -206,7 +207,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE observations ADD COLUMN attributed_by INTEGER;
     ALTER TABLE observations ADD COLUMN attributed_at REAL;
     CREATE INDEX observations_undecided ON observations (kiosk) WHERE attribution IS NULL;
-    CREATE INDEX observations_patient ON observations (patient_id, code, effective) WHERE patient_id IS NOT NULL;
+    CREATE INDEX observations_patient ON observations (patient_id, clinic_id, effective)
+        WHERE attribution = 'attributed';
     CREATE INDEX observations_queue ON observations (clinic_id, attribution, effective);
     CREATE TABLE audit (
         id INTEGER PRIMARY KEY,
@@ -222,6 +224,7 @@ MIGRATIONS: list[str] = [
         detail TEXT
     );
     CREATE INDEX audit_clinic_at ON audit (clinic_id, at);
+    CREATE INDEX audit_patient_at ON audit (patient_id, at);
     CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
@@ -292,6 +295,18 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, taken at once (BEGIN IMMEDIATE: no upgrade deadlock between writers)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _statements(script: str) -> Iterator[str]:
     """Split a migration into statements; a trigger's body holds semicolons, so ask SQLite where each one ends."""
     buffer = ""
@@ -305,18 +320,12 @@ def _statements(script: str) -> Iterator[str]:
 
 def migrate(db: sqlite_utils.Database) -> int:
     """Apply pending migrations (recorded in PRAGMA user_version); several workers may race here."""
-    conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db.conn) as conn:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             for statement in _statements(script):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return len(MIGRATIONS)
 
 
@@ -406,16 +415,8 @@ class HubStore(StoreReader):
     def close(self) -> None:
         self.db.conn.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self.db.conn)
 
     # -- ingest --------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from fastapi import Request
 
 from hub.accounts.sessions import SessionPolicy
 from hub.accounts.throttle import ThrottlePolicy
-from hub.store import HubStore, StoreReader
+from hub.store import HubStore, StoreReader, immediate
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,6 @@ class Workspace:
         self.clock = clock
         HubStore(self.db_path).close()  # create and migrate once, before any request thread opens it
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
 
     def now(self) -> float:
         return self.clock()
@@ -67,9 +65,8 @@ class Workspace:
             conn = sqlite3.connect(str(self.db_path), isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=FULL")
+            # Closed when its thread ends (the thread-local is released); request threads come and go.
             self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
         return conn
 
     def reader(self) -> StoreReader:
@@ -78,19 +75,5 @@ class Workspace:
             reader = self._local.reader = StoreReader(sqlite_utils.Database(self.conn()))
         return reader
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self.conn())

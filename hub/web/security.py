@@ -96,15 +96,17 @@ def live_session(request: Request, ws: Workspace) -> tuple[User, Session] | None
     if not token:
         return None
     now = ws.now()
-    with ws.write() as conn:
-        background = request.headers.get(AUTO_REFRESH_HEADER) == "1"
-        session = sessions.lookup(conn, token, now, ws.settings.sessions, touch=not background)
-        if session is None:
-            return None
-        user = users.by_id(conn, session.user_id)
-        if user is None or user.disabled_at is not None:
-            sessions.end(conn, session.id, now, "account disabled")
-            return None
+    # Autocommit statements, no transaction around them: a page's session check reads, and takes the
+    # write lock only for its (rare) touch or end, so pages do not queue behind a long attribution pass.
+    conn = ws.conn()
+    background = request.headers.get(AUTO_REFRESH_HEADER) == "1"
+    session = sessions.lookup(conn, token, now, ws.settings.sessions, touch=not background)
+    if session is None:
+        return None
+    user = users.by_id(conn, session.user_id)
+    if user is None or user.disabled_at is not None:
+        sessions.end(conn, session.id, now, "account disabled")
+        return None
     return user, session
 
 

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from hub import attribution, patients
 from hub.attribution import Decision, decide
+from hub.store import immediate
 from tests.workspace.world import World, day, obs, session_csrf
 
 CODES = {"P1": "pt_a", "P2": "pt_b"}
@@ -49,9 +50,8 @@ def test_a_kiosk_without_a_clinic_parks_readings_until_it_is_assigned(world: Wor
     m = world.send("kiosk-new", [obs("8867-4", 66, "/min", day(1))], subject="N100")
     assert attributed_to(world, m) == [("no-clinic", None)]
     conn = world.store.db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    assert attribution.assign_kiosk(conn, "kiosk-new", "north-clinic", world.clock()) == 1
-    conn.execute("COMMIT")
+    with immediate(conn):
+        assert attribution.assign_kiosk(conn, "kiosk-new", "north-clinic", world.clock()) == 1
     attribution.run_until_done(conn, world.clock())
     assert attributed_to(world, m) == [("attributed", world.north.patients["N100"])]
 

@@ -20,7 +20,7 @@ from device.protocol.envelope import ClockInfo, build_envelope, encode
 from device.protocol.ids import new_message_id
 from hub import attribution, patients
 from hub.accounts import users
-from hub.store import Accepted, HubStore
+from hub.store import Accepted, HubStore, immediate
 
 PASSWORD = "correct horse battery staple"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -67,20 +67,25 @@ class World:
         conn = self.store.db.conn
         c = Clinic(f"{name}-clinic", f"admin@{name}.example", f"doc@{name}.example", f"kiosk-{name}")
         now = self.clock()
-        conn.execute("BEGIN IMMEDIATE")
-        users.create_clinic(conn, c.id, f"{name.title()} Clinic", now)
-        c.user_ids[c.admin] = users.create_user(
-            conn, clinic_id=c.id, email=c.admin, name=f"{name} admin", role="clinic_admin", password=PASSWORD, now=now
-        )
-        c.user_ids[c.provider] = users.create_user(
-            conn, clinic_id=c.id, email=c.provider, name=f"{name} doc", role="provider", password=PASSWORD, now=now
-        )
-        for i, pname in enumerate(patient_names):
-            code = f"{name[0].upper()}{100 + i}"
-            c.patients[code] = patients.create(conn, c.id, code=code, name=pname, birth_date="1970-01-01", now=now)
-            c.names.append(pname)
-        attribution.assign_kiosk(conn, c.kiosk, c.id, now)
-        conn.execute("COMMIT")
+        with immediate(conn):
+            users.create_clinic(conn, c.id, f"{name.title()} Clinic", now)
+            c.user_ids[c.admin] = users.create_user(
+                conn,
+                clinic_id=c.id,
+                email=c.admin,
+                name=f"{name} admin",
+                role="clinic_admin",
+                password=PASSWORD,
+                now=now,
+            )
+            c.user_ids[c.provider] = users.create_user(
+                conn, clinic_id=c.id, email=c.provider, name=f"{name} doc", role="provider", password=PASSWORD, now=now
+            )
+            for i, pname in enumerate(patient_names):
+                code = f"{name[0].upper()}{100 + i}"
+                c.patients[code] = patients.create(conn, c.id, code=code, name=pname, birth_date="1970-01-01", now=now)
+                c.names.append(pname)
+            attribution.assign_kiosk(conn, c.kiosk, c.id, now)
         return c
 
     def send(self, kiosk: str, observations: list[dict[str, Any]], subject: str | None = None,

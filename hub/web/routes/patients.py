@@ -154,7 +154,7 @@ def patient_page(
             "query": query,
             "refresh_s": ws.settings.chart_refresh_s,
             "slots": [
-                {**slot, "device": json.loads(str(slot["device"])) if slot["device"] else {"id": slot["device_id"]}}
+                {**slot, "device": json.loads(str(slot["device"]))}
                 for slot in attribution.slots_of(ws.conn(), principal.clinic_id, patient.id)
             ],
         },
