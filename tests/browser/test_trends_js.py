@@ -446,6 +446,42 @@ def test_drag_zooms_and_reset_restores(page: Page, console: Console, feed: Feed,
     console.assert_clean()
 
 
+def test_a_finger_drag_zooms_on_a_tablet(page: Page, console: Console, feed: Feed, harness_url: str) -> None:
+    open_harness(page, harness_url)
+    hr = next(c for c in feed.body["charts"] if c["code"] == HR)
+    total = len(hr["points"])
+    # What a touchscreen sends: pointer events of type "touch" (uPlot's own drag listens to the mouse only).
+    page.evaluate(
+        """(sel) => {
+            const over = document.querySelector(sel + ' .u-over');
+            const box = over.getBoundingClientRect();
+            const at = (type, f) => over.dispatchEvent(new PointerEvent(type, {
+                pointerType: 'touch', bubbles: true, clientX: box.left + box.width * f, clientY: box.top + 20}));
+            at('pointerdown', 0.2); at('pointermove', 0.35); at('pointermove', 0.5); at('pointerup', 0.5);
+        }""",
+        plot(page, HR),
+    )
+    page.wait_for_function(
+        "([sel, total]) => +document.querySelector(sel).dataset.pointsVisible < total", arg=[plot(page, HR), total]
+    )
+    lo, hi = x_scale(page, HR)
+    assert feed.body["since"] < lo < hi < feed.body["until"]
+    # A tap is not a zoom.
+    page.locator(f'.trend-card[data-code="{HR}"]').get_by_role("button", name="Reset zoom").click()
+    wait_attr(page, HR, "data-points-visible", total)
+    page.evaluate(
+        """(sel) => {
+            const over = document.querySelector(sel + ' .u-over');
+            const box = over.getBoundingClientRect();
+            for (const type of ['pointerdown', 'pointerup']) over.dispatchEvent(new PointerEvent(type, {
+                pointerType: 'touch', bubbles: true, clientX: box.left + 50, clientY: box.top + 20}));
+        }""",
+        plot(page, HR),
+    )
+    assert attr(page, HR, "data-points-visible") == total
+    console.assert_clean()
+
+
 def test_reset_zoom_is_reachable_and_usable_by_keyboard(
     page: Page, console: Console, feed: Feed, harness_url: str
 ) -> None:

@@ -305,10 +305,48 @@
     // Make sure the x range is exactly the page's range, whatever uPlot did at construction.
     state.u.setScale("x", { min: since, max: until });
     plot.setAttribute("aria-label", summary(chart, data));
+    touchZoom(state);
     markLegend(state.u);
     writeAttributes(state);
     registry[state.code] = state.u;
     return state;
+  }
+
+  /**
+   * Drag-to-zoom with a finger: uPlot's own drag selection listens to the mouse only, and the workspace is
+   * used on tablets. A horizontal drag shows the same selection box and zooms to it on release; vertical
+   * movement still scrolls the page (touch-action: pan-y).
+   */
+  function touchZoom(state) {
+    const u = state.u;
+    const over = u.over;
+    over.style.touchAction = "pan-y";
+    let startX = null;
+    const x = (ev) => Math.min(Math.max(ev.clientX - over.getBoundingClientRect().left, 0), over.clientWidth);
+    over.addEventListener("pointerdown", (ev) => {
+      if (ev.pointerType !== "touch") return;
+      startX = x(ev);
+    });
+    over.addEventListener("pointermove", (ev) => {
+      if (ev.pointerType !== "touch" || startX === null) return;
+      const now = x(ev);
+      u.setSelect({ left: Math.min(startX, now), width: Math.abs(now - startX), top: 0, height: over.clientHeight }, false);
+    });
+    const finish = (ev) => {
+      if (ev.pointerType !== "touch" || startX === null) return;
+      const end = x(ev);
+      const left = Math.min(startX, end);
+      const width = Math.abs(end - startX);
+      startX = null;
+      u.setSelect({ left: 0, width: 0, top: 0, height: 0 }, false);
+      if (width < 10) return; // a tap, not a drag
+      u.setScale("x", { min: u.posToVal(left, "x"), max: u.posToVal(left + width, "x") });
+    };
+    over.addEventListener("pointerup", finish);
+    over.addEventListener("pointercancel", () => {
+      startX = null;
+      u.setSelect({ left: 0, width: 0, top: 0, height: 0 }, false);
+    });
   }
 
   /** Tag uPlot's legend rows so app.css can give the markers their shapes (circle / diamond). */
