@@ -206,10 +206,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE observations ADD COLUMN attribution_note TEXT;
     ALTER TABLE observations ADD COLUMN attributed_by INTEGER;
     ALTER TABLE observations ADD COLUMN attributed_at REAL;
+    -- Attribution replaces looking readings up by check-in code; one index fewer for ingest to keep.
+    DROP INDEX observations_subject_time;
     CREATE INDEX observations_undecided ON observations (kiosk) WHERE attribution IS NULL;
     CREATE INDEX observations_patient ON observations (patient_id, clinic_id, effective)
         WHERE attribution = 'attributed';
-    CREATE INDEX observations_queue ON observations (clinic_id, attribution, effective);
+    CREATE INDEX observations_queue ON observations (clinic_id, effective) WHERE attribution = 'queued';
     CREATE TABLE audit (
         id INTEGER PRIMARY KEY,
         at REAL NOT NULL,
