@@ -15,10 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from device.yaml_config import ConfigError, load_model
 from hub import attribution, audit
 from hub.accounts import passwords, tokens, users
 from hub.audit import Actor
 from hub.store import HubStore, immediate
+from hub.triage import alerts as triage
+from hub.triage.config import PatientOverrides, TriageConfig
 
 CLI = Actor("cli", None)
 
@@ -51,6 +54,21 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("kiosk_id")
     p.add_argument("clinic_id")
 
+    triage_cmd = sub.add_parser("triage", help="alert rules").add_subparsers(dest="action", required=True)
+    p = triage_cmd.add_parser("check", help="validate a rules file; print each problem as file:line: message")
+    p.add_argument("file", type=Path)
+    p = triage_cmd.add_parser("set", help="validate a rules file and make it the clinic's rules")
+    data(p)
+    p.add_argument("--clinic", required=True)
+    p.add_argument("file", type=Path)
+    p = triage_cmd.add_parser("override", help="one patient's overrides of clinic rules (same ids; enabled: false)")
+    data(p)
+    p.add_argument("--patient", required=True, help="patient id (pt_...)")
+    p.add_argument("file", type=Path)
+    p = triage_cmd.add_parser("show", help="print a clinic's rules (the defaults until set) as JSON")
+    data(p)
+    p.add_argument("--clinic", required=True)
+
     token = sub.add_parser("token", help="API tokens for other systems").add_subparsers(dest="action", required=True)
     p = token.add_parser("create", help="create a token and print it (shown only once)")
     data(p)
@@ -73,28 +91,39 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = HubStore(args.data / "hub.db")
-    conn = store.db.conn
-    now = time.time()
     try:
-        if args.command == "clinics" and args.action == "list":
-            for clinic_id, name in users.clinics(conn):
-                print(f"{clinic_id}\t{name}")
+        if args.command == "triage" and args.action == "check":
+            config = load_model(args.file, TriageConfig, document="a triage rules file")
+            print(f"{args.file}: {len(config.rules)} rule(s), NEWS2 {'on' if config.news2.enabled else 'off'}")
             return 0
-        if args.command == "token" and args.action == "list":
-            for row in tokens.listing(conn):
-                print(json.dumps(row))
-            return 0
-        secret = _password(args) if args.command == "users" else None
-        with immediate(conn):
-            out = _change(conn, args, now, secret)
-        print(out)
-        return 0
+        store = HubStore(args.data / "hub.db")
+        try:
+            out = _query(store.db.conn, args)
+            if out is None:
+                secret = _password(args) if args.command == "users" else None
+                with immediate(store.db.conn) as conn:
+                    out = _change(conn, args, time.time(), secret)
+        finally:
+            store.close()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except (users.AccountError, passwords.PasswordPolicyError, tokens.TokenError, ValueError) as exc:
         print(f"hub {args.command} {args.action}: {exc}", file=sys.stderr)
         return 2
-    finally:
-        store.close()
+    print(out)
+    return 0
+
+
+def _query(conn: sqlite3.Connection, args: argparse.Namespace) -> str | None:
+    """The read-only commands' output; None for the commands that change something."""
+    if args.command == "clinics" and args.action == "list":
+        return "\n".join(f"{clinic_id}\t{name}" for clinic_id, name in users.clinics(conn))
+    if args.command == "triage" and args.action == "show":
+        return triage.clinic_config(conn, args.clinic).model_dump_json(indent=2)
+    if args.command == "token" and args.action == "list":
+        return "\n".join(json.dumps(row) for row in tokens.listing(conn))
+    return None
 
 
 def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secret: str | None) -> str:
@@ -115,6 +144,8 @@ def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secr
         n = attribution.assign_kiosk(conn, args.kiosk_id, args.clinic_id, now)
         audit.record(conn, CLI, "assign_kiosk", now, clinic_id=args.clinic_id, target=f"kiosk:{args.kiosk_id}")
         return f"kiosk {args.kiosk_id} now belongs to {args.clinic_id}; {n} waiting reading(s) will be attributed"
+    if args.command == "triage":
+        return _change_triage(conn, args, now)
     if args.command == "token" and args.action == "create":
         token = tokens.create(conn, args.name, args.clinic, args.scope, now)
         audit.record(conn, CLI, "create_token", now, clinic_id=args.clinic, target=f"token:{args.name}")
@@ -125,3 +156,22 @@ def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secr
         audit.record(conn, CLI, "revoke_token", now, target=f"token-id:{args.token_id}")
         return f"token {args.token_id} revoked"
     raise ValueError(f"unknown command {args.command} {args.action}")
+
+
+def _change_triage(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+    if args.action == "set":
+        if users.clinic_name(conn, args.clinic) is None:
+            raise ValueError(f"no clinic {args.clinic!r}")
+        config = load_model(args.file, TriageConfig, document="a triage rules file")
+        version = triage.set_clinic_config(conn, args.clinic, config, "cli", now)
+        audit.record(conn, CLI, "set_triage_rules", now, clinic_id=args.clinic, detail={"version": version})
+        return f"clinic {args.clinic}: {len(config.rules)} rule(s), version {version}"
+    if args.action == "override":
+        row = conn.execute("SELECT clinic_id FROM patients WHERE id = ?", (args.patient,)).fetchone()
+        if row is None:
+            raise ValueError(f"no patient {args.patient!r}")
+        overrides = load_model(args.file, PatientOverrides, document="a patient's rule overrides")
+        triage.set_patient_overrides(conn, row[0], args.patient, overrides.rules, by="cli", now=now)
+        audit.record(conn, CLI, "set_patient_rules", now, clinic_id=row[0], patient_id=args.patient)
+        return f"patient {args.patient}: {len(overrides.rules)} override(s)"
+    raise ValueError(f"unknown command triage {args.action}")

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hub.store import immediate
+from hub.triage import alerts as triage
 
 UNKNOWN_USER = 255  # the Bluetooth SIG's "unknown user" index
 
@@ -80,14 +81,17 @@ def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
     """Decide up to `limit` undecided readings in one transaction; returns how many were decided."""
     with immediate(conn):
         rows = conn.execute(
-            "SELECT o.message_id, o.idx, o.subject, o.device_id, o.device_user, o.effective, k.clinic_id "
+            "SELECT o.message_id, o.idx, o.subject, o.device_id, o.device_user, o.effective, k.clinic_id, "
+            "o.code, o.value, o.unit "
             "FROM observations o INDEXED BY observations_undecided LEFT JOIN kiosks k ON k.id = o.kiosk "
             "WHERE o.attribution IS NULL LIMIT ?",
             (limit,),
         ).fetchall()
         by_clinic: dict[str, list[tuple[str, int, str | None, str, int | None, str]]] = defaultdict(list)
         updates: list[tuple[object, ...]] = []
-        for message_id, idx, subject, device_id, device_user, effective, clinic_id in rows:
+        measured = {(r[0], r[1]): (r[7], r[8], r[9]) for r in rows}
+        attributed: list[triage.Reading] = []
+        for message_id, idx, subject, device_id, device_user, effective, clinic_id, *_ in rows:
             if clinic_id is None:
                 updates.append(
                     ("no-clinic", None, None, None, "the kiosk belongs to no clinic yet", now, message_id, idx)
@@ -122,12 +126,16 @@ def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
                 updates.append((d.state, clinic_id, d.patient_id, d.how, d.note, now, message_id, idx))
                 if d.patient_id is not None:
                     _tally(counts, d.patient_id, effective)
+                    code, value, unit = measured[(message_id, idx)]
+                    attributed.append(triage.Reading(clinic_id, d.patient_id, code, value, unit, effective))
         conn.executemany(
             "UPDATE observations SET attribution = ?, clinic_id = ?, patient_id = ?, attribution_how = ?, "
             "attribution_note = ?, attributed_at = ? WHERE message_id = ? AND idx = ?",
             updates,
         )
         _bump_patients(conn, counts)
+        # Triage sees a reading the moment it has a patient, in the same transaction.
+        triage.on_attributed(conn, attributed, now)
     return len(rows)
 
 
@@ -199,10 +207,12 @@ def assign(
         raise ValueError("no such patient at this clinic")
     counts: dict[str, tuple[int, str]] = {}
     slots: dict[tuple[str, int], str] = {}  # (device id, user) -> the device's description
+    attributed: list[triage.Reading] = []
     changed = 0
     for message_id, idx in keys:
         row = conn.execute(
-            "SELECT effective, device_id, device_user, device FROM observations WHERE message_id = ? AND idx = ? "
+            "SELECT effective, device_id, device_user, device, code, value, unit FROM observations "
+            "WHERE message_id = ? AND idx = ? "
             "AND clinic_id = ? AND attribution = 'queued'",
             (message_id, idx, clinic_id),
         ).fetchone()
@@ -214,10 +224,12 @@ def assign(
             (patient_id, user_id, now, message_id, idx),
         )
         _tally(counts, patient_id, row[0])
+        attributed.append(triage.Reading(clinic_id, patient_id, row[4], row[5], row[6], row[0]))
         changed += 1
         if remember_slot and row[2] is not None and row[2] != UNKNOWN_USER:
             slots[(row[1], row[2])] = row[3]
     _bump_patients(conn, counts)
+    triage.on_attributed(conn, attributed, now)
     for (device_id, user), device in slots.items():
         conn.execute(
             "INSERT INTO device_user_slots (clinic_id, device_id, device_user, patient_id, device, created_by, "

@@ -133,6 +133,12 @@ def history(codes: list[str], now: datetime, rng: random.Random, days: int = 30)
                 {"code": "29463-7", "value": round(rng.gauss(60 + p * 3, 0.5), 1), "unit": "kg", "effective": later,
                  "device": _device("scale")},
             ])  # fmt: skip
+    # Something for triage: one patient's oxygen dropped yesterday, another's pulse ran fast this morning.
+    yesterday, morning = now - timedelta(days=1, hours=2), now - timedelta(hours=3)
+    add(codes[2], yesterday, [{"code": "59408-5", "value": 87, "unit": "%", "effective": yesterday,
+                               "device": _device("oximeter")}])  # fmt: skip
+    add(codes[5], morning, [{"code": "8867-4", "value": 138, "unit": "/min", "effective": morning,
+                             "device": _device("cuff"), "device_user": 1}])  # fmt: skip
     # A shared cuff's second user slot is mapped to no one yet: those readings wait for staff.
     for k in range(3):
         when = now - timedelta(hours=5 + k * 20)

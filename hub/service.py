@@ -17,13 +17,15 @@ from hub import attribution
 from hub.app import create_app
 from hub.broker import BrokerSupervisor, MosquittoProcess
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
-from hub.store import HubStore
+from hub.store import HubStore, immediate
+from hub.triage import alerts as triage
 
 log = logging.getLogger(__name__)
 
 ATTRIBUTION_INTERVAL_S = 0.5
 # Rows per attribution transaction: ~20 ms of write lock, so page views (audit rows) never wait long behind it.
 ATTRIBUTION_BATCH = 500
+TRIAGE_SWEEP_S = 60.0
 DEFAULT_BROKER_PORT = 18830  # not 1883: a system Mosquitto often already holds that
 
 
@@ -97,10 +99,14 @@ class HubService:
     def _attribute(self) -> None:
         """Decide new readings' patients beside ingest (hub.attribution), twice a second."""
         store = HubStore(self.db_path)
+        next_sweep = 0.0
         try:
             while not self._stopping.is_set():
                 try:
                     decided = attribution.run_once(store.db.conn, time.time(), limit=ATTRIBUTION_BATCH)
+                    if time.monotonic() >= next_sweep:
+                        self._triage_sweep(store)
+                        next_sweep = time.monotonic() + TRIAGE_SWEEP_S
                 except sqlite3.Error:
                     log.exception("attribution pass failed; retrying")
                     decided = 0
@@ -108,6 +114,16 @@ class HubService:
                     self._stopping.wait(ATTRIBUTION_INTERVAL_S)
         finally:
             store.close()
+
+    @staticmethod
+    def _triage_sweep(store: HubStore) -> None:
+        """What no reading triggers: patients gone quiet, and alerts nobody acknowledged in time."""
+        now = time.time()
+        with immediate(store.db.conn) as conn:
+            triage.check_silence(conn, now)
+            escalated = triage.escalate(conn, now)
+        if escalated:
+            log.warning("%d alert(s) escalated: unacknowledged past the clinic's time", len(escalated))
 
     def stop_background(self) -> None:
         self._stopping.set()

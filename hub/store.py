@@ -232,6 +232,57 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # 6: triage: alert rules per clinic and patient, the alerts they raise, and what staff did about them
+    """
+    CREATE TABLE triage_configs (
+        clinic_id TEXT PRIMARY KEY REFERENCES clinics (id),
+        config TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE patient_triage_overrides (
+        patient_id TEXT PRIMARY KEY REFERENCES patients (id),
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        rules TEXT NOT NULL,
+        updated_by TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        patient_id TEXT NOT NULL REFERENCES patients (id),
+        rule_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('low', 'medium', 'high')),
+        state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+        condition_active INTEGER NOT NULL,
+        trigger_count INTEGER NOT NULL,
+        triggered_at TEXT NOT NULL,
+        last_value REAL,
+        last_unit TEXT,
+        first_opened_at REAL NOT NULL,
+        opened_at REAL NOT NULL,
+        reopened INTEGER NOT NULL DEFAULT 0,
+        acknowledged_by INTEGER REFERENCES users (id),
+        acknowledged_at REAL,
+        assigned_to INTEGER REFERENCES users (id),
+        resolved_by INTEGER REFERENCES users (id),
+        resolved_at REAL,
+        escalated_at REAL,
+        UNIQUE (patient_id, rule_id)
+    );
+    CREATE INDEX alerts_queue ON alerts (clinic_id, state, opened_at);
+    CREATE TABLE alert_events (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL REFERENCES alerts (id),
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        user_id INTEGER REFERENCES users (id),
+        note TEXT
+    );
+    CREATE INDEX alert_events_alert ON alert_events (alert_id, at);
+    """,
 ]
 
 

@@ -166,7 +166,10 @@ def test_every_page_passes_the_accessibility_rules(browser: Browser, site: Site,
     page = context.new_page()
     log_in(page, site, site.world.north.admin)
     alice = site.world.north.patients["N100"]
-    for path in ("/patients", f"/patients/{alice}", "/queue", "/fleet", "/account", "/admin/users", "/admin/audit"):
+    site.world.send(site.world.north.kiosk, [obs("59408-5", 86, "%", NOW - timedelta(hours=2))], subject="N100")
+    alert_id = site.world.store.db.conn.execute("SELECT id FROM alerts").fetchone()[0]
+    pages = ["/triage", f"/triage/{alert_id}", "/patients", f"/patients/{alice}", "/queue", "/fleet", "/account"]
+    for path in [*pages, "/admin/users", "/admin/audit"]:
         page.goto(f"{site.url}{path}")
         if path.startswith("/patients/"):
             expect(page.locator('.trend-plot[data-code="8480-6"]')).to_have_attribute("data-points-drawn", "5")
@@ -182,3 +185,26 @@ def test_every_page_passes_the_accessibility_rules(browser: Browser, site: Site,
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
         shot(page, f"a11y-{width}-{path.strip('/').replace('/', '-') or 'home'}")
     context.close()
+
+
+def test_a_provider_works_an_alert_from_the_triage_queue(page: Page, site: Site) -> None:
+    site.world.send(site.world.north.kiosk, [obs("8867-4", 141, "/min", NOW - timedelta(hours=3))], subject="N101")
+    site.world.send(site.world.north.kiosk, [obs("59408-5", 86, "%", NOW - timedelta(hours=2))], subject="N100")
+    log_in(page, site, site.world.north.provider)
+    page.get_by_role("link", name="Triage").click()
+    rows = page.get_by_role("row")
+    # The high-severity SpO2 alert comes before the medium heart-rate one, though it is newer.
+    expect(rows.nth(1)).to_contain_text("SpO2 below 90 %")
+    expect(rows.nth(2)).to_contain_text("Heart rate outside 40-130 /min")
+    shot(page, "triage")
+    page.get_by_role("link", name="SpO2 below 90 %").click()
+    page.get_by_role("button", name="Acknowledge").click()
+    expect(page.get_by_text("acknowledged by north doc")).to_be_visible()
+    page.get_by_label("Note").fill("Rechecked by phone: 95 % at rest.")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.get_by_text("Rechecked by phone: 95 % at rest.")).to_be_visible()
+    page.get_by_role("button", name="Resolve").click()
+    expect(page.get_by_text("resolved by north doc")).to_be_visible()
+    page.get_by_role("link", name="Triage").click()
+    expect(page.get_by_role("link", name="SpO2 below 90 %")).to_have_count(0)
+    expect(page.get_by_role("link", name="Heart rate outside 40-130 /min")).to_be_visible()

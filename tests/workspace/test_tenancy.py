@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 
 from hub import attribution
 from hub.app import EXEMPT_PATHS, EXEMPT_PREFIXES
+from hub.triage import alerts
 from tests.harness import api_token
-from tests.workspace.world import World, session_csrf
+from tests.workspace.world import World, day, obs, session_csrf
 
 SAFE = {"GET", "HEAD"}
 
@@ -47,6 +48,11 @@ def south_state(world: World) -> list[Any]:
                 "SELECT id, disabled_at, password_hash, totp_secret FROM users WHERE clinic_id = 'south-clinic'"
             ).fetchall(),
             conn.execute("SELECT * FROM device_user_slots WHERE clinic_id = 'south-clinic'").fetchall(),
+            conn.execute("SELECT * FROM alerts WHERE clinic_id = 'south-clinic'").fetchall(),
+            conn.execute(
+                "SELECT count(*) FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+                "WHERE a.clinic_id = 'south-clinic'"
+            ).fetchall(),
             conn.execute("SELECT id, clinic_id FROM kiosks ORDER BY id").fetchall(),
         ]
     finally:
@@ -80,7 +86,10 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
     assert south_queue, "South needs a waiting reading to try to steal"
     south_key = f"{south_queue[0]['message_id']}:{south_queue[0]['idx']}"
     south_patient = next(iter(world.south.patients.values()))
+    world.send(world.south.kiosk, [obs("59408-5", 85, "%", day(1))], subject="S100")
+    (south_alert,) = alerts.queue(world.store.db.conn, "south-clinic")
     targets = {
+        "alert_id": str(south_alert["id"]),
         "patient_id": south_patient,
         "user_id": str(world.south.user_ids[world.south.provider]),
         "kiosk_id": world.south.kiosk,
@@ -121,6 +130,8 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
                 "password": "a long enough password",
                 "device_id": "AA:BB:CC:00:00:01",
                 "device_user": "2",
+                "assignee": str(world.south.user_ids[world.south.provider]),
+                "text": "crossing clinics",
             }
             response = client.request(method, concrete, headers=headers, data=None if method in SAFE else data)
             tried += 1
@@ -155,7 +166,13 @@ def test_every_state_change_without_the_csrf_token_is_refused(
     app: FastAPI, world: World, client_as: Callable[[str], TestClient]
 ) -> None:
     admin = client_as(world.north.admin)
-    targets = {"patient_id": world.north.patients["N100"], "user_id": str(world.north.user_ids[world.north.provider])}
+    world.send(world.north.kiosk, [obs("59408-5", 85, "%", day(1))], subject="N100")
+    (north_alert,) = alerts.queue(world.store.db.conn, "north-clinic")
+    targets = {
+        "patient_id": world.north.patients["N100"],
+        "user_id": str(world.north.user_ids[world.north.provider]),
+        "alert_id": str(north_alert["id"]),
+    }
     before = sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone()
     changes = [(m, p) for m, p in routes(app) if m not in SAFE and not p.startswith("/api/")]
     assert len(changes) >= 10

@@ -1,0 +1,357 @@
+"""Alerts: raised by readings as they are attributed, one per patient and condition, worked by staff.
+
+One row per (patient, rule) for good: a condition that keeps firing counts up on the open
+alert instead of adding alerts (an alert storm of 10,000 readings is one alert per patient
+and condition); a condition that returns after staff resolved it re-opens the same alert,
+with its history kept in `alert_events`. A reading back in range marks the condition
+inactive but leaves the alert for a person to resolve: nothing clinical disappears on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from device.protocol.envelope import utc_iso
+from hub.triage import news2
+from hub.triage.config import DEFAULT, SEVERITY_RANK, Rule, TriageConfig
+from hub.triage.rules import in_unit, judge, silent_for
+
+
+@dataclass(frozen=True)
+class Reading:
+    clinic_id: str
+    patient_id: str
+    code: str
+    value: float
+    unit: str
+    effective: str  # UTC ISO-8601, as stored
+
+
+class AlertError(ValueError):
+    pass
+
+
+# A staff action on one alert, inside the caller's transaction: returns the alert's patient (for the audit log).
+Action = Callable[[sqlite3.Connection, float], str]
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def clinic_config(conn: sqlite3.Connection, clinic_id: str) -> TriageConfig:
+    row = conn.execute("SELECT config FROM triage_configs WHERE clinic_id = ?", (clinic_id,)).fetchone()
+    return DEFAULT if row is None else TriageConfig.model_validate_json(row[0])
+
+
+def patient_config(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> TriageConfig:
+    base = clinic_config(conn, clinic_id)
+    row = conn.execute("SELECT rules FROM patient_triage_overrides WHERE patient_id = ?", (patient_id,)).fetchone()
+    if row is None:
+        return base
+    return base.with_overrides([Rule.model_validate(r) for r in json.loads(row[0])])
+
+
+def set_clinic_config(conn: sqlite3.Connection, clinic_id: str, config: TriageConfig, by: str, now: float) -> int:
+    conn.execute(
+        "INSERT INTO triage_configs (clinic_id, config, version, updated_by, updated_at) VALUES (?,?,1,?,?) "
+        "ON CONFLICT (clinic_id) DO UPDATE SET config = excluded.config, version = version + 1, "
+        "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        (clinic_id, config.model_dump_json(), by, now),
+    )
+    (version,) = conn.execute("SELECT version FROM triage_configs WHERE clinic_id = ?", (clinic_id,)).fetchone()
+    return int(version)
+
+
+def set_patient_overrides(
+    conn: sqlite3.Connection, clinic_id: str, patient_id: str, rules: list[Rule], *, by: str, now: float
+) -> None:
+    known = {r.id for r in clinic_config(conn, clinic_id).rules}
+    unknown = [r.id for r in rules if r.id not in known]
+    if unknown:
+        raise AlertError(
+            f"the clinic has no rule {', '.join(unknown)} to override; its rules: {', '.join(sorted(known))}"
+        )
+    conn.execute(
+        "INSERT INTO patient_triage_overrides (patient_id, clinic_id, rules, updated_by, updated_at) "
+        "VALUES (?,?,?,?,?) "
+        "ON CONFLICT (patient_id) DO UPDATE SET rules = excluded.rules, updated_by = excluded.updated_by, "
+        "updated_at = excluded.updated_at",
+        (patient_id, clinic_id, json.dumps([r.model_dump(mode="json") for r in rules]), by, now),
+    )
+
+
+# -- raising and calming ---------------------------------------------------------------------
+
+
+def _event(
+    conn: sqlite3.Connection, alert_id: int, now: float, event: str, *, user_id: int | None = None,
+    note: str | None = None,
+) -> None:  # fmt: skip
+    conn.execute(
+        "INSERT INTO alert_events (alert_id, at, event, user_id, note) VALUES (?,?,?,?,?)",
+        (alert_id, now, event, user_id, note),
+    )
+
+
+def raise_alert(
+    conn: sqlite3.Connection,
+    *,
+    clinic_id: str,
+    patient_id: str,
+    rule_id: str,
+    title: str,
+    severity: str,
+    value: float | None,
+    unit: str | None,
+    effective: str,
+    now: float,
+) -> str:
+    """Open, count on, or re-open the patient's alert for this condition; returns what happened."""
+    row = conn.execute(
+        "SELECT id, state, triggered_at FROM alerts WHERE patient_id = ? AND rule_id = ?", (patient_id, rule_id)
+    ).fetchone()
+    if row is None:
+        cur = conn.execute(
+            "INSERT INTO alerts (clinic_id, patient_id, rule_id, title, severity, state, condition_active, "
+            "trigger_count, triggered_at, last_value, last_unit, first_opened_at, opened_at) "
+            "VALUES (?,?,?,?,?,'open',1,1,?,?,?,?,?)",
+            (clinic_id, patient_id, rule_id, title, severity, effective, value, unit, now, now),
+        )
+        assert cur.lastrowid is not None
+        _event(conn, cur.lastrowid, now, "opened")
+        return "opened"
+    alert_id, state, triggered_at = row
+    newer = effective >= triggered_at
+    if state == "resolved":
+        if not newer:  # a late-arriving old reading is counted but does not undo a person's decision
+            conn.execute("UPDATE alerts SET trigger_count = trigger_count + 1 WHERE id = ?", (alert_id,))
+            return "counted"
+        conn.execute(
+            "UPDATE alerts SET state = 'open', condition_active = 1, trigger_count = trigger_count + 1, "
+            "triggered_at = ?, last_value = ?, last_unit = ?, title = ?, severity = ?, opened_at = ?, "
+            "reopened = reopened + 1, acknowledged_by = NULL, acknowledged_at = NULL, resolved_by = NULL, "
+            "resolved_at = NULL, escalated_at = NULL WHERE id = ?",
+            (effective, value, unit, title, severity, now, alert_id),
+        )
+        _event(conn, alert_id, now, "reopened")
+        return "reopened"
+    if newer:
+        conn.execute(
+            "UPDATE alerts SET condition_active = 1, trigger_count = trigger_count + 1, triggered_at = ?, "
+            "last_value = ?, last_unit = ?, title = ?, severity = ? WHERE id = ?",
+            (effective, value, unit, title, severity, alert_id),
+        )
+    else:
+        conn.execute("UPDATE alerts SET trigger_count = trigger_count + 1 WHERE id = ?", (alert_id,))
+    return "counted"
+
+
+def calm(conn: sqlite3.Connection, patient_id: str, rule_id: str, effective: str) -> None:
+    """A newer reading no longer meets the condition: still an alert for a person, but marked back in range."""
+    conn.execute(
+        "UPDATE alerts SET condition_active = 0 WHERE patient_id = ? AND rule_id = ? AND state != 'resolved' "
+        "AND triggered_at <= ?",
+        (patient_id, rule_id, effective),
+    )
+
+
+def on_attributed(conn: sqlite3.Connection, readings: Iterable[Reading], now: float) -> int:
+    """Judge newly attributed readings against their patient's rules and NEWS2; returns alerts opened or re-opened."""
+    configs: dict[str, TriageConfig] = {}
+    changed = 0
+    for r in sorted(readings, key=lambda x: x.effective):
+        config = configs.get(r.patient_id)
+        if config is None:
+            config = configs[r.patient_id] = patient_config(conn, r.clinic_id, r.patient_id)
+        for rule in config.rules:
+            verdict = judge(rule, r.code, r.value, r.unit)
+            if verdict is None:
+                continue
+            if verdict.triggered:
+                outcome = raise_alert(
+                    conn, clinic_id=r.clinic_id, patient_id=r.patient_id, rule_id=rule.id, title=rule.title,
+                    severity=rule.severity, value=r.value, unit=r.unit, effective=r.effective, now=now,
+                )  # fmt: skip
+                changed += outcome in ("opened", "reopened")
+            else:
+                calm(conn, r.patient_id, rule.id, r.effective)
+        if config.news2.enabled and r.code in news2.PARAMETERS:
+            changed += _news2(conn, r, config, now)
+    return changed
+
+
+def _news2(conn: sqlite3.Connection, r: Reading, config: TriageConfig, now: float) -> int:
+    settings = config.news2
+    at = datetime.fromisoformat(r.effective.replace("Z", "+00:00"))
+    window = timedelta(minutes=settings.window_minutes)
+    lo, hi = utc_iso(at - window), utc_iso(at + window)
+    wanted = {news2.RESPIRATION: "/min", news2.SPO2: "%", news2.SYSTOLIC: "mm[Hg]", news2.PULSE: "/min",
+              news2.TEMPERATURE: "Cel"}  # fmt: skip
+    values: dict[str, float] = {}
+    for code, unit in wanted.items():
+        row = conn.execute(
+            "SELECT value, unit FROM observations INDEXED BY observations_patient "
+            "WHERE patient_id = ? AND clinic_id = ? AND attribution = 'attributed' AND effective BETWEEN ? AND ? "
+            "AND code = ? ORDER BY abs(julianday(effective) - julianday(?)) LIMIT 1",
+            (r.patient_id, r.clinic_id, lo, hi, code, r.effective),
+        ).fetchone()
+        if row is not None and (v := in_unit(row[0], row[1], unit)) is not None:
+            values[code] = v
+    result = news2.score(values)
+    if result is None:
+        return 0
+    changed = 0
+    if result.total >= settings.medium_at:
+        severity = "high" if result.total >= settings.high_at else "medium"
+        outcome = raise_alert(
+            conn, clinic_id=r.clinic_id, patient_id=r.patient_id, rule_id="news2",
+            title=f"NEWS2 {result.total} ({severity} risk; {news2.ASSUMPTIONS})", severity=severity,
+            value=float(result.total), unit="{score}", effective=r.effective, now=now,
+        )  # fmt: skip
+        changed += outcome in ("opened", "reopened")
+    else:
+        calm(conn, r.patient_id, "news2", r.effective)
+    if settings.single_three and result.any_single_three:
+        outcome = raise_alert(
+            conn, clinic_id=r.clinic_id, patient_id=r.patient_id, rule_id="news2-single",
+            title="NEWS2: one vital scores 3 (low-medium risk)", severity="medium",
+            value=float(result.total), unit="{score}", effective=r.effective, now=now,
+        )  # fmt: skip
+        changed += outcome in ("opened", "reopened")
+    else:
+        calm(conn, r.patient_id, "news2-single", r.effective)
+    return changed
+
+
+def check_silence(conn: sqlite3.Connection, now: float) -> int:
+    """`no_reading_days` rules: patients who have sent readings before but none for that long."""
+    changed = 0
+    at = utc_iso(datetime.fromtimestamp(now, UTC))
+    rows = conn.execute(
+        "SELECT clinic_id, id, last_reading_at FROM patients WHERE reading_count > 0 ORDER BY clinic_id"
+    ).fetchall()
+    for clinic_id, patient_id, last in rows:
+        last_s = datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp() if last else None
+        for rule in patient_config(conn, clinic_id, patient_id).rules:
+            silent = silent_for(rule, last_s, now)
+            if silent is None:
+                continue
+            if silent:
+                outcome = raise_alert(
+                    conn, clinic_id=clinic_id, patient_id=patient_id, rule_id=rule.id, title=rule.title,
+                    severity=rule.severity, value=None, unit=None, effective=last or at, now=now,
+                )  # fmt: skip
+                changed += outcome == "opened"
+            else:
+                calm(conn, patient_id, rule.id, last or at)
+    return changed
+
+
+def escalate(conn: sqlite3.Connection, now: float) -> list[int]:
+    """Alerts nobody acknowledged within the clinic's time for their severity: marked escalated, once per opening."""
+    escalated = []
+    configs: dict[str, TriageConfig] = {}
+    for alert_id, clinic_id, severity, opened_at in conn.execute(
+        "SELECT id, clinic_id, severity, opened_at FROM alerts WHERE state = 'open' AND escalated_at IS NULL"
+    ).fetchall():
+        config = configs.get(clinic_id) or configs.setdefault(clinic_id, clinic_config(conn, clinic_id))
+        if now - opened_at >= config.escalation.minutes(severity) * 60:
+            conn.execute("UPDATE alerts SET escalated_at = ? WHERE id = ?", (now, alert_id))
+            _event(conn, alert_id, now, "escalated")
+            escalated.append(alert_id)
+    return escalated
+
+
+# -- what staff do -------------------------------------------------------------------------------
+
+
+def _mine(conn: sqlite3.Connection, clinic_id: str, alert_id: int) -> tuple[str, str]:
+    row = conn.execute("SELECT state, patient_id FROM alerts WHERE id = ? AND clinic_id = ?", (alert_id, clinic_id))
+    found = row.fetchone()
+    if found is None:
+        raise LookupError("no such alert at this clinic")
+    return str(found[0]), str(found[1])
+
+
+def acknowledge(conn: sqlite3.Connection, clinic_id: str, alert_id: int, user_id: int, now: float) -> str:
+    state, patient_id = _mine(conn, clinic_id, alert_id)
+    if state != "open":
+        raise AlertError(f"the alert is {state}, not open")
+    conn.execute(
+        "UPDATE alerts SET state = 'acknowledged', acknowledged_by = ?, acknowledged_at = ? WHERE id = ?",
+        (user_id, now, alert_id),
+    )
+    _event(conn, alert_id, now, "acknowledged", user_id=user_id)
+    return patient_id
+
+
+def assign(conn: sqlite3.Connection, clinic_id: str, alert_id: int, *, assignee: int, user_id: int, now: float) -> str:
+    _, patient_id = _mine(conn, clinic_id, alert_id)
+    ok = conn.execute(
+        "SELECT 1 FROM users WHERE id = ? AND clinic_id = ? AND disabled_at IS NULL", (assignee, clinic_id)
+    )
+    if ok.fetchone() is None:
+        raise AlertError("assign to someone of this clinic")
+    conn.execute("UPDATE alerts SET assigned_to = ? WHERE id = ?", (assignee, alert_id))
+    _event(conn, alert_id, now, "assigned", user_id=user_id, note=str(assignee))
+    return patient_id
+
+
+def add_note(conn: sqlite3.Connection, clinic_id: str, alert_id: int, *, text: str, user_id: int, now: float) -> str:
+    _, patient_id = _mine(conn, clinic_id, alert_id)
+    if not text.strip():
+        raise AlertError("the note is empty")
+    _event(conn, alert_id, now, "note", user_id=user_id, note=text.strip()[:2000])
+    return patient_id
+
+
+def resolve(conn: sqlite3.Connection, clinic_id: str, alert_id: int, user_id: int, now: float) -> str:
+    state, patient_id = _mine(conn, clinic_id, alert_id)
+    if state == "resolved":
+        raise AlertError("the alert is resolved already")
+    conn.execute(
+        "UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ? WHERE id = ?", (user_id, now, alert_id)
+    )
+    _event(conn, alert_id, now, "resolved", user_id=user_id)
+    return patient_id
+
+
+ALERT_COLUMNS = [
+    "id", "patient_id", "rule_id", "title", "severity", "state", "condition_active", "trigger_count",
+    "triggered_at", "last_value", "last_unit", "opened_at", "reopened", "acknowledged_at", "assigned_to",
+    "escalated_at",
+]  # fmt: skip
+
+
+def queue(conn: sqlite3.Connection, clinic_id: str, *, include_resolved: bool = False) -> list[dict[str, Any]]:
+    """The clinic's alerts by urgency: escalated first, then severity, then the oldest."""
+    states = ("open", "acknowledged", "resolved") if include_resolved else ("open", "acknowledged")
+    cols = ", ".join(f"a.{c}" for c in ALERT_COLUMNS)
+    rows = conn.execute(
+        f"SELECT {cols}, p.name, p.code, u.name FROM alerts a JOIN patients p ON p.id = a.patient_id "
+        "LEFT JOIN users u ON u.id = a.assigned_to "
+        f"WHERE a.clinic_id = ? AND a.state IN ({','.join('?' * len(states))})",
+        (clinic_id, *states),
+    ).fetchall()
+    out = [
+        {**dict(zip(ALERT_COLUMNS, r[: len(ALERT_COLUMNS)], strict=True)), "patient_name": r[-3],
+         "patient_code": r[-2], "assignee": r[-1]}
+        for r in rows
+    ]  # fmt: skip
+    out.sort(key=lambda a: (a["escalated_at"] is None, SEVERITY_RANK[a["severity"]], a["opened_at"]))
+    return out
+
+
+def events(conn: sqlite3.Connection, clinic_id: str, alert_id: int) -> list[dict[str, Any]]:
+    _mine(conn, clinic_id, alert_id)
+    rows = conn.execute(
+        "SELECT e.at, e.event, u.name, e.note FROM alert_events e LEFT JOIN users u ON u.id = e.user_id "
+        "WHERE e.alert_id = ? ORDER BY e.id",
+        (alert_id,),
+    )
+    return [{"at": r[0], "event": r[1], "by": r[2], "note": r[3]} for r in rows]

@@ -1,0 +1,109 @@
+"""The triage queue: alerts by urgency and age; acknowledge, assign, note, resolve. Every action is audited."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from hub import audit
+from hub.accounts import users
+from hub.triage import alerts
+from hub.web.security import Principal, require_user, workspace
+from hub.web.templating import TEMPLATES
+from hub.workspace import Workspace
+
+router = APIRouter(include_in_schema=False)
+Ws = Annotated[Workspace, Depends(workspace)]
+User_ = Annotated[Principal, Depends(require_user)]
+
+
+@router.get("/triage", response_class=HTMLResponse)
+def triage_queue(request: Request, principal: User_, ws: Ws) -> Response:
+    conn = ws.conn()
+    with ws.write() as w:
+        audit.record(w, principal.actor, "view_triage", ws.now())
+    return TEMPLATES.TemplateResponse(
+        request,
+        "triage.html",
+        {
+            "user": principal.user,
+            "csrf_token": principal.session.csrf,
+            "alerts": alerts.queue(conn, principal.clinic_id),
+            "now": ws.now(),
+            "message": request.query_params.get("message"),
+            "error": request.query_params.get("error"),
+        },
+    )
+
+
+@router.get("/triage/{alert_id}", response_class=HTMLResponse)
+def alert_page(request: Request, principal: User_, ws: Ws, alert_id: int) -> Response:
+    conn = ws.conn()
+    found = [a for a in alerts.queue(conn, principal.clinic_id, include_resolved=True) if a["id"] == alert_id]
+    if not found:
+        raise HTTPException(404, "no such alert")
+    alert = found[0]
+    with ws.write() as w:
+        audit.record(w, principal.actor, "view_alert", ws.now(), patient_id=alert["patient_id"],
+                     target=f"alert:{alert_id}")  # fmt: skip
+    return TEMPLATES.TemplateResponse(
+        request,
+        "alert.html",
+        {
+            "user": principal.user,
+            "csrf_token": principal.session.csrf,
+            "alert": alert,
+            "events": alerts.events(conn, principal.clinic_id, alert_id),
+            "staff": [u for u in users.in_clinic(conn, principal.clinic_id) if u.disabled_at is None],
+            "now": ws.now(),
+            "error": request.query_params.get("error"),
+        },
+    )
+
+
+def _act(ws: Workspace, principal: Principal, alert_id: int, action: str, run: alerts.Action) -> Response:
+    now = ws.now()
+    try:
+        with ws.write() as w:
+            patient_id = run(w, now)
+            audit.record(w, principal.actor, action, now, patient_id=patient_id, target=f"alert:{alert_id}")
+    except LookupError:
+        raise HTTPException(404, "no such alert") from None
+    except alerts.AlertError as exc:
+        return RedirectResponse(f"/triage/{alert_id}?error={exc}", status_code=303)
+    return RedirectResponse(f"/triage/{alert_id}", status_code=303)
+
+
+@router.post("/triage/{alert_id}/acknowledge")
+def acknowledge(principal: User_, ws: Ws, alert_id: int) -> Response:
+    def run(w: sqlite3.Connection, now: float) -> str:
+        return alerts.acknowledge(w, principal.clinic_id, alert_id, principal.user.id, now)
+
+    return _act(ws, principal, alert_id, "acknowledge_alert", run)
+
+
+@router.post("/triage/{alert_id}/assign")
+def assign(principal: User_, ws: Ws, alert_id: int, assignee: Annotated[int, Form(ge=1)]) -> Response:
+    def run(w: sqlite3.Connection, now: float) -> str:
+        return alerts.assign(w, principal.clinic_id, alert_id, assignee=assignee, user_id=principal.user.id, now=now)
+
+    return _act(ws, principal, alert_id, "assign_alert", run)
+
+
+@router.post("/triage/{alert_id}/note")
+def note(principal: User_, ws: Ws, alert_id: int, text: Annotated[str, Form(max_length=2000)]) -> Response:
+    def run(w: sqlite3.Connection, now: float) -> str:
+        return alerts.add_note(w, principal.clinic_id, alert_id, text=text, user_id=principal.user.id, now=now)
+
+    return _act(ws, principal, alert_id, "note_alert", run)
+
+
+@router.post("/triage/{alert_id}/resolve")
+def resolve(principal: User_, ws: Ws, alert_id: int) -> Response:
+    def run(w: sqlite3.Connection, now: float) -> str:
+        return alerts.resolve(w, principal.clinic_id, alert_id, principal.user.id, now)
+
+    return _act(ws, principal, alert_id, "resolve_alert", run)

@@ -1,0 +1,205 @@
+"""Triage: NEWS2 bands and rules by hand-worked examples, then alerts raised through the real attribution pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from device.yaml_config import ConfigError, load_model
+from hub.triage import alerts, news2
+from hub.triage.config import DEFAULT, Rule, TriageConfig
+from hub.triage.rules import judge
+from tests.workspace.world import NOW, World, day, obs, session_csrf
+
+OXIMETER = {"id": "ox-1", "type": "ble", "model": "3230"}
+
+
+@pytest.mark.parametrize(
+    ("scorer", "cases"),
+    [
+        (news2.respiration_score, [(8, 3), (9, 1), (11, 1), (12, 0), (20, 0), (21, 2), (24, 2), (25, 3)]),
+        (news2.spo2_score, [(91, 3), (92, 2), (93, 2), (94, 1), (95, 1), (96, 0), (100, 0)]),
+        (news2.systolic_score, [(90, 3), (91, 2), (100, 2), (101, 1), (110, 1), (111, 0), (219, 0), (220, 3)]),
+        (news2.pulse_score, [(40, 3), (41, 1), (50, 1), (51, 0), (90, 0), (91, 1), (110, 1), (111, 2), (130, 2),
+                             (131, 3)]),
+        (news2.temperature_score, [(35.0, 3), (35.1, 1), (36.0, 1), (36.1, 0), (38.0, 0), (38.1, 1), (39.0, 1),
+                                   (39.1, 2)]),
+    ],
+)  # fmt: skip
+def test_news2_band_edges_from_the_rcp_chart(scorer: Callable[[float], int], cases: list[tuple[float, int]]) -> None:
+    assert [(v, scorer(v)) for v, _ in cases] == cases
+
+
+def vitals(rr: float, spo2: float, sbp: float, hr: float, temp: float) -> dict[str, float]:
+    return {news2.RESPIRATION: rr, news2.SPO2: spo2, news2.SYSTOLIC: sbp, news2.PULSE: hr, news2.TEMPERATURE: temp}
+
+
+def test_news2_totals_and_risk_worked_by_hand() -> None:
+    calm = news2.score(vitals(16, 97, 125, 72, 36.8))
+    assert calm is not None and (calm.total, calm.risk) == (0, "low")
+    # 22/min (2) + 93 % (2) + 105 mmHg (1) + 105 /min (1) + 38.3 °C (1) = 7: high.
+    sick = news2.score(vitals(22, 93, 105, 105, 38.3))
+    assert sick is not None and (sick.total, sick.risk) == (7, "high")
+    # 26/min alone scores 3: total 3 but low-medium because of the single 3.
+    one = news2.score(vitals(26, 97, 125, 72, 36.8))
+    assert one is not None and (one.total, one.risk, one.any_single_three) == (3, "low-medium", True)
+    # 21/min (2) + 94 % (1) + 95 /min (1) + 38.5 (1) = 5: medium.
+    medium = news2.score(vitals(21, 94, 125, 95, 38.5))
+    assert medium is not None and (medium.total, medium.risk) == (5, "medium")
+    assert news2.score({news2.SPO2: 97}) is None  # not a full set: no score
+
+
+def test_rules_by_hand() -> None:
+    spo2, sbp, hr = (
+        next(r for r in DEFAULT.rules if r.id == i) for i in ("spo2-low", "systolic-high", "heart-rate-band")
+    )
+    assert judge(spo2, "59408-5", 89, "%").triggered is True  # type: ignore[union-attr]
+    assert judge(spo2, "59408-5", 90, "%").triggered is False  # type: ignore[union-attr]  # "below 90" is strict
+    assert judge(spo2, "8867-4", 50, "/min") is None  # not this rule's vital
+    assert judge(sbp, "8480-6", 25, "kPa").triggered is True  # type: ignore[union-attr]  # 25 kPa = 187.5 mmHg
+    assert judge(hr, "8867-4", 39, "/min").triggered is True  # type: ignore[union-attr]
+    assert judge(hr, "8867-4", 130, "/min").triggered is False  # type: ignore[union-attr]
+    assert judge(spo2.model_copy(update={"enabled": False}), "59408-5", 80, "%") is None
+
+
+def test_a_rules_file_is_validated_with_file_and_line(tmp_path: Path) -> None:
+    good = tmp_path / "rules.yaml"
+    good.write_text("rules:\n  - id: spo2-low\n    title: SpO2 under 92\n    severity: high\n    code: 59408-5\n"
+                    "    unit: '%'\n    below: 92\nnews2:\n  window_minutes: 30\n")  # fmt: skip
+    config = load_model(good, TriageConfig)
+    assert config.rules[0].below == 92 and config.news2.window_minutes == 30
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: a\n    title: t\n    severity: high\n    code: 59408-5\n    unit: mm[Hg]\n"
+                   "    below: 92\n    above: 99\n  - id: b\n    title: t\n    severity: urgent\n"
+                   "    no_reading_days: 3\n")  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        load_model(bad, TriageConfig)
+    text = str(caught.value)
+    assert f"{bad}:2:" in text and "exactly one of below, above" in text
+    assert f"{bad}:11:" in text and "severity" in text
+
+
+def alert_rows(world: World, patient_code: str) -> dict[str, tuple[str, int, int, int]]:
+    pid = world.north.patients[patient_code]
+    rows = world.store.db.conn.execute(
+        "SELECT rule_id, state, trigger_count, reopened, condition_active FROM alerts WHERE patient_id = ?", (pid,)
+    )
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def test_an_alert_storm_is_one_alert_per_patient_and_condition(world: World) -> None:
+    before = world.store.db.conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
+    for code in ("N100", "N101"):
+        for batch in range(5):  # 5,000 low SpO2 readings per patient, 1,000 per envelope
+            t0 = NOW - timedelta(hours=10) + timedelta(minutes=batch * 100)
+            world.send(
+                world.north.kiosk,
+                [obs("59408-5", 85, "%", t0 + timedelta(seconds=i), device=OXIMETER) for i in range(1000)],
+                subject=code,
+            )
+    conn = world.store.db.conn
+    assert conn.execute("SELECT count(*) FROM alerts").fetchone()[0] - before == 2
+    for code in ("N100", "N101"):
+        assert alert_rows(world, code)["spo2-low"] == ("open", 5000, 0, 1)
+
+
+def test_resolved_alerts_reopen_when_the_condition_returns_and_calm_when_it_goes(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    world.send(world.north.kiosk, [obs("59408-5", 86, "%", day(1), device=OXIMETER)], subject="N100")
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 1, 0, 1)
+    world.send(world.north.kiosk, [obs("59408-5", 97, "%", day(1) + timedelta(hours=1), device=OXIMETER)],
+               subject="N100")  # fmt: skip
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 1, 0, 0)  # back in range, still for a person
+    provider = client_as(world.north.provider)
+    (alert_id,) = [a["id"] for a in alerts.queue(world.store.db.conn, "north-clinic") if a["rule_id"] == "spo2-low"]
+    csrf = session_csrf(provider)
+    assert provider.post(f"/triage/{alert_id}/acknowledge", data={"csrf_token": csrf}).status_code == 303
+    assert (
+        provider.post(f"/triage/{alert_id}/note", data={"csrf_token": csrf, "text": "Called, fine."}).status_code == 303
+    )
+    assert provider.post(f"/triage/{alert_id}/resolve", data={"csrf_token": csrf}).status_code == 303
+    assert alert_rows(world, "N100")["spo2-low"][0] == "resolved"
+    # A reading older than the resolution does not undo it; a new low one re-opens the same alert.
+    world.send(world.north.kiosk, [obs("59408-5", 85, "%", day(2), device=OXIMETER)], subject="N100")
+    assert alert_rows(world, "N100")["spo2-low"][:2] == ("resolved", 2)
+    world.send(world.north.kiosk, [obs("59408-5", 84, "%", day(0), device=OXIMETER)], subject="N100")
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 3, 1, 1)
+    page = provider.get(f"/triage/{alert_id}").text
+    for event in ("opened", "acknowledged", "note", "Called, fine.", "resolved", "reopened"):
+        assert event in page
+    actions = {r[0] for r in world.store.db.conn.execute("SELECT action FROM audit WHERE target = ?",
+                                                          (f"alert:{alert_id}",))}  # fmt: skip
+    assert {"acknowledge_alert", "note_alert", "resolve_alert", "view_alert"} <= actions
+
+
+def test_news2_from_a_full_set_of_kiosk_vitals(world: World) -> None:
+    t = day(1)
+    world.send(world.north.kiosk, [
+        obs("9279-1", 22, "/min", t, device={"id": "cam", "type": "camera"}),
+        obs("59408-5", 93, "%", t + timedelta(minutes=2), device=OXIMETER),
+        obs("8480-6", 105, "mm[Hg]", t + timedelta(minutes=5)),
+        obs("8867-4", 105, "/min", t + timedelta(minutes=5)),
+        obs("8310-5", 38.3, "Cel", t + timedelta(minutes=8), device={"id": "th", "type": "ble"}),
+    ], subject="N101")  # fmt: skip
+    conn = world.store.db.conn
+    row = conn.execute(
+        "SELECT severity, last_value, title FROM alerts WHERE patient_id = ? AND rule_id = 'news2'",
+        (world.north.patients["N101"],),
+    ).fetchone()
+    assert row[0] == "high" and row[1] == 7 and "consciousness not assessed" in row[2]
+    # The same vitals an hour and a half apart are not one set: no score.
+    world.send(world.north.kiosk, [obs("9279-1", 30, "/min", day(3), device={"id": "cam", "type": "camera"})],
+               subject="N100")  # fmt: skip
+    assert "news2" not in alert_rows(world, "N100")
+
+
+def test_per_patient_overrides(world: World) -> None:
+    conn = world.store.db.conn
+    alice, bob = world.north.patients["N100"], world.north.patients["N101"]
+    conn.execute("BEGIN IMMEDIATE")
+    alerts.set_patient_overrides(conn, "north-clinic", alice, [Rule(id="spo2-low", title="SpO2 below 85 % (COPD)",
+        severity="high", code="59408-5", unit="%", below=85)], by="test", now=world.clock())  # fmt: skip
+    alerts.set_patient_overrides(conn, "north-clinic", bob, [next(r for r in DEFAULT.rules if r.id == "spo2-low")
+        .model_copy(update={"enabled": False})], by="test", now=world.clock())  # fmt: skip
+    with pytest.raises(alerts.AlertError, match="no rule nope"):
+        alerts.set_patient_overrides(conn, "north-clinic", bob, [Rule(id="nope", title="x", severity="low",
+            no_reading_days=2)], by="test", now=world.clock())  # fmt: skip
+    conn.execute("COMMIT")
+    world.send(world.north.kiosk, [obs("59408-5", 88, "%", day(1), device=OXIMETER)], subject="N100")
+    world.send(world.north.kiosk, [obs("59408-5", 80, "%", day(1), device=OXIMETER)], subject="N101")
+    assert "spo2-low" not in alert_rows(world, "N100") and "spo2-low" not in alert_rows(world, "N101")
+    world.send(world.north.kiosk, [obs("59408-5", 84, "%", day(0), device=OXIMETER)], subject="N100")
+    assert alert_rows(world, "N100")["spo2-low"][0] == "open"
+
+
+def test_escalation_and_silence_are_found_by_the_sweep(world: World) -> None:
+    conn = world.store.db.conn
+    world.send(world.north.kiosk, [obs("59408-5", 86, "%", day(1), device=OXIMETER)], subject="N100")
+    world.send(world.north.kiosk, [obs("8867-4", 140, "/min", day(1))], subject="N101")
+    now = world.clock()
+    conn.execute("BEGIN IMMEDIATE")
+    assert alerts.escalate(conn, now + 29 * 60) == []
+    high = alerts.escalate(conn, now + 30 * 60)  # the high SpO2 alert, not the medium heart-rate one
+    assert [a["rule_id"] for a in alerts.queue(conn, "north-clinic") if a["id"] in high] == ["spo2-low"]
+    assert alerts.escalate(conn, now + 31 * 60) == []  # once per opening
+    # The world's readings stop a day before NOW: three days later both patients have gone quiet.
+    assert alerts.check_silence(conn, now + 2 * 86400) == 0
+    assert alerts.check_silence(conn, now + 3 * 86400 + 60) == 4  # both clinics' two patients
+    conn.execute("COMMIT")
+    queue = alerts.queue(conn, "north-clinic")
+    assert queue[0]["rule_id"] == "spo2-low" and queue[0]["escalated_at"] is not None  # escalated comes first
+    assert [a["severity"] for a in queue[1:]] == ["medium", "low", "low"]
+
+
+def test_the_triage_page_lists_alerts_by_urgency(world: World, client_as: Callable[[str], TestClient]) -> None:
+    world.send(world.north.kiosk, [obs("8867-4", 140, "/min", day(1))], subject="N101")
+    world.send(world.north.kiosk, [obs("59408-5", 86, "%", day(1), device=OXIMETER)], subject="N100")
+    page = client_as(world.north.provider).get("/triage").text
+    assert page.index("SpO2 below 90 %") < page.index("Heart rate outside 40-130 /min")
+    assert "Alice North" in page and "Bob North" in page
+    assert "Zed Southerly" not in client_as(world.south.provider).get("/triage").text.split("<tbody>")[1]
