@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hub import __version__
 from hub.api.routes import api_router
 from hub.api.schemas import Health
+from hub.fhir import routes as fhir_routes
 from hub.web.routes import admin, fleet, login, patients, queue, triage
 from hub.web.security import LoginRequired
 from hub.web.templating import TEMPLATES
@@ -118,6 +119,7 @@ def create_app(
         return Health(status="ok" if ok else "unavailable", checks=checks)
 
     app.include_router(api_router())
+    app.include_router(fhir_routes.router)
     for module in (login, patients, queue, triage, fleet, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")

@@ -67,6 +67,8 @@ def test_every_route_but_the_exempt_list_needs_a_token(client: TestClient) -> No
         authorised = client.get(path, headers=AUTH)
         if "{attachment_id}" in route:  # no such file in this database: found the route, not the file
             assert authorised.status_code == 404 and "no attachment" in authorised.json()["detail"]
+        elif route.startswith("/fhir/"):  # patient data: an operator's token (no clinic) is refused
+            assert authorised.status_code == 403 and authorised.json()["resourceType"] == "OperationOutcome"
         else:
             assert authorised.status_code == 200
     assert {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json"} <= EXEMPT_PATHS

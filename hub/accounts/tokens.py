@@ -17,6 +17,7 @@ SCOPES: dict[str, str] = {
     "observations:read": "read kiosks' observations",
     "attachments:read": "read kiosks' files (case photos)",
     "dead-letters:read": "read refused messages (operator tokens only)",
+    "fhir:read": "read the clinic's patients, devices and readings as FHIR R4 (clinic tokens only)",
 }
 PREFIX = "the_"  # recognisable in a leaked-secret scan
 

@@ -71,7 +71,7 @@ def test_every_route_refuses_anyone_not_logged_in(app: FastAPI, world: World) ->
     for method, path in listed:
         concrete = re.sub(r"\{[a-z_]+\}", "1", path)
         response = anonymous.request(method, concrete, headers={"accept": "text/html"})
-        if method == "GET" and not path.startswith("/api/"):
+        if method == "GET" and not path.startswith(("/api/", "/fhir/")):
             assert response.status_code == 303, f"{method} {path} answered {response.status_code}"
             assert response.headers["location"].startswith("/login?next=")
         else:
@@ -88,8 +88,13 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
     south_patient = next(iter(world.south.patients.values()))
     world.send(world.south.kiosk, [obs("59408-5", 85, "%", day(1))], subject="S100")
     (south_alert,) = alerts.queue(world.store.db.conn, "south-clinic")
+    (message_id,) = world.store.db.conn.execute(
+        "SELECT message_id FROM observations WHERE clinic_id = 'south-clinic' AND attribution = 'attributed' LIMIT 1"
+    ).fetchone()
+    south_observation = f"obs-{message_id}-0"
     targets = {
         "alert_id": str(south_alert["id"]),
+        "observation_id": south_observation,
         "patient_id": south_patient,
         "user_id": str(world.south.user_ids[world.south.provider]),
         "kiosk_id": world.south.kiosk,
@@ -99,7 +104,7 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
     before = south_state(world)
     markers = south_markers(world, attachment)
 
-    north_token = api_token(world.db, clinic="north-clinic", name="north-ehr")
+    north_token = api_token(world.db, clinic="north-clinic", name="north-ehr")  # every scope, FHIR included
     callers: list[tuple[str, TestClient, dict[str, str]]] = [
         ("north provider", client_as(world.north.provider), {}),
         ("north admin", client_as(world.north.admin), {}),
@@ -109,7 +114,7 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
     for who, client, headers in callers:
         csrf = session_csrf(client) if not headers else ""
         for method, path in routes(app):
-            if path.startswith("/api/") != bool(headers):
+            if path.startswith(("/api/", "/fhir/")) != bool(headers):
                 continue
             params = re.findall(r"\{([a-z_]+)\}", path)
             unknown = [p for p in params if p not in targets]
@@ -174,7 +179,7 @@ def test_every_state_change_without_the_csrf_token_is_refused(
         "alert_id": str(north_alert["id"]),
     }
     before = sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone()
-    changes = [(m, p) for m, p in routes(app) if m not in SAFE and not p.startswith("/api/")]
+    changes = [(m, p) for m, p in routes(app) if m not in SAFE and not p.startswith(("/api/", "/fhir/"))]
     assert len(changes) >= 10
     for method, path in changes:
         concrete = re.sub(r"\{([a-z_]+)\}", lambda m: targets[m.group(1)], path)

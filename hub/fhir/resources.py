@@ -1,0 +1,228 @@
+"""Pure builders: hub rows in, FHIR R4 resources (plain JSON dicts) out.
+
+Following the vital-signs profiles of FHIR R4 and the HL7 Personal Health Device IG:
+LOINC codes plus the IEEE 11073-10101 (MDC) code for readings from Bluetooth health
+devices, UCUM units, blood pressure as one Observation with systolic and diastolic
+components, the measuring device and the kiosk (the gateway) as Device resources, and
+the PHD identifier (device, patient, time, type, value) for de-duplication by receivers.
+Camera estimates carry LOINC only: no 11073 device measured them.
+
+fhir.resources validates these in the tests; it does not check codes, units or
+references, so the tests check those too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from device.protocol.vitals import VITALS
+
+LOINC = "http://loinc.org"
+MDC = "urn:iso:std:iso:11073:10101"
+UCUM = "http://unitsofmeasure.org"
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+GATEWAY_EXT = "http://hl7.org/fhir/uv/phd/StructureDefinition/GatewayDeviceExt"
+# Our own extension: the corrections applied to the measurement time (device clock vs kiosk, kiosk vs hub).
+CLOCK_EXT = "urn:telehealth-hub:fhir:StructureDefinition:clock-correction"
+HUB = "urn:telehealth-hub"
+
+BP_PANEL = "85354-9"
+NOT_VITAL_SIGNS = frozenset({"41653-7", "14743-9", "99504-3"})  # glucose: a measurement, not a vital sign
+BP_PARTS = {"8480-6": "systolic", "8462-4": "diastolic", "8478-0": "mean"}
+
+# LOINC -> (MDC code, MDC reference id), for readings a PHD (Bluetooth health device) measured.
+MDC_CODES: dict[str, tuple[str, str]] = {
+    "8867-4": ("149546", "MDC_PULS_RATE_NON_INV"),
+    "59408-5": ("150456", "MDC_PULS_OXIM_SAT_O2"),
+    "8480-6": ("150021", "MDC_PRESS_BLD_NONINV_SYS"),
+    "8462-4": ("150022", "MDC_PRESS_BLD_NONINV_DIA"),
+    "8478-0": ("150023", "MDC_PRESS_BLD_NONINV_MEAN"),
+    BP_PANEL: ("150020", "MDC_PRESS_BLD_NONINV"),
+    "8310-5": ("150364", "MDC_TEMP_BODY"),
+    "29463-7": ("188736", "MDC_MASS_BODY_ACTUAL"),
+    "8302-2": ("188740", "MDC_LEN_BODY_ACTUAL"),
+    "39156-5": ("188752", "MDC_RATIO_MASS_BODY_LEN_SQ"),
+    "41982-0": ("188748", "MDC_BODY_FAT"),
+    "41653-7": ("160184", "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD"),
+    "9279-1": ("151562", "MDC_RESP_RATE"),
+}
+
+# FHIR R4 vital-signs profiles by LOINC code.
+PROFILES: dict[str, str] = {
+    "8867-4": "heartrate",
+    "9279-1": "resprate",
+    "59408-5": "oxygensat",
+    "8310-5": "bodytemp",
+    "29463-7": "bodyweight",
+    "8302-2": "bodyheight",
+    "39156-5": "bmi",
+    BP_PANEL: "bp",
+}
+
+
+def profile_url(code: str) -> str | None:
+    name = PROFILES.get(code)
+    return None if name is None else f"http://hl7.org/fhir/StructureDefinition/{name}"
+
+
+def device_id(clinic_id: str, device: str) -> str:
+    """A stable FHIR id for a measuring device (FHIR ids allow [A-Za-z0-9-.], at most 64)."""
+    return "dev-" + hashlib.sha256(f"{clinic_id}\0{device}".encode()).hexdigest()[:24]
+
+
+def kiosk_device_id(kiosk: str) -> str:
+    return "kiosk-" + hashlib.sha256(kiosk.encode()).hexdigest()[:24]
+
+
+def patient_fhir_id(patient_id: str) -> str:
+    """Hub patient ids are `pt_<hex>`; FHIR ids may not hold `_`."""
+    return patient_id.replace("_", "-")
+
+
+def patient_hub_id(fhir_id: str) -> str:
+    bare = fhir_id.removeprefix("Patient/")
+    return "pt_" + bare[3:] if bare.startswith("pt-") else bare
+
+
+def patient(row: dict[str, Any]) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": patient_fhir_id(row["id"]),
+        "identifier": [{"system": f"{HUB}:clinic:{row['clinic_id']}:check-in-code", "value": row["code"]}],
+        "name": [{"text": row["name"]}],
+    }
+    if row.get("birth_date"):
+        resource["birthDate"] = row["birth_date"]
+    return resource
+
+
+def device(clinic_id: str, dev: dict[str, Any]) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Device",
+        "id": device_id(clinic_id, str(dev["id"])),
+        "identifier": [{"system": f"{HUB}:device-id", "value": str(dev["id"])}],
+        "status": "active",
+    }
+    if dev.get("manufacturer"):
+        resource["manufacturer"] = dev["manufacturer"]
+    if dev.get("model"):
+        resource["deviceName"] = [{"name": dev["model"], "type": "model-name"}]
+        resource["modelNumber"] = dev["model"]
+    if dev.get("serial"):
+        resource["serialNumber"] = dev["serial"]
+    if dev.get("firmware"):
+        resource["version"] = [{"type": {"text": "firmware"}, "value": dev["firmware"]}]
+    kind = {"ble": "Bluetooth health device", "camera": "kiosk camera (estimates)"}.get(str(dev.get("type")))
+    resource["type"] = {"text": kind or str(dev.get("type", "device"))}
+    return resource
+
+
+def gateway(kiosk: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Device",
+        "id": kiosk_device_id(kiosk),
+        "identifier": [{"system": f"{HUB}:kiosk-id", "value": kiosk}],
+        "status": "active",
+        "type": {"text": "Telehealth kiosk (personal health gateway)"},
+    }
+
+
+def _coding(code: str, phd: bool) -> list[dict[str, Any]]:
+    spec = VITALS.get(code)
+    coding = [{"system": LOINC, "code": code, **({"display": spec.name} if spec else {})}]
+    if code == "59408-5":  # the R4 oxygensat profile requires 2708-6 beside the pulse-oximetry code
+        coding.insert(0, {"system": LOINC, "code": "2708-6", "display": "Oxygen saturation in Arterial blood"})
+    if phd and code in MDC_CODES:
+        mdc, ref = MDC_CODES[code]
+        coding.append({"system": MDC, "code": mdc, "display": ref})
+    return coding
+
+
+def _quantity(value: float, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def observation_id(message_id: str, idx: int) -> str:
+    return f"obs-{message_id}-{idx}"
+
+
+def _phd_identifier(device: str, patient_id: str, effective: str, code: str, value: str) -> dict[str, Any]:
+    return {"value": "-".join((device, patient_id, effective, code, value))}
+
+
+def observation(group: list[dict[str, Any]], clinic_id: str) -> dict[str, Any]:
+    """One Observation from one reading, or from a cuff's systolic/diastolic/mean taken together (a BP panel)."""
+    first = group[0]
+    dev = first["device"]
+    phd = dev.get("type") == "ble"
+    bp = len(group) > 1 or first["code"] in BP_PARTS
+    code = BP_PANEL if bp else first["code"]
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": observation_id(first["message_id"], first["idx"]),
+        "status": "final",
+        "code": {"coding": _coding(code, phd)},
+        "subject": {"reference": f"Patient/{patient_fhir_id(first['patient_id'])}"},
+        "effectiveDateTime": first["corrected"],
+        "device": {"reference": f"Device/{device_id(clinic_id, str(dev['id']))}"},
+        "extension": [
+            {"url": GATEWAY_EXT, "valueReference": {"reference": f"Device/{kiosk_device_id(first['kiosk'])}"}}
+        ],
+    }
+    if code not in NOT_VITAL_SIGNS:
+        resource["category"] = [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs", "display": "Vital Signs"}]}]
+    url = profile_url(code)
+    if url:
+        resource["meta"] = {"profile": [url]}
+    corrections = []
+    if first.get("device_clock_offset_s") is not None:
+        corrections.append(
+            {"url": "device-clock-minus-kiosk", "valueQuantity": _quantity(first["device_clock_offset_s"], "s")}
+        )
+    if first.get("clock_offset_ms") is not None:
+        corrections.append({"url": "hub-minus-kiosk-clock", "valueQuantity": _quantity(first["clock_offset_ms"], "ms")})
+    if corrections:
+        resource["extension"].append({"url": CLOCK_EXT, "extension": corrections})
+    if bp:
+        resource["component"] = [
+            {"code": {"coding": _coding(r["code"], phd)}, "valueQuantity": _quantity(r["value"], r["unit"])}
+            for r in sorted(group, key=lambda r: list(BP_PARTS).index(r["code"]))
+        ]
+        value = "/".join(f"{r['value']:g}" for r in group)
+    else:
+        resource["valueQuantity"] = _quantity(first["value"], first["unit"])
+        value = f"{first['value']:g}"
+    if first.get("method"):
+        resource["method"] = {"text": first["method"]}
+    resource["identifier"] = [_phd_identifier(str(dev["id"]), first["patient_id"], first["effective"], code, value)]
+    return resource
+
+
+def group_blood_pressure(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Readings to Observations: a cuff's systolic, diastolic and mean from one message and time become one."""
+    groups: list[list[dict[str, Any]]] = []
+    panels: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["code"] in BP_PARTS:
+            key = (r["message_id"], str(r["device"].get("id")), r["effective"])
+            if key not in panels:
+                panels[key] = []
+                groups.append(panels[key])
+            panels[key].append(r)
+        else:
+            groups.append([r])
+    return groups
+
+
+def bundle(resources: list[dict[str, Any]], base: str, total: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+        ],
+    }
+    out["total"] = len(resources) if total is None else total
+    return out
