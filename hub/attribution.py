@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hub.cases import store as cases
 from hub.store import immediate
 from hub.triage import alerts as triage
 
@@ -136,6 +137,7 @@ def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
         _bump_patients(conn, counts)
         # Triage sees a reading the moment it has a patient, in the same transaction.
         triage.on_attributed(conn, attributed, now)
+        cases.attribute(conn)
     return len(rows)
 
 

@@ -26,6 +26,7 @@ import sqlite_utils
 from device.protocol.envelope import (
     AnyEnvelope,
     AttachmentEnvelope,
+    CaseEnvelope,
     DeviceRef,
     ObservationsEnvelope,
     StatusEnvelope,
@@ -283,6 +284,36 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX alert_events_alert ON alert_events (alert_id, at);
     """,
+    # 7: asynchronous cases: what the patient sent, and the provider's handling and answer
+    """
+    CREATE TABLE cases (
+        id TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        kiosk TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        clinic_id TEXT REFERENCES clinics (id),
+        patient_id TEXT REFERENCES patients (id),
+        questionnaire_id TEXT NOT NULL,
+        questionnaire_version INTEGER NOT NULL,
+        answers TEXT NOT NULL,
+        text TEXT NOT NULL,
+        attachments TEXT NOT NULL,
+        vitals TEXT NOT NULL,
+        created TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('new', 'in_review', 'answered', 'closed')),
+        reviewer INTEGER REFERENCES users (id),
+        review_started_at REAL,
+        answer TEXT,
+        answered_by INTEGER REFERENCES users (id),
+        answered_at REAL,
+        delivered_at REAL,
+        closed_by INTEGER REFERENCES users (id),
+        closed_at REAL
+    );
+    CREATE INDEX cases_queue ON cases (clinic_id, state, received_at);
+    CREATE INDEX cases_unmatched ON cases (kiosk) WHERE patient_id IS NULL;
+    """,
 ]
 
 
@@ -473,9 +504,14 @@ class HubStore(StoreReader):
 
     # -- ingest --------------------------------------------------------------------------
 
-    def commit_batch(self, accepted: list[Accepted], dead: list[DeadLetter]) -> CommitResult:
-        """Store a batch in one transaction; envelopes already stored are reported as duplicates."""
-        committed_at = time.time()
+    def commit_batch(
+        self, accepted: list[Accepted], dead: list[DeadLetter], *, now: float | None = None
+    ) -> CommitResult:
+        """Store a batch in one transaction; envelopes already stored are reported as duplicates.
+
+        `now` is the hub's time of the commit (tests with a moved clock give theirs).
+        """
+        committed_at = time.time() if now is None else now
         with self._transaction() as conn:
             stored = self._stored_raw(conn, [a.envelope.id for a in accepted])
             new: list[Accepted] = []
@@ -506,6 +542,7 @@ class HubStore(StoreReader):
             self._store_chunks(
                 conn, [a.envelope for a in new if isinstance(a.envelope, AttachmentEnvelope)], committed_at
             )
+            self._store_cases(conn, [a.envelope for a in new if isinstance(a.envelope, CaseEnvelope)], committed_at)
             self._update_kiosks(conn, new, committed_at)
             self._insert_dead(conn, [*dead, *conflict_letters])
         return CommitResult([a.envelope.id for a in new], duplicates, conflicts)
@@ -618,6 +655,31 @@ class HubStore(StoreReader):
                 ("complete" if ok else "corrupt", data if ok else None, now, attachment),
             )
             conn.execute("DELETE FROM attachment_chunks WHERE attachment = ?", (attachment,))
+
+    @staticmethod
+    def _store_cases(conn: sqlite3.Connection, cases: list[CaseEnvelope], now: float) -> None:
+        """Keep each case once (a kiosk resending it changes nothing); its patient is found by attribution."""
+        for env in cases:
+            p = env.payload
+            conn.execute(
+                "INSERT INTO cases (id, message_id, kiosk, subject, questionnaire_id, questionnaire_version, answers, "
+                "text, attachments, vitals, created, received_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'new') "
+                "ON CONFLICT (id) DO NOTHING",
+                (
+                    p.case,
+                    env.id,
+                    env.kiosk,
+                    p.subject,
+                    p.questionnaire.id,
+                    p.questionnaire.version,
+                    json.dumps([a.model_dump(mode="json") for a in p.answers]),
+                    p.text,
+                    json.dumps(p.attachments),
+                    json.dumps(p.vitals),
+                    utc_iso(p.created),
+                    now,
+                ),
+            )
 
     @staticmethod
     def _update_kiosks(conn: sqlite3.Connection, items: list[Accepted], now: float) -> None:

@@ -97,10 +97,43 @@ def test_unknown_fields_and_versions_are_refused() -> None:
 
 def test_reserved_kinds_are_refused_clearly() -> None:
     data = json.loads(envelope())
-    data["kind"] = "case"
-    data["payload"] = {"symptoms": "cough"}
-    with pytest.raises(EnvelopeError, match="kind 'case' is reserved"):
+    data["kind"] = "consult"
+    data["payload"] = {"reason": "chest pain"}
+    with pytest.raises(EnvelopeError, match="kind 'consult' is reserved"):
         parse_envelope(json.dumps(data))
+
+
+def case_payload(**changes: object) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "case": "0b1e8c2a-1111-4222-8333-444455556666",
+        "subject": "P1001",
+        "questionnaire": {"id": "general-intake", "version": 1},
+        "answers": [{"link_id": "fever", "value": True}, {"link_id": "days", "value": 3},
+                    {"link_id": "where", "value": ["chest", "back"]}],
+        "text": "Cough since Monday.",
+        "attachments": ["5f0c7a1e-2222-4333-8444-555566667777"],
+        "vitals": [],
+        "created": "2026-11-27T10:00:00Z",
+    }  # fmt: skip
+    payload.update(changes)
+    return payload
+
+
+def test_a_case_is_accepted_and_checked() -> None:
+    data = json.loads(envelope())
+    data["kind"] = "case"
+    data["payload"] = case_payload()
+    env = parse_envelope(json.dumps(data))
+    assert env.kind == "case" and env.payload.answers[2].value == ["chest", "back"]  # type: ignore[union-attr]
+    for bad, reason in [
+        ({"subject": "has space"}, "subject"),
+        ({"answers": [{"link_id": "fever", "value": True}, {"link_id": "fever", "value": False}]}, "at most once"),
+        ({"text": "x" * 5001}, "text"),
+        ({"attachments": ["not-a-uuid"]}, "attachments"),
+    ]:
+        data["payload"] = case_payload(**bad)
+        with pytest.raises(EnvelopeError, match=reason):
+            parse_envelope(json.dumps(data))
 
 
 @pytest.mark.parametrize("garbage", [b"", b"not json", b"[]", b'{"v": 1}', b"\xff\xfe"])

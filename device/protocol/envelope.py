@@ -42,7 +42,8 @@ MAX_ATTACHMENT_BYTES = 16 * 1024 * 1024
 ATTACHMENT_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # Kinds reserved in v1 so topic filters and storage already have room for them; the
 # hub refuses them with a clear reason until their payloads are specified.
-RESERVED_KINDS = frozenset({"case", "consult"})
+RESERVED_KINDS = frozenset({"consult"})
+MAX_CASE_TEXT = 5000
 
 KioskId = Annotated[str, Field(pattern=KIOSK_ID_PATTERN, description="Kiosk identity, as in the topic.")]
 
@@ -212,20 +213,64 @@ class AttachmentEnvelope(_EnvelopeBase):
     payload: AttachmentPayload
 
 
-class ReservedEnvelope(_EnvelopeBase):
-    """`case` and `consult`: reserved in v1; payload free-form until specified."""
+AnswerValue = bool | int | float | Annotated[str, Field(max_length=2000)] | list[Annotated[str, Field(max_length=200)]]
 
-    kind: Literal["case", "consult"]
+
+class CaseAnswer(_Model):
+    link_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="The questionnaire item answered.")
+    value: AnswerValue = Field(description="The answer: yes/no, a number, a text, or the chosen options.")
+
+
+class QuestionnaireRef(_Model):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    version: int = Field(ge=1)
+
+
+class CasePayload(_Model):
+    """An asynchronous (store-and-forward) case: the patient's answers, free text, photos and the vitals with it.
+
+    Photos travel as `attachment` chunks and vitals as `observations` envelopes; the case names them by id,
+    so nothing is sent twice and the hub can show the case once they have all arrived.
+    """
+
+    case: str = Field(pattern=ATTACHMENT_ID_PATTERN, description="The case's id (a UUID), chosen by the kiosk.")
+    subject: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$", description="The patient (kiosk check-in code).")
+    questionnaire: QuestionnaireRef
+    answers: list[CaseAnswer] = Field(default_factory=list, max_length=200)
+    text: str = Field(default="", max_length=MAX_CASE_TEXT, description="The patient's own words.")
+    attachments: list[Annotated[str, Field(pattern=ATTACHMENT_ID_PATTERN)]] = Field(default_factory=list, max_length=20)
+    vitals: list[Annotated[str, Field(pattern=MESSAGE_ID_PATTERN)]] = Field(
+        default_factory=list, max_length=50, description="Ids of the observations envelopes taken for this case."
+    )
+    created: UtcTime = Field(description="When the patient sent it, by the kiosk clock.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CasePayload:
+        ids = [a.link_id for a in self.answers]
+        if len(ids) != len(set(ids)):
+            raise ValueError("each questionnaire item is answered at most once")
+        return self
+
+
+class CaseEnvelope(_EnvelopeBase):
+    kind: Literal["case"]
+    payload: CasePayload
+
+
+class ReservedEnvelope(_EnvelopeBase):
+    """`consult`: reserved in v1; payload free-form until specified."""
+
+    kind: Literal["consult"]
     payload: dict[str, Any]
 
 
 Envelope = Annotated[
-    ObservationsEnvelope | StatusEnvelope | AttachmentEnvelope | ReservedEnvelope,
+    ObservationsEnvelope | StatusEnvelope | AttachmentEnvelope | CaseEnvelope | ReservedEnvelope,
     Field(discriminator="kind"),
 ]
 _ENVELOPE = TypeAdapter(Envelope)
 
-AnyEnvelope = ObservationsEnvelope | StatusEnvelope | AttachmentEnvelope | ReservedEnvelope
+AnyEnvelope = ObservationsEnvelope | StatusEnvelope | AttachmentEnvelope | CaseEnvelope | ReservedEnvelope
 
 
 def _describe(error: ValidationError) -> str:

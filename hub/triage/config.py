@@ -76,10 +76,15 @@ class Escalation(_Model):
         return int(getattr(self, severity))
 
 
+class CaseSettings(_Model):
+    respond_within_hours: float = Field(default=24, gt=0, le=24 * 14, description="the clinic's promised response time")
+
+
 class TriageConfig(_Model):
     rules: list[Rule] = Field(default_factory=list)
     news2: News2Settings = Field(default_factory=News2Settings)
     escalation: Escalation = Field(default_factory=Escalation)
+    cases: CaseSettings = Field(default_factory=CaseSettings)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:

@@ -49,6 +49,7 @@ def south_state(world: World) -> list[Any]:
             ).fetchall(),
             conn.execute("SELECT * FROM device_user_slots WHERE clinic_id = 'south-clinic'").fetchall(),
             conn.execute("SELECT * FROM alerts WHERE clinic_id = 'south-clinic'").fetchall(),
+            conn.execute("SELECT * FROM cases WHERE clinic_id = 'south-clinic'").fetchall(),
             conn.execute(
                 "SELECT count(*) FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
                 "WHERE a.clinic_id = 'south-clinic'"
@@ -95,6 +96,7 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
     targets = {
         "alert_id": str(south_alert["id"]),
         "observation_id": south_observation,
+        "case_id": world.send_case(world.south.kiosk, "S100", text="south case", attachments=[attachment]),
         "patient_id": south_patient,
         "user_id": str(world.south.user_ids[world.south.provider]),
         "kiosk_id": world.south.kiosk,
@@ -137,6 +139,7 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
                 "device_user": "2",
                 "assignee": str(world.south.user_ids[world.south.provider]),
                 "text": "crossing clinics",
+                "message": "crossing clinics",
             }
             response = client.request(method, concrete, headers=headers, data=None if method in SAFE else data)
             tried += 1
@@ -177,6 +180,7 @@ def test_every_state_change_without_the_csrf_token_is_refused(
         "patient_id": world.north.patients["N100"],
         "user_id": str(world.north.user_ids[world.north.provider]),
         "alert_id": str(north_alert["id"]),
+        "case_id": world.send_case(world.north.kiosk, "N100", text="north case"),
     }
     before = sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone()
     changes = [(m, p) for m, p in routes(app) if m not in SAFE and not p.startswith(("/api/", "/fhir/"))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,9 +105,27 @@ class World:
             clock=ClockInfo(time=when, offset_ms=offset_ms, source="hub" if offset_ms is not None else "none"),
             payload=payload,
         )
-        self.store.commit_batch([Accepted(env, encode(env), time.time())], [])
+        self.store.commit_batch([Accepted(env, encode(env), self.clock())], [], now=self.clock())
         attribution.run_until_done(self.store.db.conn, self.clock())
         return env.id
+
+    def send_case(self, kiosk: str, subject: str, **payload: Any) -> str:
+        """A case as the kiosk sends it (answers, text, photo ids, vital envelope ids), then attribution."""
+        self.seq[kiosk] = self.seq.get(kiosk, 0) + 1
+        case_id = str(uuid.uuid4())
+        body = {"case": case_id, "subject": subject, "questionnaire": {"id": "general-intake", "version": 1},
+                "created": NOW, **payload}  # fmt: skip
+        env = build_envelope(
+            "case",
+            message_id=new_message_id(),
+            kiosk=kiosk,
+            seq=self.seq[kiosk],
+            clock=ClockInfo(time=NOW, offset_ms=0.0, source="hub"),
+            payload=body,
+        )
+        self.store.commit_batch([Accepted(env, encode(env), self.clock())], [], now=self.clock())
+        attribution.run_until_done(self.store.db.conn, self.clock())
+        return case_id
 
     def send_file(self, kiosk: str, data: bytes, subject: str | None = None) -> str:
         """A case photo, chunked as the kiosk sends it, committed and assembled by the store."""
@@ -122,7 +141,7 @@ class World:
                 payload=payload,
             )
             accepted.append(Accepted(env, encode(env), time.time()))
-        self.store.commit_batch(accepted, [])
+        self.store.commit_batch(accepted, [], now=self.clock())
         return str(accepted[0].envelope.payload.attachment)  # type: ignore[union-attr]
 
     def close(self) -> None:

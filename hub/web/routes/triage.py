@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hub import audit
 from hub.accounts import users
+from hub.cases import store as case_store
 from hub.triage import alerts
+from hub.triage.config import SEVERITY_RANK
 from hub.web.security import Principal, require_user, workspace
 from hub.web.templating import TEMPLATES
 from hub.workspace import Workspace
@@ -18,6 +20,32 @@ from hub.workspace import Workspace
 router = APIRouter(include_in_schema=False)
 Ws = Annotated[Workspace, Depends(workspace)]
 User_ = Annotated[Principal, Depends(require_user)]
+
+
+def work_queue(conn: sqlite3.Connection, clinic_id: str, now: float) -> list[dict[str, Any]]:
+    """Alerts and cases in one list: escalated alerts and overdue cases first, then by severity, then the oldest."""
+    items = [
+        {"kind": "alert", "url": f"/triage/{a['id']}", "title": a["title"], "severity": a["severity"],
+         "urgent": a["escalated_at"] is not None, "urgent_label": "escalated", "since": a["opened_at"],
+         "patient_id": a["patient_id"], "patient_name": a["patient_name"], "patient_code": a["patient_code"],
+         "state": a["state"], "assignee": a["assignee"],
+         "detail": f"{a['trigger_count']} reading(s)" + (f", re-opened {a['reopened']} times" if a["reopened"] else "")
+         + ("" if a["condition_active"] else ", back in range now")}
+        for a in alerts.queue(conn, clinic_id)
+    ]  # fmt: skip
+    for c in case_store.open_cases(conn, clinic_id):
+        reason = (
+            next((a["value"] for a in c["answers"] if a["link_id"] == "main"), None) or c["text"] or "no reason given"
+        )
+        items.append({
+            "kind": "case", "url": f"/cases/{c['id']}", "title": f"Case: {str(reason)[:80]}", "severity": "medium",
+            "urgent": now > c["due_at"], "urgent_label": "overdue", "since": c["received_at"],
+            "patient_id": c["patient_id"], "patient_name": c["patient_name"] or f"unknown code {c['subject']}",
+            "patient_code": c["patient_code"] or "", "state": c["state"].replace("_", " "), "assignee": None,
+            "detail": f"{len(c['attachments'])} photo(s), {len(c['vitals'])} vital set(s)",
+        })  # fmt: skip
+    items.sort(key=lambda i: (not i["urgent"], SEVERITY_RANK[i["severity"]], i["since"]))
+    return items
 
 
 @router.get("/triage", response_class=HTMLResponse)
@@ -31,7 +59,7 @@ def triage_queue(request: Request, principal: User_, ws: Ws) -> Response:
         {
             "user": principal.user,
             "csrf_token": principal.session.csrf,
-            "alerts": alerts.queue(conn, principal.clinic_id),
+            "items": work_queue(conn, principal.clinic_id, ws.now()),
             "now": ws.now(),
             "message": request.query_params.get("message"),
             "error": request.query_params.get("error"),

@@ -1,0 +1,1 @@
+"""Asynchronous cases: the intake questionnaire, the case's life (new, in review, answered, closed), the answer."""
