@@ -15,6 +15,7 @@ from pathlib import Path
 
 from device import __version__
 from device.forwarder import Forwarder, ForwarderConfig
+from device.inbox import Inbox
 from device.outbox import Outbox
 from device.protocol.endpoints import BrokerUrl
 
@@ -50,7 +51,10 @@ class KioskAgent:
             ca_file=config.ca_file,
         )
         # The forwarder reads through its own connection; enqueues on ours wake it at once.
-        self.forwarder = Forwarder(Outbox(self.outbox.path, config.kiosk_id, max_items=config.max_items), fwd_config)
+        self.inbox = Inbox(config.data_dir / "inbox.db")
+        self.forwarder = Forwarder(
+            Outbox(self.outbox.path, config.kiosk_id, max_items=config.max_items), fwd_config, inbox=self.inbox
+        )
         self.outbox.on_enqueue = self.forwarder.wake
         self._stop = threading.Event()
         self._threads = [

@@ -32,11 +32,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from device.inbox import Inbox
 from device.outbox import Outbox, OutboxItem
 from device.protocol import EnvelopeError, Topics, parse_receipt
+from device.protocol.downlink import Delivered, parse_message
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.retry import Backoff
-from device.protocol.topics import BATCH
+from device.protocol.topics import BATCH, DELIVERED
 from device.protocol.transport import corked, no_delay
 
 log = logging.getLogger(__name__)
@@ -87,8 +89,9 @@ class _InFlight:
 
 
 class Forwarder:
-    def __init__(self, outbox: Outbox, config: ForwarderConfig) -> None:
+    def __init__(self, outbox: Outbox, config: ForwarderConfig, inbox: Inbox | None = None) -> None:
         self.outbox = outbox
+        self.inbox = inbox
         self.config = config
         self.stats = ForwarderStats()
         self._stop = threading.Event()
@@ -334,7 +337,10 @@ class Forwarder:
             flight.deadline = min(flight.deadline, time.monotonic() + self.config.reconnect.next_delay())
         log.warning("broker did not accept message %d: %s", mid, rc)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == Topics.message(self.config.kiosk_id):
+            self._keep(client, bytes(msg.payload))
+            return
         if msg.topic != Topics.receipt(self.config.kiosk_id):
             log.info("ignoring downlink message on %s", msg.topic)
             return
@@ -355,6 +361,23 @@ class Forwarder:
         if sent_at is not None:
             self._receipt_timeout = self.config.receipt_timeout_s
             self._estimate_clock_offset(receipt.hub_time, sent_at, received)
+
+    def _keep(self, client: mqtt.Client, raw: bytes) -> None:
+        """Store a hub message (once per id, on disk), then say so; every copy is acknowledged."""
+        if self.inbox is None:
+            return
+        try:
+            message = parse_message(raw)
+        except EnvelopeError as exc:
+            log.error("malformed downlink message ignored: %s", exc)
+            return
+        if message.kiosk != self.config.kiosk_id:
+            log.error("downlink message for another kiosk ignored")
+            return
+        if self.inbox.store(message):
+            log.info("stored a %s from the hub", message.kind)
+        ack = Delivered(kiosk=self.config.kiosk_id, ids=[message.id]).model_dump_json().encode()
+        client.publish(Topics.uplink(self.config.kiosk_id, DELIVERED), ack, qos=1)
 
     def _settle(self, ids: list[str]) -> float | None:
         """Forget receipted ids; return the send time of a message fully receipted, if any."""

@@ -23,6 +23,7 @@ import gc
 import json
 import logging
 import select
+import sqlite3
 import ssl
 import threading
 import time
@@ -39,11 +40,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.protocol import EnvelopeError, Receipt, Rejection, Topics, parse_envelope
+from device.protocol.downlink import parse_delivered
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.retry import Backoff
-from device.protocol.topics import BATCH
+from device.protocol.topics import BATCH, DELIVERED
 from device.protocol.transport import corked, has_buffered_input, no_delay
-from hub.store import Accepted, CommitResult, DeadLetter, HubStore
+from hub import downlink
+from hub.store import Accepted, CommitResult, DeadLetter, HubStore, immediate
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,9 @@ class IngestConfig:
     username: str | None = None
     password: str | None = None
     reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
+    # Send the hub's kept messages (case answers) to kiosks; one worker of several is enough.
+    send_downlink: bool = True
+    downlink_check_s: float = 1.0
 
 
 @dataclass
@@ -113,6 +119,7 @@ class IngestWorker:
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._pending = _Pending()
+        self._next_downlink = 0.0
         self._client = self._make_client()
         self._ready = False
 
@@ -229,6 +236,8 @@ class IngestWorker:
             return
         if self._pending.first_at is not None:
             self._flush()
+        if self.config.send_downlink and time.monotonic() >= self._next_downlink:
+            self._send_downlink()
 
     def _read_available(self, client: mqtt.Client, sock: Any) -> MQTTErrorCode:
         """Read packets until the socket has no more or the batch is full (paho reads one per call)."""
@@ -250,6 +259,12 @@ class IngestWorker:
             self._record_presence(presence_kiosk, bytes(msg.payload), now)
             client.ack(msg.mid, msg.qos)
             return
+        if topic.endswith(_DELIVERED_SUFFIX):  # a string test: this runs for every reading
+            uplink = Topics.parse_uplink(topic)
+            if uplink is not None and uplink.leaf == DELIVERED:
+                self._record_delivered(uplink.kiosk, bytes(msg.payload), now)
+                client.ack(msg.mid, msg.qos)
+                return
         self.stats.messages += 1
         pending = self._pending
         if pending.first_at is None:
@@ -359,6 +374,36 @@ class IngestWorker:
             # QoS 0: a lost receipt only means the kiosk sends again and gets another (docs/protocol.md).
             self._client.publish(Topics.receipt(kiosk), receipt.model_dump_json(exclude_none=True), qos=0)
 
+    def _send_downlink(self) -> None:
+        """Publish what kiosks have not confirmed yet (hub.downlink decides what is due)."""
+        self._next_downlink = time.monotonic() + self.config.downlink_check_s
+        if not self._ready:
+            return
+        now = time.time()
+        try:
+            with immediate(self.store.db.conn) as conn:
+                pending = downlink.due(conn, now)
+                for item in pending:
+                    self._client.publish(Topics.message(item.kiosk), item.body, qos=1)
+                downlink.mark_sent(conn, [p.id for p in pending], now)
+        except sqlite3.Error:
+            log.exception("could not send kept messages; trying again")
+
+    def _record_delivered(self, kiosk: str, payload: bytes, now: float) -> None:
+        try:
+            ack = parse_delivered(payload)
+        except EnvelopeError as exc:
+            log.warning("unreadable delivery ack ignored: %s", exc)
+            return
+        if ack.kiosk != kiosk:
+            log.warning("a delivery ack on %s's topic names another kiosk: ignored", kiosk)
+            return
+        try:
+            with immediate(self.store.db.conn) as conn:
+                downlink.mark_delivered(conn, kiosk, ack.ids, now)
+        except sqlite3.Error:
+            log.exception("could not record a delivery; the kiosk will be sent the message again")
+
     def _record_presence(self, kiosk: str, payload: bytes, now: float) -> None:
         if not Topics.is_valid_kiosk_id(kiosk):
             return
@@ -371,8 +416,15 @@ class IngestWorker:
             return
         try:
             self.store.set_presence(kiosk, online, now)
+            if online and self.config.send_downlink:
+                with immediate(self.store.db.conn) as conn:
+                    downlink.kiosk_online(conn, kiosk)
+                self._next_downlink = 0.0
         except Exception:
             log.exception("could not record presence")
+
+
+_DELIVERED_SUFFIX = "/up/" + DELIVERED
 
 
 def _readable_now(sock: Any) -> bool:

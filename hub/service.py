@@ -72,6 +72,7 @@ class HubService:
                     broker=self.broker_url,
                     client_id=f"hub-ingest-{i + 1}",
                     ca_file=str(config.broker_ca) if config.broker_ca else None,
+                    send_downlink=i == 0,  # one sender is enough; kiosks would ignore the copies anyway
                 ),
             )
             for i in range(config.workers)

@@ -314,6 +314,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX cases_queue ON cases (clinic_id, state, received_at);
     CREATE INDEX cases_unmatched ON cases (kiosk) WHERE patient_id IS NULL;
     """,
+    # 8: messages the hub must get to a kiosk exactly once (case answers), kept until the kiosk has them
+    """
+    CREATE TABLE downlink (
+        id TEXT PRIMARY KEY,
+        kiosk TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        case_id TEXT REFERENCES cases (id),
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_sent_at REAL,
+        delivered_at REAL
+    ) WITHOUT ROWID;
+    CREATE INDEX downlink_pending ON downlink (kiosk) WHERE delivered_at IS NULL;
+    """,
 ]
 
 

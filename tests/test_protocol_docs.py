@@ -11,7 +11,7 @@ import pytest
 
 from device.protocol import encode, parse_envelope, parse_receipt
 from device.protocol.envelope import envelope_json_schema, receipt_json_schema
-from device.protocol.topics import BATCH, Topics
+from device.protocol.topics import BATCH, DELIVERED, Topics
 from device.protocol.vitals import VITALS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,7 @@ TOPIC_FORMS: dict[str, list[str]] = {
     "uplink": [Topics.uplink("{id}", "{kind}"), Topics.uplink("{id}", BATCH)],
     "presence": [Topics.presence("{id}")],
     "receipt": [Topics.receipt("{id}")],
+    "message": [Topics.message("{id}"), Topics.uplink("{id}", DELIVERED)],
     "downlink_filter": [Topics.downlink_filter("{id}")],
     "UPLINK_FILTER": [Topics.UPLINK_FILTER],
     "PRESENCE_FILTER": [Topics.PRESENCE_FILTER],

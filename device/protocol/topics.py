@@ -4,6 +4,8 @@
     kiosk/{id}/up/batch       several envelopes, one per line (NDJSON), kiosk -> hub
     kiosk/{id}/presence       retained {"online": bool}; the kiosk's last will says offline
     kiosk/{id}/down/receipt   hub -> kiosk: which envelopes are committed (or rejected)
+    kiosk/{id}/down/message   hub -> kiosk: a message to keep (a case answer), see downlink.py
+    kiosk/{id}/up/delivered   kiosk -> hub: which downlink messages the kiosk has stored
 
 The kiosk id in the topic must equal the id inside every envelope; the hub refuses a
 mismatch (and, once the broker enforces per-kiosk ACLs, a kiosk can only publish
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 KIOSK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _KIOSK_ID_RE = re.compile(KIOSK_ID_PATTERN)
 BATCH = "batch"
+DELIVERED = "delivered"
 ROOT = "kiosk"
 
 
@@ -48,6 +51,10 @@ class Topics:
     @staticmethod
     def receipt(kiosk_id: str) -> str:
         return f"{ROOT}/{kiosk_id}/down/receipt"
+
+    @staticmethod
+    def message(kiosk_id: str) -> str:
+        return f"{ROOT}/{kiosk_id}/down/message"
 
     @staticmethod
     def downlink_filter(kiosk_id: str) -> str:

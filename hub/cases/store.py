@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from device.protocol.downlink import CaseAnswerBody
+from hub import downlink
 from hub.triage.alerts import clinic_config
 
 
@@ -112,6 +114,9 @@ def answer(
         raise CaseError(f"the case is {state.replace('_', ' ')} already")
     if patient_id is None:
         raise CaseError("the case's check-in code is no patient of this clinic: register or correct it first")
+    kiosk, subject = conn.execute("SELECT kiosk, subject FROM cases WHERE id = ?", (case_id,)).fetchone()
+    body = CaseAnswerBody(case=case_id, subject=subject, message=reply.message, plan=reply.plan, request=reply.request)
+    downlink.enqueue_case_answer(conn, kiosk, body, now)
     conn.execute(
         "UPDATE cases SET state = 'answered', answer = ?, answered_by = ?, answered_at = ?, "
         "reviewer = coalesce(reviewer, ?), review_started_at = coalesce(review_started_at, ?) WHERE id = ?",

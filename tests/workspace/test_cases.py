@@ -9,7 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from hub import downlink
 from hub.cases.questionnaire import GENERAL_INTAKE, EnableWhen, Item, Questionnaire, problems, visible
+from hub.store import immediate
 from tests.workspace.world import World, day, obs, session_csrf
 
 ANSWERS: list[dict[str, Any]] = [
@@ -80,6 +82,11 @@ def test_a_case_with_photo_and_vitals_is_reviewed_answered_and_closed(
     assert done.status_code == 303
     page = provider.get(f"/cases/{case_id}").text
     assert "Rest and drink water." in page and "not yet delivered to the kiosk" in page and "more information" in page
+    (message_id,) = world.store.db.conn.execute("SELECT id FROM downlink WHERE case_id = ?", (case_id,)).fetchone()
+    with immediate(world.store.db.conn) as conn:
+        assert downlink.mark_delivered(conn, "kiosk-south", [message_id], world.clock()) == 0  # not its message
+        assert downlink.mark_delivered(conn, world.north.kiosk, [message_id], world.clock()) == 1
+    assert "delivered to the kiosk 2026-11-20" in provider.get(f"/cases/{case_id}").text
     assert "Case: Cough and fever" not in provider.get("/triage").text
     assert provider.post(f"/cases/{case_id}/close", data={"csrf_token": csrf}).status_code == 303
     actions = [r[0] for r in world.store.db.conn.execute(

@@ -1,0 +1,80 @@
+"""Messages the hub must get to a kiosk exactly once: kept here until the kiosk says it has stored them.
+
+Sent at once, again whenever the kiosk comes back online, and while unacknowledged on a
+backoff (30 s doubling to 10 min). The kiosk stores by id and acknowledges every copy, so
+resends are harmless; the broker may also hold a copy for an offline kiosk's persistent
+session, but nothing depends on it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from device.protocol.downlink import CaseAnswerBody, DownlinkMessage
+from device.protocol.ids import new_message_id
+
+FIRST_RESEND_S = 30.0
+MAX_RESEND_S = 600.0
+
+
+def enqueue_case_answer(conn: sqlite3.Connection, kiosk: str, body: CaseAnswerBody, now: float) -> str:
+    message = DownlinkMessage(
+        id=new_message_id(), kiosk=kiosk, kind="case_answer", created=datetime.fromtimestamp(now, UTC), body=body
+    )
+    conn.execute(
+        "INSERT INTO downlink (id, kiosk, kind, case_id, body, created_at) VALUES (?,?,?,?,?,?)",
+        (message.id, kiosk, message.kind, body.case, message.model_dump_json(), now),
+    )
+    return message.id
+
+
+@dataclass(frozen=True)
+class Pending:
+    id: str
+    kiosk: str
+    body: bytes
+
+
+def resend_after(attempts: int) -> float:
+    return float(min(FIRST_RESEND_S * 2 ** max(0, attempts - 1), MAX_RESEND_S))
+
+
+def due(conn: sqlite3.Connection, now: float, limit: int = 200) -> list[Pending]:
+    rows = conn.execute(
+        "SELECT id, kiosk, body, attempts, last_sent_at FROM downlink INDEXED BY downlink_pending "
+        "WHERE delivered_at IS NULL ORDER BY created_at LIMIT ?",
+        (limit * 5,),
+    ).fetchall()
+    out = [Pending(r[0], r[1], r[2].encode()) for r in rows if r[4] is None or now - r[4] >= resend_after(r[3])]
+    return out[:limit]
+
+
+def mark_sent(conn: sqlite3.Connection, ids: list[str], now: float) -> None:
+    conn.executemany(
+        "UPDATE downlink SET attempts = attempts + 1, last_sent_at = ? WHERE id = ?", [(now, i) for i in ids]
+    )
+
+
+def mark_delivered(conn: sqlite3.Connection, kiosk: str, ids: list[str], now: float) -> int:
+    """Only the kiosk a message was for can acknowledge it; the case shows when its answer arrived."""
+    delivered = 0
+    for message_id in ids:
+        cur = conn.execute(
+            "UPDATE downlink SET delivered_at = ? WHERE id = ? AND kiosk = ? AND delivered_at IS NULL",
+            (now, message_id, kiosk),
+        )
+        if cur.rowcount:
+            delivered += 1
+            conn.execute(
+                "UPDATE cases SET delivered_at = ? WHERE id = (SELECT case_id FROM downlink WHERE id = ?)",
+                (now, message_id),
+            )
+    return delivered
+
+
+def kiosk_online(conn: sqlite3.Connection, kiosk: str) -> int:
+    """The kiosk is back: whatever it still lacks goes out at the next chance, not after the backoff."""
+    cur = conn.execute("UPDATE downlink SET last_sent_at = NULL WHERE kiosk = ? AND delivered_at IS NULL", (kiosk,))
+    return cur.rowcount
