@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,9 +69,39 @@ def seed(store: HubStore, live_kiosk: str, now: datetime, rng: random.Random | N
             attribution.assign_kiosk(conn, kiosk, CLINIC_ID, ts)
     codes = [f"P{1001 + i}" for i in range(len(NAMES))]
     if fresh:
-        store.commit_batch(list(history(codes, now, rng)), [])
+        store.commit_batch([*history(codes, now, rng), _waiting_case(codes[0], now)], [])
         attribution.run_until_done(conn, ts)
     return DemoLogins(admin_pw, provider_pw, codes)
+
+
+def _waiting_case(code: str, now: datetime) -> Accepted:
+    """A case sent an hour ago that nobody has answered yet."""
+    when = now - timedelta(hours=1)
+    payload = {
+        "case": str(uuid.uuid4()),
+        "subject": code,
+        "questionnaire": {"id": "general-intake", "version": 1},
+        "answers": [
+            {"link_id": "main", "value": "Cough and a temperature since the weekend"},
+            {"link_id": "fever", "value": True},
+            {"link_id": "fever_days", "value": 3},
+            {"link_id": "pain", "value": True},
+            {"link_id": "pain_where", "value": ["chest"]},
+            {"link_id": "pain_score", "value": 4},
+            {"link_id": "breathless", "value": False},
+        ],
+        "text": "Worse at night. My neighbour had the flu last week.",
+        "created": when,
+    }
+    env = build_envelope(
+        "case",
+        message_id=new_message_id(int(when.timestamp() * 1000)),
+        kiosk=HISTORY_KIOSK,
+        seq=100_000,
+        clock=ClockInfo(time=when, offset_ms=0.0, source="hub"),
+        payload=payload,
+    )
+    return Accepted(env, encode(env), when.timestamp())
 
 
 def _device(kind: str) -> dict[str, Any]:

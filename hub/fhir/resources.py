@@ -226,3 +226,50 @@ def bundle(resources: list[dict[str, Any]], base: str, total: int | None = None)
     }
     out["total"] = len(resources) if total is None else total
     return out
+
+
+def questionnaire_response_id(case_id: str) -> str:
+    return f"case-{case_id}"
+
+
+def _answer(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, bool):
+        return [{"valueBoolean": value}]
+    if isinstance(value, int):
+        return [{"valueInteger": value}]
+    if isinstance(value, float):
+        return [{"valueDecimal": value}]
+    if isinstance(value, list):
+        return [{"valueString": str(v)} for v in value]
+    return [{"valueString": str(value)}]
+
+
+def questionnaire_response(case: dict[str, Any], texts: dict[str, str]) -> dict[str, Any]:
+    """A case's answers (with the question texts the hub knows), free text and photo ids."""
+    items: list[dict[str, Any]] = [
+        {"linkId": a["link_id"], **({"text": texts[a["link_id"]]} if a["link_id"] in texts else {}),
+         "answer": _answer(a["value"])}
+        for a in case["answers"]
+    ]  # fmt: skip
+    if case["text"]:
+        items.append(
+            {"linkId": "free-text", "text": "In the patient's words", "answer": [{"valueString": case["text"]}]}
+        )
+    if case["attachments"]:
+        items.append({
+            "linkId": "photos", "text": "Photos",
+            "answer": [{"valueAttachment": {"contentType": "image/jpeg", "title": f"attachment {a}"}}
+                       for a in case["attachments"]],
+        })  # fmt: skip
+    resource: dict[str, Any] = {
+        "resourceType": "QuestionnaireResponse",
+        "id": questionnaire_response_id(case["id"]),
+        "identifier": {"system": f"{HUB}:case-id", "value": case["id"]},
+        "questionnaire": f"{HUB}:questionnaire:{case['questionnaire_id']}|{case['questionnaire_version']}",
+        "status": "completed",
+        "authored": case["created"],
+        "item": items,
+    }
+    if case.get("patient_id"):
+        resource["subject"] = {"reference": f"Patient/{patient_fhir_id(case['patient_id'])}"}
+    return resource

@@ -1,4 +1,4 @@
-"""FHIR R4 REST (`/fhir`): read and search Patient, Observation, Device, and a clinic's bulk export as NDJSON.
+"""FHIR R4 REST (`/fhir`): Patient, Observation, Device, QuestionnaireResponse, and a clinic's bulk export.
 
 Clients authenticate with an API token that has the `fhir:read` scope and belongs to a
 clinic; everything they can reach is that clinic's, and every search, read and export is
@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from device.protocol.envelope import utc_iso
 from hub import audit
 from hub.api.auth import TokenPrincipal, require_scope
+from hub.cases import questionnaire
+from hub.cases import store as case_store
 from hub.fhir import resources as fr
 from hub.review import corrected_seconds
 from hub.workspace import Workspace, from_request
@@ -279,6 +281,57 @@ def search_devices(
     return _fhir(fr.bundle(found, _base(request)))
 
 
+# -- QuestionnaireResponse (asynchronous cases) ----------------------------------------------------
+
+
+def _responses(
+    conn: sqlite3.Connection, clinic_id: str, patient_id: str | None, case_id: str | None = None
+) -> list[dict[str, Any]]:
+    where, params = "clinic_id = ? AND patient_id IS NOT NULL", [clinic_id]
+    if patient_id:
+        where += " AND patient_id = ?"
+        params.append(patient_id)
+    if case_id:
+        where += " AND id = ?"
+        params.append(case_id)
+    out = []
+    for (cid,) in conn.execute(f"SELECT id FROM cases WHERE {where} ORDER BY received_at", params).fetchall():
+        case = case_store.get(conn, clinic_id, cid)
+        assert case is not None
+        q = questionnaire.KNOWN.get((case["questionnaire_id"], case["questionnaire_version"]))
+        texts = {i.link_id: i.text for i in q.items} if q else {}
+        out.append(fr.questionnaire_response(case, texts))
+    return out
+
+
+@router.get("/QuestionnaireResponse")
+def search_responses(
+    request: Request,
+    token: Fhir,
+    ws: Ws,
+    patient: Annotated[str | None, Query(max_length=80, description="Patient/<id> or <id>")] = None,
+) -> Response:
+    """Asynchronous cases as QuestionnaireResponses (answers, the patient's words, photo ids)."""
+    try:
+        found = _responses(ws.conn(), _clinic(token), _patient_ref(patient) if patient else None)
+    except FhirError as exc:
+        return outcome(exc)
+    _record(ws, token, "fhir_search_questionnaire_response", patient_id=_patient_ref(patient) if patient else None)
+    return _fhir(fr.bundle(found, _base(request)))
+
+
+@router.get("/QuestionnaireResponse/{response_id}")
+def read_response(token: Fhir, ws: Ws, response_id: str) -> Response:
+    try:
+        found = _responses(ws.conn(), _clinic(token), None, response_id.removeprefix("case-"))
+        if not found or not response_id.startswith("case-"):
+            raise FhirError(404, "not-found", "no such QuestionnaireResponse")
+    except FhirError as exc:
+        return outcome(exc)
+    _record(ws, token, "fhir_read_questionnaire_response")
+    return _fhir(found[0])
+
+
 # -- bulk export ---------------------------------------------------------------------------------
 
 
@@ -300,6 +353,8 @@ def export(token: Fhir, ws: Ws) -> Response:
             yield json.dumps(fr.patient(p)).encode() + b"\n"
         for d in _devices(conn, clinic_id, None):
             yield json.dumps(d).encode() + b"\n"
+        for r in _responses(conn, clinic_id, None):
+            yield json.dumps(r).encode() + b"\n"
         offset = 0
         while rows := _observation_rows(conn, clinic_id, "", [], limit=5000, offset=offset):
             offset += len(rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from device.protocol.endpoints import BrokerUrl
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.site import Site, serve
+from tests.harness import ingest_thread, kiosk_agent, wait_until
 from tests.workspace.world import NOW, PASSWORD, obs
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
@@ -208,3 +211,41 @@ def test_a_provider_works_an_alert_from_the_triage_queue(page: Page, site: Site)
     page.get_by_role("link", name="Triage").click()
     expect(page.get_by_role("link", name="SpO2 below 90 %")).to_have_count(0)
     expect(page.get_by_role("link", name="Heart rate outside 40-130 /min")).to_be_visible()
+
+
+def test_a_case_from_the_kiosk_is_answered_in_the_browser_and_reaches_the_kiosk_after_an_outage(
+    page: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    from hub import attribution
+
+    kiosk_dir = tmp_path / "kiosk"
+    fast = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0, "connect_timeout_s": 3.0}
+    with ingest_thread(site.world.db, broker_url, downlink_check_s=0.1):
+        with kiosk_agent(kiosk_dir, site.world.north.kiosk, broker_url, **fast) as agent:
+            case_id = str(uuid.uuid4())
+            agent.outbox.enqueue("case", {
+                "case": case_id, "subject": "N100", "questionnaire": {"id": "general-intake", "version": 1},
+                "answers": [{"link_id": "main", "value": "Sore throat"}, {"link_id": "fever", "value": False},
+                            {"link_id": "pain", "value": False}, {"link_id": "breathless", "value": False}],
+                "text": "Three days now.", "created": NOW,
+            })  # fmt: skip
+            wait_until(lambda: agent.outbox.backlog().items == 0, 20, "the case to reach the hub")
+        # The kiosk goes offline before anyone answers.
+        attribution.run_until_done(site.world.store.db.conn, site.clock())
+        log_in(page, site, site.world.north.provider)
+        page.get_by_role("link", name="Triage").click()
+        page.get_by_role("link", name="Case: Sore throat").click()
+        expect(page.get_by_text("Three days now.")).to_be_visible()
+        page.get_by_role("button", name="Start review").click()
+        page.get_by_label("Message to the patient").fill("Salt-water gargles; come in if it lasts a week.")
+        page.get_by_label("Also ask for").select_option("more_info")
+        page.get_by_role("button", name="Send answer").click()
+        expect(page.get_by_text("not yet delivered to the kiosk")).to_be_visible()
+        shot(page, "case-answered")
+        # Back online: the answer arrives, once, and the case says when.
+        with kiosk_agent(kiosk_dir, site.world.north.kiosk, broker_url, **fast) as agent:
+            wait_until(lambda: len(agent.inbox.messages()) == 1, 20, "the answer to reach the kiosk")
+            (message,) = agent.inbox.messages()
+            assert message.body.case == case_id and message.body.request == "more_info"
+            page.reload()
+            expect(page.get_by_text(re.compile(r"delivered to the kiosk \d{4}-"))).to_be_visible()

@@ -13,13 +13,15 @@ from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 
 from device.protocol.vitals import VITALS
 from hub.fhir import resources as fr
 from tests.harness import api_token
 from tests.workspace.world import World
 
-MODELS = {"Patient": Patient, "Observation": Observation, "Device": Device}
+MODELS = {"Patient": Patient, "Observation": Observation, "Device": Device,
+          "QuestionnaireResponse": QuestionnaireResponse}  # fmt: skip
 
 
 @pytest.fixture
@@ -123,3 +125,24 @@ def test_another_clinic_is_out_of_reach_and_errors_are_operation_outcomes(
     assert no_scope.get("/fhir/Patient").status_code == 403
     actions = [r[0] for r in world.store.db.conn.execute("SELECT action FROM audit WHERE actor = 'token:north-ehr'")]
     assert {"fhir_search_observation", "fhir_search_device"} <= set(actions)
+
+
+def test_cases_are_questionnaire_responses_with_question_texts_and_typed_answers(
+    fhir: TestClient, world: World
+) -> None:
+    answers = [{"link_id": "main", "value": "Rash"}, {"link_id": "fever", "value": True},
+               {"link_id": "fever_days", "value": 2}, {"link_id": "pain", "value": True},
+               {"link_id": "pain_where", "value": ["arm or leg", "skin"]}]  # fmt: skip
+    case_id = world.send_case(world.north.kiosk, "N100", answers=answers, text="Itchy since Friday.")
+    world.send_case(world.south.kiosk, "S100", text="a south case")
+    alice = fr.patient_fhir_id(world.north.patients["N100"])
+    (response,) = entries(fhir.get("/fhir/QuestionnaireResponse", params={"patient": alice}))
+    assert response["id"] == f"case-{case_id}" and response["subject"]["reference"] == f"Patient/{alice}"
+    items = {i["linkId"]: i for i in response["item"]}
+    assert items["fever"]["text"] == "Have you had a fever?" and items["fever"]["answer"] == [{"valueBoolean": True}]
+    assert items["fever_days"]["answer"] == [{"valueInteger": 2}]
+    assert [a["valueString"] for a in items["pain_where"]["answer"]] == ["arm or leg", "skin"]
+    assert items["free-text"]["answer"] == [{"valueString": "Itchy since Friday."}]
+    assert validated(fhir.get(f"/fhir/QuestionnaireResponse/{response['id']}").json()) == response
+    exported = [json.loads(line) for line in fhir.get("/fhir/$export").text.splitlines()]
+    assert [r["id"] for r in exported if r["resourceType"] == "QuestionnaireResponse"] == [response["id"]]

@@ -96,7 +96,10 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
     targets = {
         "alert_id": str(south_alert["id"]),
         "observation_id": south_observation,
-        "case_id": world.send_case(world.south.kiosk, "S100", text="south case", attachments=[attachment]),
+        "case_id": (
+            south_case := world.send_case(world.south.kiosk, "S100", text="south case", attachments=[attachment])
+        ),
+        "response_id": f"case-{south_case}",
         "patient_id": south_patient,
         "user_id": str(world.south.user_ids[world.south.provider]),
         "kiosk_id": world.south.kiosk,
