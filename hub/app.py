@@ -23,7 +23,7 @@ from hub import __version__
 from hub.api.routes import api_router
 from hub.api.schemas import Health
 from hub.fhir import routes as fhir_routes
-from hub.web.routes import admin, cases, fleet, login, patients, queue, triage
+from hub.web.routes import admin, cases, fleet, login, patients, queue, rpm, triage
 from hub.web.security import LoginRequired
 from hub.web.templating import TEMPLATES
 from hub.workspace import WebSettings, Workspace
@@ -120,7 +120,7 @@ def create_app(
 
     app.include_router(api_router())
     app.include_router(fhir_routes.router)
-    for module in (login, patients, queue, triage, cases, fleet, admin):
+    for module in (login, patients, queue, triage, cases, rpm, fleet, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
 

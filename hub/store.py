@@ -329,6 +329,19 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX downlink_pending ON downlink (kiosk) WHERE delivered_at IS NULL;
     """,
+    # 9: remote-monitoring time a provider logs by hand (calls, care coordination) beside what the audit log shows
+    """
+    CREATE TABLE rpm_time (
+        id INTEGER PRIMARY KEY,
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        patient_id TEXT NOT NULL REFERENCES patients (id),
+        user_id INTEGER NOT NULL REFERENCES users (id),
+        at REAL NOT NULL,
+        minutes REAL NOT NULL CHECK (minutes > 0 AND minutes <= 240),
+        activity TEXT NOT NULL
+    );
+    CREATE INDEX rpm_time_patient ON rpm_time (patient_id, at);
+    """,
 ]
 
 

@@ -171,10 +171,12 @@ def test_every_page_passes_the_accessibility_rules(browser: Browser, site: Site,
     alice = site.world.north.patients["N100"]
     site.world.send(site.world.north.kiosk, [obs("59408-5", 86, "%", NOW - timedelta(hours=2))], subject="N100")
     alert_id = site.world.store.db.conn.execute("SELECT id FROM alerts").fetchone()[0]
-    pages = ["/triage", f"/triage/{alert_id}", "/patients", f"/patients/{alice}", "/queue", "/fleet", "/account"]
+    case_id = site.world.send_case(site.world.north.kiosk, "N100", text="A rash on my arm.")
+    pages = ["/triage", f"/triage/{alert_id}", f"/cases/{case_id}", "/rpm", f"/patients/{alice}/rpm", "/patients",
+             f"/patients/{alice}", "/queue", "/fleet", "/account"]  # fmt: skip
     for path in [*pages, "/admin/users", "/admin/audit"]:
         page.goto(f"{site.url}{path}")
-        if path.startswith("/patients/"):
+        if path == f"/patients/{alice}":
             expect(page.locator('.trend-plot[data-code="8480-6"]')).to_have_attribute("data-points-drawn", "5")
         page.add_script_tag(path=str(AXE))
         result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")

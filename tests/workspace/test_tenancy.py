@@ -143,6 +143,8 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
                 "assignee": str(world.south.user_ids[world.south.provider]),
                 "text": "crossing clinics",
                 "message": "crossing clinics",
+                "minutes": "5",
+                "activity": "crossing clinics",
             }
             response = client.request(method, concrete, headers=headers, data=None if method in SAFE else data)
             tried += 1
