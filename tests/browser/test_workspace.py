@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from device.attachments import enqueue_attachment
 from device.protocol.endpoints import BrokerUrl
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.site import Site, serve
@@ -225,11 +228,18 @@ def test_a_case_from_the_kiosk_is_answered_in_the_browser_and_reaches_the_kiosk_
     with ingest_thread(site.world.db, broker_url, downlink_check_s=0.1):
         with kiosk_agent(kiosk_dir, site.world.north.kiosk, broker_url, **fast) as agent:
             case_id = str(uuid.uuid4())
+            throat = np.zeros((240, 320, 3), np.uint8)
+            throat[:, :, 2] = np.linspace(80, 220, 320, dtype=np.uint8)  # a reddish gradient, a real JPEG
+            photo = enqueue_attachment(agent.outbox, cv2.imencode(".jpg", throat)[1].tobytes(), subject="N100")
+            thermometer = {"id": "th-1", "type": "ble", "manufacturer": "A&D Medical", "model": "UT-201BLE"}
+            fever = {"code": "8310-5", "value": 38.2, "unit": "Cel", "effective": NOW, "device": thermometer}
+            vitals = agent.outbox.enqueue("observations", {"subject": "N100", "observations": [fever]})
             agent.outbox.enqueue("case", {
                 "case": case_id, "subject": "N100", "questionnaire": {"id": "general-intake", "version": 1},
-                "answers": [{"link_id": "main", "value": "Sore throat"}, {"link_id": "fever", "value": False},
-                            {"link_id": "pain", "value": False}, {"link_id": "breathless", "value": False}],
-                "text": "Three days now.", "created": NOW,
+                "answers": [{"link_id": "main", "value": "Sore throat"}, {"link_id": "fever", "value": True},
+                            {"link_id": "fever_days", "value": 2}, {"link_id": "pain", "value": False},
+                            {"link_id": "breathless", "value": False}],
+                "text": "Three days now.", "created": NOW, "attachments": [photo], "vitals": [vitals.id],
             })  # fmt: skip
             wait_until(lambda: agent.outbox.backlog().items == 0, 20, "the case to reach the hub")
         # The kiosk goes offline before anyone answers.
@@ -238,6 +248,11 @@ def test_a_case_from_the_kiosk_is_answered_in_the_browser_and_reaches_the_kiosk_
         page.get_by_role("link", name="Triage").click()
         page.get_by_role("link", name="Case: Sore throat").click()
         expect(page.get_by_text("Three days now.")).to_be_visible()
+        expect(page.get_by_text("For how many days?")).to_be_visible()  # the branch the patient saw
+        expect(page.get_by_role("cell", name="38.2 Cel")).to_be_visible()
+        image = page.get_by_role("img", name="Photo 1 the patient sent with this case")
+        expect(image).to_be_visible()
+        assert image.evaluate("img => img.complete && img.naturalWidth") == 320
         page.get_by_role("button", name="Start review").click()
         page.get_by_label("Message to the patient").fill("Salt-water gargles; come in if it lasts a week.")
         page.get_by_label("Also ask for").select_option("more_info")
