@@ -19,6 +19,8 @@ from device.yaml_config import ConfigError, load_model
 from hub import attribution, audit
 from hub.accounts import passwords, tokens, users
 from hub.audit import Actor
+from hub.cases import questionnaire
+from hub.cases.questionnaire import Questionnaire
 from hub.store import HubStore, immediate
 from hub.triage import alerts as triage
 from hub.triage.config import PatientOverrides, TriageConfig
@@ -69,6 +71,14 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     data(p)
     p.add_argument("--clinic", required=True)
 
+    quest = sub.add_parser("questionnaires", help="intake questionnaires").add_subparsers(dest="action", required=True)
+    p = quest.add_parser("check", help="validate a questionnaire file; print each problem as file:line: message")
+    p.add_argument("file", type=Path)
+    p = quest.add_parser("set", help="add a validated questionnaire (a new id or version) to a clinic")
+    data(p)
+    p.add_argument("--clinic", required=True)
+    p.add_argument("file", type=Path)
+
     token = sub.add_parser("token", help="API tokens for other systems").add_subparsers(dest="action", required=True)
     p = token.add_parser("create", help="create a token and print it (shown only once)")
     data(p)
@@ -92,19 +102,7 @@ def _password(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.command == "triage" and args.action == "check":
-            config = load_model(args.file, TriageConfig, document="a triage rules file")
-            print(f"{args.file}: {len(config.rules)} rule(s), NEWS2 {'on' if config.news2.enabled else 'off'}")
-            return 0
-        store = HubStore(args.data / "hub.db")
-        try:
-            out = _query(store.db.conn, args)
-            if out is None:
-                secret = _password(args) if args.command == "users" else None
-                with immediate(store.db.conn) as conn:
-                    out = _change(conn, args, time.time(), secret)
-        finally:
-            store.close()
+        out = _check_file(args) if args.action == "check" else _with_store(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -113,6 +111,28 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(out)
     return 0
+
+
+def _check_file(args: argparse.Namespace) -> str:
+    """`... check FILE`: validation only, no database."""
+    if args.command == "questionnaires":
+        q = load_model(args.file, Questionnaire, document="a questionnaire")
+        return f"{args.file}: {q.id} v{q.version}, {len(q.items)} item(s)"
+    config = load_model(args.file, TriageConfig, document="a triage rules file")
+    return f"{args.file}: {len(config.rules)} rule(s), NEWS2 {'on' if config.news2.enabled else 'off'}"
+
+
+def _with_store(args: argparse.Namespace) -> str:
+    store = HubStore(args.data / "hub.db")
+    try:
+        out = _query(store.db.conn, args)
+        if out is None:
+            secret = _password(args) if args.command == "users" else None
+            with immediate(store.db.conn) as conn:
+                out = _change(conn, args, time.time(), secret)
+        return out
+    finally:
+        store.close()
 
 
 def _query(conn: sqlite3.Connection, args: argparse.Namespace) -> str | None:
@@ -146,11 +166,27 @@ def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secr
         return f"kiosk {args.kiosk_id} now belongs to {args.clinic_id}; {n} waiting reading(s) will be attributed"
     if args.command == "triage":
         return _change_triage(conn, args, now)
-    if args.command == "token" and args.action == "create":
+    if args.command == "questionnaires":
+        return _change_questionnaires(conn, args, now)
+    return _change_token(conn, args, now)
+
+
+def _change_questionnaires(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+    if users.clinic_name(conn, args.clinic) is None:
+        raise ValueError(f"no clinic {args.clinic!r}")
+    q = load_model(args.file, Questionnaire, document="a questionnaire")
+    questionnaire.store(conn, args.clinic, q, "cli", now)
+    target = f"questionnaire:{q.id}:{q.version}"
+    audit.record(conn, CLI, "set_questionnaire", now, clinic_id=args.clinic, target=target)
+    return f"clinic {args.clinic}: questionnaire {q.id} version {q.version}"
+
+
+def _change_token(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+    if args.action == "create":
         token = tokens.create(conn, args.name, args.clinic, args.scope, now)
         audit.record(conn, CLI, "create_token", now, clinic_id=args.clinic, target=f"token:{args.name}")
         return token
-    if args.command == "token" and args.action == "revoke":
+    if args.action == "revoke":
         if not tokens.revoke(conn, args.token_id, now):
             raise ValueError(f"no live token {args.token_id}")
         audit.record(conn, CLI, "revoke_token", now, target=f"token-id:{args.token_id}")

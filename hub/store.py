@@ -342,6 +342,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX rpm_time_patient ON rpm_time (patient_id, at);
     """,
+    # 10: a clinic's own intake questionnaires (immutable versions; built-in ones ship as YAML files)
+    """
+    CREATE TABLE questionnaires (
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        definition TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (clinic_id, id, version)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

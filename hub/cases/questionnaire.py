@@ -7,9 +7,13 @@ problems are shown to the provider beside them.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from device.yaml_config import load_model
 
 ItemType = Literal["boolean", "integer", "decimal", "text", "choice"]
 
@@ -119,24 +123,48 @@ def problems(q: Questionnaire, answers: dict[str, Any]) -> list[str]:
     return found
 
 
-GENERAL_INTAKE = Questionnaire(
-    id="general-intake",
-    version=1,
-    title="How are you feeling?",
-    items=[
-        Item(link_id="main", text="What is the main reason for this visit?", type="text", required=True),
-        Item(link_id="fever", text="Have you had a fever?", type="boolean", required=True),
-        Item(link_id="fever_days", text="For how many days?", type="integer", required=True,
-             enable_when=EnableWhen(question="fever", answer=True)),
-        Item(link_id="pain", text="Are you in pain?", type="boolean", required=True),
-        Item(link_id="pain_where", text="Where does it hurt?", type="choice", required=True,
-             options=["head", "chest", "belly", "back", "arm or leg", "skin", "other"],
-             enable_when=EnableWhen(question="pain", answer=True)),
-        Item(link_id="pain_score", text="How bad is it, from 0 (none) to 10 (worst)?", type="integer",
-             enable_when=EnableWhen(question="pain", answer=True)),
-        Item(link_id="breathless", text="Are you short of breath?", type="boolean", required=True),
-        Item(link_id="medicines", text="Any new medicines since your last visit?", type="text"),
-    ],
-)  # fmt: skip
+BUILT_IN_DIR = Path(__file__).parent / "questionnaires"
 
-KNOWN: dict[tuple[str, int], Questionnaire] = {(GENERAL_INTAKE.id, GENERAL_INTAKE.version): GENERAL_INTAKE}
+
+def _built_in() -> dict[tuple[str, int], Questionnaire]:
+    found = {}
+    for path in sorted(BUILT_IN_DIR.glob("*.yaml")):
+        q = load_model(path, Questionnaire, document="a questionnaire")
+        found[(q.id, q.version)] = q
+    return found
+
+
+BUILT_IN = _built_in()
+GENERAL_INTAKE = BUILT_IN[("general-intake", 1)]
+
+
+def lookup(
+    conn: sqlite3.Connection, clinic_id: str | None, questionnaire_id: str, version: int
+) -> Questionnaire | None:
+    """The clinic's own questionnaire of that id and version, else a built-in one."""
+    if clinic_id is not None:
+        row = conn.execute(
+            "SELECT definition FROM questionnaires WHERE clinic_id = ? AND id = ? AND version = ?",
+            (clinic_id, questionnaire_id, version),
+        ).fetchone()
+        if row is not None:
+            return Questionnaire.model_validate_json(row[0])
+    return BUILT_IN.get((questionnaire_id, version))
+
+
+def store(conn: sqlite3.Connection, clinic_id: str, q: Questionnaire, by: str, now: float) -> None:
+    """Versions are immutable (cases name the version they answered): a changed questionnaire needs a new one."""
+    row = conn.execute(
+        "SELECT definition FROM questionnaires WHERE clinic_id = ? AND id = ? AND version = ?",
+        (clinic_id, q.id, q.version),
+    ).fetchone()
+    if row is not None:
+        if Questionnaire.model_validate_json(row[0]) != q:
+            raise ValueError(
+                f"{q.id} version {q.version} exists with other content: give the new one version {q.version + 1}"
+            )
+        return
+    conn.execute(
+        "INSERT INTO questionnaires (clinic_id, id, version, definition, created_by, created_at) VALUES (?,?,?,?,?,?)",
+        (clinic_id, q.id, q.version, q.model_dump_json(), by, now),
+    )

@@ -298,7 +298,7 @@ def _responses(
     for (cid,) in conn.execute(f"SELECT id FROM cases WHERE {where} ORDER BY received_at", params).fetchall():
         case = case_store.get(conn, clinic_id, cid)
         assert case is not None
-        q = questionnaire.KNOWN.get((case["questionnaire_id"], case["questionnaire_version"]))
+        q = questionnaire.lookup(conn, clinic_id, case["questionnaire_id"], case["questionnaire_version"])
         texts = {i.link_id: i.text for i in q.items} if q else {}
         out.append(fr.questionnaire_response(case, texts))
     return out

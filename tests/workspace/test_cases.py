@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,3 +117,33 @@ def test_an_overdue_case_comes_first_and_an_unknown_check_in_waits_for_registrat
 
     attribution.run_until_done(world.store.db.conn, world.clock())
     assert "New Comer" in provider.get(f"/cases/{stranger}").text
+
+
+def test_a_clinic_adds_its_own_questionnaire_version_from_a_file(
+    world: World, client_as: Callable[[str], TestClient], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import main
+
+    data = ["--data", str(world.db.parent)]
+    bad = tmp_path / "bad.yaml"
+    head = "id: skin\nversion: 1\ntitle: Skin\nitems:\n"
+    bad.write_text(head + "  - link_id: where\n    text: Where?\n    type: choice\n")
+    assert main(["questionnaires", "check", str(bad)]) == 2
+    assert f"{bad}:5:" in (err := capsys.readouterr().err) and "lists its options" in err, err
+    orphan = "{link_id: since, text: Since when, type: text, enable_when: {question: nope, answer: x}}"
+    bad.write_text(head + f"  - {orphan}\n")
+    assert main(["questionnaires", "check", str(bad)]) == 2
+    assert "not an earlier item" in capsys.readouterr().err
+    good = tmp_path / "skin.yaml"
+    item = "  - {link_id: main, text: 'What does the skin look like?', type: text, required: true}\n"
+    good.write_text("id: general-intake\nversion: 2\ntitle: Skin check\nitems:\n" + item)
+    assert main(["questionnaires", "check", str(good)]) == 0
+    assert main(["questionnaires", "set", *data, "--clinic", "north-clinic", str(good)]) == 0
+    case_id = world.send_case(world.north.kiosk, "N100", questionnaire={"id": "general-intake", "version": 2},
+                              answers=[{"link_id": "main", "value": "Red patches"}])  # fmt: skip
+    page = client_as(world.north.provider).get(f"/cases/{case_id}").text
+    assert "What does the skin look like?" in page and "Red patches" in page
+    # The same version with other content is refused: cases already answered it.
+    good.write_text(good.read_text().replace("look like", "feel like"))
+    assert main(["questionnaires", "set", *data, "--clinic", "north-clinic", str(good)]) == 2
+    assert "give the new one version 3" in capsys.readouterr().err

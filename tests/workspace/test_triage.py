@@ -203,3 +203,30 @@ def test_the_triage_page_lists_alerts_by_urgency(world: World, client_as: Callab
     assert page.index("SpO2 below 90 %") < page.index("Heart rate outside 40-130 /min")
     assert "Alice North" in page and "Bob North" in page
     assert "Zed Southerly" not in client_as(world.south.provider).get("/triage").text.split("<tbody>")[1]
+
+
+def test_rules_are_checked_set_and_overridden_from_the_command_line(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import main
+
+    data = ["--data", str(world.db.parent)]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: spo2-low, title: SpO2 below 92 %, severity: high, code: 59408-5, unit: '%', "
+                     "below: 92}\ncases:\n  respond_within_hours: 4\n")  # fmt: skip
+    assert main(["triage", "check", str(rules)]) == 0
+    assert main(["triage", "set", *data, "--clinic", "north-clinic", str(rules)]) == 0
+    assert "version 1" in capsys.readouterr().out
+    world.send(world.north.kiosk, [obs("59408-5", 91, "%", day(0), device=OXIMETER)], subject="N100")
+    assert alert_rows(world, "N100")["spo2-low"][0] == "open"  # 91 % is below the clinic's 92
+    override = tmp_path / "copd.yaml"
+    override.write_text("rules:\n  - {id: spo2-low, title: off for COPD, severity: high, code: 59408-5, unit: '%', "
+                        "below: 85, enabled: false}\n")  # fmt: skip
+    bob = world.north.patients["N101"]
+    assert main(["triage", "override", *data, "--patient", bob, str(override)]) == 0
+    world.send(world.north.kiosk, [obs("59408-5", 80, "%", day(0), device=OXIMETER)], subject="N101")
+    assert "spo2-low" not in alert_rows(world, "N101")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules:\n  - {id: x, title: t, severity: high, code: 59408-5, unit: mm[Hg], below: 1}\n")
+    assert main(["triage", "set", *data, "--clinic", "north-clinic", str(broken)]) == 2
+    assert f"{broken}:2:" in capsys.readouterr().err

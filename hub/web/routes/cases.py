@@ -34,9 +34,9 @@ def _case(ws: Workspace, principal: Principal, case_id: str) -> dict[str, Any]:
     return case
 
 
-def _questions(case: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+def _questions(ws: Workspace, case: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     answers = {a["link_id"]: a["value"] for a in case["answers"]}
-    q = questionnaire.KNOWN.get((case["questionnaire_id"], case["questionnaire_version"]))
+    q = questionnaire.lookup(ws.conn(), case["clinic_id"], case["questionnaire_id"], case["questionnaire_version"])
     if q is None:
         rows = [{"text": link_id, "answer": value} for link_id, value in answers.items()]
         return rows, [f"questionnaire {case['questionnaire_id']} v{case['questionnaire_version']} is not known here"]
@@ -78,7 +78,7 @@ def _photos(ws: Workspace, case: dict[str, Any]) -> list[dict[str, Any]]:
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
 def case_page(request: Request, principal: User_, ws: Ws, case_id: str) -> Response:
     case = _case(ws, principal, case_id)
-    rows, issues = _questions(case)
+    rows, issues = _questions(ws, case)
     with ws.write() as w:
         audit.record(w, principal.actor, "view_case", ws.now(), patient_id=case["patient_id"], target=f"case:{case_id}")
     patient = None
