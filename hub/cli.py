@@ -175,7 +175,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
         print(
             "\n"
-            f"  Provider workspace: {service.base_url}/login\n"
+            f"  Provider workspace: {service.base_url}/login  (the triage queue has alerts and a case waiting)\n"
             f"    provider     {demo_data.PROVIDER_EMAIL}   password {logins.provider_password}\n"
             f"    clinic admin {demo_data.ADMIN_EMAIL}      password {logins.admin_password}\n"
             f"  Simulated kiosk {args.kiosk_id!r} sends readings for patients {', '.join(logins.patient_codes[:4])}\n"
