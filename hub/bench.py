@@ -1141,8 +1141,8 @@ def _audit_line(a: Audit) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the broker and children are stopped by the finally blocks."""
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop servers, brokers and children (both benches use it)."""
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(143)
@@ -1182,7 +1182,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         with (
-            _sigterm_as_exit(),
+            sigterm_as_exit(),
             tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp,
             tempfile.TemporaryDirectory(prefix="hub-bench-kiosks-", dir=config.kiosk_dir) as kiosk_tmp,
         ):

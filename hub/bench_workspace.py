@@ -52,7 +52,6 @@ import random
 import re
 import secrets
 import selectors
-import signal
 import socket
 import sqlite3
 import statistics
@@ -65,13 +64,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from device.protocol.envelope import encode, parse_envelope, utc_iso
 from hub import attribution, audit, patients, review
 from hub.accounts import passwords, sessions, users
+from hub.bench import sigterm_as_exit
 from hub.store import Accepted, HubStore
 from hub.web.routes.patients import PAGE, RANGES
 from hub.workspace import WebSettings, Workspace
@@ -1204,20 +1203,6 @@ def _where(path: Path) -> str:
     return f"{fstype} at {best or '?'}, {kind}"
 
 
-@contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and remove the temp folder."""
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(143)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _run(config: Config, db: Path, scratch: Path) -> Report:
     started = time.monotonic()
     password = secrets.token_urlsafe(18)
@@ -1258,7 +1243,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     parent = "/dev/shm" if config.tmpfs else None  # noqa: S108 - tmpfs on purpose; the folder in it is private
     try:
-        with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="hub-bench-workspace-", dir=parent) as tmp:
+        with sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="hub-bench-workspace-", dir=parent) as tmp:
             db = config.db or Path(tmp) / "hub.db"
             report = _run(config, db, Path(tmp))
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,9 +35,6 @@ class Reading:
 class AlertError(ValueError):
     pass
 
-
-# A staff action on one alert, inside the caller's transaction: returns the alert's patient (for the audit log).
-Action = Callable[[sqlite3.Connection, float], str]
 
 
 # -- configuration -------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
@@ -18,6 +17,7 @@ from device.protocol.vitals import VITALS
 from hub import audit
 from hub.cases import questionnaire
 from hub.cases import store as cases
+from hub.web.actions import Action, perform
 from hub.web.security import Principal, require_user, workspace
 from hub.web.templating import TEMPLATES
 from hub.workspace import Workspace
@@ -123,23 +123,9 @@ def case_photo(principal: User_, ws: Ws, case_id: str, attachment_id: str) -> Re
     return Response(bytes(row[0]), media_type=row[1], headers={"Cache-Control": "no-store"})
 
 
-def _step(
-    ws: Workspace,
-    principal: Principal,
-    case_id: str,
-    action: str,
-    run: Callable[[sqlite3.Connection, float], str | None],
-) -> Response:
-    now = ws.now()
-    try:
-        with ws.write() as w:
-            patient_id = run(w, now)
-            audit.record(w, principal.actor, action, now, patient_id=patient_id, target=f"case:{case_id}")
-    except LookupError:
-        raise HTTPException(404, "no such case") from None
-    except cases.CaseError as exc:
-        return RedirectResponse(f"/cases/{case_id}?error={exc}", status_code=303)
-    return RedirectResponse(f"/cases/{case_id}", status_code=303)
+def _step(ws: Workspace, principal: Principal, case_id: str, action: str, run: Action) -> Response:
+    return perform(ws, principal, action=action, target=f"case:{case_id}", run=run, back=f"/cases/{case_id}",
+                   errors=(cases.CaseError,))  # fmt: skip
 
 
 @router.post("/cases/{case_id}/review")

@@ -6,13 +6,14 @@ import sqlite3
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 
 from hub import audit
 from hub.accounts import users
 from hub.cases import store as case_store
 from hub.triage import alerts
 from hub.triage.config import SEVERITY_RANK
+from hub.web.actions import Action, perform
 from hub.web.security import Principal, require_user, workspace
 from hub.web.templating import TEMPLATES
 from hub.workspace import Workspace
@@ -92,22 +93,14 @@ def alert_page(request: Request, principal: User_, ws: Ws, alert_id: int) -> Res
     )
 
 
-def _act(ws: Workspace, principal: Principal, alert_id: int, action: str, run: alerts.Action) -> Response:
-    now = ws.now()
-    try:
-        with ws.write() as w:
-            patient_id = run(w, now)
-            audit.record(w, principal.actor, action, now, patient_id=patient_id, target=f"alert:{alert_id}")
-    except LookupError:
-        raise HTTPException(404, "no such alert") from None
-    except alerts.AlertError as exc:
-        return RedirectResponse(f"/triage/{alert_id}?error={exc}", status_code=303)
-    return RedirectResponse(f"/triage/{alert_id}", status_code=303)
+def _act(ws: Workspace, principal: Principal, alert_id: int, action: str, run: Action) -> Response:
+    return perform(ws, principal, action=action, target=f"alert:{alert_id}", run=run, back=f"/triage/{alert_id}",
+                   errors=(alerts.AlertError,))  # fmt: skip
 
 
 @router.post("/triage/{alert_id}/acknowledge")
 def acknowledge(principal: User_, ws: Ws, alert_id: int) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str:
+    def run(w: sqlite3.Connection, now: float) -> str | None:
         return alerts.acknowledge(w, principal.clinic_id, alert_id, principal.user.id, now)
 
     return _act(ws, principal, alert_id, "acknowledge_alert", run)
@@ -115,7 +108,7 @@ def acknowledge(principal: User_, ws: Ws, alert_id: int) -> Response:
 
 @router.post("/triage/{alert_id}/assign")
 def assign(principal: User_, ws: Ws, alert_id: int, assignee: Annotated[int, Form(ge=1)]) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str:
+    def run(w: sqlite3.Connection, now: float) -> str | None:
         return alerts.assign(w, principal.clinic_id, alert_id, assignee=assignee, user_id=principal.user.id, now=now)
 
     return _act(ws, principal, alert_id, "assign_alert", run)
@@ -123,7 +116,7 @@ def assign(principal: User_, ws: Ws, alert_id: int, assignee: Annotated[int, For
 
 @router.post("/triage/{alert_id}/note")
 def note(principal: User_, ws: Ws, alert_id: int, text: Annotated[str, Form(max_length=2000)]) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str:
+    def run(w: sqlite3.Connection, now: float) -> str | None:
         return alerts.add_note(w, principal.clinic_id, alert_id, text=text, user_id=principal.user.id, now=now)
 
     return _act(ws, principal, alert_id, "note_alert", run)
@@ -131,7 +124,7 @@ def note(principal: User_, ws: Ws, alert_id: int, text: Annotated[str, Form(max_
 
 @router.post("/triage/{alert_id}/resolve")
 def resolve(principal: User_, ws: Ws, alert_id: int) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str:
+    def run(w: sqlite3.Connection, now: float) -> str | None:
         return alerts.resolve(w, principal.clinic_id, alert_id, principal.user.id, now)
 
     return _act(ws, principal, alert_id, "resolve_alert", run)
