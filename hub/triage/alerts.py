@@ -36,7 +36,6 @@ class AlertError(ValueError):
     pass
 
 
-
 # -- configuration -------------------------------------------------------------------------
 
 
