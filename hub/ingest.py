@@ -159,6 +159,7 @@ class IngestWorker:
         # Small receipts and single readings must not wait for Nagle (paho leaves it on).
         client.on_socket_open = no_delay
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -188,8 +189,14 @@ class IngestWorker:
         self.config.reconnect.reset()
         client.subscribe([(Topics.shared(self.config.group, Topics.UPLINK_FILTER), 1), (Topics.PRESENCE_FILTER, 1)])
         self._ready = True
-        self.connected.set()
         log.info("ingest connected to %s", self.config.broker)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any) -> None:
+        """Ready only once the broker has the subscription: before its SUBACK, a first session misses messages."""
+        if any(code.is_failure for code in codes):
+            log.error("the broker refused ingest's subscription: %s", codes)
+            return
+        self.connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if self._ready:
