@@ -59,21 +59,24 @@ CASE_COLUMNS = [
 ]  # fmt: skip
 
 
-def _row(conn: sqlite3.Connection, r: tuple[Any, ...]) -> dict[str, Any]:
+def _row(r: tuple[Any, ...], respond_within_hours: float) -> dict[str, Any]:
     case = dict(zip(CASE_COLUMNS, r, strict=True))
     for key in ("answers", "attachments", "vitals"):
         case[key] = json.loads(case[key])
     case["answer"] = json.loads(case["answer"]) if case["answer"] else None
-    hours = clinic_config(conn, case["clinic_id"]).cases.respond_within_hours if case["clinic_id"] else 24
-    case["due_at"] = case["received_at"] + hours * 3600
+    case["due_at"] = case["received_at"] + respond_within_hours * 3600
     return case
+
+
+def _hours(conn: sqlite3.Connection, clinic_id: str) -> float:
+    return clinic_config(conn, clinic_id).cases.respond_within_hours
 
 
 def get(conn: sqlite3.Connection, clinic_id: str, case_id: str) -> dict[str, Any] | None:
     row = conn.execute(
         f"SELECT {', '.join(CASE_COLUMNS)} FROM cases WHERE id = ? AND clinic_id = ?", (case_id, clinic_id)
     ).fetchone()
-    return None if row is None else _row(conn, row)
+    return None if row is None else _row(row, _hours(conn, clinic_id))
 
 
 def open_cases(conn: sqlite3.Connection, clinic_id: str) -> list[dict[str, Any]]:
@@ -84,7 +87,8 @@ def open_cases(conn: sqlite3.Connection, clinic_id: str) -> list[dict[str, Any]]
         "WHERE c.clinic_id = ? AND c.state IN ('new', 'in_review') ORDER BY c.received_at",
         (clinic_id,),
     ).fetchall()
-    return [{**_row(conn, r[: len(CASE_COLUMNS)]), "patient_name": r[-2], "patient_code": r[-1]} for r in rows]
+    hours = _hours(conn, clinic_id)
+    return [{**_row(r[: len(CASE_COLUMNS)], hours), "patient_name": r[-2], "patient_code": r[-1]} for r in rows]
 
 
 def _state(conn: sqlite3.Connection, clinic_id: str, case_id: str) -> tuple[str, str | None]:

@@ -44,8 +44,11 @@ def clinic_config(conn: sqlite3.Connection, clinic_id: str) -> TriageConfig:
     return DEFAULT if row is None else TriageConfig.model_validate_json(row[0])
 
 
-def patient_config(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> TriageConfig:
-    base = clinic_config(conn, clinic_id)
+def patient_config(
+    conn: sqlite3.Connection, clinic_id: str, patient_id: str, *, base: TriageConfig | None = None
+) -> TriageConfig:
+    """The clinic's rules with the patient's overrides; `base` saves reading the clinic's again in a sweep."""
+    base = base or clinic_config(conn, clinic_id)
     row = conn.execute("SELECT rules FROM patient_triage_overrides WHERE patient_id = ?", (patient_id,)).fetchone()
     if row is None:
         return base
@@ -231,9 +234,11 @@ def check_silence(conn: sqlite3.Connection, now: float) -> int:
     rows = conn.execute(
         "SELECT clinic_id, id, last_reading_at FROM patients WHERE reading_count > 0 ORDER BY clinic_id"
     ).fetchall()
+    clinics: dict[str, TriageConfig] = {}
     for clinic_id, patient_id, last in rows:
         last_s = datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp() if last else None
-        for rule in patient_config(conn, clinic_id, patient_id).rules:
+        base = clinics.get(clinic_id) or clinics.setdefault(clinic_id, clinic_config(conn, clinic_id))
+        for rule in patient_config(conn, clinic_id, patient_id, base=base).rules:
             silent = silent_for(rule, last_s, now)
             if silent is None:
                 continue
@@ -324,23 +329,31 @@ ALERT_COLUMNS = [
 ]  # fmt: skip
 
 
-def queue(conn: sqlite3.Connection, clinic_id: str, *, include_resolved: bool = False) -> list[dict[str, Any]]:
-    """The clinic's alerts by urgency: escalated first, then severity, then the oldest."""
-    states = ("open", "acknowledged", "resolved") if include_resolved else ("open", "acknowledged")
+def _alerts(conn: sqlite3.Connection, clinic_id: str, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
     cols = ", ".join(f"a.{c}" for c in ALERT_COLUMNS)
     rows = conn.execute(
         f"SELECT {cols}, p.name, p.code, u.name FROM alerts a JOIN patients p ON p.id = a.patient_id "
-        "LEFT JOIN users u ON u.id = a.assigned_to "
-        f"WHERE a.clinic_id = ? AND a.state IN ({','.join('?' * len(states))})",
-        (clinic_id, *states),
+        f"LEFT JOIN users u ON u.id = a.assigned_to WHERE a.clinic_id = ? AND {where}",
+        (clinic_id, *params),
     ).fetchall()
-    out = [
+    return [
         {**dict(zip(ALERT_COLUMNS, r[: len(ALERT_COLUMNS)], strict=True)), "patient_name": r[-3],
          "patient_code": r[-2], "assignee": r[-1]}
         for r in rows
     ]  # fmt: skip
+
+
+def queue(conn: sqlite3.Connection, clinic_id: str) -> list[dict[str, Any]]:
+    """The clinic's alerts waiting for a person, by urgency: escalated first, then severity, then the oldest."""
+    out = _alerts(conn, clinic_id, "a.state IN ('open', 'acknowledged')", ())
     out.sort(key=lambda a: (a["escalated_at"] is None, SEVERITY_RANK[a["severity"]], a["opened_at"]))
     return out
+
+
+def get(conn: sqlite3.Connection, clinic_id: str, alert_id: int) -> dict[str, Any] | None:
+    """One alert of the clinic, whatever its state."""
+    found = _alerts(conn, clinic_id, "a.id = ?", (alert_id,))
+    return found[0] if found else None
 
 
 def events(conn: sqlite3.Connection, clinic_id: str, alert_id: int) -> list[dict[str, Any]]:

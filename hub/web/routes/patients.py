@@ -100,7 +100,8 @@ def _range(
     return TimeRange.last(RANGES[key], datetime.fromtimestamp(now, UTC)), key
 
 
-def _patient(ws: Workspace, principal: Principal, patient_id: str) -> patients.Patient:
+def patient_or_404(ws: Workspace, principal: Principal, patient_id: str) -> patients.Patient:
+    """The clinic's patient, or 404 exactly as for an id that does not exist (another clinic's included)."""
     patient = patients.get(ws.conn(), principal.clinic_id, patient_id)
     if patient is None:
         raise HTTPException(404, "no such patient")
@@ -130,7 +131,7 @@ def patient_page(
     until: Until = None,
     page: Annotated[int, Query(ge=1, le=100000)] = 1,
 ) -> Response:
-    patient = _patient(ws, principal, patient_id)
+    patient = patient_or_404(ws, principal, patient_id)
     rng, preset = _range(range_, since, until, ws.now())
     rows = review.readings(ws.conn(), principal.clinic_id, patient.id, rng, limit=PAGE + 1, offset=(page - 1) * PAGE)
     query = f"since={rng.since.isoformat()}&until={rng.until.isoformat()}".replace("+", "%2B")
@@ -169,7 +170,7 @@ def unmap_slot(
     device_id: Annotated[str, Form(max_length=128)],
     device_user: Annotated[int, Form(ge=0, le=254)],
 ) -> Response:
-    patient = _patient(ws, principal, patient_id)
+    patient = patient_or_404(ws, principal, patient_id)
     now = ws.now()
     with ws.write() as w:
         if not attribution.unmap_slot(w, principal.clinic_id, patient.id, device_id, device_user):
@@ -183,7 +184,7 @@ def unmap_slot(
 def patient_trends(
     principal: User_, ws: Ws, patient_id: str, range_: RangeQ = None, since: Since = None, until: Until = None
 ) -> Response:
-    patient = _patient(ws, principal, patient_id)
+    patient = patient_or_404(ws, principal, patient_id)
     now = ws.now()
     rng, _ = _range(range_, since, until, now)
     data = review.trends(ws.conn(), principal.clinic_id, patient.id, rng)
@@ -209,7 +210,7 @@ def patient_trends(
 def export_readings(
     principal: User_, ws: Ws, patient_id: str, range_: RangeQ = None, since: Since = None, until: Until = None
 ) -> Response:
-    patient = _patient(ws, principal, patient_id)
+    patient = patient_or_404(ws, principal, patient_id)
     now = ws.now()
     rng, _ = _range(range_, since, until, now)
     rows = review.readings(ws.conn(), principal.clinic_id, patient.id, rng, limit=1_000_000)

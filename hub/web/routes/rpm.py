@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Res
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hub import audit, patients, rpm
+from hub.web.routes.patients import patient_or_404
 from hub.web.security import Principal, require_user, workspace
 from hub.web.templating import TEMPLATES
 from hub.workspace import Workspace
@@ -76,16 +77,9 @@ def rpm_export(principal: User_, ws: Ws, month: MonthQ = None) -> Response:
     )
 
 
-def _patient(ws: Workspace, principal: Principal, patient_id: str) -> patients.Patient:
-    patient = patients.get(ws.conn(), principal.clinic_id, patient_id)
-    if patient is None:
-        raise HTTPException(404, "no such patient")
-    return patient
-
-
 @router.get("/patients/{patient_id}/rpm", response_class=HTMLResponse)
 def patient_rpm(request: Request, principal: User_, ws: Ws, patient_id: str, month: MonthQ = None) -> Response:
-    patient = _patient(ws, principal, patient_id)
+    patient = patient_or_404(ws, principal, patient_id)
     value = _month(ws, month)
     result = rpm.month_for(ws.conn(), principal.clinic_id, patient.id, value)
     with ws.write() as w:
@@ -106,7 +100,7 @@ def log_time(
     minutes: Annotated[float, Form(gt=0, le=240)],
     activity: Annotated[str, Form(max_length=500)],
 ) -> Response:
-    patient = _patient(ws, principal, patient_id)
+    patient = patient_or_404(ws, principal, patient_id)
     now = ws.now()
     try:
         with ws.write() as w:

@@ -71,10 +71,9 @@ def triage_queue(request: Request, principal: User_, ws: Ws) -> Response:
 @router.get("/triage/{alert_id}", response_class=HTMLResponse)
 def alert_page(request: Request, principal: User_, ws: Ws, alert_id: int) -> Response:
     conn = ws.conn()
-    found = [a for a in alerts.queue(conn, principal.clinic_id, include_resolved=True) if a["id"] == alert_id]
-    if not found:
+    alert = alerts.get(conn, principal.clinic_id, alert_id)
+    if alert is None:
         raise HTTPException(404, "no such alert")
-    alert = found[0]
     with ws.write() as w:
         audit.record(w, principal.actor, "view_alert", ws.now(), patient_id=alert["patient_id"],
                      target=f"alert:{alert_id}")  # fmt: skip
