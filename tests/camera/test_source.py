@@ -64,7 +64,9 @@ def picture(i: int) -> NDArray[np.uint8]:
 def write_video(path: Path, fourcc: str, count: int, fps: float = FPS) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (WIDTH, HEIGHT))
     if not writer.isOpened():
-        pytest.skip(f"this OpenCV cannot write {fourcc} to {path.suffix}")
+        # opencv-python's wheel (pinned in pyproject) bundles FFmpeg with MJPG and FFV1: not writing
+        # them means a broken install, which must fail here rather than skip the camera tests.
+        pytest.fail(f"this OpenCV cannot write {fourcc} to {path.suffix}: reinstall opencv-python (make test does)")
     for i in range(count):
         writer.write(picture(i))
     writer.release()
