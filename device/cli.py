@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --count: exit once the hub has receipted everything",
     )
 
+    serve = sub.add_parser(
+        "serve", help="the agent plus the patient's screen (127.0.0.1 only), the Bluetooth collector and the camera"
+    )
+    _agent_args(serve)
+    _serve_args(serve)
+
     outbox = sub.add_parser("outbox", help="inspect the outbox")
     outbox.add_argument("--data", type=Path, default=Path("data/kiosk"))
     outbox.add_argument("--kiosk-id", type=_kiosk_id, default="unknown")
@@ -96,6 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_camera_commands(sub)
     _add_bench_commands(sub)
     return parser
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=8090, help="the screen's port on 127.0.0.1 (0: any free one)")
+    p.add_argument(
+        "--ble",
+        choices=["bleak", "virtual", "off"],
+        default="bleak",
+        help="Bluetooth: bleak/BlueZ (the Pi), virtual (simulated devices speaking GATT over bumble: demo), or off",
+    )
+    p.add_argument("--profiles", type=Path, default=Path("firmware_configs/ble"), help="Bluetooth device profiles")
+    p.add_argument(
+        "--camera-profile",
+        type=Path,
+        default=Path("firmware_configs/kiosk/usb-uvc-webcam.yaml"),
+        help="kiosk hardware profile naming the camera",
+    )
+    p.add_argument("--camera-video", type=Path, default=None, help="a video file stands in for the camera (demo)")
+    p.add_argument("--no-camera", action="store_true", help="this kiosk has no camera")
+    p.add_argument("--camera-seconds", type=float, default=30.0, help="length of a camera vitals measurement")
+    p.add_argument("--idle-timeout", type=float, default=120.0, help="seconds without a touch before a visit ends")
+    p.add_argument("--idle-warning", type=float, default=30.0, help="the countdown shown before that end")
+    p.add_argument("--clinic-name", default="", help="shown until the hub's setup names the clinic")
 
 
 def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -468,7 +497,7 @@ def _ble_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per command
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -487,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "outbox":
         return _outbox_status(args)
+    if args.command == "serve":
+        from device.screen.serve import options_from, serve  # noqa: PLC0415 - web stack loads only here
+
+        return serve(KioskAgent(_agent_config(args)), options_from(args))
     return _run_agent(args)
 
 

@@ -22,6 +22,7 @@ import select
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -111,6 +112,8 @@ class Forwarder:
         self._receipted_since = 0.0
         self._last_offset_write = 0.0
         self.connected = threading.Event()
+        # Told the ids the hub has committed (from the network thread), e.g. so the screen can say "delivered".
+        self.on_receipt: Callable[[list[str]], None] | None = None
         self._closed = False
         self._wake_pending = False
         # A partial batch is waiting for the window to empty: no need to read the outbox until a receipt.
@@ -354,6 +357,11 @@ class Forwarder:
             if not self._receipted:
                 self._receipted_since = received
             self._receipted.extend(receipt.accepted)
+            if self.on_receipt is not None:
+                try:
+                    self.on_receipt(list(receipt.accepted))
+                except Exception:
+                    log.exception("receipt listener failed")
         if receipt.rejected:
             self.stats.items_rejected += self.outbox.reject((r.id, r.reason) for r in receipt.rejected)
             log.error("hub rejected %d item(s); kept in the local rejected table", len(receipt.rejected))

@@ -1,8 +1,8 @@
-"""`hub clinics|users|kiosks|token ...`: setting up who may see what, from the hub's own shell.
+"""`hub clinics|users|kiosks|patients|token ...`: setting up who may see what, from the hub's own shell.
 
 These act on the database directly (the operator is on the hub machine); each change is
-written to the audit log as `cli`. Passwords are read from stdin or a prompt, never argv,
-so they stay out of shell history and process lists.
+written to the audit log as `cli`. Passwords and kiosk PINs are read from stdin or a prompt,
+never argv, so they stay out of shell history and process lists (and never reach the audit log).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import json
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from device.yaml_config import ConfigError, load_model
-from hub import attribution, audit
+from hub import attribution, audit, kiosk_setup
 from hub.accounts import passwords, tokens, users
 from hub.audit import Actor
 from hub.cases import questionnaire
@@ -38,6 +39,10 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("clinic_id", help="short id: lower-case letters, digits, dashes")
     p.add_argument("name")
     data(clinics.add_parser("list", help="list clinics"))
+    p = clinics.add_parser("kiosk-pin", help="whether patients must enter their PIN after their code at the kiosk")
+    data(p)
+    p.add_argument("--clinic", required=True)
+    p.add_argument("state", choices=["on", "off"])
 
     people = sub.add_parser("users", help="provider and clinic-admin accounts").add_subparsers(
         dest="action", required=True
@@ -55,6 +60,13 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     data(p)
     p.add_argument("kiosk_id")
     p.add_argument("clinic_id")
+
+    pts = sub.add_parser("patients", help="patients").add_subparsers(dest="action", required=True)
+    p = pts.add_parser("pin", help="set a patient's kiosk PIN (4 to 8 digits, read from stdin or prompted)")
+    data(p)
+    p.add_argument("--clinic", required=True)
+    p.add_argument("--code", required=True, help="the patient's check-in code")
+    p.add_argument("--clear", action="store_true", help="remove the patient's PIN instead")
 
     triage_cmd = sub.add_parser("triage", help="alert rules").add_subparsers(dest="action", required=True)
     p = triage_cmd.add_parser("check", help="validate a rules file; print each problem as file:line: message")
@@ -100,13 +112,24 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
+def _pin(args: argparse.Namespace) -> str:
+    """The PIN's hash, made before the write transaction (argon2 is slow on purpose); the PIN goes no further."""
+    if sys.stdin.isatty():
+        pin = getpass.getpass("Kiosk PIN (4 to 8 digits): ")
+        if getpass.getpass("Again: ") != pin:
+            raise ValueError("the two PINs differ")
+    else:
+        pin = sys.stdin.readline().rstrip("\n")
+    return kiosk_setup.hash_pin(pin)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         out = _check_file(args) if args.action == "check" else _with_store(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (users.AccountError, passwords.PasswordPolicyError, tokens.TokenError, ValueError) as exc:
+    except (users.AccountError, passwords.PasswordPolicyError, tokens.TokenError, ValueError, LookupError) as exc:
         print(f"hub {args.command} {args.action}: {exc}", file=sys.stderr)
         return 2
     print(out)
@@ -127,7 +150,11 @@ def _with_store(args: argparse.Namespace) -> str:
     try:
         out = _query(store.db.conn, args)
         if out is None:
-            secret = _password(args) if args.command == "users" else None
+            secret = None
+            if args.command == "users":
+                secret = _password(args)
+            elif args.command == "patients" and not args.clear:
+                secret = _pin(args)
             with immediate(store.db.conn) as conn:
                 out = _change(conn, args, time.time(), secret)
         return out
@@ -147,10 +174,7 @@ def _query(conn: sqlite3.Connection, args: argparse.Namespace) -> str | None:
 
 
 def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secret: str | None) -> str:
-    if args.command == "clinics":
-        users.create_clinic(conn, args.clinic_id, args.name, now)
-        audit.record(conn, CLI, "create_clinic", now, clinic_id=args.clinic_id)
-        return f"clinic {args.clinic_id} created"
+    """`secret`: the new account's password, or the hash of the patient's new kiosk PIN."""
     if args.command == "users":
         assert secret is not None
         user_id = users.create_user(
@@ -158,17 +182,32 @@ def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secr
         )
         audit.record(conn, CLI, "create_user", now, clinic_id=args.clinic, target=f"user:{user_id}")
         return f"account {args.email} ({args.role}) created in {args.clinic}"
+    if args.command == "patients":
+        return _change_patient_pin(conn, args, now, secret)
     if args.command == "kiosks":
         if users.clinic_name(conn, args.clinic_id) is None:
             raise ValueError(f"no clinic {args.clinic_id!r}")
         n = attribution.assign_kiosk(conn, args.kiosk_id, args.clinic_id, now)
         audit.record(conn, CLI, "assign_kiosk", now, clinic_id=args.clinic_id, target=f"kiosk:{args.kiosk_id}")
         return f"kiosk {args.kiosk_id} now belongs to {args.clinic_id}; {n} waiting reading(s) will be attributed"
-    if args.command == "triage":
-        return _change_triage(conn, args, now)
-    if args.command == "questionnaires":
-        return _change_questionnaires(conn, args, now)
-    return _change_token(conn, args, now)
+    others: dict[str, Callable[[sqlite3.Connection, argparse.Namespace, float], str]] = {
+        "clinics": _change_clinics,
+        "triage": _change_triage,
+        "questionnaires": _change_questionnaires,
+        "token": _change_token,
+    }
+    return others[args.command](conn, args, now)
+
+
+def _change_clinics(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+    if args.action == "kiosk-pin":
+        required = args.state == "on"
+        n = kiosk_setup.set_pin_required(conn, args.clinic, required, now)
+        audit.record(conn, CLI, "set_kiosk_pin_required", now, clinic_id=args.clinic, detail={"required": required})
+        return f"clinic {args.clinic}: kiosk PIN {args.state}; {n} kiosk(s) will get the new setup"
+    users.create_clinic(conn, args.clinic_id, args.name, now)
+    audit.record(conn, CLI, "create_clinic", now, clinic_id=args.clinic_id)
+    return f"clinic {args.clinic_id} created"
 
 
 def _change_questionnaires(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
@@ -176,9 +215,21 @@ def _change_questionnaires(conn: sqlite3.Connection, args: argparse.Namespace, n
         raise ValueError(f"no clinic {args.clinic!r}")
     q = load_model(args.file, Questionnaire, document="a questionnaire")
     questionnaire.store(conn, args.clinic, q, "cli", now)
+    n = kiosk_setup.refresh(conn, args.clinic, now)
     target = f"questionnaire:{q.id}:{q.version}"
     audit.record(conn, CLI, "set_questionnaire", now, clinic_id=args.clinic, target=target)
-    return f"clinic {args.clinic}: questionnaire {q.id} version {q.version}"
+    return f"clinic {args.clinic}: questionnaire {q.id} version {q.version}; {n} kiosk(s) will get it"
+
+
+def _change_patient_pin(conn: sqlite3.Connection, args: argparse.Namespace, now: float, pin_hash: str | None) -> str:
+    row = conn.execute("SELECT id FROM patients WHERE clinic_id = ? AND code = ?", (args.clinic, args.code)).fetchone()
+    if row is None:
+        raise ValueError(f"no patient with check-in code {args.code!r} at clinic {args.clinic!r}")
+    n = kiosk_setup.set_pin(conn, args.clinic, row[0], None if args.clear else pin_hash, now)
+    action = "clear_kiosk_pin" if args.clear else "set_kiosk_pin"
+    audit.record(conn, CLI, action, now, clinic_id=args.clinic, patient_id=row[0])
+    done = "cleared" if args.clear else "set"
+    return f"patient {args.code} of {args.clinic}: kiosk PIN {done}; {n} kiosk(s) will get the new setup"
 
 
 def _change_token(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hub import kiosk_setup
 from hub.cases import store as cases
 from hub.store import immediate
 from hub.triage import alerts as triage
@@ -168,7 +169,10 @@ def reconsider_code(conn: sqlite3.Connection, clinic_id: str, code: str) -> int:
 
 
 def assign_kiosk(conn: sqlite3.Connection, kiosk_id: str, clinic_id: str, now: float) -> int:
-    """Put a kiosk in a clinic; its parked readings are then decided for that clinic."""
+    """Put a kiosk in a clinic; its parked readings are then decided for that clinic.
+
+    The kiosk is sent the clinic's setup (roster, questionnaire) in the same transaction.
+    """
     conn.execute(
         "INSERT INTO kiosks (id, first_seen, last_seen, clinic_id) VALUES (?,?,?,?) "
         "ON CONFLICT (id) DO UPDATE SET clinic_id = excluded.clinic_id",
@@ -177,6 +181,7 @@ def assign_kiosk(conn: sqlite3.Connection, kiosk_id: str, clinic_id: str, now: f
     cur = conn.execute(
         "UPDATE observations SET attribution = NULL WHERE kiosk = ? AND attribution = 'no-clinic'", (kiosk_id,)
     )
+    kiosk_setup.refresh(conn, clinic_id, now)
     return cur.rowcount
 
 

@@ -93,7 +93,7 @@ def _main(argv: list[str] | None = None) -> int:
         "demo": _demo,
         "ingest": _ingest,
         "bench": lambda a: benches[a.bench](a),
-        **dict.fromkeys(("clinics", "users", "kiosks", "token", "triage", "questionnaires"), admin_cli.run),
+        **dict.fromkeys(("clinics", "users", "kiosks", "patients", "token", "triage", "questionnaires"), admin_cli.run),
     }
     return commands[args.command](args)
 

@@ -4,6 +4,10 @@ Sent at once, again whenever the kiosk comes back online, and while unacknowledg
 backoff (30 s doubling to 10 min). The kiosk stores by id and acknowledges every copy, so
 resends are harmless; the broker may also hold a copy for an offline kiosk's persistent
 session, but nothing depends on it.
+
+A kiosk setup replaces the one before it: enqueuing one marks the kiosk's undelivered older
+setups `superseded_by` the new one, and those are never sent again (a stale roster must not
+arrive after a fresh one). `delivered_at` keeps meaning "the kiosk said it stored this".
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from device.protocol.downlink import CaseAnswerBody, DownlinkMessage
+from device.protocol.downlink import CaseAnswerBody, CaseAnswerMessage, KioskSetupBody, KioskSetupMessage
 from device.protocol.ids import new_message_id
 
 FIRST_RESEND_S = 30.0
@@ -20,12 +24,25 @@ MAX_RESEND_S = 600.0
 
 
 def enqueue_case_answer(conn: sqlite3.Connection, kiosk: str, body: CaseAnswerBody, now: float) -> str:
-    message = DownlinkMessage(
-        id=new_message_id(), kiosk=kiosk, kind="case_answer", created=datetime.fromtimestamp(now, UTC), body=body
-    )
+    message = CaseAnswerMessage(id=new_message_id(), kiosk=kiosk, created=datetime.fromtimestamp(now, UTC), body=body)
     conn.execute(
         "INSERT INTO downlink (id, kiosk, kind, case_id, body, created_at) VALUES (?,?,?,?,?,?)",
         (message.id, kiosk, message.kind, body.case, message.model_dump_json(), now),
+    )
+    return message.id
+
+
+def enqueue_kiosk_setup(conn: sqlite3.Connection, kiosk: str, body: KioskSetupBody, now: float) -> str:
+    """Queue a setup for the kiosk; its older setups not yet delivered are superseded and never sent again."""
+    message = KioskSetupMessage(id=new_message_id(), kiosk=kiosk, created=datetime.fromtimestamp(now, UTC), body=body)
+    conn.execute(
+        "UPDATE downlink SET superseded_by = ? WHERE kiosk = ? AND kind = ? AND delivered_at IS NULL "
+        "AND superseded_by IS NULL",
+        (message.id, kiosk, message.kind),
+    )
+    conn.execute(
+        "INSERT INTO downlink (id, kiosk, kind, body, created_at) VALUES (?,?,?,?,?)",
+        (message.id, kiosk, message.kind, message.model_dump_json(), now),
     )
     return message.id
 
@@ -44,7 +61,7 @@ def resend_after(attempts: int) -> float:
 def due(conn: sqlite3.Connection, now: float, limit: int = 200) -> list[Pending]:
     rows = conn.execute(
         "SELECT id, kiosk, body, attempts, last_sent_at FROM downlink INDEXED BY downlink_pending "
-        "WHERE delivered_at IS NULL ORDER BY created_at LIMIT ?",
+        "WHERE delivered_at IS NULL AND superseded_by IS NULL ORDER BY created_at LIMIT ?",
         (limit * 5,),
     ).fetchall()
     out = [Pending(r[0], r[1], r[2].encode()) for r in rows if r[4] is None or now - r[4] >= resend_after(r[3])]
@@ -76,5 +93,8 @@ def mark_delivered(conn: sqlite3.Connection, kiosk: str, ids: list[str], now: fl
 
 def kiosk_online(conn: sqlite3.Connection, kiosk: str) -> int:
     """The kiosk is back: whatever it still lacks goes out at the next chance, not after the backoff."""
-    cur = conn.execute("UPDATE downlink SET last_sent_at = NULL WHERE kiosk = ? AND delivered_at IS NULL", (kiosk,))
+    cur = conn.execute(
+        "UPDATE downlink SET last_sent_at = NULL WHERE kiosk = ? AND delivered_at IS NULL AND superseded_by IS NULL",
+        (kiosk,),
+    )
     return cur.rowcount

@@ -1,12 +1,20 @@
-"""Patients of a clinic. Every query takes the clinic: a patient of another clinic is simply not found."""
+"""Patients of a clinic. Every query takes the clinic: a patient of another clinic is simply not found.
+
+A new patient is in the roster of the clinic's kiosks at once: `create` refreshes their setup
+(`hub.kiosk_setup`) in the caller's transaction.
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
+
+from hub import kiosk_setup
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # the kiosk check-in code, as the wire contract's `subject`
 
@@ -24,9 +32,10 @@ class Patient:
     birth_date: str | None
     reading_count: int
     last_reading_at: str | None
+    has_kiosk_pin: bool  # whether a PIN is set; the hash itself stays in the database and the kiosk setup
 
 
-_COLUMNS = "id, clinic_id, code, name, birth_date, reading_count, last_reading_at"
+_COLUMNS = "id, clinic_id, code, name, birth_date, reading_count, last_reading_at, kiosk_pin_hash IS NOT NULL"
 
 
 def create(
@@ -49,14 +58,20 @@ def create(
         )
     except sqlite3.IntegrityError:
         raise PatientError(f"check-in code {code!r} is already used at this clinic") from None
+    kiosk_setup.refresh(conn, clinic_id, now)
     return patient_id
+
+
+def _patient(row: Sequence[Any]) -> Patient:
+    id_, clinic_id, code, name, birth_date, reading_count, last_reading_at, has_pin = row
+    return Patient(id_, clinic_id, code, name, birth_date, reading_count, last_reading_at, bool(has_pin))
 
 
 def get(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> Patient | None:
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM patients WHERE id = ? AND clinic_id = ?", (patient_id, clinic_id)
     ).fetchone()
-    return None if row is None else Patient(*row)
+    return None if row is None else _patient(row)
 
 
 def search(conn: sqlite3.Connection, clinic_id: str, q: str = "", *, offset: int = 0, limit: int = 50) -> list[Patient]:
@@ -74,7 +89,7 @@ def search(conn: sqlite3.Connection, clinic_id: str, q: str = "", *, offset: int
             f"SELECT {_COLUMNS} FROM patients WHERE clinic_id = ? ORDER BY name, id LIMIT ? OFFSET ?",
             (clinic_id, limit, offset),
         )
-    return [Patient(*r) for r in rows]
+    return [_patient(r) for r in rows]
 
 
 def count(conn: sqlite3.Connection, clinic_id: str) -> int:

@@ -354,6 +354,24 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (clinic_id, id, version)
     ) WITHOUT ROWID;
     """,
+    # 11: kiosk setup (roster with optional PIN hashes, questionnaire) pushed to each kiosk of a clinic
+    """
+    ALTER TABLE patients ADD COLUMN kiosk_pin_hash TEXT;
+    ALTER TABLE clinics ADD COLUMN kiosk_pin_required INTEGER NOT NULL DEFAULT 0;
+    -- What was last enqueued for each kiosk: a refresh with the same content (version aside) sends nothing.
+    CREATE TABLE kiosk_setups (
+        kiosk TEXT PRIMARY KEY,
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        digest TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        enqueued_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    -- A newer setup replaces an undelivered older one: the older is superseded (never sent again), not "delivered".
+    ALTER TABLE downlink ADD COLUMN superseded_by TEXT;
+    DROP INDEX downlink_pending;
+    CREATE INDEX downlink_pending ON downlink (kiosk) WHERE delivered_at IS NULL AND superseded_by IS NULL;
+    """,
 ]
 
 

@@ -1,4 +1,4 @@
-"""The bumble adapter (device.ble.transports.bumble) against the virtual peripherals in tests/ble/virtual.py.
+"""The bumble adapter (device.ble.transports.bumble) against the virtual peripherals in device/ble/virtual.py.
 
 Everything runs over bumble's real GATT stack on an in-process LocalLink: no radio, no
 BlueZ. pytest-asyncio is not installed, so each test drives its own loop with `run`, under a
@@ -26,7 +26,7 @@ from device.ble.decoders.weight_scale import decode_weight_measurement
 from device.ble.ieee11073 import Number
 from device.ble.transport import BleError, Disconnected, InsufficientSecurity
 from device.ble.transports.bumble import BumbleConnection
-from tests.ble.virtual import (
+from device.ble.virtual import (
     BP_MEASUREMENT,
     CURRENT_TIME,
     FIRMWARE_REVISION,

@@ -20,10 +20,7 @@ from device.agent import KioskAgent
 from device.ble.collector import CheckIn, Collector, DevicePlan
 from device.ble.ledger import Ledger
 from device.ble.transport import Advertisement
-from device.outbox import Outbox
-from device.protocol.endpoints import BrokerUrl
-from hub.store import HubStore
-from tests.ble.virtual import (
+from device.ble.virtual import (
     BloodPressureCuff,
     BodyCompositionScale,
     CgmSensor,
@@ -37,6 +34,9 @@ from tests.ble.virtual import (
     cgm_measurement,
     virtual_bench,
 )
+from device.outbox import Outbox
+from device.protocol.endpoints import BrokerUrl
+from hub.store import HubStore
 from tests.harness import ingest_thread, kiosk_agent, wait_until
 
 PATIENT = "P-1001"

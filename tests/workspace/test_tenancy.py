@@ -55,6 +55,12 @@ def south_state(world: World) -> list[Any]:
                 "WHERE a.clinic_id = 'south-clinic'"
             ).fetchall(),
             conn.execute("SELECT id, clinic_id FROM kiosks ORDER BY id").fetchall(),
+            conn.execute("SELECT * FROM clinics WHERE id = 'south-clinic'").fetchall(),
+            conn.execute(
+                "SELECT d.id, d.kind, d.body, d.superseded_by, d.delivered_at FROM downlink d "
+                "JOIN kiosks k ON k.id = d.kiosk WHERE k.clinic_id = 'south-clinic' ORDER BY d.id"
+            ).fetchall(),
+            conn.execute("SELECT * FROM kiosk_setups WHERE clinic_id = 'south-clinic'").fetchall(),
         ]
     finally:
         conn.close()
@@ -145,6 +151,8 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
                 "message": "crossing clinics",
                 "minutes": "5",
                 "activity": "crossing clinics",
+                "pin": "1234",
+                "state": "on",
             }
             response = client.request(method, concrete, headers=headers, data=None if method in SAFE else data)
             tried += 1

@@ -1,16 +1,16 @@
-"""Clinic admins: the clinic's accounts (create, disable, end sessions) and the audit log."""
+"""Clinic admins: the clinic's accounts (create, disable, end sessions), the kiosk PIN rule, and the audit log."""
 
 from __future__ import annotations
 
 import csv
 import io
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from hub import audit
+from hub import audit, kiosk_setup
 from hub.accounts import passwords, sessions, users
 from hub.audit import AuditFilter
 from hub.web.security import Principal, require_admin, workspace
@@ -40,10 +40,24 @@ def user_list(request: Request, principal: Admin, ws: Ws) -> Response:
             "csrf_token": principal.session.csrf,
             "people": people,
             "roles": users.ROLES,
+            "pin_required": kiosk_setup.pin_required(conn, principal.clinic_id),
+            "without_pin": kiosk_setup.without_pin(conn, principal.clinic_id),
             "message": request.query_params.get("message"),
             "error": request.query_params.get("error"),
         },
     )
+
+
+@router.post("/kiosk-pin")
+def kiosk_pin_rule(principal: Admin, ws: Ws, state: Annotated[Literal["on", "off"], Form()]) -> Response:
+    """Whether every patient must enter their PIN after their code at the clinic's kiosks (sent to them at once)."""
+    now = ws.now()
+    required = state == "on"
+    with ws.write() as conn:
+        kiosk_setup.set_pin_required(conn, principal.clinic_id, required, now)
+        audit.record(conn, principal.actor, "set_kiosk_pin_required", now, detail={"required": required})
+    done = "Every+patient+must+now+enter+a+PIN." if required else "Only+patients+who+have+a+PIN+are+asked+for+it."
+    return RedirectResponse(f"/admin/users?message={done}", status_code=303)
 
 
 def _member(ws: Workspace, principal: Principal, user_id: int) -> users.User:

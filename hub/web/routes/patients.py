@@ -1,4 +1,5 @@
-"""Patient list, the patient page (trends and raw readings), its JSON for the charts, and the CSV export.
+"""Patient list, the patient page (trends and raw readings), its JSON for the charts, the CSV export,
+the patient's kiosk PIN and their printable check-in card.
 
 Every handler reads through the principal's clinic: a patient id from another clinic is
 "not found", exactly like an id that does not exist. Every view and export is audited.
@@ -9,14 +10,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from urllib.parse import quote
 
+import segno
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from hub import attribution, audit, patients, review
+from hub import attribution, audit, kiosk_setup, patients, review
+from hub.accounts import users
 from hub.review import TimeRange
+from hub.web.actions import perform
 from hub.web.security import Principal, require_admin, require_user, workspace
 from hub.web.templating import TEMPLATES
 from hub.workspace import Workspace
@@ -154,6 +160,7 @@ def patient_page(
             "rng": rng,
             "query": query,
             "refresh_s": ws.settings.chart_refresh_s,
+            "error": request.query_params.get("error"),
             "slots": [
                 {**slot, "device": json.loads(str(slot["device"]))}
                 for slot in attribution.slots_of(ws.conn(), principal.clinic_id, patient.id)
@@ -178,6 +185,58 @@ def unmap_slot(
         detail = {"device_id": device_id, "device_user": device_user}
         audit.record(w, principal.actor, "unmap_device_slot", now, patient_id=patient.id, detail=detail)
     return RedirectResponse(f"/patients/{patient.id}", status_code=303)
+
+
+@router.post("/patients/{patient_id}/kiosk-pin")
+def set_kiosk_pin(principal: User_, ws: Ws, patient_id: str, pin: Annotated[str, Form(max_length=64)] = "") -> Response:
+    """The PIN is hashed before the write transaction and goes no further: not in the audit log, not in a redirect."""
+    patient = patient_or_404(ws, principal, patient_id)
+    back = f"/patients/{patient.id}"
+    try:
+        pin_hash = kiosk_setup.hash_pin(pin)
+    except kiosk_setup.PinError as exc:
+        return RedirectResponse(f"{back}?error={quote(str(exc))}", status_code=303)
+    return _pin_step(ws, principal, patient, "set_kiosk_pin", pin_hash)
+
+
+@router.post("/patients/{patient_id}/kiosk-pin/clear")
+def clear_kiosk_pin(principal: User_, ws: Ws, patient_id: str) -> Response:
+    patient = patient_or_404(ws, principal, patient_id)
+    return _pin_step(ws, principal, patient, "clear_kiosk_pin", None)
+
+
+def _pin_step(
+    ws: Workspace, principal: Principal, patient: patients.Patient, action: str, pin_hash: str | None
+) -> Response:
+    def run(w: sqlite3.Connection, now: float) -> str | None:
+        kiosk_setup.set_pin(w, principal.clinic_id, patient.id, pin_hash, now)
+        return patient.id
+
+    return perform(ws, principal, action=action, target="kiosk_pin", run=run, back=f"/patients/{patient.id}", errors=())
+
+
+def _code_svg(code: str) -> str:
+    """The check-in code as a QR code (error correction M survives a worn or creased card)."""
+    return segno.make(code, error="m").svg_inline(scale=6, dark="#000", light="#fff")
+
+
+@router.get("/patients/{patient_id}/card", response_class=HTMLResponse)
+def checkin_card(request: Request, principal: User_, ws: Ws, patient_id: str) -> Response:
+    """A printable card: the clinic, the patient's check-in code in large type and as a QR code for a scanner."""
+    patient = patient_or_404(ws, principal, patient_id)
+    with ws.write() as w:
+        audit.record(w, principal.actor, "view_checkin_card", ws.now(), patient_id=patient.id)
+    return TEMPLATES.TemplateResponse(
+        request,
+        "checkin_card.html",
+        {
+            "user": principal.user,
+            "csrf_token": principal.session.csrf,
+            "patient": patient,
+            "clinic_name": users.clinic_name(ws.conn(), principal.clinic_id) or principal.clinic_id,
+            "qr_svg": _code_svg(patient.code),
+        },
+    )
 
 
 @router.get("/patients/{patient_id}/trends.json")

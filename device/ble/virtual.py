@@ -1,4 +1,4 @@
-"""Virtual Bluetooth LE medical peripherals on bumble, for the transport and collector tests.
+"""Virtual Bluetooth LE medical peripherals on bumble: for the transport, collector and kiosk tests, and the demo.
 
 Each peripheral is a real bumble GATT server on its own virtual controller on a shared
 `LocalLink`, so the code under test meets ATT errors, CCCD writes, indications that wait for

@@ -1,0 +1,90 @@
+"""The visit itself: the home screen, the clinic's answers, "see a provider now", finishing, live events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+
+from device.screen.visit import Visit
+from device.screen.web import cleared, redirect, render, require_visit, screen_of, visit_of
+
+router = APIRouter()
+VisitDep = Annotated[Visit, Depends(require_visit)]
+
+
+@router.get("/home")
+async def home(request: Request, visit: VisitDep) -> Response:
+    screen = screen_of(request)
+    notices = screen.notices.for_subject(visit.subject)
+    visit.notices_seen |= {n.message_id for n in notices if n.delivered_at is not None}
+    delivered = [n for n in notices if n.delivered_at is not None]
+    waiting = [n for n in notices if n.delivered_at is None]
+    answers = screen.inbox.messages(visit.subject)
+    unread = [a for a in answers if a.id not in visit.answers_seen]
+    return render(
+        request,
+        "home.html",
+        visit,
+        delivered=delivered,
+        waiting_cases=sum(1 for n in waiting if n.what == "case"),
+        waiting_vitals=sum(1 for n in waiting if n.what == "vitals"),
+        unread=len(unread),
+    )
+
+
+@router.get("/answers")
+async def answers(request: Request, visit: VisitDep) -> Response:
+    messages = screen_of(request).inbox.messages(visit.subject)
+    # Shown now: removed from the kiosk when the visit ends (the hub keeps the record).
+    visit.answers_seen |= {m.id for m in messages}
+    return render(request, "answers.html", visit, messages=messages)
+
+
+@router.get("/consult")
+async def consult(request: Request, visit: VisitDep) -> Response:
+    return render(request, "consult.html", visit, available=screen_of(request).settings.consults)
+
+
+@router.post("/alive")
+async def alive(request: Request) -> Response:
+    """The patient touched the screen: the idle countdown starts again."""
+    visit = visit_of(request)
+    if visit is None:
+        return Response(status_code=410)
+    visit.touch(screen_of(request).clock())
+    return Response(status_code=204)
+
+
+@router.post("/finish")
+async def finish(request: Request) -> Response:
+    screen = screen_of(request)
+    if visit_of(request) is not None:
+        screen.end_visit("finished")
+    return cleared(redirect("/bye"))
+
+
+@router.post("/timeout")
+async def timeout(request: Request) -> Response:
+    """The screen's countdown reached zero."""
+    screen = screen_of(request)
+    if visit_of(request) is not None:
+        screen.end_visit("idle")
+    return cleared(redirect("/bye?idle=1"))
+
+
+@router.get("/bye")
+async def bye(request: Request, idle: int = 0) -> Response:
+    return cleared(render(request, "bye.html", None, idle=bool(idle)))
+
+
+@router.get("/events")
+async def events(request: Request) -> Response:
+    """Live updates for the open page. Without a visit, the stream says so at once (the page goes home)."""
+    screen = screen_of(request)
+    if visit_of(request) is None:
+        return StreamingResponse(iter(["event: ended\ndata: {}\n\n"]), media_type="text/event-stream")
+    return StreamingResponse(
+        screen.events.stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )

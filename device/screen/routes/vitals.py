@@ -1,0 +1,93 @@
+"""Guided vitals: one device at a time, with its picture, live progress, and the reading as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+
+from device.screen.steps import BY_KIND, CAMERA_ADVICE, STEPS
+from device.screen.visit import ShownReading, Visit
+from device.screen.web import redirect, render, require_visit, screen_of
+
+router = APIRouter()
+VisitDep = Annotated[Visit, Depends(require_visit)]
+
+
+@router.get("/vitals")
+async def overview(request: Request, visit: VisitDep) -> Response:
+    return render(request, "vitals.html", visit, steps=STEPS)
+
+
+@router.get("/vitals/{kind}")
+async def step(request: Request, visit: VisitDep, kind: str) -> Response:
+    current = BY_KIND.get(kind)
+    if current is None:
+        raise HTTPException(404, "no such step")
+    index = STEPS.index(current)
+    following = STEPS[index + 1].kind if index + 1 < len(STEPS) else None
+    screen = screen_of(request)
+    return render(
+        request,
+        "step.html",
+        visit,
+        step=current,
+        next_kind=following,
+        readings=_readings(visit, current.kind, current.codes),
+        simulated=screen.virtual is not None and kind != "camera",
+        camera=screen.camera is not None,
+    )
+
+
+@router.post("/vitals/{kind}/simulate")
+async def simulate(request: Request, _visit: VisitDep, kind: str) -> Response:
+    """Demo kiosks only: press the virtual device's own Start button (the devices speak real GATT)."""
+    screen = screen_of(request)
+    if screen.virtual is None or kind not in BY_KIND:
+        raise HTTPException(404, "no simulated devices here")
+    task = asyncio.get_running_loop().create_task(screen.virtual.press(kind))
+    request.app.state.tasks = getattr(request.app.state, "tasks", set()) | {task}
+    return redirect(f"/vitals/{kind}")
+
+
+@router.post("/vitals/camera/measure")
+async def camera_measure(request: Request, visit: VisitDep) -> Response:
+    screen = screen_of(request)
+    if screen.camera is None:
+        raise HTTPException(404, "this kiosk has no camera")
+    if screen.camera.busy:
+        return redirect("/vitals/camera")
+
+    def progress(fraction: float) -> None:
+        screen.events.publish_threadsafe("camera", {"progress": round(fraction, 2)})
+        visit.touch(screen.clock())
+
+    result = await asyncio.to_thread(screen.camera.vitals, progress)
+    now = datetime.now(UTC)
+    device = {"id": "camera:kiosk", "type": "camera"}
+    observations = result.observations(now, device)
+    if observations and screen.desk.visit is visit:
+        screen.record_camera_vitals(visit, observations)
+    advice = sorted(
+        {CAMERA_ADVICE.get(reason, reason) for reason in (result.heart.abstained, result.breathing.abstained) if reason}
+    )
+    current = BY_KIND["camera"]
+    return render(
+        request,
+        "step.html",
+        visit,
+        step=current,
+        next_kind=None,
+        readings=_readings(visit, "camera", current.codes),
+        simulated=False,
+        camera=True,
+        advice=advice,
+    )
+
+
+def _readings(visit: Visit, kind: str, codes: tuple[str, ...]) -> list[ShownReading]:
+    """This step's readings: a camera pulse is not the cuff's, nor the other way round."""
+    return [r for r in visit.readings if r.code in codes and (r.device == "camera") == (kind == "camera")]

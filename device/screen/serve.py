@@ -1,0 +1,116 @@
+"""`kiosk serve`: the agent (outbox, forwarder, status), the Bluetooth collector, the camera, and the screen.
+
+One process, so the camera and the radio have one owner. The screen listens on 127.0.0.1 only:
+the kiosk's own browser is its only client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+
+import uvicorn
+
+from device.agent import KioskAgent
+from device.screen.app import create_app
+from device.screen.notices import Notices
+from device.screen.screen import Screen, ScreenSettings
+from device.screen.station import Bluetooth, Camera, CameraConfig, VirtualDevices
+from device.screen.visit import IdlePolicy
+
+log = logging.getLogger(__name__)
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    port: int
+    ble: str  # bleak | virtual | off
+    profiles: Path
+    camera_profile: Path | None
+    camera_video: Path | None
+    camera_seconds: float
+    idle: IdlePolicy
+    clinic_name: str
+
+
+def options_from(args: argparse.Namespace) -> ServeOptions:
+    return ServeOptions(
+        port=args.port,
+        ble=args.ble,
+        profiles=args.profiles,
+        camera_profile=None if args.no_camera else args.camera_profile,
+        camera_video=args.camera_video,
+        camera_seconds=args.camera_seconds,
+        idle=IdlePolicy(idle_s=args.idle_timeout, warn_s=min(args.idle_warning, args.idle_timeout)),
+        clinic_name=args.clinic_name,
+    )
+
+
+def build(agent: KioskAgent, options: ServeOptions) -> Screen:
+    camera = None
+    if options.camera_profile is not None:
+        camera = Camera(CameraConfig(options.camera_profile, options.camera_video, options.camera_seconds))
+    screen = Screen(
+        ScreenSettings(kiosk_id=agent.config.kiosk_id, idle=options.idle, clinic_name=options.clinic_name),
+        outbox=agent.outbox,
+        inbox=agent.inbox,
+        notices=Notices(agent.config.data_dir / "notices.db"),
+        connected=agent.forwarder.connected.is_set,
+        camera=camera,
+    )
+    agent.forwarder.on_receipt = screen.on_receipt
+    return screen
+
+
+async def attach_bluetooth(screen: Screen, options: ServeOptions, data_dir: Path) -> None:
+    """Radio first (bleak on the Pi, bumble's virtual link for demos), then the collector on it."""
+    if options.ble == "off":
+        return
+    if options.ble == "virtual":
+        screen.virtual = await VirtualDevices.start()
+        # The virtual devices keep the machine's clock, in UTC; real ones keep the kiosk's local time.
+        radio, scan_s, tz = screen.virtual.radio, 0.5, UTC
+    else:
+        from device.ble.transports.bleak import BleakRadio  # noqa: PLC0415
+
+        radio, scan_s, tz = BleakRadio(), 3.0, None
+    screen.bluetooth = Bluetooth(
+        radio,
+        options.profiles,
+        data_dir / "ble.db",
+        screen.checkin,
+        screen.on_reading,
+        screen.on_progress,
+        scan_seconds=scan_s,
+        tz=tz,
+    )
+
+
+def serve(agent: KioskAgent, options: ServeOptions) -> int:
+    screen = build(agent, options)
+    app = create_app(screen)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, options.port))
+    sock.listen(64)  # connections wait in the backlog while the radio powers on; never refused
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+
+    async def main() -> None:
+        await attach_bluetooth(screen, options, agent.config.data_dir)
+        await server.serve(sockets=[sock])
+
+    agent.start()
+    print(f"kiosk screen: http://{HOST}:{sock.getsockname()[1]}/", flush=True)
+    try:
+        asyncio.run(main())
+    finally:
+        agent.stop()
+        screen.notices.close()
+        sock.close()
+    return 0

@@ -1,0 +1,107 @@
+// The kiosk screen's few behaviours: the idle countdown, live updates (cuff pressure, readings,
+// camera progress, deliveries), and busy labels on slow buttons. Every page works without it.
+"use strict";
+
+(function () {
+  const body = document.body;
+
+  function delivered(id) {
+    const done = document.querySelector(`[data-delivered-for="${id}"]`);
+    if (done) done.hidden = false;
+    const waiting = document.querySelector(`[data-waiting-for="${id}"]`);
+    if (waiting) waiting.hidden = true;
+  }
+
+  // Live updates from the kiosk (Server-Sent Events).
+  function connect() {
+    const source = new EventSource("/events");
+    source.addEventListener("ended", () => { source.close(); window.location.replace("/bye?idle=1"); });
+    source.addEventListener("pressure", (e) => {
+      const p = document.querySelector("[data-pressure]");
+      if (!p) return;
+      p.hidden = false;
+      p.querySelector("[data-pressure-value]").textContent = JSON.parse(e.data).mmHg;
+    });
+    source.addEventListener("reading", (e) => {
+      const r = JSON.parse(e.data);
+      const live = document.querySelector("[data-codes]");
+      if (!live || live.dataset.step === "camera") return;
+      if (!live.dataset.codes.split(" ").includes(r.code)) return;
+      const label = document.querySelector(`[data-reading-labels]`).content.querySelector(`[data-code="${r.code}"]`);
+      const li = document.createElement("li");
+      li.append((label ? label.textContent : r.code) + ": ");
+      const strong = document.createElement("strong");
+      strong.textContent = `${r.value} ${r.unit === "mm[Hg]" ? "mmHg" : r.unit === "Cel" ? "°C" : r.unit}`;
+      li.append(strong);
+      live.querySelector("[data-readings]").append(li);
+      const waiting = live.querySelector("[data-waiting]");
+      if (waiting) waiting.hidden = true;
+      const pressure = live.querySelector("[data-pressure]");
+      if (pressure) pressure.hidden = true;
+      resetIdle();
+    });
+    source.addEventListener("camera", (e) => {
+      const bar = document.querySelector("[data-camera-progress]");
+      if (bar) { bar.hidden = false; bar.value = JSON.parse(e.data).progress; }
+      resetIdle();
+    });
+    source.addEventListener("delivered", (e) => { for (const id of JSON.parse(e.data).ids) delivered(id); });
+    // A receipt that came between this page's rendering and this stream's opening: ask once.
+    source.addEventListener("open", () => {
+      for (const waiting of document.querySelectorAll("[data-waiting-for]")) {
+        const id = waiting.dataset.waitingFor;
+        fetch(`/case/sent/${id}/status`, { credentials: "same-origin" })
+          .then((r) => (r.ok ? r.json() : { delivered: false }))
+          .then((s) => { if (s.delivered) delivered(id); })
+          .catch(() => {});
+      }
+    });
+  }
+
+  // Idle countdown: a visible warning, then the visit ends (the kiosk ends it too if this page cannot).
+  let deadline = 0;
+  let lastPing = 0;
+  function resetIdle() {
+    if (!body.dataset.idle) return;
+    deadline = Date.now() + Number(body.dataset.idle) * 1000;
+    const dialog = document.querySelector("[data-idle-dialog]");
+    if (dialog && !dialog.hidden) dialog.hidden = true;
+  }
+  function touched() {
+    resetIdle();
+    if (Date.now() - lastPing > 5000) {
+      lastPing = Date.now();
+      fetch("/alive", { method: "POST", credentials: "same-origin" }).catch(() => {});
+    }
+  }
+  function tick() {
+    const dialog = document.querySelector("[data-idle-dialog]");
+    const left = Math.ceil((deadline - Date.now()) / 1000);
+    if (left <= 0) { document.querySelector("[data-idle-form]").submit(); return; }
+    if (left <= Number(body.dataset.warn)) {
+      dialog.querySelector("[data-idle-count]").textContent = left;
+      if (dialog.hidden) { dialog.hidden = false; dialog.querySelector("[data-idle-stay]").focus(); }
+    }
+    setTimeout(tick, 250);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    for (const form of document.querySelectorAll("form[data-busy-label]")) {
+      form.addEventListener("submit", () => {
+        const button = form.querySelector("button");
+        button.disabled = true;
+        button.textContent = form.dataset.busyLabel;
+      });
+    }
+    const auto = document.querySelector("[data-autohome]");
+    if (auto) setTimeout(() => window.location.replace("/"), 8000);
+    if (!("visit" in body.dataset)) return;
+    connect();
+    resetIdle();
+    for (const type of ["pointerdown", "keydown", "touchstart", "wheel"]) {
+      document.addEventListener(type, touched, { passive: true });
+    }
+    document.querySelector("[data-idle-stay]").addEventListener("click", touched);
+    tick();
+  });
+})();

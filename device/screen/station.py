@@ -1,0 +1,229 @@
+"""The kiosk's hardware as the screen uses it: the Bluetooth collector, the camera, and (demo) virtual devices.
+
+The Bluetooth collector runs for as long as the screen does, on the server's event loop; the
+patient checked in is its attribution (`CheckIn`), so a reading is sent under their code only
+when it was taken during their visit. The camera is opened for one job at a time (a photo, a
+measurement, a card scan) in a worker thread, never twice at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from device.ble.collector import CheckIn, Collector, DevicePlan, plans_from
+from device.ble.ledger import Ledger
+from device.ble.profiles import load_profiles
+
+if TYPE_CHECKING:
+    from device.ble.transport import Radio
+    from device.ble.virtual import Bench
+    from device.camera.photos import PhotoCheck, PreparedPhoto
+    from device.camera.source import Frame
+    from device.camera.vitals import CameraVitals
+
+log = logging.getLogger(__name__)
+
+INTERMEDIATE_CUFF_PRESSURE, PLX_SPOT_CHECK, TEMPERATURE_MEASUREMENT = 0x2A36, 0x2A5E, 0x2A1C
+
+
+class Bluetooth:
+    """The collector with the screen's hooks: readings to `on_reading`, in-progress values to `on_progress`."""
+
+    def __init__(  # noqa: PLR0917 - the collector's parts, each named at the one call site
+        self,
+        radio: Radio,
+        profiles_dir: Path,
+        ledger_path: Path,
+        checkin: CheckIn,
+        sink: Callable[[dict[str, Any]], object],
+        on_progress: Callable[[str, int, Any], None],
+        *,
+        plan_for: Callable[[Any], DevicePlan | None] | None = None,
+        scan_seconds: float = 2.0,
+        tz: tzinfo | None = None,
+    ) -> None:
+        self.ledger = Ledger(ledger_path)
+        self.collector = Collector(
+            radio,
+            plan_for or plans_from(load_profiles(profiles_dir)),
+            self.ledger,
+            sink,
+            checkin,
+            on_progress=on_progress,
+            tz=tz,
+            scan_seconds=scan_seconds,
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.collector.run(self._stop))
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 10)
+        self.ledger.close()
+
+
+class VirtualDevices:
+    """A cuff, an oximeter and a thermometer on bumble's virtual link: real GATT, no radio (demo and tests).
+
+    `press(kind)` is the patient pressing the device's own Start button.
+    """
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self._rng = random.Random()
+
+    @classmethod
+    async def start(cls) -> VirtualDevices:
+        from device.ble.virtual import (  # noqa: PLC0415 - bumble loads only for virtual devices
+            Bench,
+            BloodPressureCuff,
+            DeviceInfo,
+            PulseOximeter,
+            Thermometer,
+        )
+
+        bench = Bench()
+        await bench.radio.power_on()
+        # Each its own model and serial: the collector knows a device by its Device Information.
+        await bench.add(BloodPressureCuff(bench.link, info=DeviceInfo(model="VBP-1", serial="CUFF-0001")))
+        await bench.add(PulseOximeter(bench.link, info=DeviceInfo(model="VOX-1", serial="OXI-0001")))
+        await bench.add(Thermometer(bench.link, info=DeviceInfo(model="VTH-1", serial="THERM-0001")))
+        return cls(bench)
+
+    @property
+    def radio(self) -> Radio:
+        return self.bench.radio
+
+    def _device(self, name: str) -> Any:
+        return next(p for p in self.bench.peripherals if type(p).__name__ == name)
+
+    async def _linked(self, device: Any, uuid: int, timeout: float = 15.0) -> None:
+        """Like a patient who waits for the device's Bluetooth symbol: start once the kiosk has subscribed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not device.subscribers(uuid, 3) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def press(self, kind: str, values: dict[str, float] | None = None) -> None:
+        v = values or {}
+        rng = self._rng
+        if kind == "blood_pressure":
+            cuff = self._device("BloodPressureCuff")
+            await self._linked(cuff, INTERMEDIATE_CUFF_PRESSURE)
+            for pressure in range(20, 181, 20):
+                await cuff.inflate_to(float(pressure))
+                await asyncio.sleep(0.25)
+            for pressure in range(160, 59, -25):
+                await cuff.inflate_to(float(pressure))
+                await asyncio.sleep(0.25)
+            sys_ = v.get("systolic", rng.randint(108, 138))
+            dia = v.get("diastolic", rng.randint(68, 86))
+            await cuff.take_measurement(sys_, dia, round((sys_ + 2 * dia) / 3), v.get("pulse", rng.randint(58, 84)))
+        elif kind == "pulse_oximeter":
+            await self._linked(self._device("PulseOximeter"), PLX_SPOT_CHECK)
+            await self._device("PulseOximeter").spot_check(v.get("spo2", rng.randint(95, 99)), v.get("pulse", 72))
+        elif kind == "thermometer":
+            await self._linked(self._device("Thermometer"), TEMPERATURE_MEASUREMENT)
+            await self._device("Thermometer").take_temperature(v.get("celsius", round(rng.uniform(36.3, 37.2), 1)))
+        else:
+            raise ValueError(f"no virtual {kind}")
+
+    async def close(self) -> None:
+        await self.bench.close()
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    profile: Path
+    video: Path | None = None  # replaces the camera (demo, tests)
+    vitals_seconds: float = 30.0
+
+
+class Camera:
+    """One camera job at a time, in a worker thread; `busy` tells the screen to wait."""
+
+    def __init__(self, config: CameraConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    @contextlib.contextmanager
+    def _frames(self) -> Iterator[Iterator[Frame]]:
+        from device.camera.profile import load_kiosk_profile  # noqa: PLC0415 - OpenCV loads only when used
+        from device.camera.source import CameraError, open_source  # noqa: PLC0415
+
+        if not self._lock.acquire(blocking=False):
+            raise CameraError("the camera is busy")
+        try:
+            profile = load_kiosk_profile(self.config.profile)
+            # A video stands in for a camera at a camera's pace, so the patient's screen moves as it would.
+            with open_source(profile.camera, file=self.config.video, realtime=True) as source:
+                yield source.frames()
+        finally:
+            self._lock.release()
+
+    def photo(self, allow_face: bool = False) -> tuple[PreparedPhoto, PhotoCheck]:
+        from device.camera.photos import best_frame, prepare  # noqa: PLC0415
+
+        with self._frames() as frames:
+            image, check = best_frame(frames, allow_face=allow_face)
+        return prepare(image), check
+
+    def vitals(self, progress: Callable[[float], None]) -> CameraVitals:
+        from device.camera.vitals import measure  # noqa: PLC0415
+
+        seconds = self.config.vitals_seconds
+
+        def timed(frames: Iterator[Frame]) -> Iterator[Frame]:
+            first: float | None = None
+            last_report = -1.0
+            for frame in frames:
+                first = frame.t if first is None else first
+                elapsed = frame.t - first
+                if elapsed > seconds:
+                    return
+                if elapsed - last_report >= 1.0:
+                    progress(min(1.0, elapsed / seconds))
+                    last_report = elapsed
+                yield frame
+
+        with self._frames() as frames:
+            return measure(timed(frames))
+
+    def scan_code(self, seconds: float = 10.0) -> str | None:
+        """A check-in card's QR code, read from the camera for up to `seconds`."""
+        import cv2  # noqa: PLC0415
+
+        detector = cv2.QRCodeDetector()
+        with self._frames() as frames:
+            first: float | None = None
+            for n, frame in enumerate(frames):
+                first = frame.t if first is None else first
+                if frame.t - first > seconds:
+                    return None
+                if n % 3:
+                    continue  # a third of the frames is plenty, and keeps the Pi's core free
+                text, _points, _ = detector.detectAndDecode(frame.image)
+                if text:
+                    return str(text)
+        return None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,296 @@
+"""A patient at the kiosk, in a real Chromium: check-in, a blood pressure from a virtual cuff, a case with a
+photo answered by a provider, the idle timeout, and a visit while the kiosk is offline.
+
+The kiosk is `kiosk serve` as a process: its Bluetooth devices are bumble peripherals speaking GATT,
+its camera a video file; the hub is the real ingest on a real Mosquitto, and the provider uses the
+hub's pages in a second browser context. Screenshots of each screen go to test-artifacts/browser/kiosk-*.png.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from device.protocol.endpoints import BrokerUrl
+from hub.broker import MosquittoProcess
+from tests.browser.conftest import DEFAULT_TIMEOUT_MS
+from tests.browser.kiosk import KioskProcess, kiosk_screen, rash_video
+from tests.browser.site import Site, serve
+from tests.browser.test_workspace import log_in, shot
+from tests.harness import ingest_thread, wait_until
+
+FAST = {"downlink_check_s": 0.1}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    with serve(tmp_path / "hub.db") as s:
+        yield s
+
+
+@pytest.fixture
+def screen(browser: Browser) -> Iterator[Page]:
+    """The kiosk's browser: a touchscreen-sized page in its own context."""
+    context: BrowserContext = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
+    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def setup_version(kiosk: KioskProcess) -> int:
+    """The version of the clinic setup (roster, questionnaire) the kiosk holds; 0 before the first."""
+    path = kiosk.data / "inbox.db"
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT version FROM setup").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
+
+
+def check_in(page: Page, kiosk: KioskProcess, code: str) -> None:
+    page.goto(kiosk.url)
+    page.get_by_label("Type the code on your card").fill(code)
+    page.get_by_role("button", name="Check in").click()
+    expect(page.get_by_role("heading", name="What would you like to do?")).to_be_visible()
+
+
+def hub(site: Site, sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Read the hub's database as an auditor would, beside the running hub."""
+    conn = sqlite3.connect(f"file:{site.world.db}?mode=ro", uri=True, timeout=10)
+    try:
+        return list(conn.execute(sql, args))
+    finally:
+        conn.close()
+
+
+def hub_values(site: Site, subject: str, code: str) -> list[float]:
+    """Values the hub holds from the kiosk's virtual cuff (the world's older readings come from other devices)."""
+    rows = hub(
+        site,
+        "SELECT value FROM observations WHERE subject = ? AND code = ? AND device_id LIKE '%:CUFF-0001'",
+        subject,
+        code,
+    )
+    return [float(str(r[0])) for r in rows]
+
+
+def take_blood_pressure(page: Page) -> float:
+    """On the blood pressure step, press the (virtual) cuff's Start; return the systolic the screen shows."""
+    page.get_by_role("button", name="Press the device's Start button").click()
+    expect(page.get_by_text(re.compile(r"Cuff pressure: \d+ mmHg"))).to_be_visible()
+    reading = page.get_by_text(re.compile(r"^Systolic: \d+ mmHg$"))
+    expect(reading).to_be_visible(timeout=20_000)
+    return float(re.findall(r"\d+", reading.inner_text())[0])
+
+
+def test_blood_pressure_from_the_virtual_cuff_is_shown_live_and_reaches_the_hub_once(
+    screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    with (
+        ingest_thread(site.world.db, broker_url, **FAST),
+        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk,
+    ):
+        check_in(screen, kiosk, "N100")
+        shot(screen, "kiosk-home")
+        screen.get_by_role("link", name="Take my vitals").click()
+        shot(screen, "kiosk-vitals")
+        screen.get_by_role("link", name="Start", exact=True).click()
+        expect(screen.get_by_role("heading", name="Blood pressure")).to_be_visible()
+        expect(screen.get_by_text("Press the Start button on the cuff")).to_be_visible()
+        systolic = take_blood_pressure(screen)
+        expect(screen.get_by_text(re.compile(r"^Diastolic: \d+ mmHg$"))).to_be_visible()
+        expect(screen.get_by_text(re.compile(r"^Pulse: \d+ /min$"))).to_be_visible()
+        shot(screen, "kiosk-blood-pressure")
+        wait_until(lambda: hub_values(site, "N100", "8480-6") == [systolic], 20, "the systolic to reach the hub")
+        assert len(hub_values(site, "N100", "8462-4")) == 1
+        # The outbox keeps nothing the hub has: once receipted, the reading is gone from the kiosk.
+        wait_until(lambda: _outbox_items(kiosk) == 0, 20, "the kiosk's outbox to empty")
+
+
+def _outbox_items(kiosk: KioskProcess) -> int:
+    conn = sqlite3.connect(f"file:{kiosk.data / 'outbox.db'}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_case_with_a_photo_is_answered_by_a_provider_and_the_answer_is_read_at_the_kiosk(
+    screen: Page, page: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    video = rash_video(tmp_path / "rash.avi")
+    with (
+        ingest_thread(site.world.db, broker_url, **FAST),
+        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url, camera_video=video) as kiosk,
+    ):
+        check_in(screen, kiosk, "N100")
+        screen.get_by_role("link", name="Send a question to my clinic").click()
+        shot(screen, "kiosk-case-start")
+        screen.get_by_role("link", name="Start", exact=True).click()
+        expect(screen.get_by_text("Question 1 of")).to_be_visible()
+        screen.get_by_role("textbox").fill("An itchy rash on my arm")
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_label("No").check()  # fever
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_role("button", name="Next").click()  # pain: required, left empty: the form stays
+        expect(screen).to_have_url(re.compile(r"/case/q/pain$"))
+        screen.get_by_label("Yes").check()
+        screen.get_by_role("button", name="Next").click()
+        expect(screen.get_by_role("heading", name="Where does it hurt?")).to_be_visible()  # the branch
+        screen.get_by_label("skin").check()
+        shot(screen, "kiosk-case-question")
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_role("textbox").fill("3")
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_label("No").check()  # breathless
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_role("button", name="Next").click()  # new medicines: optional
+        screen.get_by_label("Anything else your clinic should know?").fill("It started after gardening.")
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_role("button", name="Take a photo").click()
+        photo = screen.get_by_role("img", name="Photo 1")
+        expect(photo).to_be_visible(timeout=20_000)
+        assert photo.evaluate("img => img.complete && img.naturalWidth") > 0
+        shot(screen, "kiosk-case-photo")
+        screen.get_by_role("link", name="Next").click()
+        expect(screen.get_by_text("An itchy rash on my arm")).to_be_visible()
+        shot(screen, "kiosk-case-review")
+        screen.get_by_role("button", name="Send to my clinic").click()
+        expect(screen.get_by_role("heading", name="Your question is saved")).to_be_visible()
+        expect(screen.get_by_text("It has reached your clinic.")).to_be_visible(timeout=20_000)
+        shot(screen, "kiosk-case-sent")
+        screen.get_by_role("button", name="Finish and sign out").click()
+        expect(screen.get_by_role("heading", name="Thank you")).to_be_visible()
+
+        # On the hub: the provider reads the case, photo included, and answers it.
+        from hub import attribution
+
+        wait_until(lambda: bool(hub(site, "SELECT 1 FROM cases WHERE subject = 'N100'")), 20, "the case at the hub")
+        attribution.run_until_done(site.world.store.db.conn, site.clock())
+        log_in(page, site, site.world.north.provider)
+        page.get_by_role("link", name="Triage").click()
+        page.get_by_role("link", name="Case: An itchy rash on my arm").click()
+        expect(page.get_by_text("It started after gardening.")).to_be_visible()
+        image = page.get_by_role("img", name="Photo 1 the patient sent with this case")
+        expect(image).to_be_visible()
+        assert image.evaluate("img => img.complete && img.naturalWidth") > 0
+        page.get_by_role("button", name="Start review").click()
+        page.get_by_label("Message to the patient").fill("Use the cream twice a day for a week.")
+        page.get_by_role("button", name="Send answer").click()
+
+        # Back at the kiosk: the answer waits for the patient's next check-in, and is read there.
+        wait_until(lambda: _answers_waiting(kiosk) == 1, 20, "the answer to reach the kiosk")
+        check_in(screen, kiosk, "N100")
+        expect(screen.get_by_text("1 new")).to_be_visible()
+        screen.get_by_role("link", name=re.compile("Answers from my clinic")).click()
+        expect(screen.get_by_text("Use the cream twice a day for a week.")).to_be_visible()
+        shot(screen, "kiosk-answers")
+        screen.get_by_role("button", name="Finish and sign out").click()
+        # Read and signed out: the kiosk no longer keeps the answer (the hub does).
+        wait_until(lambda: _answers_waiting(kiosk) == 0, 5, "the answer to leave the kiosk")
+
+
+def _answers_waiting(kiosk: KioskProcess) -> int:
+    conn = sqlite3.connect(f"file:{kiosk.data / 'inbox.db'}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_the_idle_timeout_ends_the_visit_and_the_next_patient_sees_nothing_of_it(
+    screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    with (
+        ingest_thread(site.world.db, broker_url, **FAST),
+        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url, idle_s=8, warn_s=5) as kiosk,
+    ):
+        check_in(screen, kiosk, "N100")
+        screen.goto(f"{kiosk.url}/vitals/blood_pressure")
+        systolic = take_blood_pressure(screen)
+        # Whatever a page might leave behind in the browser must go too.
+        screen.evaluate("() => { localStorage.setItem('left', 'N100'); sessionStorage.setItem('left', 'N100'); }")
+        dialog = screen.get_by_role("alertdialog", name="Are you still there?")
+        expect(dialog).to_be_visible(timeout=15_000)
+        expect(dialog).to_contain_text(re.compile(r"ends in [1-5] seconds"))
+        shot(screen, "kiosk-idle-countdown")
+        expect(screen.get_by_text("Your visit ended because the screen was not used for a while.")).to_be_visible(
+            timeout=15_000
+        )
+        shot(screen, "kiosk-idle-ended")
+        assert screen.context.cookies() == []
+        assert screen.evaluate("() => [localStorage.length, sessionStorage.length]") == [0, 0]
+        screen.goto(f"{kiosk.url}/home")
+        expect(screen.get_by_role("heading", name="Welcome")).to_be_visible()
+        # The next patient, on the same browser: nothing of the last one.
+        check_in(screen, kiosk, "N101")
+        screen.get_by_role("link", name="Take my vitals").click()
+        expect(screen.get_by_role("heading", name="Take my vitals")).to_be_visible()
+        assert str(int(systolic)) not in screen.content()
+        expect(screen.get_by_text("Taken so far")).to_have_count(0)
+        screen.goto(f"{kiosk.url}/vitals/blood_pressure")
+        expect(screen.get_by_text("Waiting for the device…")).to_be_visible()
+        expect(screen.get_by_text(re.compile("^Systolic"))).to_have_count(0)
+
+
+def test_offline_a_patient_takes_vitals_and_sends_a_case_and_hears_next_visit_when_it_arrived(
+    screen: Page, site: Site, mosquitto: MosquittoProcess, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    with (
+        ingest_thread(site.world.db, broker_url, **FAST),
+        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk,
+    ):
+        wait_until(lambda: setup_version(kiosk) > 0, 20, "the clinic's setup to reach the kiosk")
+        mosquitto.stop()  # the network is gone
+        screen.goto(kiosk.url)
+        expect(screen.get_by_text("Offline: what you send is saved here and sent later")).to_be_visible()
+        check_in(screen, kiosk, "N100")  # from the roster the kiosk keeps
+        screen.goto(f"{kiosk.url}/vitals/blood_pressure")
+        systolic = take_blood_pressure(screen)
+        screen.goto(f"{kiosk.url}/case/q/main")
+        screen.get_by_role("textbox").fill("Headache since Monday")
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_label("No").check()
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_label("No").check()
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_label("No").check()
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_role("button", name="Next").click()
+        screen.get_by_role("button", name="Next").click()  # own words: empty
+        screen.get_by_role("link", name="Next").click()  # no photos (no camera here)
+        screen.get_by_role("button", name="Send to my clinic").click()
+        expect(screen.get_by_text(re.compile("This kiosk is offline. Your question is saved here"))).to_be_visible()
+        shot(screen, "kiosk-offline-case")
+        screen.get_by_role("button", name="Finish and sign out").click()
+        assert hub(site, "SELECT count(*) FROM cases") == [(0,)]
+
+        # Next visit, still offline: the screen says it is waiting, honestly.
+        check_in(screen, kiosk, "N100")
+        expect(screen.get_by_text("1 case is saved on this kiosk and waiting to be sent.")).to_be_visible()
+        screen.get_by_role("button", name="Finish and sign out").click()
+
+        mosquitto.start()  # back online: the outbox drains by itself
+        wait_until(lambda: hub(site, "SELECT count(*) FROM cases") == [(1,)], 30, "the case to reach the hub")
+        wait_until(lambda: hub_values(site, "N100", "8480-6") == [systolic], 10, "the reading to reach the hub")
+        wait_until(lambda: _outbox_items(kiosk) == 0, 20, "the receipts to reach the kiosk")
+        check_in(screen, kiosk, "N100")
+        expect(screen.get_by_text(re.compile(r"^Your case saved on .+ reached your clinic on .+\.$"))).to_be_visible()
+        expect(screen.get_by_text(re.compile(r"^Your readings from .+ reached your clinic on"))).to_be_visible()
+        shot(screen, "kiosk-delivered-notice")
+        screen.get_by_role("button", name="Finish and sign out").click()
+        check_in(screen, kiosk, "N100")  # told once
+        expect(screen.get_by_text(re.compile("reached your clinic"))).to_have_count(0)
