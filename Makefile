@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench soak schema clean broker browser
+.PHONY: demo test lint typecheck unit bench soak schema clean broker browser messages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: $(STAMP) broker
 # Steadiness: the fault tests and the Bluetooth end-to-end tests, ten times in a row; any failure stops it.
 soak: $(STAMP) broker
 	for i in 1 2 3 4 5 6 7 8 9 10; do echo "soak round $$i"; $(BIN)/pytest -q -p no:cacheprovider tests/test_faults.py tests/ble/test_collector.py tests/ble/test_bumble_transport.py || exit 1; done
+
+# The kiosk screen's translations: new strings are added (untranslated) to every locale/<lang>/.../messages.po.
+messages: $(STAMP)
+	$(BIN)/python -m device.screen.catalog
 
 schema: $(STAMP)
 	$(BIN)/kiosk protocol schema > device/protocol/envelope.schema.json

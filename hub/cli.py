@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
 from hub.store import HubStore
 
 log = logging.getLogger("hub")
+
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _broker(value: str) -> BrokerUrl:
@@ -49,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the hub and a simulated kiosk; print where readings appear")
     serve_args(demo)
     demo.add_argument("--kiosk-id", default="demo-kiosk")
+    demo.add_argument("--kiosk-port", type=int, default=8090, help="the kiosk screen's port on 127.0.0.1")
 
     ingest = sub.add_parser("ingest", help="run one ingest worker only (beside others, on a shared subscription)")
     ingest.add_argument("--data", type=Path, default=Path("data/hub"))
@@ -146,53 +151,83 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         store.close()
     kiosk: subprocess.Popen[bytes] | None = None
+    browser: subprocess.Popen[bytes] | None = None
 
     def start_kiosk() -> None:
-        nonlocal kiosk
+        nonlocal kiosk, browser
         for w in service.workers:
             w.connected.wait(15)
+        video = _demo_camera_video(kiosk_data)
+        screen_url = f"http://127.0.0.1:{args.kiosk_port}/"
+        command = [
+            sys.executable, "-m", "device.cli", "serve",
+            "--kiosk-id", args.kiosk_id,
+            "--broker", str(service.broker_url),
+            "--data", str(kiosk_data),
+            "--heartbeat", "10",
+            "--port", str(args.kiosk_port),
+            "--ble", "virtual",
+            "--camera-profile", str(REPO / "firmware_configs" / "kiosk" / "video-file.yaml"),
+            "--camera-video", str(video),
+            "--camera-seconds", "30",
+        ]  # fmt: skip
         kiosk = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "device.cli",
-                "simulate",
-                "--kiosk-id",
-                args.kiosk_id,
-                "--broker",
-                str(service.broker_url),
-                "--data",
-                str(kiosk_data),
-                "--interval",
-                "2",
-                "--heartbeat",
-                "10",
-                "--subjects",
-                ",".join(logins.patient_codes[:4]),
-            ],
+            command,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
             start_new_session=True,  # stopped by us after the hub, not by the terminal's Ctrl-C
         )
+        browser = _open_kiosk_window(screen_url, kiosk_data / "browser")
         print(
             "\n"
+            f"  Kiosk screen:       {screen_url}  (the patient's touchscreen; "
+            f"{'opened in a window' if browser else 'open it in Chromium or any browser on this machine'})\n"
+            f"    check in with code {logins.patient_codes[0]}, or {logins.pin_patient} with PIN {demo_data.DEMO_PIN};"
+            " the cuff, oximeter and thermometer are simulated Bluetooth devices, the camera a video\n"
             f"  Provider workspace: {service.base_url}/login  (the triage queue has alerts and a case waiting)\n"
             f"    provider     {demo_data.PROVIDER_EMAIL}   password {logins.provider_password}\n"
             f"    clinic admin {demo_data.ADMIN_EMAIL}      password {logins.admin_password}\n"
-            f"  Simulated kiosk {args.kiosk_id!r} sends readings for patients {', '.join(logins.patient_codes[:4])}\n"
-            "  (and some without a check-in, which wait under 'Unattributed readings').\n"
+            "  A case sent at the kiosk appears in the triage queue; answer it there and check in again to read it.\n"
             f"  API docs: {service.base_url}/docs   (tokens: hub token create --data {args.data} ...)\n"
             "  Ctrl-C stops hub, broker and kiosk.\n",
             flush=True,
         )
 
     def stop_kiosk() -> None:
-        if kiosk is not None:
-            kiosk.terminate()
-            kiosk.wait(timeout=15)
+        for proc in (browser, kiosk):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=15)
 
     threading.Thread(target=start_kiosk, daemon=True).start()
     service.serve_forever(before_stop=stop_kiosk)
     return 0
+
+
+def _demo_camera_video(kiosk_data: Path) -> Path:
+    """A synthetic face with a known pulse (68/min) stands in for the kiosk camera; rendered once."""
+    from device.camera.synthetic import SyntheticSpec, write_mjpg  # noqa: PLC0415 - OpenCV only for the demo
+
+    path = kiosk_data / "camera-demo.avi"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print("  rendering the demo camera's video (a few seconds, once)", flush=True)
+        write_mjpg(SyntheticSpec(seconds=34, fps=15, heart_rate_bpm=68, breathing_rate_bpm=14), path)
+    return path
+
+
+def _open_kiosk_window(url: str, profile: Path) -> subprocess.Popen[bytes] | None:
+    """On a machine with a display, show the kiosk screen as the Pi would (an app window, profile thrown away)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return None
+    command = [chromium, f"--app={url}", f"--user-data-dir={profile}", "--incognito", "--no-first-run"]
+    return subprocess.Popen(
+        [*command, "--window-size=1024,768"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 
 from device.protocol.envelope import ClockInfo, build_envelope, encode
 from device.protocol.ids import new_message_id
-from hub import attribution, patients
+from hub import attribution, kiosk_setup, patients
 from hub.accounts import passwords, users
 from hub.store import Accepted, HubStore, immediate
 
@@ -37,6 +37,10 @@ class DemoLogins:
     admin_password: str
     provider_password: str
     patient_codes: list[str]
+    pin_patient: str = ""  # checks in at the kiosk with DEMO_PIN
+
+
+DEMO_PIN = "2468"
 
 
 def _password() -> str:
@@ -71,7 +75,13 @@ def seed(store: HubStore, live_kiosk: str, now: datetime, rng: random.Random | N
     if fresh:
         store.commit_batch([*history(codes, now, rng), _waiting_case(codes[0], now)], [])
         attribution.run_until_done(conn, ts)
-    return DemoLogins(admin_pw, provider_pw, codes)
+        pin_hash = kiosk_setup.hash_pin(DEMO_PIN)  # slow on purpose: outside the write transaction
+        with immediate(conn):
+            patient = conn.execute(
+                "SELECT id FROM patients WHERE clinic_id = ? AND code = ?", (CLINIC_ID, codes[1])
+            ).fetchone()
+            kiosk_setup.set_pin(conn, CLINIC_ID, patient[0], pin_hash, ts)
+    return DemoLogins(admin_pw, provider_pw, codes, codes[1])
 
 
 def _waiting_case(code: str, now: datetime) -> Accepted:

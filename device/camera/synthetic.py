@@ -738,3 +738,22 @@ def write_video(spec: SyntheticSpec, path: Path | str) -> WrittenVideo:
     stamps = timestamps_path(target)
     stamps.write_text(json.dumps(sidecar, indent=1))
     return WrittenVideo(path=target, timestamps_path=stamps, codec=codec, lossless=lossless, frames=len(times))
+
+
+def write_mjpg(spec: SyntheticSpec, path: Path | str, quality: int = 95) -> Path:
+    """The same scene as MJPG at the spec's nominal frame rate: a tenth of the lossless size, for demos.
+
+    Lossy and without a timestamps sidecar (frames are evenly spaced), so the benchmarks and the
+    accuracy tests keep using `write_video`; at quality 95 the pulse still reads within 1 bpm here.
+    """
+    out = Path(path)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"MJPG"), spec.fps, spec.size)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MJPG to {out}")
+    writer.set(cv2.VIDEOWRITER_PROP_QUALITY, quality)
+    try:
+        for _t, image in render_frames(spec):
+            writer.write(image)
+    finally:
+        writer.release()
+    return out

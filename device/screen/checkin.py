@@ -5,7 +5,7 @@ who have a kiosk PIN. A PIN at a shared kiosk guards against mix-ups and casual 
 wrong PINs lock the code for a while; it is not a secret that survives a stolen disk.
 
 Before any roster has arrived (a new kiosk that has never been online) a well-formed code is
-accepted: its readings reach the hub, whose attribution queue holds what it cannot match.
+accepted as typed: its readings reach the hub, whose attribution queue holds what it cannot match.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Literal
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from device.protocol.downlink import SUBJECT_PATTERN, KioskSetupBody
+from device.protocol.downlink import SUBJECT_PATTERN, KioskSetupBody, RosterEntry
 
 MAX_PIN_FAILURES = 3
 LOCK_S = 300.0
@@ -34,8 +34,17 @@ class CheckInResult:
 
 
 def normalise_code(text: str) -> str:
-    """What a person typed or a card scanner sent: trimmed, upper case, without spaces."""
-    return "".join(text.split()).upper()
+    """What a person typed or a card scanner sent, without spaces."""
+    return "".join(text.split())
+
+
+def find(setup: KioskSetupBody, code: str) -> RosterEntry | None:
+    """The exact code, else the one code that differs only in letter case (people type n100 for N100)."""
+    exact = next((p for p in setup.patients if p.code == code), None)
+    if exact is not None:
+        return exact
+    folded = [p for p in setup.patients if p.code.casefold() == code.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 @dataclass
@@ -52,7 +61,7 @@ class Gate:
             return CheckInResult("bad_code")
         if setup is None:
             return CheckInResult("ok", code)
-        entry = next((p for p in setup.patients if p.code.upper() == code), None)
+        entry = find(setup, code)
         if entry is None:
             return CheckInResult("unknown_code")
         code = entry.code

@@ -59,7 +59,7 @@ STEPS: tuple[Step, ...] = (
         "camera",
         (
             _("Sit facing the screen, about an arm's length away, in good light."),
-            _("Keep your face in view and stay still for 30 seconds. Breathe normally."),
+            _("Keep your face in view and stay still until the bar is full. Breathe normally."),
         ),
         ("8867-4", "9279-1"),
     ),

@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from device.protocol.endpoints import BrokerUrl
+from device.screen.i18n import translations
 from hub.broker import MosquittoProcess
 from tests.browser.conftest import DEFAULT_TIMEOUT_MS
 from tests.browser.kiosk import KioskProcess, kiosk_screen, rash_video
@@ -94,6 +95,53 @@ def take_blood_pressure(page: Page) -> float:
     reading = page.get_by_text(re.compile(r"^Systolic: \d+ mmHg$"))
     expect(reading).to_be_visible(timeout=20_000)
     return float(re.findall(r"\d+", reading.inner_text())[0])
+
+
+def test_check_in_by_code_in_english_or_spanish_with_a_pin_where_the_patient_has_one(
+    screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    from hub import kiosk_setup  # noqa: PLC0415
+    from hub.store import immediate  # noqa: PLC0415
+
+    es = translations("es").gettext
+    with ingest_thread(site.world.db, broker_url, **FAST), kiosk_screen(
+        tmp_path / "kiosk", site.world.north.kiosk, broker_url
+    ) as kiosk:
+        wait_until(lambda: setup_version(kiosk) > 0, 20, "the clinic's setup to reach the kiosk")
+        first = setup_version(kiosk)
+        pin_hash = kiosk_setup.hash_pin("2468")
+        conn = site.world.store.db.conn
+        with immediate(conn):
+            kiosk_setup.set_pin(conn, site.world.north.id, site.world.north.patients["N101"], pin_hash, site.clock())
+        wait_until(lambda: setup_version(kiosk) > first, 20, "the new roster (with the PIN) to reach the kiosk")
+
+        screen.goto(kiosk.url)
+        expect(screen.get_by_text("North Clinic")).to_be_visible()  # named by the hub's setup
+        shot(screen, "kiosk-welcome")
+        screen.get_by_label("Type the code on your card").fill("S100")  # another clinic's patient
+        screen.get_by_role("button", name="Check in").click()
+        expect(screen.get_by_role("alert")).to_have_text(re.compile("We do not know this code"))
+
+        screen.get_by_role("button", name="Español").click()
+        expect(screen.locator("html")).to_have_attribute("lang", "es")
+        screen.get_by_label(es("Type the code on your card")).fill(" n100 ")  # as people type it
+        screen.get_by_role("button", name=es("Check in"), exact=True).click()
+        expect(screen.get_by_role("heading", name=es("What would you like to do?"))).to_be_visible()
+        shot(screen, "kiosk-home-es")
+        screen.get_by_role("button", name=es("Finish and sign out")).click()
+
+        screen.goto(kiosk.url)
+        screen.get_by_role("button", name="English").click()
+        screen.get_by_label("Type the code on your card").fill("N101")
+        screen.get_by_role("button", name="Check in").click()
+        expect(screen.get_by_role("heading", name="Enter your PIN")).to_be_visible()
+        shot(screen, "kiosk-pin")
+        screen.get_by_label("Your PIN (4 to 8 digits)").fill("1111")
+        screen.get_by_role("button", name="Check in").click()
+        expect(screen.get_by_role("alert")).to_have_text("That PIN is not right. Please try again.")
+        screen.get_by_label("Your PIN (4 to 8 digits)").fill("2468")
+        screen.get_by_role("button", name="Check in").click()
+        expect(screen.get_by_role("heading", name="What would you like to do?")).to_be_visible()
 
 
 def test_blood_pressure_from_the_virtual_cuff_is_shown_live_and_reaches_the_hub_once(

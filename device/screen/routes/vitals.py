@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
-from device.screen.steps import BY_KIND, CAMERA_ADVICE, STEPS
+from device.screen.steps import BY_KIND, CAMERA_ADVICE, CODE_NAMES, STEPS
 from device.screen.visit import ShownReading, Visit
 from device.screen.web import redirect, render, require_visit, screen_of
 
@@ -71,9 +71,15 @@ async def camera_measure(request: Request, visit: VisitDep) -> Response:
     observations = result.observations(now, device)
     if observations and screen.desk.visit is visit:
         screen.record_camera_vitals(visit, observations)
-    advice = sorted(
-        {CAMERA_ADVICE.get(reason, reason) for reason in (result.heart.abstained, result.breathing.abstained) if reason}
-    )
+    # Per vital, so the patient knows which one to try again for.
+    advice = [
+        (name, CAMERA_ADVICE.get(reason, reason))
+        for name, reason in (
+            (CODE_NAMES["8867-4"], result.heart.abstained),
+            (CODE_NAMES["9279-1"], result.breathing.abstained),
+        )
+        if reason
+    ]
     current = BY_KIND["camera"]
     return render(
         request,
@@ -84,7 +90,7 @@ async def camera_measure(request: Request, visit: VisitDep) -> Response:
         readings=_readings(visit, "camera", current.codes),
         simulated=False,
         camera=True,
-        advice=advice,
+        camera_advice=advice,
     )
 
 

@@ -215,9 +215,14 @@ def _pin_step(
     return perform(ws, principal, action=action, target="kiosk_pin", run=run, back=f"/patients/{patient.id}", errors=())
 
 
+def card_qr(code: str) -> segno.QRCode:
+    """The check-in code as a full QR code, never a Micro QR (segno's choice for short text): the kiosk camera
+    (OpenCV) and most handheld scanners read only full QR. Error correction M survives a worn or creased card."""
+    return segno.make_qr(code, error="m")
+
+
 def _code_svg(code: str) -> str:
-    """The check-in code as a QR code (error correction M survives a worn or creased card)."""
-    return segno.make(code, error="m").svg_inline(scale=6, dark="#000", light="#fff")
+    return card_qr(code).svg_inline(scale=6, dark="#000", light="#fff")
 
 
 @router.get("/patients/{patient_id}/card", response_class=HTMLResponse)
