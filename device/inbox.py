@@ -22,6 +22,9 @@ class Inbox:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
+        # Answers removed after they were shown are overwritten, not just unlinked (see device/outbox.py).
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA journal_size_limit=0")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS inbox (id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, "
             "body TEXT NOT NULL, received_at REAL NOT NULL)"

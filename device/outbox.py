@@ -101,6 +101,10 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is fsynced at every commit, which is what "durable on return" means.
         self._db.execute("PRAGMA synchronous=FULL")
+        # A receipted item's bytes (a patient's readings, words, photos) are overwritten, not just unlinked
+        # from the b-tree; the WAL is cut back after each checkpoint so old frames do not linger in it.
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA journal_size_limit=0")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -45,6 +45,7 @@ class Ledger:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # held readings are clinical data
+        self._db.execute("PRAGMA secure_delete=ON")  # a released or discarded reading is overwritten
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 

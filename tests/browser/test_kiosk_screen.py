@@ -8,6 +8,7 @@ hub's pages in a second browser context. Screenshots of each screen go to test-a
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from hub.broker import MosquittoProcess
 from tests.browser.conftest import DEFAULT_TIMEOUT_MS
 from tests.browser.kiosk import KioskProcess, kiosk_screen, rash_video
 from tests.browser.site import Site, serve
-from tests.browser.test_workspace import log_in, shot
+from tests.browser.test_workspace import AXE, log_in, shot
 from tests.harness import ingest_thread, wait_until
 
 FAST = {"downlink_check_s": 0.1}
@@ -100,13 +101,14 @@ def take_blood_pressure(page: Page) -> float:
 def test_check_in_by_code_in_english_or_spanish_with_a_pin_where_the_patient_has_one(
     screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
 ) -> None:
-    from hub import kiosk_setup  # noqa: PLC0415
-    from hub.store import immediate  # noqa: PLC0415
+    from hub import kiosk_setup
+    from hub.store import immediate
 
     es = translations("es").gettext
-    with ingest_thread(site.world.db, broker_url, **FAST), kiosk_screen(
-        tmp_path / "kiosk", site.world.north.kiosk, broker_url
-    ) as kiosk:
+    with (
+        ingest_thread(site.world.db, broker_url, **FAST),
+        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk,
+    ):
         wait_until(lambda: setup_version(kiosk) > 0, 20, "the clinic's setup to reach the kiosk")
         first = setup_version(kiosk)
         pin_hash = kiosk_setup.hash_pin("2468")
@@ -342,3 +344,87 @@ def test_offline_a_patient_takes_vitals_and_sends_a_case_and_hears_next_visit_wh
         screen.get_by_role("button", name="Finish and sign out").click()
         check_in(screen, kiosk, "N100")  # told once
         expect(screen.get_by_text(re.compile("reached your clinic"))).to_have_count(0)
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_every_kiosk_screen_passes_the_accessibility_rules_and_fits_the_screen(
+    browser: Browser, site: Site, broker_url: BrokerUrl, tmp_path: Path, language: str
+) -> None:
+    context = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True, bypass_csp=True)
+    screen = context.new_page()
+    gettext = translations(language).gettext
+    with (
+        ingest_thread(site.world.db, broker_url, **FAST),
+        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk,
+    ):
+        screen.goto(kiosk.url)
+        screen.get_by_role("button", name="Español" if language == "es" else "English").click()
+        pages = ["/", "/home", "/vitals", "/vitals/blood_pressure", "/vitals/camera", "/case", "/case/q/main",
+                 "/case/q/pain", "/case/details", "/case/photos", "/case/review", "/answers", "/consult"]  # fmt: skip
+        screen.get_by_label(gettext("Type the code on your card")).fill("N100")
+        screen.get_by_role("button", name=gettext("Check in"), exact=True).click()
+        for path in [*pages, "/bye"]:
+            screen.goto(f"{kiosk.url}{path}")
+            screen.add_script_tag(path=str(AXE))
+            result = screen.evaluate("axe.run(document, {resultTypes: ['violations']})")
+            serious = [
+                {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:3]}
+                for v in result["violations"]
+                if v["impact"] in ("serious", "critical")
+            ]
+            assert not serious, f"{path} ({language}): {json.dumps(serious)}"
+            assert screen.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
+            # Touch targets: every button and link at least 44 px high (WCAG 2.5.5), most far more.
+            small = screen.evaluate(
+                "[...document.querySelectorAll('main a, main button, header button')]"
+                ".filter(e => e.getBoundingClientRect().height < 44).map(e => e.textContent.trim())"
+            )
+            assert small == [], f"{path}: small targets {small}"
+            shot(screen, f"kiosk-a11y-{language}-{path.strip('/').replace('/', '-') or 'welcome'}")
+    context.close()
+
+
+def test_a_patient_checks_in_answers_and_signs_out_by_keyboard_alone(
+    screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    with (
+        ingest_thread(site.world.db, broker_url, **FAST),
+        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk,
+    ):
+        screen.goto(kiosk.url)
+        expect(screen.get_by_label("Type the code on your card")).to_be_focused()  # ready for a card scanner
+        screen.keyboard.type("N100")
+        screen.keyboard.press("Enter")
+        expect(screen.get_by_role("heading", name="What would you like to do?")).to_be_visible()
+        tab_to(screen, "Send a question to my clinic")
+        screen.keyboard.press("Enter")
+        expect(screen.get_by_role("heading", name="Send a question to my clinic")).to_be_visible()
+        tab_to(screen, "Start")
+        screen.keyboard.press("Enter")
+        expect(screen.get_by_role("textbox")).to_be_focused()  # the first question takes the focus
+        screen.keyboard.type("Dizzy when I stand up")
+        screen.keyboard.press("Tab")
+        screen.keyboard.press("Tab")
+        screen.keyboard.press("Enter")  # Next
+        expect(screen.get_by_role("heading", name="Have you had a fever?")).to_be_visible()
+        tab_to(screen, "yes", what="value")
+        screen.keyboard.press("Space")
+        expect(screen.get_by_label("Yes")).to_be_checked()
+        screen.keyboard.press("Enter")  # submits the form
+        expect(screen.get_by_role("heading", name="For how many days?")).to_be_visible()
+        expect(screen.get_by_role("textbox")).to_be_focused()
+        screen.keyboard.type("2")
+        screen.keyboard.press("Enter")
+        expect(screen.get_by_role("heading", name="Are you in pain?")).to_be_visible()
+        tab_to(screen, "Finish and sign out", key="Shift+Tab")
+        screen.keyboard.press("Enter")
+        expect(screen.get_by_role("heading", name="Thank you")).to_be_visible()
+
+
+def tab_to(page: Page, text: str, *, what: str = "textContent", key: str = "Tab", most: int = 30) -> None:
+    """Press Tab until the focused element's text (or value) is `text`, as a keyboard user would."""
+    for _ in range(most):
+        page.keyboard.press(key)
+        if page.evaluate(f"(document.activeElement.{what} || '').trim()") == text:
+            return
+    raise AssertionError(f"{text!r} cannot be reached with {key}")
