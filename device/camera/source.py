@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from device.camera.errors import CameraError
 from device.camera.timebase import MAX_GAP_S, GapError, find_gaps, resample_uniform
 
 if TYPE_CHECKING:
@@ -66,10 +67,6 @@ AUTO_SETTLE_S = 1.0
 # V4L2_CID_EXPOSURE_AUTO values, which OpenCV's V4L2 backend passes through unchanged.
 _V4L2_EXPOSURE_MANUAL = 1
 _V4L2_EXPOSURE_APERTURE_PRIORITY = 3
-
-
-class CameraError(RuntimeError):
-    """A frame source cannot be opened or stopped delivering; the message names the file or device."""
 
 
 @dataclass(frozen=True, eq=False, slots=True)

@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from device.protocol.questionnaire import EnableWhen, Item, Questionnaire
 from device.screen.visit import Photo, Visit
-from tests.screen.kiosk import NO_PIN, OTHER, Kiosk, checked_in, goes_to_welcome, post
+from tests.screen.kiosk import NO_PIN, OTHER, Kiosk, checked_in, goes_to_welcome, post, setup_body
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
 
@@ -208,3 +209,27 @@ def test_the_guided_vitals_pages(kiosk: Kiosk) -> None:
     assert post(client, "/vitals/blood_pressure/simulate").status_code == 404
     assert post(client, "/vitals/camera/measure").status_code == 404
     assert "/vitals/camera/measure" not in client.get("/vitals/camera").text
+
+
+def test_a_branch_on_a_decimal_item_opens_when_the_patient_types_that_number(kiosk: Kiosk) -> None:
+    """The questionnaire model accepts a whole number as the branch answer of a decimal item (as YAML `answer: 2`
+    gives it), so the kiosk must open that branch when the patient types 2."""
+    questionnaire = Questionnaire(
+        id="inhaler",
+        version=1,
+        title="Your inhaler",
+        items=[
+            Item(link_id="puffs", text="How many puffs a day, on average?", type="decimal", required=True),
+            Item(
+                link_id="puffs_why",
+                text="What makes you need two?",
+                type="text",
+                enable_when=EnableWhen(question="puffs", answer=2),
+            ),
+            Item(link_id="other", text="Anything else?", type="text"),
+        ],
+    )
+    kiosk.give_setup(setup_body().model_copy(update={"questionnaire": questionnaire}))
+    client = kiosk.client
+    checked_in(client, NO_PIN)
+    assert answer(client, "puffs", "2") == "/case/q/puffs_why"

@@ -71,6 +71,8 @@ def test_the_exempt_list_names_only_routes_that_exist_and_the_rest_is_most_of_th
     assert found >= EXEMPT
     assert len(found - EXEMPT) >= 15
     assert {method for method, _ in found} == {"GET", "POST"}, "a new method needs its own checks here"
+    # Nothing else hides in app.routes: no websocket, no second mount.
+    assert [r.path for r in iter_route_contexts(kiosk.app.routes) if not r.methods] == ["/static"]
 
 
 def test_every_other_route_sends_a_browser_without_the_visit_back_to_welcome(kiosk: Kiosk) -> None:
@@ -242,7 +244,7 @@ def test_the_idle_timeout_from_the_screen_ends_the_visit(kiosk: Kiosk) -> None:
 
 
 def test_the_server_ends_an_idle_visit_itself_after_the_grace(kiosk: Kiosk) -> None:
-    now = [kiosk.screen.clock()]
+    now = [float(int(kiosk.screen.clock()))]  # whole seconds: the sums below are exact
     kiosk.screen.clock = lambda: now[0]  # the screen's injectable clock: time passes without waiting
     policy: IdlePolicy = kiosk.screen.desk.policy
     kiosk.give_setup()

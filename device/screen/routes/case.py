@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import Response
 
-from device.camera.source import CameraError
+from device.camera.errors import CameraError
 from device.protocol.questionnaire import visible
 from device.screen.answers import MAX_TEXT, AnswerError, parse_answer
 from device.screen.steps import PHOTO_ADVICE
