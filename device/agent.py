@@ -70,10 +70,12 @@ class KioskAgent:
         self._stop.set()
         self.forwarder.stop()
         for t in self._threads:
-            t.join(timeout=10)
+            if t.ident is not None:  # started (an agent stopped before start() has nothing to join)
+                t.join(timeout=10)
         self.forwarder.close()
         self.forwarder.outbox.close()
         self.outbox.close()
+        self.inbox.close()
 
     def send_status(self) -> None:
         backlog = self.outbox.backlog()

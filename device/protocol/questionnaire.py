@@ -125,7 +125,12 @@ def _fits(item: Item, value: Any) -> bool:
 
 
 def _matches(answer: Any, wanted: Any) -> bool:
-    return wanted in answer if isinstance(answer, list) else answer == wanted and type(answer) is type(wanted)
+    """Choices by membership; yes/no only against yes/no; numbers by value (a decimal 2.0 answers a branch on 2)."""
+    if isinstance(answer, list):
+        return wanted in answer
+    if isinstance(answer, bool) or isinstance(wanted, bool):
+        return answer is wanted
+    return bool(answer == wanted)
 
 
 def visible(q: Questionnaire, answers: dict[str, Any]) -> list[Item]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import math
+import re
 
 from device.protocol.questionnaire import Item
 from device.screen.i18n import _
 
 MAX_TEXT = 1000
+_INTEGER = re.compile(r"[0-9]{1,6}", re.ASCII)
+_DECIMAL = re.compile(r"-?[0-9]{1,7}([.,][0-9]{1,4})?", re.ASCII)
 
 Answer = bool | int | float | str | list[str]
 
@@ -30,27 +32,22 @@ def parse_answer(item: Item, values: list[str]) -> Answer | None:
                 raise AnswerError(_("Please choose Yes or No."))
             return first == "yes"
         case "integer":
-            try:
-                number = int(first)
-            except ValueError:
-                raise AnswerError(_("Please enter a whole number.")) from None
-            if not 0 <= number <= 100_000:
-                raise AnswerError(_("Please enter a whole number.")) from None
-            return number
+            # Digits only: Python's int() would also take "1_000" or full-width digits.
+            if not _INTEGER.fullmatch(first) or int(first) > 100_000:
+                raise AnswerError(_("Please enter a whole number."))
+            return int(first)
         case "decimal":
-            try:
-                value = float(first.replace(",", "."))
-            except ValueError:
-                raise AnswerError(_("Please enter a number.")) from None
-            if math.isnan(value) or abs(value) > 1e6:
+            if not _DECIMAL.fullmatch(first):
+                raise AnswerError(_("Please enter a number."))
+            value = float(first.replace(",", "."))
+            if abs(value) > 1e6:
                 raise AnswerError(_("Please enter a number."))
             return value
         case "text":
             return first[:MAX_TEXT]
         case "choice":
             options = item.options or []
-            chosen = [v for v in values if v in options]
-            if len(chosen) != len(values):
+            if any(v not in options for v in values):
                 raise AnswerError(_("Please choose from the list."))
-            return chosen
+            return [o for o in options if o in values]  # each once, in the questionnaire's order
     raise AnswerError(_("Please answer this question."))  # pragma: no cover - item types are exhaustive

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,6 +24,9 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 
 
 def create_app(screen: Screen) -> FastAPI:
@@ -43,11 +46,7 @@ def create_app(screen: Screen) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            origin = request.headers.get("origin")
-            if origin != f"{request.url.scheme}://{request.url.netloc}":
-                return Response("requests must come from the kiosk's own pages", status_code=403)
-        response = await call_next(request)
+        response = _refused(request) or await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         # same-origin, not no-referrer: under no-referrer Chromium sends `Origin: null` on form posts.
@@ -55,6 +54,16 @@ def create_app(screen: Screen) -> FastAPI:
         # No camera, microphone or location for the page itself: the kiosk process owns the devices.
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
         return response
+
+    def _refused(request: Request) -> Response | None:
+        """Only the kiosk's own browser: a loopback host name (a page whose own name was pointed at 127.0.0.1,
+        DNS rebinding, sends its own), and for changes an Origin of this very host."""
+        if request.url.hostname not in LOOPBACK_NAMES:
+            return PlainTextResponse("this screen answers on 127.0.0.1 only", status_code=403)
+        own = f"{request.url.scheme}://{request.url.netloc}"
+        if request.method not in ("GET", "HEAD") and request.headers.get("origin") != own:
+            return PlainTextResponse("requests must come from the kiosk's own pages", status_code=403)
+        return None
 
     @app.exception_handler(StarletteHTTPException)
     async def redirects(request: Request, exc: StarletteHTTPException) -> Response:

@@ -52,6 +52,7 @@ class Gate:
     """Codes and PINs, with a lock after repeated wrong PINs (per code, in memory: a restart clears it)."""
 
     failures: dict[str, list[float]] = field(default_factory=dict)
+    locked_until: dict[str, float] = field(default_factory=dict)
 
     def check(  # noqa: PLR0911 - one exit per outcome
         self, setup: KioskSetupBody | None, typed: str, pin: str | None, now: float
@@ -75,13 +76,21 @@ class Gate:
             self.failures.pop(code, None)
             return CheckInResult("ok", code)
         # A clinic that requires PINs but has none on file for this patient: staff must set one first.
-        self.failures.setdefault(code, []).append(now)
-        return CheckInResult("locked" if self._locked(code, now) else "wrong_pin", code)
+        recent = [t for t in self.failures.get(code, []) if now - t < LOCK_S] + [now]
+        self.failures[code] = recent
+        if len(recent) >= MAX_PIN_FAILURES:
+            # Locked for the full time from the last wrong PIN, as the screen says.
+            self.locked_until[code] = now + LOCK_S
+            self.failures.pop(code, None)
+            return CheckInResult("locked", code)
+        return CheckInResult("wrong_pin", code)
 
     def _locked(self, code: str, now: float) -> bool:
-        recent = [t for t in self.failures.get(code, []) if now - t < LOCK_S]
-        self.failures[code] = recent
-        return len(recent) >= MAX_PIN_FAILURES
+        until = self.locked_until.get(code)
+        if until is not None and now >= until:
+            del self.locked_until[code]
+            return False
+        return until is not None
 
 
 def _verify(pin_hash: str, pin: str) -> bool:

@@ -48,6 +48,7 @@ class Visit:
     case: CaseDraft = field(default_factory=CaseDraft)
     answers_seen: set[str] = field(default_factory=set)  # downlink ids shown: removed from the kiosk at the end
     notices_seen: set[str] = field(default_factory=set)
+    last_case: str | None = None  # the envelope id of the case sent in this visit, if any
 
     def touch(self, now: float) -> None:
         self.last_active = now

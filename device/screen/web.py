@@ -82,6 +82,7 @@ def render(
             lang=language,
             clinic=screen.clinic_name(),
             online=screen.connected(),
+            camera=screen.camera is not None,
             idle_s=screen.desk.policy.idle_s,
             warn_s=screen.desk.policy.warn_s,
             **context,

@@ -22,11 +22,11 @@ def test_the_welcome_page_does_not_offer_to_scan_a_card_with_a_camera_it_does_no
     assert 'action="/check-in/scan"' not in welcome.text
 
 
-def test_the_camera_step_does_not_ask_for_a_start_button_it_does_not_show(kiosk: Kiosk) -> None:
-    """The vitals overview lists the camera step and the thermometer's "Next device" leads to it."""
+def test_without_a_camera_the_guided_vitals_have_no_camera_step(kiosk: Kiosk) -> None:
+    """Not listed, not the thermometer's next step, and not there when asked for by address."""
     kiosk.give_setup()
     checked_in(kiosk.client, NO_PIN)
-    page = kiosk.client.get("/vitals/camera")
-    assert page.status_code == 200
-    assert 'action="/vitals/camera/measure"' not in page.text  # no Start button: no camera
-    assert "Press Start when you are ready." not in page.text
+    assert 'href="/vitals/camera"' not in kiosk.client.get("/vitals").text
+    last = kiosk.client.get("/vitals/thermometer")
+    assert last.status_code == 200 and 'href="/vitals/camera"' not in last.text
+    assert kiosk.client.get("/vitals/camera").status_code == 404

@@ -308,7 +308,16 @@ def test_a_clinic_that_requires_pins_asks_everyone(kiosk: Kiosk) -> None:
     assert kiosk.screen.desk.visit is None
 
 
-VISIT_PAGES = ["/home", "/answers", "/consult", "/vitals", "/vitals/camera", "/case", "/case/q/main", "/case/review"]
+VISIT_PAGES = [
+    "/home",
+    "/answers",
+    "/consult",
+    "/vitals",
+    "/vitals/thermometer",
+    "/case",
+    "/case/q/main",
+    "/case/review",
+]
 
 
 def test_every_page_carries_the_security_headers(kiosk: Kiosk) -> None:

@@ -95,7 +95,7 @@ async def save_details(
 
 @router.get("/case/photos")
 async def photos(request: Request, visit: VisitDep) -> Response:
-    return render(request, "case_photos.html", visit, photos=visit.case.photos, camera=screen_of(request).camera)
+    return render(request, "case_photos.html", visit, photos=visit.case.photos)
 
 
 @router.post("/case/photos/take")
@@ -106,10 +106,10 @@ async def take(request: Request, visit: VisitDep) -> Response:
     try:
         prepared, check = await asyncio.to_thread(screen.camera.photo)
     except CameraError:
-        return render(request, "case_photos.html", visit, photos=visit.case.photos, camera=screen.camera, busy=True)
+        return render(request, "case_photos.html", visit, photos=visit.case.photos, busy=True)
     if not check.ok:
         advice = [PHOTO_ADVICE.get(p.code, p.message) for p in check.problems]
-        return render(request, "case_photos.html", visit, photos=visit.case.photos, camera=screen.camera, advice=advice)
+        return render(request, "case_photos.html", visit, photos=visit.case.photos, advice=advice)
     visit.case.photos.append(Photo(prepared.data, prepared.width, prepared.height))
     return redirect("/case/photos")
 
@@ -137,8 +137,12 @@ async def review(request: Request, visit: VisitDep) -> Response:
 
 @router.post("/case/send")
 async def send(request: Request, visit: VisitDep) -> Response:
-    envelope_id = screen_of(request).send_case(visit, str(uuid.uuid4()))
-    return redirect(f"/case/sent/{envelope_id}")
+    draft = visit.case
+    if not (draft.answers or draft.text or draft.photos):
+        # A second tap on Send (or Back and Send again): the case went already; never send an empty one.
+        return redirect(f"/case/sent/{visit.last_case}" if visit.last_case else "/case")
+    visit.last_case = screen_of(request).send_case(visit, str(uuid.uuid4()))
+    return redirect(f"/case/sent/{visit.last_case}")
 
 
 @router.get("/case/sent/{envelope_id}")

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
-from device.screen.steps import BY_KIND, CAMERA_ADVICE, CODE_NAMES, STEPS
+from device.screen.steps import BY_KIND, CAMERA_ADVICE, CODE_NAMES, STEPS, Step
 from device.screen.visit import ShownReading, Visit
 from device.screen.web import redirect, render, require_visit, screen_of
 
@@ -17,18 +17,25 @@ router = APIRouter()
 VisitDep = Annotated[Visit, Depends(require_visit)]
 
 
+def _steps(request: Request) -> tuple[Step, ...]:
+    """The steps this kiosk can offer: the camera's only where there is a camera."""
+    has_camera = screen_of(request).camera is not None
+    return tuple(s for s in STEPS if s.kind != "camera" or has_camera)
+
+
 @router.get("/vitals")
 async def overview(request: Request, visit: VisitDep) -> Response:
-    return render(request, "vitals.html", visit, steps=STEPS)
+    return render(request, "vitals.html", visit, steps=_steps(request))
 
 
 @router.get("/vitals/{kind}")
 async def step(request: Request, visit: VisitDep, kind: str) -> Response:
-    current = BY_KIND.get(kind)
+    steps = _steps(request)
+    current = next((s for s in steps if s.kind == kind), None)
     if current is None:
         raise HTTPException(404, "no such step")
-    index = STEPS.index(current)
-    following = STEPS[index + 1].kind if index + 1 < len(STEPS) else None
+    index = steps.index(current)
+    following = steps[index + 1].kind if index + 1 < len(steps) else None
     screen = screen_of(request)
     return render(
         request,
@@ -38,7 +45,6 @@ async def step(request: Request, visit: VisitDep, kind: str) -> Response:
         next_kind=following,
         readings=_readings(visit, current.kind, current.codes),
         simulated=screen.virtual is not None and kind != "camera",
-        camera=screen.camera is not None,
     )
 
 
@@ -89,7 +95,6 @@ async def camera_measure(request: Request, visit: VisitDep) -> Response:
         next_kind=None,
         readings=_readings(visit, "camera", current.codes),
         simulated=False,
-        camera=True,
         camera_advice=advice,
     )
 
