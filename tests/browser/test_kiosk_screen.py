@@ -353,9 +353,10 @@ def test_every_kiosk_screen_passes_the_accessibility_rules_and_fits_the_screen(
     context = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True, bypass_csp=True)
     screen = context.new_page()
     gettext = translations(language).gettext
+    video = rash_video(tmp_path / "rash.avi")  # a camera, so that every screen is there
     with (
         ingest_thread(site.world.db, broker_url, **FAST),
-        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk,
+        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url, camera_video=video) as kiosk,
     ):
         screen.goto(kiosk.url)
         screen.get_by_role("button", name="Español" if language == "es" else "English").click()
