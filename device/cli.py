@@ -125,6 +125,18 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-timeout", type=float, default=120.0, help="seconds without a touch before a visit ends")
     p.add_argument("--idle-warning", type=float, default=30.0, help="the countdown shown before that end")
     p.add_argument("--clinic-name", default="", help="shown until the hub's setup names the clinic")
+    p.add_argument("--hub-url", default=None, help="http(s)://host:port of the hub: enables live video consults")
+    p.add_argument("--hub-credential-file", type=Path, default=None, help="file holding this kiosk's hub credential")
+    p.add_argument("--hub-ca", type=Path, default=None, help="CA file for an https hub (default: system CAs)")
+    p.add_argument("--microphone", default="tone", help="tone (none: a test tone), or alsa:<device>, e.g. alsa:default")
+    p.add_argument("--speaker", default=None, help="ALSA device for the provider's voice, e.g. default")
+    p.add_argument("--consult-wait-limit", type=float, default=900.0, help="seconds a patient waits before a case")
+    p.add_argument(
+        "--consult-return-after",
+        type=float,
+        default=30.0,
+        help="after a dropped call: seconds before the screen returns to welcome",
+    )
 
 
 def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

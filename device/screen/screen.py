@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device.attachments import chunk_payloads
 from device.ble.collector import CheckIn
@@ -22,11 +22,15 @@ from device.outbox import Outbox
 from device.protocol.downlink import KioskSetupBody
 from device.protocol.envelope import utc_iso
 from device.protocol.questionnaire import Questionnaire, visible
+from device.protocol.signaling import Vital
 from device.screen.checkin import Gate
 from device.screen.events import Events
 from device.screen.notices import Notices
 from device.screen.station import Bluetooth, Camera, VirtualDevices
 from device.screen.visit import Desk, IdlePolicy, ShownReading, Visit
+
+if TYPE_CHECKING:
+    from device.screen.consult import Consults
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class Screen:
         self.checkin = CheckIn()
         self.bluetooth: Bluetooth | None = None
         self.virtual: VirtualDevices | None = None
+        self.consults: Consults | None = None  # live video consults, where the kiosk knows its hub
         self._watch: asyncio.Task[None] | None = None
 
     # -- what the hub told this kiosk
@@ -96,6 +101,8 @@ class Screen:
         self.checkin.check_out()
         if visit is None:
             return
+        if self.consults is not None and self.consults.current is not None:
+            asyncio.get_running_loop().create_task(self.consults.finish("cancelled"))
         self.inbox.forget(visit.answers_seen)
         self.notices.forget_shown(visit.notices_seen)
         self.events.publish("ended", {"reason": reason})
@@ -105,12 +112,16 @@ class Screen:
         self.events.bind(asyncio.get_running_loop())
         if self.bluetooth is not None:
             self.bluetooth.start()
+        if self.consults is not None:
+            await self.consults.start()
         self._watch = asyncio.get_running_loop().create_task(self._watch_idle())
 
     async def stop(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
         self.end_visit("shutdown")
+        if self.consults is not None:
+            await self.consults.stop()
         if self.bluetooth is not None:
             await self.bluetooth.close()
         if self.virtual is not None:
@@ -145,6 +156,9 @@ class Screen:
             self.events.publish(
                 "reading", {"code": reading.code, "value": reading.value, "unit": reading.unit, "id": envelope_id}
             )
+        if self.consults is not None:
+            observations = payload["observations"]
+            self.consults.reading_taken([_vital(o) for o in observations])
 
     def on_progress(self, _device: str, uuid: int, value: Any) -> None:
         if uuid == INTERMEDIATE_CUFF_PRESSURE and self.desk.visit is not None:
@@ -196,3 +210,7 @@ class Screen:
         self.notices.saved(visit.subject, "case", case_envelope, self.clock())
         visit.case = type(visit.case)()  # sent: the draft (and its photos) leave memory
         return case_envelope
+
+
+def _vital(o: dict[str, Any]) -> Vital:
+    return Vital(code=o["code"], value=float(o["value"]), unit=o["unit"], effective=str(o.get("effective", "")))

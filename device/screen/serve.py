@@ -10,13 +10,15 @@ import argparse
 import asyncio
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
 import uvicorn
 
 from device.agent import KioskAgent
+from device.consult.client import HubLink
+from device.consult.settings import ConsultSettings
 from device.screen.app import create_app
 from device.screen.notices import Notices
 from device.screen.screen import Screen, ScreenSettings
@@ -37,6 +39,8 @@ class ServeOptions:
     camera_seconds: float
     idle: IdlePolicy
     clinic_name: str
+    hub: HubLink | None = None
+    consult: ConsultSettings = field(default_factory=ConsultSettings)
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
@@ -49,7 +53,26 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
         camera_seconds=args.camera_seconds,
         idle=IdlePolicy(idle_s=args.idle_timeout, warn_s=min(args.idle_warning, args.idle_timeout)),
         clinic_name=args.clinic_name,
+        hub=_hub_link(args),
+        consult=ConsultSettings(
+            microphone=args.microphone,
+            speaker=args.speaker,
+            wait_limit_s=args.consult_wait_limit,
+            return_after_s=args.consult_return_after,
+        ),
     )
+
+
+def _hub_link(args: argparse.Namespace) -> HubLink | None:
+    """Live consults need the hub's address and this kiosk's credential (`hub kiosks credential`)."""
+    if args.hub_url is None:
+        return None
+    if args.hub_credential_file is None:
+        raise SystemExit("--hub-url needs --hub-credential-file (the kiosk's credential from `hub kiosks credential`)")
+    credential = args.hub_credential_file.read_text().strip()
+    if not credential:
+        raise SystemExit(f"{args.hub_credential_file} is empty")
+    return HubLink(args.hub_url, credential, args.hub_ca)
 
 
 def build(agent: KioskAgent, options: ServeOptions) -> Screen:
@@ -65,6 +88,10 @@ def build(agent: KioskAgent, options: ServeOptions) -> Screen:
         camera=camera,
     )
     agent.forwarder.on_receipt = screen.on_receipt
+    if options.hub is not None:
+        from device.screen.consult import Consults  # noqa: PLC0415 - aiortc loads only where calls are possible
+
+        screen.consults = Consults(screen, options.hub, options.consult)
     return screen
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from device.ble.collector import CheckIn, Collector, DevicePlan, plans_from
 from device.ble.ledger import Ledger
 from device.ble.profiles import load_profiles
+from device.camera.errors import CameraError
 
 if TYPE_CHECKING:
     from device.ble.transport import Radio
@@ -148,40 +151,126 @@ class VirtualDevices:
 @dataclass(frozen=True)
 class CameraConfig:
     profile: Path
-    video: Path | None = None  # replaces the camera (demo, tests)
+    video: Path | None = None  # replaces the camera (demo, tests); played in a loop, at a camera's pace
     vitals_seconds: float = 30.0
 
 
+_END = object()
+
+
+class _Watcher:
+    def __init__(self, maxsize: int) -> None:
+        self.queue: queue.Queue[object] = queue.Queue(maxsize)
+        self.dropped = 0
+
+    def offer(self, item: object) -> None:
+        """Never blocks the capture: a watcher that falls behind loses its oldest frame (the index shows the gap)."""
+        while True:
+            try:
+                self.queue.put_nowait(item)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self.queue.get_nowait()
+                    self.dropped += 1
+
+    def frames(self) -> Iterator[Frame]:
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+
 class Camera:
-    """One camera job at a time, in a worker thread; `busy` tells the screen to wait."""
+    """The kiosk's one camera, shared: opened once while anyone watches, every watcher gets every frame.
+
+    A photo, a vitals measurement, a card scan and a live consult can all watch at the same time
+    (the consult's video and the vitals pipeline see the same frames); the device is opened by the
+    first watcher and closed a moment after the last one leaves. A video file stands in for the
+    camera in demos and tests: it plays at its own pace, in a loop, with times that keep increasing.
+    """
+
+    LINGER_S = 1.0  # keep the device open this long after the last watcher (a photo right after a scan)
 
     def __init__(self, config: CameraConfig) -> None:
         self.config = config
+        self._watchers: set[_Watcher] = set()
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.opened = 0  # times the device was opened: a test can tell sharing from reopening
 
     @property
     def busy(self) -> bool:
-        return self._lock.locked()
+        return bool(self._watchers)
 
     @contextlib.contextmanager
-    def _frames(self) -> Iterator[Iterator[Frame]]:
-        from device.camera.profile import load_kiosk_profile  # noqa: PLC0415 - OpenCV loads only when used
-        from device.camera.source import CameraError, open_source  # noqa: PLC0415
-
-        if not self._lock.acquire(blocking=False):
-            raise CameraError("the camera is busy")
+    def watch(self, maxsize: int = 64) -> Iterator[Iterator[Frame]]:
+        watcher = _Watcher(maxsize)
+        with self._lock:
+            self._watchers.add(watcher)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._capture, name="camera", daemon=True)
+                self._thread.start()
         try:
-            profile = load_kiosk_profile(self.config.profile)
-            # A video stands in for a camera at a camera's pace, so the patient's screen moves as it would.
-            with open_source(profile.camera, file=self.config.video, realtime=True) as source:
-                yield source.frames()
+            yield watcher.frames()
         finally:
-            self._lock.release()
+            with self._lock:
+                self._watchers.discard(watcher)
+
+    def _capture(self) -> None:
+        try:
+            self._capture_until_unwatched()
+        except Exception as exc:  # noqa: BLE001 - whatever stopped the camera, every watcher must hear it
+            log.warning("camera: %s", exc)
+            with self._lock:
+                watchers = list(self._watchers)
+                self._thread = None
+            for w in watchers:
+                w.offer(exc if isinstance(exc, CameraError) else CameraError(str(exc)))
+
+    def _done(self, idle_since: float | None) -> bool:
+        """Stop when nobody has watched for LINGER_S. Decided under the lock `watch()` takes, so a new
+        watcher either is seen here or finds no capture running and starts one: none is ever left waiting."""
+        with self._lock:
+            if self._watchers or idle_since is None or time.monotonic() - idle_since <= self.LINGER_S:
+                return False
+            self._thread = None
+            return True
+
+    def _capture_until_unwatched(self) -> None:
+        from device.camera.profile import load_kiosk_profile  # noqa: PLC0415 - OpenCV loads only when used
+        from device.camera.source import Frame, open_source  # noqa: PLC0415
+
+        profile = load_kiosk_profile(self.config.profile)
+        is_file = self.config.video is not None or profile.camera.kind == "file"
+        idle_since: float | None = None
+        t_offset, index_offset = 0.0, 0
+        while True:
+            self.opened += 1
+            last: Frame | None = None
+            with open_source(profile.camera, file=self.config.video, realtime=True) as source:
+                period = 1.0 / max(source.nominal_fps, 1.0)
+                for frame in source.frames():
+                    last = Frame(image=frame.image, t=frame.t + t_offset, index=frame.index + index_offset)
+                    with self._lock:
+                        watchers = list(self._watchers)
+                    for w in watchers:
+                        w.offer(last)
+                    idle_since = None if watchers else (idle_since or time.monotonic())
+                    if self._done(idle_since):
+                        return
+            if last is None or not is_file:
+                raise CameraError("the camera stopped delivering frames")
+            # The video ended: play it again, its times continuing one frame period after the last.
+            t_offset, index_offset = last.t + period, last.index + 1
 
     def photo(self, allow_face: bool = False) -> tuple[PreparedPhoto, PhotoCheck]:
         from device.camera.photos import best_frame, prepare  # noqa: PLC0415
 
-        with self._frames() as frames:
+        with self.watch() as frames:
             image, check = best_frame(frames, allow_face=allow_face)
         return prepare(image), check
 
@@ -203,7 +292,7 @@ class Camera:
                     last_report = elapsed
                 yield frame
 
-        with self._frames() as frames:
+        with self.watch(maxsize=4 * 30) as frames:
             return measure(timed(frames))
 
     def scan_code(self, seconds: float = 10.0) -> str | None:
@@ -211,7 +300,7 @@ class Camera:
         import cv2  # noqa: PLC0415
 
         detector = cv2.QRCodeDetector()
-        with self._frames() as frames:
+        with self.watch(maxsize=2) as frames:  # only the newest frames matter
             first: float | None = None
             for n, frame in enumerate(frames):
                 first = frame.t if first is None else first

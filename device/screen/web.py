@@ -83,12 +83,18 @@ def render(
             clinic=screen.clinic_name(),
             online=screen.connected(),
             camera=screen.camera is not None,
+            in_call=_in_call(screen, visit),
             idle_s=screen.desk.policy.idle_s,
             warn_s=screen.desk.policy.warn_s,
             **context,
         )
     )
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _in_call(screen: Screen, visit: Visit | None) -> bool:
+    consult = screen.consults.current if screen.consults is not None else None
+    return bool(visit and consult and consult.subject == visit.subject and consult.phase in ("connecting", "live"))
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -45,3 +45,27 @@ def test_the_code_on_a_card_held_to_the_camera_is_read(tmp_path: Path) -> None:
 def test_no_card_in_view_gives_nothing_after_the_time_allowed(tmp_path: Path) -> None:
     camera = Camera(CameraConfig(PROFILE, card_video(tmp_path / "room.avi", None, seconds=1.5)))
     assert camera.scan_code(seconds=1.0) is None
+
+
+def test_watchers_at_the_same_time_share_one_opening_of_the_camera(tmp_path: Path) -> None:
+    """A consult's video and a vitals measurement see the same frames; the device is not opened twice."""
+    import threading
+
+    camera = Camera(CameraConfig(PROFILE, card_video(tmp_path / "card.avi", "P-1001", seconds=1.0)))
+    seen: dict[str, list[float]] = {}
+
+    def watch(name: str, count: int) -> None:
+        with camera.watch() as frames:
+            seen[name] = [f.t for _, f in zip(range(count), frames, strict=False)]
+
+    first = threading.Thread(target=watch, args=("call", 25))
+    first.start()
+    while not camera.busy:
+        pass
+    watch("vitals", 10)
+    first.join()
+    assert camera.opened >= 1
+    assert set(seen["vitals"]) <= set(seen["call"])  # the very same frames
+    # 25 frames of a 1 s, 10 fps video: it played again, and its times kept increasing.
+    assert all(b > a for a, b in zip(seen["call"], seen["call"][1:], strict=False))
+    assert camera.opened == 3  # the file ended twice and was replayed; never opened twice at once

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -44,7 +47,70 @@ async def answers(request: Request, visit: VisitDep) -> Response:
 
 @router.get("/consult")
 async def consult(request: Request, visit: VisitDep) -> Response:
-    return render(request, "consult.html", visit, available=screen_of(request).settings.consults)
+    return _consult_page(request, visit)
+
+
+def _consult_page(request: Request, visit: Visit, unreachable: bool = False) -> Response:
+    consults = screen_of(request).consults
+    current = consults.current if consults is not None else None
+    if current is not None and current.subject != visit.subject:
+        current = None  # another patient's call is never shown
+    return render(
+        request,
+        "consult.html",
+        visit,
+        available=consults is not None,
+        reachable=consults is not None and consults.reachable(),
+        consult=current,
+        unreachable=unreachable,
+    )
+
+
+@router.post("/consult/request")
+async def request_consult(request: Request, visit: VisitDep) -> Response:
+    consults = screen_of(request).consults
+    if consults is None:
+        return redirect("/consult")
+    if await consults.request(visit) is None:
+        return _consult_page(request, visit, unreachable=True)
+    return redirect("/consult")
+
+
+@router.post("/consult/end")
+async def end_consult(request: Request, visit: VisitDep) -> Response:
+    consults = screen_of(request).consults
+    if consults is not None and consults.current is not None and consults.current.subject == visit.subject:
+        await consults.finish("finished" if consults.current.phase == "live" else "cancelled")
+    return redirect("/consult")
+
+
+@router.get("/consult/remote.mjpg")
+async def remote_video(request: Request, visit: VisitDep) -> Response:
+    """The provider's picture for the kiosk screen, as a stream of JPEGs (an <img> shows it; no script needed)."""
+    consults = screen_of(request).consults
+    call = consults.call if consults is not None else None
+    if call is None or consults is None or consults.current is None or consults.current.subject != visit.subject:
+        return Response(status_code=404)
+
+    async def frames() -> AsyncIterator[bytes]:
+        seen = -1
+
+        def changed(since: int) -> Callable[[], bool]:
+            return lambda: call.remote.serial != since
+
+        while consults.call is call:
+            async with call.remote.changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(call.remote.changed.wait_for(changed(seen)), 1.0)
+                if call.remote.serial == seen:
+                    continue
+                seen, jpeg = call.remote.serial, call.remote.jpeg
+            yield b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n"
+            yield jpeg + b"\r\n"
+
+    return StreamingResponse(
+        frames(), media_type="multipart/x-mixed-replace; boundary=frame", headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.post("/alive")

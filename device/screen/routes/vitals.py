@@ -64,8 +64,6 @@ async def camera_measure(request: Request, visit: VisitDep) -> Response:
     screen = screen_of(request)
     if screen.camera is None:
         raise HTTPException(404, "this kiosk has no camera")
-    if screen.camera.busy:
-        return redirect("/vitals/camera")
 
     def progress(fraction: float) -> None:
         screen.events.publish_threadsafe("camera", {"progress": round(fraction, 2)})

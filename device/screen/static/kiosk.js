@@ -45,6 +45,27 @@
       if (bar) { bar.hidden = false; bar.value = JSON.parse(e.data).progress; }
       resetIdle();
     });
+    // A live consult: the page follows the call (waiting, joining, live, ended) wherever the patient is.
+    source.addEventListener("consult", (e) => {
+      const c = JSON.parse(e.data);
+      const here = document.querySelector("[data-consult]");
+      const shown = here ? here.dataset.consult : null;
+      if (here && (shown !== c.phase || c.phase === "waiting")) window.location.replace("/consult");
+      else if (!here && (c.phase === "connecting" || c.phase === "live" || c.phase === "ended")) {
+        window.location.assign("/consult");
+      }
+    });
+    source.addEventListener("consult-message", (e) => {
+      const list = document.querySelector("[data-consult-messages]");
+      if (!list) return;
+      const li = document.createElement("li");
+      li.textContent = JSON.parse(e.data).text;
+      list.append(li);
+    });
+    source.addEventListener("consult-form", (e) => {
+      const form = JSON.parse(e.data).form;
+      window.location.assign(form === "vitals" ? "/vitals" : "/case");
+    });
     source.addEventListener("delivered", (e) => { for (const id of JSON.parse(e.data).ids) delivered(id); });
     // A receipt that came between this page's rendering and this stream's opening: ask once.
     source.addEventListener("open", () => {

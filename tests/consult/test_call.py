@@ -1,0 +1,86 @@
+"""The kiosk's call (aiortc, the shared camera, a tone for a microphone) against a real second WebRTC peer.
+
+The far peer is aiortc too, standing in for the provider's browser (the browser itself is met in
+tests/browser/test_consult.py): SDP, ICE and media are real; only the signaling channel is a function call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from device.consult.call import Call
+from device.consult.tracks import CameraTrack, ToneTrack
+from device.screen.station import Camera, CameraConfig
+from tests.camera.test_checkin_card import PROFILE, card_video
+
+
+class Provider:
+    """The far end: answers the kiosk's offer, sends a tone (and the kiosk's own camera video back), counts."""
+
+    def __init__(self, camera: Camera) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.pc.addTrack(ToneTrack(frequency=660))
+        self.pc.addTrack(CameraTrack(camera))
+        self.pc.on("track", self._on_track)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._count(track)))
+
+    async def _count(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await track.recv()
+                if track.kind == "video":
+                    self.video_frames += 1
+                else:
+                    self.audio_frames += 1
+        except MediaStreamError:
+            return
+
+    async def answer(self, offer: str) -> str:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+
+async def until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_video_and_audio_flow_both_ways_and_a_vanished_provider_is_noticed_within_the_limit(tmp_path: Path) -> None:
+    camera = Camera(CameraConfig(PROFILE, card_video(tmp_path / "cam.avi", "P-1001", seconds=2.0, fps=15)))
+    gone: list[tuple[str, float]] = []
+
+    async def scenario() -> None:
+        call = Call([], CameraTrack(camera), ToneTrack(), lambda reason: gone.append((reason, time.monotonic())),
+                    gone_after_s=2.0)  # fmt: skip
+        # Never aiortc's public default (Google's STUN server, used when the list is None rather than empty).
+        assert call.pc._RTCPeerConnection__configuration.iceServers == []  # type: ignore[attr-defined]
+        provider = Provider(camera)
+        await call.answer(await provider.answer(await call.offer()))
+        await until(lambda: call.stats.video_frames >= 10 and call.stats.audio_frames >= 50, 15, "media at the kiosk")
+        await until(lambda: provider.video_frames >= 10 and provider.audio_frames >= 50, 15, "media at the provider")
+        assert call.remote.jpeg.startswith(b"\xff\xd8")  # the provider's picture, ready for the kiosk screen
+        assert camera.opened == 1 or (camera.opened >= 1 and camera.busy)  # one shared opening for both tracks
+        # The provider's side vanishes without a word (a killed browser sends no BYE).
+        vanished = time.monotonic()
+        await provider.pc.close()
+        await until(lambda: bool(gone), 10, "the kiosk to notice")
+        reason, noticed = gone[0]
+        assert reason in ("peer_gone", "failed")
+        assert noticed - vanished < 5.0
+        await call.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
