@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench soak schema clean broker browser messages
+.PHONY: demo test lint typecheck unit bench soak schema clean broker browser messages turn
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,13 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+# Debian's coturn: the live-consult tests relay media through a TURN server they start on loopback.
+turn:
+	@command -v turnserver >/dev/null 2>&1 || { \
+	  echo "installing Debian's coturn"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq coturn; }
+
 demo: $(STAMP) broker
 	$(BIN)/hub demo
 
@@ -39,7 +46,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) broker browser lint typecheck
+test: $(STAMP) broker browser turn lint typecheck
 	$(BIN)/pytest
 
 bench: $(STAMP) broker

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from device.protocol.signaling import GONE_AFTER_S, IceServer
 
@@ -53,9 +54,11 @@ class Call:
         *,
         gone_after_s: float = GONE_AFTER_S,
         speaker: str | None = None,
+        relay_only: bool = False,
     ) -> None:
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in ice_servers]
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
         self.stats = MediaStats()
         self.remote = RemoteVideo()
         self._on_gone = on_gone

@@ -109,6 +109,9 @@ class Joined(_Model):
     consult: ConsultId
     provider: str = Field(max_length=200, description="The provider's name as the patient should see it.")
     ice_servers: list[IceServer] = Field(default_factory=list, max_length=8)
+    relay_only: bool = Field(
+        default=False, description="Media through the TURN relay only (a network that forbids direct paths)."
+    )
 
 
 class Ended(_Model):

@@ -176,6 +176,7 @@ class Consults:
             lambda reason: self._media_gone(consult, reason),
             gone_after_s=self.settings.gone_after_s,
             speaker=self.settings.speaker,
+            relay_only=joined.relay_only,
         )
         try:
             sdp = await self.call.offer()

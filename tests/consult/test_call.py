@@ -10,11 +10,13 @@ import asyncio
 import time
 from pathlib import Path
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from device.consult.call import Call
 from device.consult.tracks import CameraTrack, ToneTrack
+from device.protocol.signaling import IceServer
 from device.screen.station import Camera, CameraConfig
 from tests.camera.test_checkin_card import PROFILE, card_video
 
@@ -22,8 +24,10 @@ from tests.camera.test_checkin_card import PROFILE, card_video
 class Provider:
     """The far end: answers the kiosk's offer, sends a tone (and the kiosk's own camera video back), counts."""
 
-    def __init__(self, camera: Camera) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    def __init__(self, camera: Camera, ice_servers: list[IceServer] | None = None) -> None:
+        servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in ice_servers or []]
+        policy = RTCIceTransportPolicy.RELAY if servers else RTCIceTransportPolicy.ALL
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
         self.video_frames = 0
         self.audio_frames = 0
         self.pc.addTrack(ToneTrack(frequency=660))
@@ -84,3 +88,25 @@ def test_video_and_audio_flow_both_ways_and_a_vanished_provider_is_noticed_withi
         await call.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_relay_only_call_goes_through_the_turn_server_with_time_limited_credentials(tmp_path: Path) -> None:
+    from tests.turn import turn_server
+
+    camera = Camera(CameraConfig(PROFILE, card_video(tmp_path / "cam.avi", "P-1001", seconds=2.0, fps=15)))
+
+    async def scenario(server: IceServer) -> None:
+        call = Call([server], CameraTrack(camera), ToneTrack(), lambda _reason: None, relay_only=True)
+        provider = Provider(camera, [server])
+        offer = await call.offer()
+        candidates = [line for line in offer.splitlines() if line.startswith("a=candidate")]
+        assert candidates and all(" typ relay" in c for c in candidates)  # nothing but the relay
+        await call.answer(await provider.answer(offer))
+        await until(lambda: call.stats.video_frames >= 10 and call.stats.audio_frames >= 50, 20, "media at the kiosk")
+        await until(lambda: provider.video_frames >= 10, 20, "media at the provider")
+        await call.close()
+        await provider.pc.close()
+
+    with turn_server(tmp_path / "turn") as turn:
+        asyncio.run(asyncio.wait_for(scenario(turn.ice_server()), 60))
+        assert "allocation" in turn.log.read_text().lower()  # the TURN server carried it
