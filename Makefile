@@ -49,11 +49,12 @@ typecheck: $(STAMP)
 test: $(STAMP) broker browser turn lint typecheck
 	$(BIN)/pytest
 
-bench: $(STAMP) broker
+bench: $(STAMP) broker browser
 	$(BIN)/hub bench ingest
 	$(BIN)/hub bench kiosk-idle
 	$(BIN)/hub bench workspace
 	$(BIN)/kiosk bench camera-vitals
+	$(BIN)/kiosk bench consult
 
 # Steadiness: the fault tests and the Bluetooth end-to-end tests, ten times in a row; any failure stops it.
 soak: $(STAMP) broker

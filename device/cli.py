@@ -161,10 +161,24 @@ def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     vitals.add_argument("--quick", action="store_true", help="smoke test: two tones, static only, 14 s videos")
     vitals.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     vitals.set_defaults(bench_handler=_bench_camera_vitals)
+    consult = bench_sub.add_parser(
+        "consult",
+        help="a live consult against headless Chromium, per codec: time to first frame, latency, frames/s, CPU",
+    )
+    consult.add_argument("--seconds", type=float, default=20.0, help="measured period of each call")
+    consult.add_argument("--codecs", default="vp8,h264", help="video codecs, one call each: vp8,h264")
+    consult.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    consult.set_defaults(bench_handler=_bench_consult)
 
 
 def _bench_camera_vitals(args: argparse.Namespace) -> int:
     from device.camera import bench  # noqa: PLC0415 - OpenCV and SciPy load only here
+
+    return bench.run(args)
+
+
+def _bench_consult(args: argparse.Namespace) -> int:
+    from device.consult import bench  # noqa: PLC0415 - aiortc and Playwright load only here
 
     return bench.run(args)
 

@@ -3,6 +3,7 @@
 These act on the database directly (the operator is on the hub machine); each change is
 written to the audit log as `cli`. Passwords and kiosk PINs are read from stdin or a prompt,
 never argv, so they stay out of shell history and process lists (and never reach the audit log).
+Secrets the hub makes (API tokens, kiosk credentials) are printed once and stored only as SHA-256.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from device.yaml_config import ConfigError, load_model
 from hub import attribution, audit, kiosk_setup
-from hub.accounts import passwords, tokens, users
+from hub.accounts import kiosk_credentials, passwords, tokens, users
 from hub.audit import Actor
 from hub.cases import questionnaire
 from hub.cases.questionnaire import Questionnaire
@@ -60,6 +61,16 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     data(p)
     p.add_argument("kiosk_id")
     p.add_argument("clinic_id")
+    p = kiosks.add_parser(
+        "credential", help="create or replace the kiosk's secret for live consults and print it (shown only once)"
+    )
+    data(p)
+    p.add_argument("--kiosk", required=True, help="the kiosk id")
+    p = kiosks.add_parser(
+        "revoke-credential", help="revoke the kiosk's secret (an open socket closes at its next check, within 30 s)"
+    )
+    data(p)
+    p.add_argument("--kiosk", required=True, help="the kiosk id")
 
     pts = sub.add_parser("patients", help="patients").add_subparsers(dest="action", required=True)
     p = pts.add_parser("pin", help="set a patient's kiosk PIN (4 to 8 digits, read from stdin or prompted)")
@@ -129,7 +140,14 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (users.AccountError, passwords.PasswordPolicyError, tokens.TokenError, ValueError, LookupError) as exc:
+    except (
+        users.AccountError,
+        passwords.PasswordPolicyError,
+        tokens.TokenError,
+        kiosk_credentials.CredentialError,
+        ValueError,
+        LookupError,
+    ) as exc:
         print(f"hub {args.command} {args.action}: {exc}", file=sys.stderr)
         return 2
     print(out)
@@ -184,6 +202,8 @@ def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secr
         return f"account {args.email} ({args.role}) created in {args.clinic}"
     if args.command == "patients":
         return _change_patient_pin(conn, args, now, secret)
+    if args.command == "kiosks" and args.action != "assign":
+        return _change_kiosk_credential(conn, args, now)
     if args.command == "kiosks":
         if users.clinic_name(conn, args.clinic_id) is None:
             raise ValueError(f"no clinic {args.clinic_id!r}")
@@ -197,6 +217,20 @@ def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secr
         "token": _change_token,
     }
     return others[args.command](conn, args, now)
+
+
+def _change_kiosk_credential(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+    """The kiosk's identity on its consult socket; the secret is printed, never stored or audited."""
+    row = conn.execute("SELECT clinic_id FROM kiosks WHERE id = ?", (args.kiosk,)).fetchone()
+    clinic_id = row[0] if row else None
+    if args.action == "credential":
+        secret = kiosk_credentials.issue(conn, args.kiosk, now)
+        audit.record(conn, CLI, "issue_kiosk_credential", now, clinic_id=clinic_id, target=f"kiosk:{args.kiosk}")
+        return secret
+    if not kiosk_credentials.revoke(conn, args.kiosk, now):
+        raise ValueError(f"kiosk {args.kiosk!r} has no live credential")
+    audit.record(conn, CLI, "revoke_kiosk_credential", now, clinic_id=clinic_id, target=f"kiosk:{args.kiosk}")
+    return f"kiosk {args.kiosk}: credential revoked"
 
 
 def _change_clinics(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:

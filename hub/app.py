@@ -1,4 +1,5 @@
-"""The hub's web application: health probes, the JSON API, and the provider workspace pages.
+"""The hub's web application: health probes, the JSON API, the provider workspace pages, and the two
+live-consult WebSockets.
 
 Every route needs a logged-in person (pages) or an API token (JSON API), except the short
 list in EXEMPT_PATHS/EXEMPT_PREFIXES: health probes, the API's own documentation (no data),
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hub import __version__
 from hub.api.routes import api_router
 from hub.api.schemas import Health
+from hub.consults.relay import Relay
 from hub.fhir import routes as fhir_routes
-from hub.web.routes import admin, cases, fleet, login, patients, queue, rpm, triage
+from hub.web.routes import admin, cases, consults, fleet, login, patients, queue, rpm, signaling, triage
 from hub.web.security import LoginRequired
 from hub.web.templating import TEMPLATES
 from hub.workspace import WebSettings, Workspace
@@ -32,6 +35,13 @@ EXEMPT_PATHS = frozenset(
     {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/login", "/login/totp"}
 )
 EXEMPT_PREFIXES = ("/static/",)
+# The WebSockets (/ws/kiosk, /ws/consults/{id}) are not exempt, and no middleware authenticates here: every
+# HTTP route authenticates through its dependencies (require_user, require_scope), and a WebSocket cannot
+# use those (no redirect, no 401 body to send). So each socket authenticates itself before reading anything:
+# the kiosk's with its own bearer credential (a device has no session, and the API's tokens are for other
+# systems, not devices), the provider's with the session cookie and this site's Origin. Refused sockets
+# close with 4401/4403/4404 (hub/web/routes/signaling.py); a test enumerates the app's WebSocket routes and
+# tries each without credentials. SecurityHeaders below passes WebSocket scopes through untouched.
 
 _SECURITY_HEADERS = [
     (
@@ -89,14 +99,24 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     ws = Workspace(db_path, settings, clock)
+    relay = Relay(ws)
+    relay.end_orphans()  # consults a previous run left waiting or live died with its sockets
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        relay.stop()  # pending "the provider never connected" timers; the sockets close with the server
+
     app = FastAPI(
         title="Telehealth hub",
         version=__version__,
         description="Kiosk data forwarded over MQTT. The JSON API needs `Authorization: Bearer <token>` "
         "(`hub token create`); the provider workspace pages need a login.",
         redoc_url=None,  # one documentation page is enough, and one less exempt path
+        lifespan=lifespan,
     )
     app.state.workspace = ws
+    app.state.consult_relay = relay
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
@@ -120,7 +140,7 @@ def create_app(
 
     app.include_router(api_router())
     app.include_router(fhir_routes.router)
-    for module in (login, patients, queue, triage, cases, rpm, fleet, admin):
+    for module in (login, patients, queue, triage, consults, cases, rpm, fleet, admin, signaling):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
 

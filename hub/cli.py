@@ -10,15 +10,18 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from device.protocol.endpoints import BrokerUrl
 from hub import admin_cli, bench, bench_idle, bench_workspace, demo_data
+from hub.accounts import kiosk_credentials
+from hub.consults.ice import IceConfig, read_secret
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
-from hub.store import HubStore
+from hub.store import HubStore, immediate
 
 log = logging.getLogger("hub")
 
@@ -48,6 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=1, help="ingest workers (one shared subscription)")
         p.add_argument("--tls-cert", type=Path, default=None, help="HTTPS certificate (PEM); required off loopback")
         p.add_argument("--tls-key", type=Path, default=None, help="HTTPS private key (PEM)")
+        p.add_argument(
+            "--ice-server", action="append", default=[], metavar="URL",
+            help="live consults: a STUN server (stun:host:3478), repeatable; none = host candidates only, "
+            "never a public default",
+        )  # fmt: skip
+        p.add_argument(
+            "--turn-url", action="append", default=[], metavar="URL",
+            help="live consults: the coturn server (turn:host:3478?transport=udp), repeatable; "
+            "needs --turn-secret-file",
+        )  # fmt: skip
+        p.add_argument(
+            "--turn-secret-file", type=Path, default=None, metavar="FILE",
+            help="file holding coturn's static-auth-secret: per-consult TURN credentials valid one hour",
+        )  # fmt: skip
+        p.add_argument(
+            "--turn-relay-only", action="store_true",
+            help="live consults: media only through the TURN server (networks that forbid direct paths)",
+        )  # fmt: skip
 
     serve_args(sub.add_parser("serve", help="run the hub: embedded broker, ingest and API"))
     demo = sub.add_parser("demo", help="run the hub and a simulated kiosk; print where readings appear")
@@ -106,7 +127,7 @@ def _main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     try:
         service = HubService(_serve_config(args))
-    except ValueError as exc:
+    except ValueError as exc:  # bad TLS or ICE options (IceConfigError is one)
         print(f"hub serve: {exc}", file=sys.stderr)
         return 2
     service.serve_forever()
@@ -124,6 +145,12 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         broker_ca=args.broker_ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        ice=IceConfig(
+            stun_urls=tuple(args.ice_server),
+            turn_urls=tuple(args.turn_url),
+            turn_secret=read_secret(str(args.turn_secret_file)) if args.turn_secret_file else None,
+            relay_only=args.turn_relay_only,
+        ),
     )
 
 
@@ -143,11 +170,22 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    service = HubService(_serve_config(args))
+    try:
+        service = HubService(_serve_config(args))
+    except ValueError as exc:  # bad TLS or ICE options (IceConfigError is one)
+        print(f"hub demo: {exc}", file=sys.stderr)
+        return 2
     kiosk_data = args.data.parent / "kiosk"
     store = HubStore(service.db_path)
     try:
         logins = demo_data.seed(store, args.kiosk_id, datetime.now(UTC))
+        # The demo kiosk's own credential for live consults (a fresh one each run; the file is owner-only).
+        with immediate(store.db.conn) as conn:
+            secret = kiosk_credentials.issue(conn, args.kiosk_id, time.time())
+        credential = kiosk_data / "hub-credential"
+        credential.parent.mkdir(parents=True, exist_ok=True)
+        credential.touch(mode=0o600)
+        credential.write_text(secret)
     finally:
         store.close()
     kiosk: subprocess.Popen[bytes] | None = None
@@ -170,6 +208,8 @@ def _demo(args: argparse.Namespace) -> int:
             "--camera-profile", str(REPO / "firmware_configs" / "kiosk" / "video-file.yaml"),
             "--camera-video", str(video),
             "--camera-seconds", "30",
+            "--hub-url", service.base_url,
+            "--hub-credential-file", str(credential),
         ]  # fmt: skip
         kiosk = subprocess.Popen(
             command,
@@ -188,6 +228,8 @@ def _demo(args: argparse.Namespace) -> int:
             f"    provider     {demo_data.PROVIDER_EMAIL}   password {logins.provider_password}\n"
             f"    clinic admin {demo_data.ADMIN_EMAIL}      password {logins.admin_password}\n"
             "  A case sent at the kiosk appears in the triage queue; answer it there and check in again to read it.\n"
+            "  'See a provider now' at the kiosk puts the patient in Consults (workspace menu): join from there for a\n"
+            "  video call (the browser asks for your camera and microphone).\n"
             f"  API docs: {service.base_url}/docs   (tokens: hub token create --data {args.data} ...)\n"
             "  Ctrl-C stops hub, broker and kiosk.\n",
             flush=True,

@@ -5,8 +5,11 @@ of provider interaction, against the thresholds clinics bill by.
   estimates and manual entries do not count). Thresholds: 16 days, and the 2-to-15-day tier.
 - **Minutes**: provider interaction with the patient's data, measured from the audit log (a person's actions
   on the patient: views, case handling, alert work; actions less than `EPISODE_GAP_S` apart form one
-  episode, lasting from its first to its last action plus one minute), plus time logged by hand (calls,
-  coordination). Thresholds: 20 minutes, and the 10-minute tier.
+  episode, lasting from its first to its last action plus one minute), plus live video consults (interactive
+  communication: from the provider's join to the end of a call held with the patient, whether someone pressed
+  End or the line dropped; a call that never connected does not count), plus time logged by hand (phone
+  calls, coordination). Thresholds: 20 minutes, and the 10-minute tier. Nothing is counted twice: the part
+  of an audit episode that falls inside the same person's call is the call's time already.
 
 Everything counted is listed as evidence (each day, each episode with its actions, each logged entry) and
 exportable, because a claim must be backed by what it counts.
@@ -15,10 +18,11 @@ exportable, because a claim must be backed by what it counts.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from device.protocol.envelope import utc_iso
+from hub.consults import store as consults
 
 EPISODE_GAP_S = 10 * 60
 DAYS_FULL, DAYS_TIER = 16, 2
@@ -27,7 +31,7 @@ MINUTES_FULL, MINUTES_TIER = 20, 10
 WORK_ACTIONS = (
     "view_patient", "view_trends", "export_readings", "view_case", "view_case_photo", "review_case",
     "answer_case", "close_case", "view_alert", "acknowledge_alert", "assign_alert", "note_alert", "resolve_alert",
-    "assign_readings", "unmap_device_slot",
+    "assign_readings", "unmap_device_slot", "view_consult",
 )  # fmt: skip
 
 
@@ -50,10 +54,26 @@ class Episode:
     start: float
     end: float
     actions: tuple[str, ...]
+    in_call_s: float = 0.0  # the part of [start, end + 1 min] this person spent in a call with the patient
 
     @property
     def minutes(self) -> float:
-        return (self.end - self.start) / 60 + 1
+        return max(0.0, (self.end - self.start) / 60 + 1 - self.in_call_s / 60)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A live video consult a provider held with the patient: interactive communication, timed join to end."""
+
+    user: str
+    start: float
+    end: float
+    consult: str
+    reason: str  # finished (someone pressed End) or peer_gone (the line dropped)
+
+    @property
+    def minutes(self) -> float:
+        return (self.end - self.start) / 60
 
 
 def episodes(events: list[tuple[float, str, str]], gap_s: float = EPISODE_GAP_S) -> list[Episode]:
@@ -75,6 +95,22 @@ def episodes(events: list[tuple[float, str, str]], gap_s: float = EPISODE_GAP_S)
     return sorted(out, key=lambda e: e.start)
 
 
+def outside_calls(found: list[Episode], calls: list[Call]) -> list[Episode]:
+    """Each episode with the time its person was in a call with the patient marked, so it counts once (pure)."""
+    out = []
+    for e in found:
+        lo, hi = e.start, e.end + 60
+        spans = sorted((max(lo, c.start), min(hi, c.end)) for c in calls if c.user == e.user)
+        in_call, reached = 0.0, lo
+        for a, b in spans:  # union of the overlaps: calls of one person do not overlap, but never count twice
+            since = max(a, reached)
+            if b > since:
+                in_call += b - since
+                reached = b
+        out.append(replace(e, in_call_s=in_call))
+    return out
+
+
 @dataclass
 class Month:
     patient_id: str
@@ -82,10 +118,16 @@ class Month:
     days: list[date] = field(default_factory=list)
     episodes: list[Episode] = field(default_factory=list)
     logged: list[dict[str, object]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
 
     @property
     def minutes(self) -> float:
-        return round(sum(e.minutes for e in self.episodes) + sum(float(str(t["minutes"])) for t in self.logged), 1)
+        return round(
+            sum(e.minutes for e in self.episodes)
+            + sum(c.minutes for c in self.calls)
+            + sum(float(str(t["minutes"])) for t in self.logged),
+            1,
+        )
 
     @property
     def days_status(self) -> str:
@@ -115,7 +157,11 @@ def month_for(conn: sqlite3.Connection, clinic_id: str, patient_id: str, month: 
         f"AND actor_user IS NOT NULL AND outcome = 'ok' AND action IN ({marks})",
         (patient_id, clinic_id, start.timestamp(), end.timestamp(), *WORK_ACTIONS),
     ).fetchall()
-    result.episodes = episodes([(float(a), str(u), str(x)) for a, u, x in events])
+    result.calls = [
+        Call(str(c["user"]), float(c["start"]), float(c["end"]), str(c["consult"]), str(c["reason"]))
+        for c in consults.calls_for_patient(conn, clinic_id, patient_id, start.timestamp(), end.timestamp())
+    ]
+    result.episodes = outside_calls(episodes([(float(a), str(u), str(x)) for a, u, x in events]), result.calls)
     result.logged = [
         {"at": r[0], "user": r[1], "minutes": r[2], "activity": r[3]}
         for r in conn.execute(

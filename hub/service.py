@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -16,9 +16,12 @@ from device.protocol.endpoints import BrokerUrl
 from hub import attribution
 from hub.app import create_app
 from hub.broker import BrokerSupervisor, MosquittoProcess
+from hub.consults.ice import IceConfig
+from hub.consults.settings import ConsultSettings
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 from hub.store import HubStore, immediate
 from hub.triage import alerts as triage
+from hub.workspace import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,11 @@ class ServeConfig:
     broker_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    ice: IceConfig = field(default_factory=IceConfig)  # live consults' STUN/TURN servers
 
     def check(self) -> None:
         """Health data and session cookies cross a network only over TLS; loopback may stay plain HTTP."""
+        self.ice.check()
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         loopback = self.http_host in ("127.0.0.1", "::1", "localhost")
@@ -77,7 +82,8 @@ class HubService:
             )
             for i in range(config.workers)
         ]
-        self.app = create_app(self.db_path, broker_ready=self.broker_ready)
+        settings = WebSettings(consults=ConsultSettings(ice=config.ice))
+        self.app = create_app(self.db_path, broker_ready=self.broker_ready, settings=settings)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
 

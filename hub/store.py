@@ -372,6 +372,37 @@ MIGRATIONS: list[str] = [
     DROP INDEX downlink_pending;
     CREATE INDEX downlink_pending ON downlink (kiosk) WHERE delivered_at IS NULL AND superseded_by IS NULL;
     """,
+    # 12: live video consults (the record; media never passes through the hub) and the kiosks' own credentials
+    """
+    CREATE TABLE consults (
+        id TEXT PRIMARY KEY,  -- the UUID the kiosk chose: a repeated request is the same consult
+        clinic_id TEXT NOT NULL REFERENCES clinics (id),
+        kiosk TEXT NOT NULL,
+        subject TEXT NOT NULL,  -- the check-in code
+        patient_id TEXT REFERENCES patients (id),  -- NULL: no patient of the clinic has that code (yet)
+        language TEXT NOT NULL,
+        vitals TEXT NOT NULL,  -- JSON: the readings the kiosk sent with the request
+        state TEXT NOT NULL CHECK (state IN ('waiting', 'live', 'ended')),
+        requested_at REAL NOT NULL,
+        joined_at REAL,
+        provider_user_id INTEGER REFERENCES users (id),
+        ended_at REAL,
+        reason TEXT CHECK (reason IN ('finished', 'cancelled', 'peer_gone', 'failed', 'declined')),
+        ended_by TEXT CHECK (ended_by IN ('kiosk', 'provider', 'hub')),
+        CHECK ((state = 'ended') = (ended_at IS NOT NULL)),
+        CHECK ((state = 'waiting') = (joined_at IS NULL) OR state = 'ended')
+    );
+    CREATE INDEX consults_waiting ON consults (clinic_id, requested_at) WHERE state = 'waiting';
+    CREATE INDEX consults_handled ON consults (clinic_id, ended_at) WHERE joined_at IS NOT NULL;
+    CREATE INDEX consults_patient ON consults (patient_id, joined_at);
+    CREATE INDEX consults_open ON consults (kiosk) WHERE state != 'ended';
+    CREATE TABLE kiosk_credentials (
+        kiosk TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL UNIQUE,  -- the secret itself is printed once and never stored
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

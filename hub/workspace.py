@@ -21,6 +21,7 @@ from fastapi import Request
 
 from hub.accounts.sessions import SessionPolicy
 from hub.accounts.throttle import ThrottlePolicy
+from hub.consults.settings import ConsultSettings
 from hub.store import HubStore, StoreReader, immediate
 
 
@@ -38,6 +39,8 @@ class WebSettings:
     fleet_refresh_s: float = 5
     # Trend refreshes of the same patient by the same session are audited once per this many seconds.
     audit_refresh_s: float = 10 * 60
+    # Live consults: ICE servers (STUN, coturn's shared secret), heartbeat and deadlines, the waiting room.
+    consults: ConsultSettings = field(default_factory=ConsultSettings)
 
 
 def from_request(request: Request) -> Workspace:

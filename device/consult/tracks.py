@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import math
 import threading
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from aiortc.mediastreams import MediaStreamError
 
 if TYPE_CHECKING:
     from device.screen.station import Camera
+
+log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90_000
 AUDIO_RATE = 48_000
@@ -56,7 +59,8 @@ class CameraTrack(MediaStreamTrack):
                             cv2.resize(image, (self._width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8
                         )
                     self._event_loop.call_soon_threadsafe(self._put, image, frame.t)
-        except Exception:  # noqa: BLE001 - a camera that fails ends the track; the call sees no more frames
+        except Exception as exc:  # noqa: BLE001 - a camera that fails ends the track; the call sees no more frames
+            log.warning("call: the camera stopped: %s", exc)
             self._event_loop.call_soon_threadsafe(self.stop)
 
     def _put(self, image: np.ndarray, t: float) -> None:

@@ -48,7 +48,9 @@ def create_app(screen: Screen) -> FastAPI:
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         response = _refused(request) or await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if not response.headers.get("content-type", "").startswith("multipart/x-mixed-replace"):
+            # Not on the call's picture: Chromium refuses a multipart (MJPEG) <img> under nosniff.
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
         # same-origin, not no-referrer: under no-referrer Chromium sends `Origin: null` on form posts.
         response.headers.setdefault("Referrer-Policy", "same-origin")
         # No camera, microphone or location for the page itself: the kiosk process owns the devices.

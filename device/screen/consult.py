@@ -84,12 +84,15 @@ class Consults:
         self._timers.add(task)
         task.add_done_callback(self._timers.discard)
 
-    def _publish(self) -> None:
+    def snapshot(self) -> dict[str, object]:
         c = self.current
-        if c is not None:
-            self.screen.events.publish(
-                "consult", {"phase": c.phase, "position": c.position, "estimate_s": c.estimate_s, "reason": c.reason}
-            )
+        if c is None:
+            return {}
+        return {"phase": c.phase, "position": c.position, "estimate_s": c.estimate_s, "reason": c.reason}
+
+    def _publish(self) -> None:
+        if self.current is not None:
+            self.screen.events.publish("consult", self.snapshot())
 
     # -- the patient
 
@@ -101,12 +104,14 @@ class Consults:
             return self.current
         consult = Consult(id=str(uuid.uuid4()), subject=visit.subject)
         vitals = [Vital(code=r.code, value=r.value, unit=r.unit, effective="") for r in visit.readings[-50:]]
+        # Current before it is sent: the hub's first answer can arrive while the send is still being awaited.
+        self.current = consult
         sent = await self.client.send(
             Request(consult=consult.id, subject=visit.subject, language=visit.language, vitals=vitals)
         )
         if not sent:
+            self.current = None
             return None
-        self.current = consult
         self._later(self.settings.wait_limit_s, lambda: self._wait_expired(consult))
         return consult
 
@@ -177,6 +182,7 @@ class Consults:
             gone_after_s=self.settings.gone_after_s,
             speaker=self.settings.speaker,
             relay_only=joined.relay_only,
+            on_connected=lambda: self._connected(consult),
         )
         try:
             sdp = await self.call.offer()
@@ -196,8 +202,17 @@ class Consults:
             log.exception("call: the provider's answer was refused")
             await self._drop(consult, "failed", tell_hub=True)
             return
-        consult.phase = "live"
-        self._publish()
+        # Media has this long to connect; ICE's own failure can take half a minute or more.
+        self._later(self.settings.connect_timeout_s, lambda: self._connect_expired(consult))
+
+    def _connected(self, consult: Consult) -> None:
+        if self.current is consult and consult.phase == "connecting":
+            consult.phase = "live"
+            self._publish()
+
+    def _connect_expired(self, consult: Consult) -> None:
+        if self.current is consult and consult.phase == "connecting":
+            asyncio.get_running_loop().create_task(self._drop(consult, "failed", tell_hub=True))
 
     def _media_gone(self, consult: Consult, reason: str) -> None:
         asyncio.get_running_loop().create_task(self._drop(consult, reason, tell_hub=True))

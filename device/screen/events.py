@@ -31,11 +31,17 @@ class Events:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.publish, event, data)
 
-    async def stream(self, keepalive_s: float = 15.0) -> AsyncIterator[str]:
+    async def stream(
+        self, keepalive_s: float = 15.0, initial: list[tuple[str, dict[str, Any]]] | None = None
+    ) -> AsyncIterator[str]:
+        """`initial`: the state as of now, first (a change between the page's rendering and this stream's
+        opening would otherwise be lost)."""
         q: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queues.add(q)
         try:
             yield "retry: 1000\n\n"
+            for name, state in initial or []:
+                yield f"event: {name}\ndata: {json.dumps(state)}\n\n"
             while True:
                 try:
                     event, data = await asyncio.wait_for(q.get(), keepalive_s)

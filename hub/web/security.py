@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, HTTPException, Request
+from starlette.requests import HTTPConnection
 
 from hub.accounts import sessions, users
 from hub.accounts.sessions import Session
@@ -53,7 +54,7 @@ class Principal:
 workspace = from_request
 
 
-def client_ip(request: Request) -> str | None:
+def client_ip(request: HTTPConnection) -> str | None:
     return request.client.host if request.client else None
 
 
@@ -69,12 +70,17 @@ def login_url(request: Request) -> str:
     return f"/login?next={quote(target, safe='')}"
 
 
+def origin_matches(conn: HTTPConnection) -> bool | None:
+    """Whether the Origin the browser sent is this site's; None when none was sent."""
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return None
+    return urlsplit(origin).netloc == conn.headers.get("host", "")
+
+
 def check_origin(request: Request) -> None:
-    origin = request.headers.get("origin")
-    if origin is None:  # not every client sends one; the CSRF token still has to match
-        return
-    host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
+    # No Origin: not every client sends one; the CSRF token still has to match.
+    if origin_matches(request) is False:
         raise HTTPException(403, "cross-site request refused (Origin does not match this site)")
 
 
@@ -91,7 +97,8 @@ async def check_csrf(request: Request, expected: str) -> None:
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
 
 
-def live_session(request: Request, ws: Workspace) -> tuple[User, Session] | None:
+def live_session(request: HTTPConnection, ws: Workspace) -> tuple[User, Session] | None:
+    """The person behind a request's (or a WebSocket handshake's) session cookie, if the session is live."""
     token = request.cookies.get(session_cookie(ws))
     if not token:
         return None

@@ -36,6 +36,7 @@ def _device(device: dict[str, Any]) -> str:
     return f"{label} (serial {serial})" if serial else f"{label} ({device.get('id', '?')})"
 
 
+utc_label = _utc
 TEMPLATES.env.filters["utc"] = _utc
 TEMPLATES.env.filters["device_label"] = _device
 TEMPLATES.env.globals["ago"] = _ago

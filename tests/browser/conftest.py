@@ -12,7 +12,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -87,4 +87,16 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
                 page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
             except Exception as exc:  # the screenshot is a help, never a second failure
                 print(f"could not save a screenshot for {node.name}: {exc}")
+        context.close()
+
+
+@pytest.fixture
+def screen(browser: Browser) -> Iterator[Page]:
+    """The kiosk's browser: a touchscreen-sized page in its own context."""
+    context: BrowserContext = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
+    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
         context.close()

@@ -54,6 +54,7 @@ def kiosk_screen(
     camera_video: Path | None = None,
     idle_s: float = 120.0,
     warn_s: float = 30.0,
+    extra_args: list[str] | None = None,
 ) -> Iterator[KioskProcess]:
     args = [
         "serve",
@@ -74,7 +75,7 @@ def kiosk_screen(
         args += ["--camera-profile", str(profile), "--camera-video", str(camera_video)]
     else:
         args.append("--no-camera")
-    proc = cli("device.cli", *args)
+    proc = cli("device.cli", *args, *(extra_args or []))
     assert proc.stdout is not None and proc.stderr is not None
     log: list[str] = []
     threading.Thread(target=lambda: log.extend(proc.stderr or []), daemon=True).start()  # never let a pipe fill

@@ -25,12 +25,12 @@ class Site:
 
 
 @contextmanager
-def serve(db: Path) -> Iterator[Site]:
+def serve(db: Path, settings: WebSettings | None = None) -> Iterator[Site]:
     clock = Clock(NOW.timestamp())
     world = World(db, clock)
     populate(world)
     # Live parts refresh every second here (10 s and 5 s in service) so the tests do not wait.
-    app = create_app(db, clock=clock, settings=WebSettings(chart_refresh_s=1, fleet_refresh_s=1))
+    app = create_app(db, clock=clock, settings=settings or WebSettings(chart_refresh_s=1, fleet_refresh_s=1))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound before the server starts: no race for a free port
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

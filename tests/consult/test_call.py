@@ -7,7 +7,9 @@ tests/browser/test_consult.py): SDP, ICE and media are real; only the signaling 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -55,6 +57,24 @@ class Provider:
         return str(self.pc.localDescription.sdp)
 
 
+def run(coro: Coroutine[object, object, None], timeout: float = 60) -> None:
+    """asyncio.run in its own thread: Playwright's sync API (the browser tests) keeps a loop running in the
+    main thread for the whole session, and asyncio.run refuses to start beside it."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(coro, timeout))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 async def until(condition: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
@@ -87,7 +107,7 @@ def test_video_and_audio_flow_both_ways_and_a_vanished_provider_is_noticed_withi
         assert noticed - vanished < 5.0
         await call.close()
 
-    asyncio.run(asyncio.wait_for(scenario(), 60))
+    run(scenario())
 
 
 def test_a_relay_only_call_goes_through_the_turn_server_with_time_limited_credentials(tmp_path: Path) -> None:
@@ -108,5 +128,5 @@ def test_a_relay_only_call_goes_through_the_turn_server_with_time_limited_creden
         await provider.pc.close()
 
     with turn_server(tmp_path / "turn") as turn:
-        asyncio.run(asyncio.wait_for(scenario(turn.ice_server()), 60))
+        run(scenario(turn.ice_server()))
         assert "allocation" in turn.log.read_text().lower()  # the TURN server carried it

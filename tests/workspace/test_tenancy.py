@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
+from fastapi.routing import APIWebSocketRoute, iter_route_contexts
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from hub import attribution
 from hub.app import EXEMPT_PATHS, EXEMPT_PREFIXES
+from hub.consults import store as consults
+from hub.store import immediate
 from hub.triage import alerts
 from tests.harness import api_token
 from tests.workspace.world import World, day, obs, session_csrf
@@ -32,6 +37,21 @@ def routes(app: FastAPI) -> list[tuple[str, str]]:
         found.extend((method, route.path) for method in sorted(route.methods) if method != "HEAD")
     # Logging out ends the caller's own session: try it last.
     return sorted(found, key=lambda mp: mp[1] == "/logout")
+
+
+def websocket_routes(app: FastAPI) -> list[str]:
+    return [
+        r.path for r in iter_route_contexts(app.routes) if isinstance(r.original_route, APIWebSocketRoute) and r.path
+    ]
+
+
+def waiting_consult(world: World, kiosk: str, subject: str) -> str:
+    """A patient waiting for a live consult at the kiosk (as the kiosk's request leaves it)."""
+    consult_id = str(uuid.uuid4())
+    with immediate(world.store.db.conn) as conn:
+        consults.request(conn, kiosk=kiosk, consult_id=consult_id, subject=subject, language="en", vitals=[],
+                         now=world.clock())  # fmt: skip
+    return consult_id
 
 
 def south_state(world: World) -> list[Any]:
@@ -61,6 +81,7 @@ def south_state(world: World) -> list[Any]:
                 "JOIN kiosks k ON k.id = d.kiosk WHERE k.clinic_id = 'south-clinic' ORDER BY d.id"
             ).fetchall(),
             conn.execute("SELECT * FROM kiosk_setups WHERE clinic_id = 'south-clinic'").fetchall(),
+            conn.execute("SELECT * FROM consults WHERE clinic_id = 'south-clinic' ORDER BY id").fetchall(),
         ]
     finally:
         conn.close()
@@ -110,10 +131,11 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
         "user_id": str(world.south.user_ids[world.south.provider]),
         "kiosk_id": world.south.kiosk,
         "attachment_id": attachment,
+        "consult_id": waiting_consult(world, world.south.kiosk, "S100"),
     }
     south_browser = client_as(world.south.provider)  # South is logged in throughout: nothing North does may end it
     before = south_state(world)
-    markers = south_markers(world, attachment)
+    markers = [*south_markers(world, attachment), targets["consult_id"]]
 
     north_token = api_token(world.db, clinic="north-clinic", name="north-ehr")  # every scope, FHIR included
     callers: list[tuple[str, TestClient, dict[str, str]]] = [
@@ -194,6 +216,7 @@ def test_every_state_change_without_the_csrf_token_is_refused(
         "user_id": str(world.north.user_ids[world.north.provider]),
         "alert_id": str(north_alert["id"]),
         "case_id": world.send_case(world.north.kiosk, "N100", text="north case"),
+        "consult_id": waiting_consult(world, world.north.kiosk, "N100"),
     }
     before = sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone()
     changes = [(m, p) for m, p in routes(app) if m not in SAFE and not p.startswith(("/api/", "/fhir/"))]
@@ -206,3 +229,34 @@ def test_every_state_change_without_the_csrf_token_is_refused(
         assert "CSRF" in response.json()["detail"]
     assert admin.get("/patients").status_code == 200  # the admin is still logged in: nothing happened
     assert sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone() == (before[0] + 1,)
+
+
+def test_every_websocket_route_refuses_anyone_without_its_own_credential(
+    app: FastAPI, world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    """The sockets are not exempt: each authenticates itself before reading (app.py says why there and not here)."""
+    sockets = websocket_routes(app)
+    assert sockets == ["/ws/kiosk", "/ws/consults/{consult_id}"]
+    north = client_as(world.north.provider)
+    session = north.cookies.get("__Host-session", "")
+    consult_id = waiting_consult(world, world.north.kiosk, "N100")
+    wrong: list[dict[str, str]] = [
+        {},  # nothing at all
+        {"authorization": "Bearer the_not-a-kiosk"},
+        {"authorization": f"Bearer {api_token(world.db, clinic='north-clinic', name='ws')}"},  # an API token
+        {"cookie": f"__Host-session={session}-tampered"},
+        {"cookie": "__Host-session="},
+    ]
+    for path in sockets:
+        concrete = path.replace("{consult_id}", consult_id)
+        for headers in wrong:
+            with TestClient(app).websocket_connect(concrete, headers={"origin": "https://testserver", **headers}) as s:
+                s.send_text('{"type": "ping"}')  # never read: the socket closes before its first receive
+                with pytest.raises(WebSocketDisconnect) as refused:
+                    s.receive_text()
+                assert refused.value.code == 4401, (path, headers, refused.value.code)
+    # A person's session is no kiosk credential: the kiosk socket takes bearer credentials only.
+    with TestClient(app).websocket_connect("/ws/kiosk", headers={"cookie": f"__Host-session={session}"}) as s:
+        with pytest.raises(WebSocketDisconnect) as refused:
+            s.receive_text()
+        assert refused.value.code == 4401

@@ -93,7 +93,7 @@ async def remote_video(request: Request, visit: VisitDep) -> Response:
         return Response(status_code=404)
 
     async def frames() -> AsyncIterator[bytes]:
-        seen = -1
+        seen = 0  # serial 0: no picture yet (an empty part would break the <img> for good)
 
         def changed(since: int) -> Callable[[], bool]:
             return lambda: call.remote.serial != since
@@ -149,8 +149,13 @@ async def bye(request: Request, idle: int = 0) -> Response:
 async def events(request: Request) -> Response:
     """Live updates for the open page. Without a visit, the stream says so at once (the page goes home)."""
     screen = screen_of(request)
-    if visit_of(request) is None:
+    visit = visit_of(request)
+    if visit is None:
         return StreamingResponse(iter(["event: ended\ndata: {}\n\n"]), media_type="text/event-stream")
+    initial = []
+    consult = screen.consults.current if screen.consults is not None else None
+    if consult is not None and consult.subject == visit.subject:
+        initial.append(("consult", screen.consults.snapshot() if screen.consults else {}))
     return StreamingResponse(
-        screen.events.stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        screen.events.stream(initial=initial), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )

@@ -49,11 +49,13 @@
     source.addEventListener("consult", (e) => {
       const c = JSON.parse(e.data);
       const here = document.querySelector("[data-consult]");
-      const shown = here ? here.dataset.consult : null;
-      if (here && (shown !== c.phase || c.phase === "waiting")) window.location.replace("/consult");
-      else if (!here && (c.phase === "connecting" || c.phase === "live" || c.phase === "ended")) {
-        window.location.assign("/consult");
-      }
+      const same = here && here.dataset.consult === c.phase &&
+        here.dataset.position === String(c.position ?? "") && here.dataset.estimate === String(c.estimate_s ?? "");
+      if (here && !same) window.location.replace("/consult");
+      // Elsewhere (vitals during a call): go to the call when it starts, and when it ends while it was on.
+      const wasInCall = body.dataset.inCall === "yes";
+      const inCall = c.phase === "connecting" || c.phase === "live";
+      if (!here && inCall !== wasInCall && (inCall || c.phase === "ended")) window.location.assign("/consult");
     });
     source.addEventListener("consult-message", (e) => {
       const list = document.querySelector("[data-consult-messages]");

@@ -61,7 +61,12 @@ def rpm_export(principal: User_, ws: Ws, month: MonthQ = None) -> Response:
             writer.writerow([p.id, p.code, value, "reading day", d.isoformat(), "", "", "device reading(s)"])
         for e in m.episodes:
             when = datetime.fromtimestamp(e.start, UTC).isoformat()
-            writer.writerow([p.id, p.code, value, "interaction", when, e.user, f"{e.minutes:.1f}", " ".join(e.actions)])
+            actions = " ".join(e.actions) + (f" ({e.in_call_s / 60:.1f} min inside a call)" if e.in_call_s else "")
+            writer.writerow([p.id, p.code, value, "interaction", when, e.user, f"{e.minutes:.1f}", actions])
+        for c in m.calls:
+            when = datetime.fromtimestamp(c.start, UTC).isoformat()
+            writer.writerow([p.id, p.code, value, "live consult", when, c.user, f"{c.minutes:.1f}",
+                             f"video call consult:{c.consult} ({c.reason})"])  # fmt: skip
         for t in m.logged:
             when = datetime.fromtimestamp(float(str(t["at"])), UTC).isoformat()
             writer.writerow([p.id, p.code, value, "logged time", when, t["user"], t["minutes"], t["activity"]])
