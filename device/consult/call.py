@@ -23,9 +23,11 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
+from device.consult import h264
 from device.protocol.signaling import GONE_AFTER_S, IceServer
 
 log = logging.getLogger(__name__)
+h264.install()  # x264 at `veryfast` for the kiosk's H.264 (device/consult/h264.py says why)
 
 
 @dataclass
@@ -173,8 +175,8 @@ class Call:
 
 
 def _prefer_vp8(pc: RTCPeerConnection) -> None:
-    """VP8 first, H.264 only if the browser will take nothing else: with aiortc's software encoders VP8 held a
-    640x480 call to about 35 % of a core here, H.264 (x264's default preset, which aiortc fixes) took 51-55 %."""
+    """VP8 first, H.264 when the browser will take nothing else. Both hold a 640x480 call under half a core here
+    (VP8 about 30 %, H.264 at `veryfast` about 26 %; aiortc's own H.264 took 51-55 %): `kiosk bench consult`."""
     order = {"video/vp8": 0, "video/h264": 1}
     codecs = sorted(RTCRtpSender.getCapabilities("video").codecs, key=lambda c: order.get(c.mimeType.lower(), 2))
     for transceiver in pc.getTransceivers():

@@ -7,6 +7,7 @@ tests/browser/test_consult.py): SDP, ICE and media are real; only the signaling 
 from __future__ import annotations
 
 import asyncio
+import fractions
 import threading
 import time
 from collections.abc import Coroutine
@@ -130,3 +131,24 @@ def test_a_relay_only_call_goes_through_the_turn_server_with_time_limited_creden
     with turn_server(tmp_path / "turn") as turn:
         run(scenario(turn.ice_server()))
         assert "allocation" in turn.log.read_text().lower()  # the TURN server carried it
+
+
+def test_the_kiosk_encodes_h264_at_the_veryfast_preset() -> None:
+    """aiortc fixes x264 at its default preset; the kiosk's encoder must really hand `veryfast` to x264."""
+    import aiortc.rtcrtpsender
+    import av
+    import numpy as np
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from device.consult import h264
+
+    h264.install()
+    encoder = aiortc.rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000))  # type: ignore[attr-defined]
+    assert isinstance(encoder, h264.FastH264Encoder)
+    frame = av.VideoFrame.from_ndarray(np.zeros((480, 640, 3), np.uint8), format="bgr24")
+    frame.pts, frame.time_base = 0, fractions.Fraction(1, 90000)
+    payloads, _ = encoder.encode(frame)
+    stream = b"".join(payloads)
+    # x264 writes the settings it encoded with into the stream (an SEI message): veryfast's, not medium's.
+    assert b"x264" in stream
+    assert b"subme=2" in stream and b" ref=1 " in stream  # medium would say subme=7 and ref=3
