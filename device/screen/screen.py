@@ -126,6 +126,8 @@ class Screen:
             await self.bluetooth.close()
         if self.virtual is not None:
             await self.virtual.close()
+        if self.camera is not None:
+            await asyncio.to_thread(self.camera.close)
 
     async def _watch_idle(self) -> None:
         """A walked-away patient's visit ends even if their screen's own countdown could not run."""

@@ -9,12 +9,14 @@ measurement, a card scan) in a worker thread, never twice at once.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import queue
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -156,6 +158,13 @@ class CameraConfig:
 
 
 _END = object()
+_OPEN: weakref.WeakSet[Camera] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_cameras() -> None:
+    for camera in list(_OPEN):
+        camera.close()
 
 
 class _Watcher:
@@ -199,6 +208,8 @@ class Camera:
         self.config = config
         self._watchers: set[_Watcher] = set()
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        _OPEN.add(self)
         self._thread: threading.Thread | None = None
         self.opened = 0  # times the device was opened: a test can tell sharing from reopening
 
@@ -208,6 +219,8 @@ class Camera:
 
     @contextlib.contextmanager
     def watch(self, maxsize: int = 64) -> Iterator[Iterator[Frame]]:
+        if self._closed.is_set():
+            raise CameraError("the camera is closed")
         watcher = _Watcher(maxsize)
         with self._lock:
             self._watchers.add(watcher)
@@ -231,9 +244,26 @@ class Camera:
             for w in watchers:
                 w.offer(exc if isinstance(exc, CameraError) else CameraError(str(exc)))
 
+    def close(self) -> None:
+        """Stop capturing now and release the device; watchers' iterations end. Called when the kiosk stops,
+        and at interpreter exit: a capture thread still inside OpenCV's C++ when Python finalises aborts the
+        whole process ("FATAL: exception not rethrown")."""
+        self._closed.set()
+        with self._lock:
+            thread, watchers = self._thread, list(self._watchers)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        for w in watchers:
+            w.offer(_END)
+        _OPEN.discard(self)
+
     def _done(self, idle_since: float | None) -> bool:
         """Stop when nobody has watched for LINGER_S. Decided under the lock `watch()` takes, so a new
         watcher either is seen here or finds no capture running and starts one: none is ever left waiting."""
+        if self._closed.is_set():
+            with self._lock:
+                self._thread = None
+            return True
         with self._lock:
             if self._watchers or idle_since is None or time.monotonic() - idle_since <= self.LINGER_S:
                 return False

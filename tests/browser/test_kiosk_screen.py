@@ -22,7 +22,7 @@ from device.screen.i18n import translations
 from hub.broker import MosquittoProcess
 from tests.browser.kiosk import KioskProcess, kiosk_screen, rash_video
 from tests.browser.site import Site, serve
-from tests.browser.test_workspace import AXE, log_in, shot
+from tests.browser.test_workspace import axe_serious, log_in, shot
 from tests.harness import ingest_thread, wait_until
 
 FAST = {"downlink_check_s": 0.1}
@@ -354,13 +354,7 @@ def test_every_kiosk_screen_passes_the_accessibility_rules_and_fits_the_screen(
         screen.get_by_role("button", name=gettext("Check in"), exact=True).click()
         for path in [*pages, "/bye"]:
             screen.goto(f"{kiosk.url}{path}")
-            screen.add_script_tag(path=str(AXE))
-            result = screen.evaluate("axe.run(document, {resultTypes: ['violations']})")
-            serious = [
-                {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:3]}
-                for v in result["violations"]
-                if v["impact"] in ("serious", "critical")
-            ]
+            serious = axe_serious(screen)
             assert not serious, f"{path} ({language}): {json.dumps(serious)}"
             assert screen.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
             # Touch targets: every button and link at least 44 px high (WCAG 2.5.5), most far more.

@@ -39,6 +39,17 @@ def log_in(page: Page, site: Site, email: str) -> None:
     expect(page).to_have_url(f"{site.url}/patients")
 
 
+def axe_serious(page: Page) -> list[dict[str, object]]:
+    """axe-core's serious and critical violations on the page as it is now (id, impact, first 3 nodes)."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:3]}
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -181,13 +192,7 @@ def test_every_page_passes_the_accessibility_rules(browser: Browser, site: Site,
         page.goto(f"{site.url}{path}")
         if path == f"/patients/{alice}":
             expect(page.locator('.trend-plot[data-code="8480-6"]')).to_have_attribute("data-points-drawn", "5")
-        page.add_script_tag(path=str(AXE))
-        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-        serious = [
-            {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:3]}
-            for v in result["violations"]
-            if v["impact"] in ("serious", "critical")
-        ]
+        serious = axe_serious(page)
         assert not serious, f"{path} at {width}px: {json.dumps(serious)}"
         # Nothing scrolls sideways on a tablet.
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
