@@ -55,6 +55,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device.bench_json import json_safe
 from device.camera.face import FaceSample, FaceTracker
 from device.camera.respiration import estimate_respiratory_rate
 from device.camera.rppg import (
@@ -699,7 +700,7 @@ class Report:
             "notes": self.notes,
             "runtime_s": self.runtime_s,
         }
-        return _json_safe(report)  # type: ignore[no-any-return]
+        return json_safe(report)  # type: ignore[no-any-return]
 
     def lines(self) -> list[str]:
         c = self.config
@@ -857,17 +858,6 @@ def _signed(value: float | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN: a figure that could not be measured is null; floats are rounded for reading."""
-    if isinstance(value, float):
-        return round(value, 4) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # -- running -----------------------------------------------------------------------------------------------------

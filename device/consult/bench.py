@@ -50,6 +50,7 @@ import numpy as np
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamTrack
 
+from device.bench_json import json_safe
 from device.consult.call import Call
 from device.consult.tracks import CameraTrack, ToneTrack
 from device.screen.station import Camera, CameraConfig
@@ -839,7 +840,7 @@ class Report:
             "notes": self.notes,
             "runtime_s": self.runtime_s,
         }
-        return _json_safe(report)  # type: ignore[no-any-return]
+        return json_safe(report)  # type: ignore[no-any-return]
 
     def lines(self) -> list[str]:
         calls = list(self.calls.values())
@@ -916,17 +917,6 @@ def _version(package: str) -> str:
 
 def _num(value: float | None, digits: int, missing: str = "-") -> str:
     return missing if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON has no NaN: a figure that could not be measured is null; floats are rounded for reading."""
-    if isinstance(value, float):
-        return round(value, 4) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # -- running -----------------------------------------------------------------------------------------------------

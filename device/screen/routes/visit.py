@@ -123,21 +123,22 @@ async def alive(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _end(request: Request, reason: str, then: str) -> Response:
+    """End this browser's visit (if it still has one) and clear what the browser holds."""
+    if visit_of(request) is not None:
+        screen_of(request).end_visit(reason)
+    return cleared(redirect(then))
+
+
 @router.post("/finish")
 async def finish(request: Request) -> Response:
-    screen = screen_of(request)
-    if visit_of(request) is not None:
-        screen.end_visit("finished")
-    return cleared(redirect("/bye"))
+    return _end(request, "finished", "/bye")
 
 
 @router.post("/timeout")
 async def timeout(request: Request) -> Response:
     """The screen's countdown reached zero."""
-    screen = screen_of(request)
-    if visit_of(request) is not None:
-        screen.end_visit("idle")
-    return cleared(redirect("/bye?idle=1"))
+    return _end(request, "idle", "/bye?idle=1")
 
 
 @router.get("/bye")
