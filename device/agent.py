@@ -18,6 +18,8 @@ from device.forwarder import Forwarder, ForwarderConfig
 from device.inbox import Inbox
 from device.outbox import Outbox
 from device.protocol.endpoints import BrokerUrl
+from device.protocol.remote_config import KioskSettings
+from device.remote_settings import RemoteSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,10 @@ class AgentConfig:
     batch_max_items: int = 500
     connect_timeout_s: float = 10.0
     ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = None
 
 
 class KioskAgent:
@@ -49,6 +55,10 @@ class KioskAgent:
             batch_max_items=config.batch_max_items,
             connect_timeout_s=config.connect_timeout_s,
             ca_file=config.ca_file,
+            cert_file=config.cert_file,
+            key_file=config.key_file,
+            username=config.username,
+            password=config.password,
         )
         # The forwarder reads through its own connection; enqueues on ours wake it at once.
         self.inbox = Inbox(config.data_dir / "inbox.db")
@@ -56,6 +66,11 @@ class KioskAgent:
             Outbox(self.outbox.path, config.kiosk_id, max_items=config.max_items), fwd_config, inbox=self.inbox
         )
         self.outbox.on_enqueue = self.forwarder.wake
+        self.remote = RemoteSettings(config.data_dir, config.kiosk_id)
+        if self.remote.running is not None:  # the last applied config, before any connection
+            self._apply(self.remote.running.settings)
+        self.forwarder.on_config = self._on_config
+        self._status_now = threading.Event()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self.forwarder.run, name="forwarder", daemon=True),
@@ -68,6 +83,7 @@ class KioskAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._status_now.set()
         self.forwarder.stop()
         for t in self._threads:
             if t.ident is not None:  # started (an agent stopped before start() has nothing to join)
@@ -76,6 +92,20 @@ class KioskAgent:
         self.forwarder.outbox.close()
         self.outbox.close()
         self.inbox.close()
+
+    def _apply(self, settings: KioskSettings) -> None:
+        self.config.heartbeat_s = settings.heartbeat_s
+        self.forwarder.config.receipt_timeout_s = settings.receipt_timeout_s
+        self.forwarder.config.batch_max_items = settings.batch_max_items
+
+    def _on_config(self, raw: bytes) -> None:
+        """From the forwarder's thread: apply a newer config, and say so (or why not) in a status at once."""
+        before = (self.remote.running, self.remote.error)
+        config = self.remote.offer(raw)
+        if config is not None:
+            self._apply(config.settings)
+        if (self.remote.running, self.remote.error) != before:
+            self._status_now.set()
 
     def send_status(self) -> None:
         backlog = self.outbox.backlog()
@@ -87,6 +117,8 @@ class KioskAgent:
                 "outbox_capacity": backlog.max_items,
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "alerts": [a.model_dump() for a in self.outbox.alerts()],
+                "config_version": self.remote.running.version if self.remote.running else 0,
+                "config_error": self.remote.error,
             },
         )
 
@@ -96,4 +128,5 @@ class KioskAgent:
                 self.send_status()
             except Exception:
                 log.exception("could not enqueue status")
-            self._stop.wait(self.config.heartbeat_s)
+            self._status_now.wait(self.config.heartbeat_s)  # a config change reports at once
+            self._status_now.clear()

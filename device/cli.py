@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from device.agent import AgentConfig, KioskAgent
+from device.identity import IdentityError, KioskIdentity, import_bundle, load_identity
 from device.outbox import Outbox, OutboxFull
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import EnvelopeError, encode, envelope_json_schema, receipt_json_schema
@@ -38,13 +39,18 @@ def _broker(value: str) -> BrokerUrl:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+DEV_BROKER = "mqtt://127.0.0.1:18830"
+
+
 def _agent_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kiosk-id", type=_kiosk_id, required=True, help="this kiosk's identity")
+    p.add_argument(
+        "--kiosk-id", type=_kiosk_id, default=None, help="this kiosk's identity (default: the provisioned one)"
+    )
     p.add_argument(
         "--broker",
         type=_broker,
-        default=BrokerUrl.parse("mqtt://127.0.0.1:18830"),
-        help="mqtt[s]://host:port",
+        default=None,
+        help=f"mqtt[s]://host:port (default: the provisioned one, else {DEV_BROKER})",
     )
     p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
     p.add_argument("--data", type=Path, default=Path("data/kiosk"), help="folder for the outbox database")
@@ -84,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --count: exit once the hub has receipted everything",
     )
+
+    provision = sub.add_parser(
+        "provision", help="import this kiosk's identity from the hub's bundle (`hub kiosks add`), checked first"
+    )
+    provision.add_argument("bundle", type=Path, help="the bundle file; delete it once imported")
+    provision.add_argument("--data", type=Path, default=Path("data/kiosk"), help="the kiosk's data folder")
 
     serve = sub.add_parser(
         "serve", help="the agent plus the patient's screen (127.0.0.1 only), the Bluetooth collector and the camera"
@@ -542,6 +554,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
         return 0
     if args.command == "outbox":
         return _outbox_status(args)
+    if args.command == "provision":
+        return _provision(args)
+    try:
+        _resolve_identity(args)
+    except (IdentityError, ValueError) as exc:
+        print(f"kiosk {args.command}: {exc}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         from device.screen.serve import options_from, serve  # noqa: PLC0415 - web stack loads only here
 
@@ -572,7 +591,49 @@ def _outbox_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provision(args: argparse.Namespace) -> int:
+    try:
+        raw = args.bundle.read_bytes()
+        before = load_identity(args.data)
+        new_id = json.loads(raw).get("kiosk_id") if raw.strip().startswith(b"{") else None
+        outbox = args.data / "outbox.db"
+        if before is not None and new_id not in (None, before.kiosk_id) and outbox.exists():
+            box = Outbox(outbox, before.kiosk_id)
+            try:
+                waiting = box.backlog().items
+            finally:
+                box.close()
+            if waiting:
+                raise IdentityError(
+                    f"this kiosk is {before.kiosk_id!r} and still holds {waiting} undelivered item(s); "
+                    f"they would go out as {new_id!r}. Let them drain, or move the data folder aside first"
+                )
+        identity = import_bundle(raw, args.data)
+    except (OSError, IdentityError, ValueError) as exc:
+        print(f"kiosk provision: {exc}", file=sys.stderr)
+        return 2
+    print(f"kiosk {identity.kiosk_id} provisioned: broker {identity.broker}, identity in {identity.folder}")
+    return 0
+
+
+def _resolve_identity(args: argparse.Namespace) -> None:
+    """Fill in the kiosk id, broker and credentials from the provisioned identity, unless given."""
+    identity = load_identity(args.data)
+    args.identity = identity
+    if identity is None:
+        if args.kiosk_id is None:
+            raise IdentityError("this kiosk is not provisioned: run `kiosk provision BUNDLE` or give --kiosk-id")
+        args.broker = args.broker or BrokerUrl.parse(DEV_BROKER)
+        return
+    if args.kiosk_id not in (None, identity.kiosk_id):
+        raise IdentityError(f"--kiosk-id {args.kiosk_id} contradicts the provisioned identity {identity.kiosk_id}")
+    args.kiosk_id = identity.kiosk_id
+    args.broker = args.broker or identity.broker
+    args.broker_ca = args.broker_ca or identity.ca_file
+
+
 def _agent_config(args: argparse.Namespace) -> AgentConfig:
+    identity: KioskIdentity | None = getattr(args, "identity", None)
     return AgentConfig(
         kiosk_id=args.kiosk_id,
         broker=args.broker,
@@ -582,6 +643,10 @@ def _agent_config(args: argparse.Namespace) -> AgentConfig:
         receipt_timeout_s=args.receipt_timeout,
         batch_max_items=args.batch,
         ca_file=str(args.broker_ca) if args.broker_ca else None,
+        cert_file=str(identity.cert_file) if identity else None,
+        key_file=str(identity.key_file) if identity else None,
+        username=identity.kiosk_id if identity else None,
+        password=identity.mqtt_password() if identity else None,
     )
 
 

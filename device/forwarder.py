@@ -65,6 +65,9 @@ class ForwarderConfig:
     connect_timeout_s: float = 10.0
     session_expiry_s: int = 7 * 24 * 3600
     ca_file: str | None = None
+    # A provisioned kiosk (device/identity.py): its client certificate and key, its MQTT password.
+    cert_file: str | None = None
+    key_file: str | None = None
     username: str | None = None
     password: str | None = None
     reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=60.0))
@@ -114,6 +117,7 @@ class Forwarder:
         self.connected = threading.Event()
         # Told the ids the hub has committed (from the network thread), e.g. so the screen can say "delivered".
         self.on_receipt: Callable[[list[str]], None] | None = None
+        self.on_config: Callable[[bytes], None] | None = None  # a retained remote config (the agent applies it)
         self._closed = False
         self._wake_pending = False
         # A partial batch is waiting for the window to empty: no need to read the outbox until a receipt.
@@ -164,7 +168,9 @@ class Forwarder:
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         if cfg.broker.tls:
-            client.tls_set(ca_certs=cfg.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(
+                ca_certs=cfg.ca_file, certfile=cfg.cert_file, keyfile=cfg.key_file, cert_reqs=ssl.CERT_REQUIRED
+            )
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
         client.will_set(Topics.presence(cfg.kiosk_id), b'{"online":false}', qos=1, retain=True)
@@ -343,6 +349,13 @@ class Forwarder:
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == Topics.message(self.config.kiosk_id):
             self._keep(client, bytes(msg.payload))
+            return
+        if msg.topic == Topics.config(self.config.kiosk_id):
+            if self.on_config is not None and msg.payload:
+                try:
+                    self.on_config(bytes(msg.payload))
+                except Exception:
+                    log.exception("remote config listener failed")
             return
         if msg.topic != Topics.receipt(self.config.kiosk_id):
             log.info("ignoring downlink message on %s", msg.topic)

@@ -23,6 +23,9 @@ from hub.accounts import kiosk_credentials, passwords, tokens, users
 from hub.audit import Actor
 from hub.cases import questionnaire
 from hub.cases.questionnaire import Questionnaire
+from hub.fleet import cli as fleet_cli
+from hub.fleet.identities import IdentityError
+from hub.fleet.remote_config import ConfigChangeError
 from hub.store import HubStore, immediate
 from hub.triage import alerts as triage
 from hub.triage.config import PatientOverrides, TriageConfig
@@ -71,6 +74,8 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     data(p)
     p.add_argument("--kiosk", required=True, help="the kiosk id")
+
+    fleet_cli.add_parsers(kiosks, data)
 
     pts = sub.add_parser("patients", help="patients").add_subparsers(dest="action", required=True)
     p = pts.add_parser("pin", help="set a patient's kiosk PIN (4 to 8 digits, read from stdin or prompted)")
@@ -136,7 +141,10 @@ def _pin(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        out = _check_file(args) if args.action == "check" else _with_store(args)
+        if args.command == "kiosks" and args.action in fleet_cli.ACTIONS:
+            out = fleet_cli.run(args)
+        else:
+            out = _check_file(args) if args.action == "check" else _with_store(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -145,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
         passwords.PasswordPolicyError,
         tokens.TokenError,
         kiosk_credentials.CredentialError,
+        IdentityError,
+        ConfigChangeError,
         ValueError,
         LookupError,
     ) as exc:

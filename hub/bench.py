@@ -79,6 +79,7 @@ from device.protocol.endpoints import BrokerUrl
 from device.simulate import single_reading
 from hub.broker import MosquittoProcess, find_mosquitto
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
+from hub.ingest_pool import default_workers
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class SubscriberJob:
 class IngestJob:
     db: Path
     broker: str
+    client_id: str
     profile: Path | None = None
 
 
@@ -301,6 +303,9 @@ def _forward(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: list[s
     )
     forwarder = Forwarder(Outbox(job.outbox, job.kiosk), config)
     outbox.on_enqueue = forwarder.wake
+    receipts: dict[str, float] = {}  # (c): when the hub's receipt for each id reached this kiosk
+    if job.rate > 0:
+        forwarder.on_receipt = lambda accepted: receipts.update(dict.fromkeys(accepted, time.time()))
     sig.results.put(("ready", name, ids))
     try:
         if not _wait_go(sig):
@@ -325,7 +330,8 @@ def _forward(name: str, sig: Signals, job: KioskJob, outbox: Outbox, ids: list[s
         if job.report_published:
             threading.Thread(target=report_published, name="published", daemon=True).start()
         _run_profiled(forwarder.run, job.profile)
-        sig.results.put(("done", name, {**asdict(forwarder.stats), "cpu_s": _cpu_since(cpu0)}))
+        cpu_s = _cpu_since(cpu0)
+        sig.results.put(("done", name, {**asdict(forwarder.stats), "cpu_s": cpu_s, "receipts": receipts}))
     finally:
         forwarder.outbox.close()
 
@@ -412,7 +418,7 @@ def _create_session(broker: str, client_id: str, topics: list[tuple[str, int]]) 
 
 def _ingest_child(name: str, sig: Signals, job: IngestJob) -> None:
     """The real IngestWorker with its production configuration, in its own process."""
-    worker = IngestWorker(job.db, IngestConfig(broker=BrokerUrl.parse(job.broker), client_id=INGEST_CLIENT_ID))
+    worker = IngestWorker(job.db, IngestConfig(broker=BrokerUrl.parse(job.broker), client_id=job.client_id))
     tune_gc_for_ingest()  # as `hub serve` and `hub ingest` do
     sig.results.put(("ready", name, None))
     if not _wait_go(sig):
@@ -573,12 +579,20 @@ class HubDb:
         )
         return [(float(t), int(n)) for t, n in rows]
 
-    def latencies_ms(self, prefix: str) -> list[float]:
-        """committed_at - device clock at enqueue (ms precision, truncated: up to 1 ms too high)."""
+    def latencies_ms(self, prefix: str, receipts: dict[str, float]) -> tuple[list[float], list[float]]:
+        """From the device clock at enqueue (ms precision, truncated: up to 1 ms too high) to the commit
+        (committed_at, taken in the transaction before its last inserts and COMMIT's fsync), and to the
+        receipt's arrival back at the kiosk (after the fsync; an upper bound of the commit)."""
         rows = self.conn.execute(
-            "SELECT committed_at, device_time FROM messages WHERE kiosk >= ? AND kiosk < ?", self._range(prefix)
+            "SELECT id, committed_at, device_time FROM messages WHERE kiosk >= ? AND kiosk < ?", self._range(prefix)
         )
-        return [(float(c) - datetime.fromisoformat(str(t)).timestamp()) * 1000 for c, t in rows]
+        commit, receipt = [], []
+        for mid, committed_at, device_time in rows:
+            enqueued = datetime.fromisoformat(str(device_time)).timestamp()
+            commit.append((float(committed_at) - enqueued) * 1000)
+            if mid in receipts:
+                receipt.append((receipts[mid] - enqueued) * 1000)
+        return sorted(commit), sorted(receipt)
 
 
 @dataclass
@@ -653,6 +667,10 @@ class LatencyResult:
     p50_ms: float = math.nan
     p99_ms: float = math.nan
     max_ms: float = math.nan
+    # Enqueue to the receipt's arrival at the kiosk: what the kiosk waits for before it deletes.
+    receipt_samples: int = 0
+    receipt_p50_ms: float = math.nan
+    receipt_p99_ms: float = math.nan
     audit: Audit = field(default_factory=Audit)
     cpu: CpuUse = field(default_factory=CpuUse)
 
@@ -678,6 +696,7 @@ class BenchConfig:
     timeout_s: float
     profile_dir: Path | None
     kiosk_dir: Path | None  # where the simulated kiosks' outboxes live (None: beside the hub's database)
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -784,15 +803,20 @@ class Bench:
         ready = fleet.expect("ready", [j.kiosk for j in jobs], self.config.timeout_s)
         return [mid for ids in ready.values() for mid in ids]
 
-    def _spawn_ingest(self, fleet: Fleet, phase: str) -> None:
-        fleet.spawn(_ingest_child, "ingest", IngestJob(self.db_path, self.url, self._profile(f"ingest-{phase}")))
-        fleet.expect("ready", ["ingest"], self.config.timeout_s)
+    def ingest_ids(self, workers: int | None = None) -> list[str]:
+        """One client id (persistent session, shared-subscription member) per ingest worker, as in production."""
+        return [f"{INGEST_CLIENT_ID}-{i + 1}" for i in range(workers or self.config.workers)]
+
+    def _spawn_ingest(self, fleet: Fleet, phase: str, workers: int | None = None) -> None:
+        for cid in self.ingest_ids(workers):
+            fleet.spawn(_ingest_child, cid, IngestJob(self.db_path, self.url, cid, self._profile(f"{cid}-{phase}")))
+        fleet.expect("ready", self.ingest_ids(workers), self.config.timeout_s)
 
     def _start_ingest(self, phase: str, fleet: Fleet) -> None:
         """Ingest connected and subscribed before any kiosk sends (phases b and c)."""
         self._spawn_ingest(fleet, phase)
         fleet.go()
-        fleet.expect("connected", ["ingest"], 15)
+        fleet.expect("connected", self.ingest_ids(), 15)
 
     def _go(self, *fleets: Fleet) -> Started:
         started = Started(time.time(), time.monotonic(), self._broker_cpu())
@@ -834,13 +858,15 @@ class Bench:
         kiosks.stop()
         kstats = kiosks.expect("done", list(kiosks.procs), 30)
         hub.stop()
-        istats = hub.expect("done", ["ingest"], 30)
+        istats = hub.expect("done", list(hub.procs), 30)
         before = kiosk_cpu_before or {}
         measured = {
             k: {"cpu_s": float(v["cpu_s"]) - float(before.get(k, {}).get("cpu_s", 0.0))} for k, v in kstats.items()
         }
         cpu = self._cpu(started, measured, istats, items)
-        ingest = istats["ingest"]
+        # The workers' counters summed: the phase's ingest as one.
+        counters = ("duplicates", "dead_letters", "commits", "commit_seconds")
+        ingest = {k: sum(float(w[k]) for w in istats.values()) for k in counters}
         audit = Audit(
             redeliveries_absorbed=int(ingest["duplicates"]),
             forwarder_resends=sum(int(s["resends"]) for s in kstats.values()),
@@ -881,13 +907,14 @@ class Bench:
         rate = (received - 1) / seconds if seconds > 0 else 0.0
         return BareResult(sent=sent, received=received, seconds=seconds, msgs_per_s=rate, cpu=cpu)
 
-    def full_path(self) -> PathResult:
-        prefix = "bench-b-"
+    def full_path(self, phase: str = "b", workers: int | None = None) -> PathResult:
+        """(b) with the configured ingest workers; `workers=1` gives the like-for-like figure beside it."""
+        prefix = f"bench-{phase}-"
         counts = _split(self.config.messages, self.config.kiosks)
         # Everything goes out before ingest returns: the window holds a kiosk's whole backlog,
         # and receipts may take longer than the production timeout to come.
         jobs = self._kiosks(
-            "b",
+            phase,
             counts,
             batch_max_items=1,
             window_messages=max(counts),
@@ -895,16 +922,17 @@ class Bench:
             report_published=True,
         )
         names = [j.kiosk for j in jobs]
-        _create_session(
-            self.url,
-            INGEST_CLIENT_ID,
-            [(Topics.shared(IngestConfig.group, Topics.UPLINK_FILTER), 1), (Topics.PRESENCE_FILTER, 1)],
-        )
+        for cid in self.ingest_ids(workers):
+            _create_session(
+                self.url,
+                cid,
+                [(Topics.shared(IngestConfig.group, Topics.UPLINK_FILTER), 1), (Topics.PRESENCE_FILTER, 1)],
+            )
         with Fleet(self.ctx) as hub, Fleet(self.ctx) as kiosks:
             enqueued = self._spawn_kiosks(kiosks, jobs)
             kiosks.go()
             published = kiosks.expect("published", names, self.config.timeout_s)
-            self._spawn_ingest(hub, "b")
+            self._spawn_ingest(hub, phase, workers)
             db = HubDb(self.db_path)
             try:
                 started = self._go(hub)
@@ -935,7 +963,8 @@ class Bench:
                 self._wait_committed(db, prefix, len(enqueued), [hub, kiosks])
                 end = self._finish(hub, kiosks, len(enqueued), started)
                 audit = self._audit(end, db, prefix, enqueued)
-                latencies = sorted(db.latencies_ms(prefix))
+                receipts = {mid: t for stats in end.kiosk_stats.values() for mid, t in stats["receipts"].items()}
+                latencies, receipt_latencies = db.latencies_ms(prefix, receipts)
             finally:
                 db.close()
         return LatencyResult(
@@ -945,6 +974,9 @@ class Bench:
             p50_ms=_percentile(latencies, 50),
             p99_ms=_percentile(latencies, 99),
             max_ms=latencies[-1] if latencies else math.nan,
+            receipt_samples=len(receipt_latencies),
+            receipt_p50_ms=_percentile(receipt_latencies, 50),
+            receipt_p99_ms=_percentile(receipt_latencies, 99),
             audit=audit,
             cpu=end.cpu,
         )
@@ -997,6 +1029,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--timeout", type=float, default=120.0, help="most seconds any phase may wait")
     p.add_argument("--profile", type=Path, default=None, help="write cProfile stats of every child to this folder")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="ingest worker processes on the shared subscription (default: as hub serve); "
+        "with more than one, (b) also runs with one for the like-for-like ratio",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -1021,6 +1060,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         kiosk_dir=args.kiosk_dir,
         timeout_s=args.timeout,
         profile_dir=args.profile.resolve() if args.profile is not None else None,
+        workers=args.workers,
     )
 
 
@@ -1032,14 +1072,22 @@ class Report:
     latency: LatencyResult
     drain: DrainResult
     runtime_s: float
+    path_one: PathResult | None = None  # (b) with one worker, when (b) ran several
 
     @property
     def ratio(self) -> float:
         return self.path.msgs_per_s / self.bare.msgs_per_s if self.bare.msgs_per_s else math.nan
 
     @property
+    def ratio_one_worker(self) -> float:
+        """Like for like: one ingest process against the one bare subscriber."""
+        one = self.path_one or self.path
+        return one.msgs_per_s / self.bare.msgs_per_s if self.bare.msgs_per_s else math.nan
+
+    @property
     def audits(self) -> list[Audit]:
-        return [self.path.audit, self.latency.audit, self.drain.audit]
+        first = [self.path_one.audit] if self.path_one else []
+        return [*first, self.path.audit, self.latency.audit, self.drain.audit]
 
     @property
     def lost(self) -> int:
@@ -1065,8 +1113,11 @@ class Report:
             "ingest_msgs_per_s": self.path.msgs_per_s,
             "ingest_readings_per_s": self.path.readings_per_s,
             "ratio": self.ratio,
+            "ingest_workers": self.config.workers,
+            "ratio_one_worker": self.ratio_one_worker,
             "p50_latency_ms": self.latency.p50_ms,
             "p99_latency_ms": self.latency.p99_ms,
+            "p99_receipt_latency_ms": self.latency.receipt_p99_ms,
             "drain_readings_per_s": self.drain.readings_per_s,
             "lost": self.lost,
             "duplicates": self.duplicates,
@@ -1084,6 +1135,7 @@ class Report:
             "drain_ingest_cpu_us_per_reading": self.drain.cpu.hub_us_per_item,
             "bare": asdict(self.bare),
             "full_path": asdict(self.path),
+            "full_path_one_worker": asdict(self.path_one) if self.path_one else None,
             "latency": asdict(self.latency),
             "drain": asdict(self.drain),
             "targets": self.targets(),
@@ -1093,6 +1145,16 @@ class Report:
 
     def lines(self) -> list[str]:
         b, p, c, d = self.bare, self.path, self.latency, self.drain
+        one = self.path_one
+        b1 = (
+            [
+                f"(b1) the same, one worker      {one.msgs_per_s:8,.0f} msgs/s   ratio (b1)/(a) "
+                f"{self.ratio_one_worker:.2f}; {_audit_line(one.audit)}",
+                f"    {one.cpu.line()}",
+            ]
+            if one
+            else []
+        )
         return [
             f"hub bench ingest: {self.config.kiosks} kiosks, {self.config.messages:,} single-reading envelopes, "
             f"embedded mosquitto on loopback, {os.cpu_count()} cores; kiosk outboxes in "
@@ -1100,8 +1162,10 @@ class Report:
             f"(a) bare paho subscriber       {b.msgs_per_s:8,.0f} msgs/s = readings/s   "
             f"received {b.received:,}/{b.sent:,} in {b.seconds:.2f} s",
             f"    {b.cpu.line()}",
+            *b1,
             f"(b) forwarder->ingest->SQLite  {p.msgs_per_s:8,.0f} msgs/s  {p.readings_per_s:8,.0f} readings/s   "
-            f"first->last commit {p.seconds:.2f} s, {p.mqtt_messages:,} MQTT messages",
+            f"first->last commit {p.seconds:.2f} s, {p.mqtt_messages:,} MQTT messages, "
+            f"{self.config.workers} ingest worker(s)",
             f"    ratio (b)/(a) {self.ratio:.2f}; {_audit_line(p.audit)}",
             f"    {p.commits:,} transactions (avg {p.mqtt_messages / max(p.commits, 1):,.0f} messages), "
             f"{p.commit_wall_s:.2f} s inside them",
@@ -1109,6 +1173,8 @@ class Report:
             f"(c) latency at {self.config.load_fraction:.0%} of (b)      p50 {c.p50_ms:.1f} ms  p99 {c.p99_ms:.1f} ms  "
             f"max {c.max_ms:.1f} ms   {c.samples:,} readings at {c.achieved_rate:,.0f}/s "
             f"(target {c.target_rate:,.0f}/s) for {self.config.latency_seconds:g} s",
+            f"    to the receipt at the kiosk: p50 {c.receipt_p50_ms:.1f} ms  p99 {c.receipt_p99_ms:.1f} ms "
+            f"({c.receipt_samples:,} receipts)",
             f"    {_audit_line(c.audit)}",
             f"    {c.cpu.line()}",
             f"(d) drain                      {d.readings_per_s:8,.0f} readings/s   {d.readings:,} readings in "
@@ -1161,7 +1227,13 @@ def _run_phases(config: BenchConfig, work: Path, kiosk_work: Path) -> Report:
     try:
         log.info("(a) bare subscriber, %d messages", config.messages)
         bare = bench.bare()
-        log.info("(a) %.0f msgs/s; (b) forwarder -> ingest", bare.msgs_per_s)
+        path_one = None
+        if config.workers > 1:
+            log.info("(a) %.0f msgs/s; (b1) forwarder -> one ingest worker", bare.msgs_per_s)
+            # First: each worker id keeps a shared-subscription session, and the broker would
+            # queue a share of (b1) for a second worker that is not running.
+            path_one = bench.full_path("b1", workers=1)
+        log.info("(b) forwarder -> %d ingest worker(s)", config.workers)
         path = bench.full_path()
         live_rate = path.msgs_per_s * config.load_fraction if math.isfinite(path.msgs_per_s) else 100.0
         log.info("(b) %.0f msgs/s; (c) latency at %.0f readings/s", path.msgs_per_s, live_rate)
@@ -1170,7 +1242,7 @@ def _run_phases(config: BenchConfig, work: Path, kiosk_work: Path) -> Report:
         drain = bench.drain()
     finally:
         bench.broker.stop()
-    return Report(config, bare, path, latency, drain, time.monotonic() - started)
+    return Report(config, bare, path, latency, drain, time.monotonic() - started, path_one)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,11 +15,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from device.identity import import_bundle
 from device.protocol.endpoints import BrokerUrl
 from hub import admin_cli, bench, bench_idle, bench_workspace, demo_data
-from hub.accounts import kiosk_credentials
 from hub.consults.ice import IceConfig, read_secret
+from hub.fleet.identities import FleetPaths, add_kiosk, write_broker_files
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
+from hub.ingest_pool import default_workers
 from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
 from hub.store import HubStore, immediate
 
@@ -45,10 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", type=Path, default=Path("data/hub"), help="folder for database, broker, tokens")
         p.add_argument("--broker", type=_broker, default=None, help="external broker mqtt[s]://host:port")
         p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
-        p.add_argument("--broker-port", type=int, default=DEFAULT_BROKER_PORT, help="port of the embedded broker")
+        p.add_argument(
+            "--broker-user", default=None, help="ingest's user name on an external broker (`hub-ingest` in ours)"
+        )
+        p.add_argument(
+            "--broker-password-file", type=Path, default=None, help="file holding ingest's password on --broker"
+        )
+        p.add_argument(
+            "--broker-port", type=int, default=DEFAULT_BROKER_PORT, help="embedded broker: the hub's loopback port"
+        )
+        p.add_argument("--mqtt-port", type=int, default=8883, help="embedded broker: the kiosks' TLS port")
+        p.add_argument("--mqtt-bind", default="127.0.0.1", help="embedded broker: address of the kiosks' TLS listener")
+        p.add_argument(
+            "--mqtt-name", action="append", default=[], metavar="NAME",
+            help="embedded broker: a host name or address kiosks use to reach it (in its certificate), repeatable",
+        )  # fmt: skip
         p.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
         p.add_argument("--port", type=int, default=8080, help="HTTP port")
-        p.add_argument("--workers", type=int, default=1, help="ingest workers (one shared subscription)")
+        p.add_argument(
+            "--workers",
+            type=_at_least_one,
+            default=default_workers(),
+            help="ingest worker processes on one shared subscription (default: one per core, at most 2)",
+        )
         p.add_argument("--tls-cert", type=Path, default=None, help="HTTPS certificate (PEM); required off loopback")
         p.add_argument("--tls-key", type=Path, default=None, help="HTTPS private key (PEM)")
         p.add_argument(
@@ -124,6 +145,13 @@ def _main(argv: list[str] | None = None) -> int:
     return commands[args.command](args)
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         service = HubService(_serve_config(args))
@@ -143,6 +171,11 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         http_port=args.port,
         workers=args.workers,
         broker_ca=args.broker_ca,
+        broker_user=args.broker_user,
+        broker_password=read_secret(str(args.broker_password_file)) if args.broker_password_file else None,
+        mqtt_port=args.mqtt_port,
+        mqtt_bind=args.mqtt_bind,
+        mqtt_names=tuple(args.mqtt_name),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         ice=IceConfig(
@@ -179,13 +212,17 @@ def _demo(args: argparse.Namespace) -> int:
     store = HubStore(service.db_path)
     try:
         logins = demo_data.seed(store, args.kiosk_id, datetime.now(UTC))
-        # The demo kiosk's own credential for live consults (a fresh one each run; the file is owner-only).
+        # The demo kiosk is provisioned as a real one is (`hub kiosks add`, then `kiosk provision`), afresh each
+        # run: it reaches the broker over TLS with its certificate and password, and the hub with its credential.
+        fleet = FleetPaths(args.data)
         with immediate(store.db.conn) as conn:
-            secret = kiosk_credentials.issue(conn, args.kiosk_id, time.time())
-        credential = kiosk_data / "hub-credential"
-        credential.parent.mkdir(parents=True, exist_ok=True)
-        credential.touch(mode=0o600)
-        credential.write_text(secret)
+            now = time.time()
+            bundle = add_kiosk(
+                conn, fleet, args.kiosk_id, broker_url=service.kiosk_broker_url, hub_url=service.base_url,
+                clinic_id=None, now=now,
+            )  # fmt: skip
+            write_broker_files(conn, fleet, now=now)
+        import_bundle(bundle.model_dump_json().encode(), kiosk_data)
     finally:
         store.close()
     kiosk: subprocess.Popen[bytes] | None = None
@@ -193,14 +230,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     def start_kiosk() -> None:
         nonlocal kiosk, browser
-        for w in service.workers:
-            w.connected.wait(15)
+        service.ingest.wait_ready(15)
         video = _demo_camera_video(kiosk_data)
         screen_url = f"http://127.0.0.1:{args.kiosk_port}/"
         command = [
             sys.executable, "-m", "device.cli", "serve",
-            "--kiosk-id", args.kiosk_id,
-            "--broker", str(service.broker_url),
             "--data", str(kiosk_data),
             "--heartbeat", "10",
             "--port", str(args.kiosk_port),
@@ -208,8 +242,6 @@ def _demo(args: argparse.Namespace) -> int:
             "--camera-profile", str(REPO / "firmware_configs" / "kiosk" / "video-file.yaml"),
             "--camera-video", str(video),
             "--camera-seconds", "30",
-            "--hub-url", service.base_url,
-            "--hub-credential-file", str(credential),
         ]  # fmt: skip
         kiosk = subprocess.Popen(
             command,

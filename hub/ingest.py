@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import multiprocessing.synchronize
 import select
 import sqlite3
 import ssl
@@ -46,6 +47,7 @@ from device.protocol.retry import Backoff
 from device.protocol.topics import BATCH, DELIVERED
 from device.protocol.transport import corked, has_buffered_input, no_delay
 from hub import downlink
+from hub.fleet import remote_config
 from hub.store import Accepted, CommitResult, DeadLetter, HubStore, immediate
 
 log = logging.getLogger(__name__)
@@ -110,13 +112,20 @@ class _Pending:
 
 
 class IngestWorker:
-    def __init__(self, store_path: str | Path, config: IngestConfig) -> None:
+    def __init__(
+        self,
+        store_path: str | Path,
+        config: IngestConfig,
+        *,
+        connected: threading.Event | multiprocessing.synchronize.Event | None = None,
+    ) -> None:
+        """`connected`: where to report readiness; a process pool passes an event its parent can read."""
         if config.receive_maximum < config.batch_max:
             raise ValueError("receive_maximum must be at least batch_max, or batches can never fill")
         self.config = config
         self.store = HubStore(store_path)
         self.stats = IngestStats()
-        self.connected = threading.Event()
+        self.connected = connected if connected is not None else threading.Event()
         self._stop = threading.Event()
         self._pending = _Pending()
         self._next_downlink = 0.0
@@ -393,6 +402,10 @@ class IngestWorker:
                 for item in pending:
                     self._client.publish(Topics.message(item.kiosk), item.body, qos=1)
                 downlink.mark_sent(conn, [p.id for p in pending], now)
+                configs = remote_config.unpublished(conn)
+                for config in configs:  # retained: a kiosk offline now gets it when it subscribes
+                    self._client.publish(Topics.config(config.kiosk), config.body, qos=1, retain=True)
+                remote_config.mark_published(conn, configs)
         except sqlite3.Error:
             log.exception("could not send kept messages; trying again")
 
@@ -426,6 +439,8 @@ class IngestWorker:
             if online and self.config.send_downlink:
                 with immediate(self.store.db.conn) as conn:
                     downlink.kiosk_online(conn, kiosk)
+                    # Again, in case the broker lost its retained copy: the kiosk ignores a version it runs.
+                    conn.execute("UPDATE kiosk_configs SET published_version = 0 WHERE kiosk = ?", (kiosk,))
                 self._next_downlink = 0.0
         except Exception:
             log.exception("could not record presence")

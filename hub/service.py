@@ -1,8 +1,13 @@
-"""`hub serve`: the embedded broker (unless an external one is given), ingest, and the API in one process."""
+"""`hub serve`: the embedded broker (unless an external one is given), ingest workers, and the API.
+
+The API, attribution and the broker's supervision run in this process; ingest runs in
+worker processes beside it (hub.ingest_pool), one per core, that die with it.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
 import sqlite3
 import threading
 import time
@@ -15,10 +20,13 @@ import uvicorn
 from device.protocol.endpoints import BrokerUrl
 from hub import attribution
 from hub.app import create_app
-from hub.broker import BrokerSupervisor, MosquittoProcess
+from hub.broker import BrokerSupervisor, KioskListener, MosquittoProcess
 from hub.consults.ice import IceConfig
 from hub.consults.settings import ConsultSettings
-from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
+from hub.fleet.broker_auth import INGEST_USER
+from hub.fleet.identities import FleetPaths, ensure_server_cert, ingest_password, write_broker_files
+from hub.ingest import IngestConfig
+from hub.ingest_pool import IngestPool, default_workers
 from hub.store import HubStore, immediate
 from hub.triage import alerts as triage
 from hub.workspace import WebSettings
@@ -39,8 +47,14 @@ class ServeConfig:
     broker_port: int = DEFAULT_BROKER_PORT
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    workers: int = 1
+    workers: int = field(default_factory=default_workers)
     broker_ca: Path | None = None
+    broker_user: str | None = None  # ingest on an external broker
+    broker_password: str | None = None
+    # The embedded broker's listener for kiosks: TLS, client certificates, per-kiosk passwords.
+    mqtt_port: int = 8883
+    mqtt_bind: str = "127.0.0.1"
+    mqtt_names: tuple[str, ...] = ()  # names in its certificate; default: the bind address, localhost, this host
     tls_cert: Path | None = None
     tls_key: Path | None = None
     ice: IceConfig = field(default_factory=IceConfig)  # live consults' STUN/TURN servers
@@ -58,6 +72,15 @@ class ServeConfig:
             )
 
 
+def _default_names(bind: str) -> list[str]:
+    """The listener's own address first (unless it is a wildcard), then loopback, then this host's names."""
+    names = [] if bind in ("0.0.0.0", "::") else [bind]  # noqa: S104 - compared, not bound
+    for name in ("127.0.0.1", "localhost", socket.gethostname(), socket.getfqdn()):
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
 class HubService:
     def __init__(self, config: ServeConfig) -> None:
         config.check()
@@ -65,40 +88,59 @@ class HubService:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = config.data_dir / "hub.db"
         self.supervisor: BrokerSupervisor | None = None
+        username, password = config.broker_user, config.broker_password
         if config.broker is None:
-            self.supervisor = BrokerSupervisor(MosquittoProcess(config.data_dir / "broker", config.broker_port))
+            fleet = FleetPaths(config.data_dir)
+            self._prepare_broker_files(fleet)
+            kiosks = KioskListener(fleet.auth, port=config.mqtt_port, bind=config.mqtt_bind)
+            self.supervisor = BrokerSupervisor(
+                MosquittoProcess(config.data_dir / "broker", config.broker_port, kiosks=kiosks)
+            )
             self.broker_url = BrokerUrl.parse(self.supervisor.broker.url)
+            username, password = INGEST_USER, ingest_password(fleet)
         else:
             self.broker_url = config.broker
-        self.workers = [
-            IngestWorker(
-                self.db_path,
-                IngestConfig(
-                    broker=self.broker_url,
-                    client_id=f"hub-ingest-{i + 1}",
-                    ca_file=str(config.broker_ca) if config.broker_ca else None,
-                    send_downlink=i == 0,  # one sender is enough; kiosks would ignore the copies anyway
-                ),
-            )
-            for i in range(config.workers)
-        ]
+        self.ingest = IngestPool(
+            self.db_path,
+            IngestConfig(
+                broker=self.broker_url,
+                client_id="hub-ingest",
+                ca_file=str(config.broker_ca) if config.broker_ca else None,
+                username=username,
+                password=password,
+            ),
+            config.workers,
+        )
         settings = WebSettings(consults=ConsultSettings(ice=config.ice))
         self.app = create_app(self.db_path, broker_ready=self.broker_ready, settings=settings)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
 
+    def _prepare_broker_files(self, fleet: FleetPaths) -> None:
+        """The embedded broker's CA-signed certificate and its password, ACL and revocation files, from the database."""
+        names = list(self.config.mqtt_names) or _default_names(self.config.mqtt_bind)
+        store = HubStore(self.db_path)
+        try:
+            now = time.time()
+            ensure_server_cert(fleet, names, now=now)
+            write_broker_files(store.db.conn, fleet, now=now)
+        finally:
+            store.close()
+
+    @property
+    def kiosk_broker_url(self) -> str:
+        """What `hub kiosks add --broker-url` should say for this hub's embedded broker."""
+        names = list(self.config.mqtt_names) or _default_names(self.config.mqtt_bind)
+        return f"mqtts://{names[0]}:{self.config.mqtt_port}"
+
     def broker_ready(self) -> bool:
-        return all(w.connected.is_set() for w in self.workers)
+        return self.ingest.ready()
 
     def start_background(self) -> None:
-        tune_gc_for_ingest()
         if self.supervisor is not None:
             self.supervisor.start()
             log.info("embedded mosquitto on %s (data in %s)", self.broker_url, self.supervisor.broker.data_dir)
-        for w in self.workers:
-            t = threading.Thread(target=w.run, name=w.config.client_id, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.ingest.start()
         t = threading.Thread(target=self._attribute, name="attribution", daemon=True)
         t.start()
         self._threads.append(t)
@@ -134,8 +176,7 @@ class HubService:
 
     def stop_background(self) -> None:
         self._stopping.set()
-        for w in self.workers:
-            w.stop()
+        self.ingest.stop()
         for t in self._threads:
             t.join(timeout=10)
         if self.supervisor is not None:

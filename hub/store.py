@@ -11,12 +11,14 @@ follows must survive a power cut, not only a process crash.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -403,6 +405,34 @@ MIGRATIONS: list[str] = [
         revoked_at REAL
     ) WITHOUT ROWID;
     """,
+    # 13: provisioned kiosk identities (hub.fleet.identities) and the CA's revocation list.
+    """
+    CREATE TABLE kiosk_identities (
+        kiosk TEXT PRIMARY KEY,
+        cert_serial TEXT NOT NULL,  -- hex: serials are up to 159 bits, SQLite integers 64
+        cert_not_after REAL NOT NULL,
+        mqtt_password_hash TEXT NOT NULL,  -- the $7$ PBKDF2 form Mosquitto's password file holds
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    ) WITHOUT ROWID;
+    CREATE TABLE revoked_certs (
+        serial TEXT PRIMARY KEY,
+        kiosk TEXT NOT NULL,
+        revoked_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 14: remote configuration (hub.fleet.remote_config): what each kiosk should run, and what it reports.
+    """
+    CREATE TABLE kiosk_configs (
+        kiosk TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL,  -- the RemoteConfig JSON, published retained on kiosk/{id}/down/config
+        created_at REAL NOT NULL,
+        published_version INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    ALTER TABLE kiosks ADD COLUMN config_version INTEGER;
+    ALTER TABLE kiosks ADD COLUMN config_error TEXT;
+    """,
 ]
 
 
@@ -579,17 +609,91 @@ class StoreReader:
         self.db.conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
 
 
+# One message's rows, all but the commit time (known only once the write lock is held):
+# (the messages row's leading columns, the raw text, its observations rows).
+_Rows = tuple[tuple[Any, ...], str, list[tuple[Any, ...]]]
+
+
+def _build_rows(items: list[Accepted]) -> dict[str, _Rows]:
+    rows: dict[str, _Rows] = {}
+    device_json: dict[DeviceRef, str] = {}  # a kiosk's few devices recur in every batch
+    for item in items:
+        env = item.envelope
+        offset = env.clock.offset_ms
+        observations = []
+        if isinstance(env, ObservationsEnvelope):
+            subject = env.payload.subject
+            for idx, obs in enumerate(env.payload.observations):
+                device = device_json.get(obs.device)
+                if device is None:
+                    device = device_json[obs.device] = obs.device.model_dump_json(exclude_none=True)
+                observations.append(
+                    (
+                        env.id,
+                        idx,
+                        env.kiosk,
+                        env.seq,
+                        obs.code,
+                        obs.value,
+                        obs.unit,
+                        utc_iso(obs.effective),
+                        offset,
+                        obs.device.id,
+                        device,
+                        json.dumps(obs.flags) if obs.flags else "[]",
+                        subject,
+                        obs.device_user,
+                        obs.device_sequence,
+                        obs.device_clock_offset_s,
+                        obs.method,
+                        obs.quality,
+                    )
+                )
+        head = (env.id, env.kiosk, env.seq, env.kind, utc_iso(env.clock.time), offset, item.received_at)
+        rows[env.id] = (head, item.raw.decode(), observations)
+    return rows
+
+
+class IngestTurn:
+    """Ingest workers take turns at the database through a lock file before they ask SQLite.
+
+    Two workers' commits contend for SQLite's one write lock. SQLite's busy handler
+    polls for it with growing sleeps (up to 100 ms each), so the waiting worker often
+    slept on well after the other had committed; a blocking flock is handed over by the
+    kernel the moment the holder lets go. Other writers (the web app's audit rows,
+    attribution) still meet ingest only at SQLite's own lock.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self._fd = os.open(f"{db_path}-ingest.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class HubStore(StoreReader):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         super().__init__(connect(self.path))
         migrate(self.db)
+        self._turn = IngestTurn(self.path)
 
     def close(self) -> None:
         self.db.conn.close()
+        self._turn.close()
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return immediate(self.db.conn)
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._turn.held(), immediate(self.db.conn) as conn:
+            yield conn
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -600,8 +704,11 @@ class HubStore(StoreReader):
 
         `now` is the hub's time of the commit (tests with a moved clock give theirs).
         """
-        committed_at = time.time() if now is None else now
+        # Rows are built before the write lock is taken: several workers then overlap their Python work.
+        rows = _build_rows(accepted)
         with self._transaction() as conn:
+            # Taken inside the lock: a worker that waited its turn has not committed while it waited.
+            committed_at = time.time() if now is None else now
             stored = self._stored_raw(conn, [a.envelope.id for a in accepted])
             new: list[Accepted] = []
             duplicates: list[str] = []
@@ -627,7 +734,9 @@ class HubStore(StoreReader):
                 for c in conflicts
             ]
             # In id (time) order: the primary-key B-trees are then appended to, not split at random.
-            self._insert_messages(conn, sorted(new, key=lambda a: a.envelope.id), committed_at)
+            self._insert_messages(
+                conn, [rows[a.envelope.id] for a in sorted(new, key=lambda a: a.envelope.id)], committed_at
+            )
             self._store_chunks(
                 conn, [a.envelope for a in new if isinstance(a.envelope, AttachmentEnvelope)], committed_at
             )
@@ -650,59 +759,16 @@ class HubStore(StoreReader):
         return found
 
     @staticmethod
-    def _insert_messages(conn: sqlite3.Connection, items: list[Accepted], committed_at: float) -> None:
-        messages = []
-        observations = []
-        device_json: dict[DeviceRef, str] = {}  # a kiosk's few devices recur in every batch
-        for item in items:
-            env = item.envelope
-            offset = env.clock.offset_ms
-            messages.append(
-                (
-                    env.id,
-                    env.kiosk,
-                    env.seq,
-                    env.kind,
-                    utc_iso(env.clock.time),
-                    offset,
-                    item.received_at,
-                    committed_at,
-                    item.raw.decode(),
-                )
-            )
-            if isinstance(env, ObservationsEnvelope):
-                for idx, obs in enumerate(env.payload.observations):
-                    device = device_json.get(obs.device)
-                    if device is None:
-                        device = device_json[obs.device] = obs.device.model_dump_json(exclude_none=True)
-                    observations.append(
-                        (
-                            env.id,
-                            idx,
-                            env.kiosk,
-                            env.seq,
-                            obs.code,
-                            obs.value,
-                            obs.unit,
-                            utc_iso(obs.effective),
-                            offset,
-                            obs.device.id,
-                            device,
-                            json.dumps(obs.flags) if obs.flags else "[]",
-                            env.payload.subject,
-                            obs.device_user,
-                            obs.device_sequence,
-                            obs.device_clock_offset_s,
-                            obs.method,
-                            obs.quality,
-                        )
-                    )
-        conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)", messages)
+    def _insert_messages(conn: sqlite3.Connection, rows: list[_Rows], committed_at: float) -> None:
+        conn.executemany(
+            "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+            [(*head, committed_at, raw) for head, raw, _ in rows],
+        )
         conn.executemany(
             "INSERT INTO observations (message_id, idx, kiosk, seq, code, value, unit, effective, clock_offset_ms, "
             "device_id, device, flags, subject, device_user, device_sequence, device_clock_offset_s, method, quality) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            observations,
+            [obs for _, _, observations in rows for obs in observations],
         )
 
     @staticmethod
@@ -790,13 +856,16 @@ class HubStore(StoreReader):
             )
         for kiosk, st in status.items():
             conn.execute(
-                "UPDATE kiosks SET software_version = ?, outbox_backlog = ?, alerts = ?, last_status_at = ? "
+                "UPDATE kiosks SET software_version = ?, outbox_backlog = ?, alerts = ?, last_status_at = ?, "
+                "config_version = ?, config_error = ? "
                 "WHERE id = ? AND (last_status_at IS NULL OR last_status_at <= ?)",
                 (
                     st.payload.software_version,
                     st.payload.outbox_backlog,
                     json.dumps([a.model_dump(mode="json") for a in st.payload.alerts]),
                     st.clock.time.timestamp(),
+                    st.payload.config_version,
+                    st.payload.config_error,
                     kiosk,
                     st.clock.time.timestamp(),
                 ),

@@ -72,6 +72,7 @@ TOPIC_FORMS: dict[str, list[str]] = {
     "presence": [Topics.presence("{id}")],
     "receipt": [Topics.receipt("{id}")],
     "message": [Topics.message("{id}"), Topics.uplink("{id}", DELIVERED)],
+    "config": [Topics.config("{id}")],
     "downlink_filter": [Topics.downlink_filter("{id}")],
     "UPLINK_FILTER": [Topics.UPLINK_FILTER],
     "PRESENCE_FILTER": [Topics.PRESENCE_FILTER],

@@ -153,6 +153,8 @@ class StatusPayload(_Model):
     outbox_capacity: int = Field(ge=0)
     uptime_s: float = Field(ge=0)
     alerts: list[StatusAlert] = Field(default_factory=list, max_length=32)
+    config_version: int | None = Field(default=None, ge=0, description="The remote config version applied.")
+    config_error: str | None = Field(default=None, max_length=500, description="Why the last config was refused.")
 
 
 class ClockInfo(_Model):

@@ -6,6 +6,7 @@
     kiosk/{id}/down/receipt   hub -> kiosk: which envelopes are committed (or rejected)
     kiosk/{id}/down/message   hub -> kiosk: a message to keep (a case answer), see downlink.py
     kiosk/{id}/up/delivered   kiosk -> hub: which downlink messages the kiosk has stored
+    kiosk/{id}/down/config    hub -> kiosk, retained: remote configuration (remote_config.py)
 
 The kiosk id in the topic must equal the id inside every envelope; the hub refuses a
 mismatch (and, once the broker enforces per-kiosk ACLs, a kiosk can only publish
@@ -55,6 +56,10 @@ class Topics:
     @staticmethod
     def message(kiosk_id: str) -> str:
         return f"{ROOT}/{kiosk_id}/down/message"
+
+    @staticmethod
+    def config(kiosk_id: str) -> str:
+        return f"{ROOT}/{kiosk_id}/down/config"
 
     @staticmethod
     def downlink_filter(kiosk_id: str) -> str:

@@ -65,6 +65,10 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
 
 def _hub_link(args: argparse.Namespace) -> HubLink | None:
     """Live consults need the hub's address and this kiosk's credential (`hub kiosks credential`)."""
+    identity = getattr(args, "identity", None)
+    if identity is not None and identity.hub_url and args.hub_url is None:
+        args.hub_url = identity.hub_url
+        args.hub_credential_file = args.hub_credential_file or identity.hub_credential_file
     if args.hub_url is None:
         return None
     if args.hub_credential_file is None:

@@ -9,6 +9,8 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
+from hub.fleet import remote_config
+from hub.store import immediate
 from hub.web.routes.fleet import kiosk_state
 from tests.workspace.world import CAMERA, NOW, World, day, obs
 
@@ -114,3 +116,26 @@ def test_the_fleet_page_shows_the_clinics_kiosks_with_status(
     assert world.north.kiosk in rows and 'class="badge online"' in rows and world.south.kiosk not in rows
     world.store.set_presence(world.north.kiosk, False, world.clock())
     assert 'class="badge offline"' in client_as(world.north.provider).get("/fleet/rows").text
+
+
+def test_the_fleet_page_compares_the_wanted_config_with_what_the_kiosk_applied(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    kiosk = world.north.kiosk
+    world.store.set_presence(kiosk, True, world.clock())
+
+    def cell() -> str:
+        row = client_as(world.north.provider).get("/fleet/rows").text
+        return row.split(f'data-kiosk="{kiosk}"')[1].split("</tr>")[0]
+
+    assert "defaults" in cell()
+    with immediate(world.store.db.conn) as conn:
+        remote_config.change(conn, kiosk, {"heartbeat_s": "60"}, world.clock())
+    assert "v0, v1 pending" in cell()
+    world.store.db.conn.execute("UPDATE kiosks SET config_version = 1 WHERE id = ?", (kiosk,))
+    assert ">v1<" in cell()
+    with immediate(world.store.db.conn) as conn:
+        remote_config.change(conn, kiosk, {"heartbeat_s": "90"}, world.clock())
+        conn.execute("UPDATE kiosks SET config_error = 'remote config: settings.heartbeat_s: too big' WHERE id = ?",
+                     (kiosk,))  # fmt: skip
+    assert "v2 refused" in cell() and "too big" in cell()

@@ -30,8 +30,14 @@ def kiosk_state(online: int | None, last_seen: float | None, now: float, late_af
 
 
 def _kiosks(ws: Workspace, clinic_id: str) -> list[dict[str, Any]]:
-    cols = ["id", "online", "last_seen", "software_version", "outbox_backlog", "alerts", "clock_offset_ms"]
-    rows = ws.conn().execute(f"SELECT {', '.join(cols)} FROM kiosks WHERE clinic_id = ? ORDER BY id", (clinic_id,))
+    cols = ["id", "online", "last_seen", "software_version", "outbox_backlog", "alerts", "clock_offset_ms",
+            "config_version", "config_error", "config_wanted"]  # fmt: skip
+    rows = ws.conn().execute(
+        "SELECT k.id, k.online, k.last_seen, k.software_version, k.outbox_backlog, k.alerts, k.clock_offset_ms, "
+        "k.config_version, k.config_error, c.version FROM kiosks k LEFT JOIN kiosk_configs c ON c.kiosk = k.id "
+        "WHERE k.clinic_id = ? ORDER BY k.id",
+        (clinic_id,),
+    )
     now = ws.now()
     out = []
     for r in rows:

@@ -1,0 +1,147 @@
+"""The kiosk's provisioned identity: imported once from the hub's bundle, read at every start.
+
+`kiosk provision FILE` checks the bundle before it keeps anything: the certificate must be
+issued by the bundle's CA, name this kiosk, match the private key and be valid now. The
+secrets land owner-only in `{data}/identity/`; the agent then needs no identity flags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from device.protocol.endpoints import BrokerUrl
+from device.protocol.envelope import EnvelopeError
+from device.protocol.provisioning import ProvisioningBundle, parse_bundle
+
+FOLDER = "identity"
+
+
+class IdentityError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class KioskIdentity:
+    kiosk_id: str
+    broker: BrokerUrl
+    hub_url: str | None
+    folder: Path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.folder / "kiosk.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.folder / "kiosk.key"
+
+    @property
+    def mqtt_password_file(self) -> Path:
+        return self.folder / "mqtt-password"
+
+    @property
+    def hub_credential_file(self) -> Path:
+        return self.folder / "hub-credential"
+
+    def mqtt_password(self) -> str:
+        return self.mqtt_password_file.read_text().strip()
+
+
+def _write(path: Path, data: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> None:
+    """Refuse a bundle whose parts do not belong together (or to this kiosk), before anything is written."""
+    try:
+        ca = x509.load_pem_x509_certificate(bundle.ca_pem.encode())
+        cert = x509.load_pem_x509_certificate(bundle.cert_pem.encode())
+        key = serialization.load_pem_private_key(bundle.key_pem.encode(), password=None)
+    except ValueError as exc:
+        raise IdentityError(f"the bundle's certificates or key cannot be read: {exc}") from None
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise IdentityError("the kiosk certificate was not issued by the bundle's CA") from None
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [bundle.kiosk_id]:
+        raise IdentityError(f"the certificate names {names}, not kiosk {bundle.kiosk_id!r}")
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    cert_public = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if public != cert_public:
+        raise IdentityError("the private key does not match the kiosk certificate")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise IdentityError(
+            f"the kiosk certificate is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
+            f"to {cert.not_valid_after_utc:%Y-%m-%d}, not now ({now:%Y-%m-%d}): check the kiosk's clock"
+        )
+    if not bundle.broker.startswith("mqtts://"):
+        raise IdentityError(f"the bundle's broker {bundle.broker!r} is not mqtts://: a kiosk talks to the hub over TLS")
+
+
+def import_bundle(raw: bytes, data_dir: Path, *, now: dt.datetime | None = None) -> KioskIdentity:
+    """Check and keep the bundle's identity in `data_dir`; importing the same or a newer one again replaces it."""
+    try:
+        bundle = parse_bundle(raw)
+    except EnvelopeError as exc:
+        raise IdentityError(str(exc)) from None
+    check_bundle(bundle, now or dt.datetime.now(dt.UTC))
+    folder = data_dir / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    _write(folder / "ca.pem", bundle.ca_pem, 0o644)
+    _write(folder / "kiosk.pem", bundle.cert_pem, 0o644)
+    _write(folder / "kiosk.key", bundle.key_pem, 0o600)
+    _write(folder / "mqtt-password", bundle.mqtt_password, 0o600)
+    if bundle.hub_credential:
+        _write(folder / "hub-credential", bundle.hub_credential, 0o600)
+    public = {
+        "kiosk_id": bundle.kiosk_id,
+        "clinic_id": bundle.clinic_id,
+        "broker": bundle.broker,
+        "hub_url": bundle.hub_url,
+        "issued_at": bundle.issued_at.isoformat(),
+    }
+    _write(folder / "identity.json", json.dumps(public, indent=2) + "\n", 0o644)  # written last: the commit point
+    identity = load_identity(data_dir)
+    assert identity is not None
+    return identity
+
+
+def load_identity(data_dir: Path) -> KioskIdentity | None:
+    """The imported identity, or None when this kiosk was never provisioned."""
+    folder = data_dir / FOLDER
+    try:
+        public = json.loads((folder / "identity.json").read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise IdentityError(f"{folder / 'identity.json'} is damaged ({exc}): provision the kiosk again") from None
+    return KioskIdentity(
+        kiosk_id=public["kiosk_id"],
+        broker=BrokerUrl.parse(public["broker"]),
+        hub_url=public.get("hub_url"),
+        folder=folder,
+    )

@@ -1,0 +1,78 @@
+"""What each kiosk should run (`hub kiosks config`), and getting it there as a retained MQTT message.
+
+A change stores a new version; ingest's downlink sender publishes every version not yet
+published, retained, so a kiosk offline today gets it on its next connect. The kiosk reports
+the version it applied (or why it refused one) in its status; the fleet page compares them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from device.protocol.remote_config import KioskSettings, RemoteConfig
+from device.protocol.topics import Topics
+
+
+class ConfigChangeError(ValueError):
+    pass
+
+
+def current(conn: sqlite3.Connection, kiosk: str) -> RemoteConfig | None:
+    row = conn.execute("SELECT body FROM kiosk_configs WHERE kiosk = ?", (kiosk,)).fetchone()
+    return RemoteConfig.model_validate_json(row[0]) if row else None
+
+
+def change(conn: sqlite3.Connection, kiosk: str, changes: dict[str, str], now: float) -> RemoteConfig:
+    """The kiosk's settings with `changes` (name=value, validated) as a new version."""
+    if not Topics.is_valid_kiosk_id(kiosk):
+        raise ConfigChangeError(f"{kiosk!r} is not a kiosk id")
+    before = current(conn, kiosk)
+    settings = (before.settings if before else KioskSettings()).model_dump()
+    unknown = sorted(set(changes) - set(KioskSettings.model_fields))
+    if unknown:
+        raise ConfigChangeError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(KioskSettings.model_fields)}"
+        )
+    try:
+        new_settings = KioskSettings.model_validate({**settings, **changes})
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        raise ConfigChangeError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    config = RemoteConfig(
+        kiosk=kiosk,
+        version=(before.version if before else 0) + 1,
+        settings=new_settings,
+        issued_at=dt.datetime.fromtimestamp(now, dt.UTC),
+    )
+    conn.execute(
+        "INSERT INTO kiosk_configs (kiosk, version, body, created_at) VALUES (?,?,?,?) "
+        "ON CONFLICT (kiosk) DO UPDATE SET version = excluded.version, body = excluded.body, "
+        "created_at = excluded.created_at",
+        (kiosk, config.version, config.model_dump_json(), now),
+    )
+    return config
+
+
+@dataclass(frozen=True)
+class Unpublished:
+    kiosk: str
+    version: int
+    body: str
+
+
+def unpublished(conn: sqlite3.Connection) -> list[Unpublished]:
+    return [
+        Unpublished(k, int(v), str(b))
+        for k, v, b in conn.execute("SELECT kiosk, version, body FROM kiosk_configs WHERE published_version < version")
+    ]
+
+
+def mark_published(conn: sqlite3.Connection, done: list[Unpublished]) -> None:
+    conn.executemany(
+        "UPDATE kiosk_configs SET published_version = max(published_version, ?) WHERE kiosk = ?",
+        [(u.version, u.kiosk) for u in done],
+    )

@@ -1,0 +1,167 @@
+"""Ingest workers as processes beside `hub serve`: one shared subscription, one core each.
+
+A worker spends most of its time in Python (paho's packet handling, validation,
+building rows), so threads in one process share one core through the GIL; processes
+use them all. The broker spreads the kiosks' messages over the workers (MQTT 5 shared
+subscription) and SQLite serialises their commits (`hub.store.IngestTurn`).
+
+The pool restarts a worker that dies, and a worker dies with the hub: if `hub serve` is
+killed, the kernel sends its workers SIGTERM (PR_SET_PDEATHSIG), so no orphan keeps a
+broker session or the database open. Nothing depends on a worker stopping cleanly: what
+it had not committed, the broker redelivers or the kiosk resends.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+from device.protocol.retry import Backoff
+from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+STOP_TIMEOUT_S = 10.0
+CHECK_INTERVAL_S = 0.5
+
+
+def default_workers() -> int:
+    """One per core, at most two: beyond that the database's one write lock is the limit (not measured here)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel for SIGTERM when the parent dies; if it already has, stop now."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is not None:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        raise SystemExit(0)
+
+
+def _worker_main(db: Path, config: IngestConfig, connected: Event, stop: Event, parent_pid: int) -> None:
+    worker = IngestWorker(db, config, connected=connected)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the pool stops us in order
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    _die_with_parent(parent_pid)
+
+    def stop_when_told() -> None:
+        stop.wait()
+        worker.stop()
+
+    threading.Thread(target=stop_when_told, name="stop", daemon=True).start()
+    tune_gc_for_ingest()
+    worker.run()
+
+
+@dataclass
+class _Slot:
+    config: IngestConfig
+    connected: Event
+    process: SpawnProcess | None = None
+    restarts: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
+    restart_at: float | None = None  # when a dead worker is due to be started again
+
+
+class IngestPool:
+    """Runs and supervises `count` ingest worker processes named `{client_id}-{n}`."""
+
+    def __init__(self, db: Path, base: IngestConfig, count: int) -> None:
+        if count < 1:
+            raise ValueError("at least one ingest worker")
+        self.db = db
+        self._ctx: SpawnContext = multiprocessing.get_context("spawn")
+        self._stop = self._ctx.Event()
+        self._slots = [
+            _Slot(
+                # One sender of kept messages is enough; kiosks would ignore the copies anyway.
+                replace(base, client_id=f"{base.client_id}-{n + 1}", send_downlink=base.send_downlink and n == 0),
+                self._ctx.Event(),
+            )
+            for n in range(count)
+        ]
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def client_ids(self) -> list[str]:
+        return [s.config.client_id for s in self._slots]
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self._slots if s.process is not None and s.process.pid is not None]
+
+    @property
+    def restarts(self) -> int:
+        return sum(s.restarts for s in self._slots)
+
+    def ready(self) -> bool:
+        """Every worker connected and subscribed (its SUBACK is in)."""
+        return all(s.connected.is_set() for s in self._slots)
+
+    def wait_ready(self, timeout: float) -> bool:
+        return all(s.connected.wait(timeout) for s in self._slots)
+
+    def start(self) -> None:
+        for slot in self._slots:
+            self._spawn(slot)
+        self._supervisor = threading.Thread(target=self._supervise, name="ingest-pool", daemon=True)
+        self._supervisor.start()
+
+    def _spawn(self, slot: _Slot) -> None:
+        slot.connected.clear()
+        slot.process = self._ctx.Process(
+            target=_worker_main,
+            args=(self.db, slot.config, slot.connected, self._stop, os.getpid()),
+            name=slot.config.client_id,
+            daemon=True,
+        )
+        slot.process.start()
+
+    def _supervise(self) -> None:
+        """Restart a worker that died, with backoff so a worker that cannot start does not spin."""
+        while not self._stopping.wait(CHECK_INTERVAL_S):
+            now = time.monotonic()
+            for slot in self._slots:
+                proc = slot.process
+                if proc is None or self._stopping.is_set():
+                    continue
+                if proc.is_alive():
+                    if slot.connected.is_set():
+                        slot.backoff.reset()
+                    continue
+                if slot.restart_at is None:
+                    slot.connected.clear()
+                    slot.restart_at = now + slot.backoff.next_delay()
+                    log.error("ingest worker %s exited (code %s); restarting it", slot.config.client_id, proc.exitcode)
+                elif now >= slot.restart_at:
+                    slot.restart_at = None
+                    slot.restarts += 1
+                    self._spawn(slot)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=STOP_TIMEOUT_S)
+        for slot in self._slots:
+            proc = slot.process
+            if proc is None:
+                continue
+            proc.join(timeout=STOP_TIMEOUT_S)
+            if proc.is_alive():
+                log.warning("ingest worker %s did not stop in time; killing it", slot.config.client_id)
+                proc.kill()
+                proc.join(timeout=STOP_TIMEOUT_S)
