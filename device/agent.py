@@ -81,6 +81,10 @@ class KioskAgent:
         for t in self._threads:
             t.start()
 
+    def healthy(self) -> bool:
+        """Every thread of the agent still runs (what the systemd watchdog ping stands for)."""
+        return all(t.is_alive() for t in self._threads)
+
     def stop(self) -> None:
         self._stop.set()
         self._status_now.set()

@@ -18,6 +18,7 @@ from typing import Any
 from device.agent import AgentConfig, KioskAgent
 from device.identity import IdentityError, KioskIdentity, import_bundle, load_identity
 from device.outbox import Outbox, OutboxFull
+from device.protocol import sd_notify
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import EnvelopeError, encode, envelope_json_schema, receipt_json_schema
 from device.protocol.topics import Topics
@@ -662,12 +663,20 @@ def _run_agent(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     agent.start()
     log.info("kiosk %s forwarding to %s", args.kiosk_id, args.broker)
+    sd_notify.notify("READY=1")
+    watchdog = sd_notify.watchdog_interval_s()
+    next_ping = 0.0
     try:
         if args.command == "simulate":
             _simulate(agent, args, lambda: stopping)
         while not stopping:
+            if watchdog is not None and time.monotonic() >= next_ping:
+                if agent.healthy():  # a dead forwarder or heartbeat thread stops the pings: systemd restarts us
+                    sd_notify.notify("WATCHDOG=1")
+                next_ping = time.monotonic() + watchdog
             time.sleep(0.2)
     finally:
+        sd_notify.notify("STOPPING=1")
         agent.stop()
     return 0
 

@@ -263,6 +263,9 @@ class BrokerSupervisor:
         self._thread.join(timeout=5)
         self.broker.stop()
 
+    def supervising(self) -> bool:
+        return self._thread.is_alive()
+
     def _watch(self) -> None:
         backoff = Backoff(initial_s=0.5, maximum_s=30.0)
         while not self._stop.wait(1.0):

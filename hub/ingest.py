@@ -22,7 +22,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import multiprocessing.synchronize
 import select
 import sqlite3
 import ssl
@@ -32,7 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -64,6 +63,15 @@ def tune_gc_for_ingest() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+class ReadyFlag(Protocol):
+    """Where a worker says it is connected and subscribed: a threading.Event, or a flag its parent process reads."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass
@@ -117,7 +125,7 @@ class IngestWorker:
         store_path: str | Path,
         config: IngestConfig,
         *,
-        connected: threading.Event | multiprocessing.synchronize.Event | None = None,
+        connected: ReadyFlag | None = None,
     ) -> None:
         """`connected`: where to report readiness; a process pool passes an event its parent can read."""
         if config.receive_maximum < config.batch_max:
@@ -125,7 +133,7 @@ class IngestWorker:
         self.config = config
         self.store = HubStore(store_path)
         self.stats = IngestStats()
-        self.connected = connected if connected is not None else threading.Event()
+        self.connected: ReadyFlag = connected if connected is not None else threading.Event()
         self._stop = threading.Event()
         self._pending = _Pending()
         self._next_downlink = 0.0

@@ -23,7 +23,6 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from multiprocessing.context import SpawnContext, SpawnProcess
-from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from device.protocol.retry import Backoff
@@ -51,17 +50,39 @@ def _die_with_parent(parent_pid: int) -> None:
         raise SystemExit(0)
 
 
-def _worker_main(db: Path, config: IngestConfig, connected: Event, stop: Event, parent_pid: int) -> None:
+class SharedFlag:
+    """An event across processes without semaphores: one shared byte, polled by a waiter.
+
+    multiprocessing's Event is built on named semaphores, which its resource tracker then
+    reports as leaked whenever the hub is stopped by a signal; readiness needs none of that.
+    """
+
+    def __init__(self, ctx: SpawnContext) -> None:
+        self._value = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def clear(self) -> None:
+        self._value.value = 0
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+def _worker_main(db: Path, config: IngestConfig, connected: SharedFlag, parent_pid: int) -> None:
     worker = IngestWorker(db, config, connected=connected)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the pool stops us in order
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())  # how the pool (or the kernel, see above) stops us
     _die_with_parent(parent_pid)
-
-    def stop_when_told() -> None:
-        stop.wait()
-        worker.stop()
-
-    threading.Thread(target=stop_when_told, name="stop", daemon=True).start()
     tune_gc_for_ingest()
     worker.run()
 
@@ -69,7 +90,7 @@ def _worker_main(db: Path, config: IngestConfig, connected: Event, stop: Event, 
 @dataclass
 class _Slot:
     config: IngestConfig
-    connected: Event
+    connected: SharedFlag
     process: SpawnProcess | None = None
     restarts: int = 0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
@@ -84,12 +105,11 @@ class IngestPool:
             raise ValueError("at least one ingest worker")
         self.db = db
         self._ctx: SpawnContext = multiprocessing.get_context("spawn")
-        self._stop = self._ctx.Event()
         self._slots = [
             _Slot(
                 # One sender of kept messages is enough; kiosks would ignore the copies anyway.
                 replace(base, client_id=f"{base.client_id}-{n + 1}", send_downlink=base.send_downlink and n == 0),
-                self._ctx.Event(),
+                SharedFlag(self._ctx),
             )
             for n in range(count)
         ]
@@ -106,6 +126,10 @@ class IngestPool:
     @property
     def restarts(self) -> int:
         return sum(s.restarts for s in self._slots)
+
+    def supervising(self) -> bool:
+        """The pool's supervisor still runs (it restarts dead workers, so one dead worker is not a fault)."""
+        return self._supervisor is not None and self._supervisor.is_alive()
 
     def ready(self) -> bool:
         """Every worker connected and subscribed (its SUBACK is in)."""
@@ -124,7 +148,7 @@ class IngestPool:
         slot.connected.clear()
         slot.process = self._ctx.Process(
             target=_worker_main,
-            args=(self.db, slot.config, slot.connected, self._stop, os.getpid()),
+            args=(self.db, slot.config, slot.connected, os.getpid()),
             name=slot.config.client_id,
             daemon=True,
         )
@@ -153,9 +177,11 @@ class IngestPool:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=STOP_TIMEOUT_S)
+        for slot in self._slots:
+            if slot.process is not None and slot.process.is_alive():
+                slot.process.terminate()  # SIGTERM: the worker commits what it holds, then leaves
         for slot in self._slots:
             proc = slot.process
             if proc is None:

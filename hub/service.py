@@ -6,7 +6,9 @@ worker processes beside it (hub.ingest_pool), one per core, that die with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import socket
 import sqlite3
 import threading
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
+from device.protocol import sd_notify
 from device.protocol.endpoints import BrokerUrl
 from hub import attribution
 from hub.app import create_app
@@ -200,9 +203,27 @@ class HubService:
                 ssl_keyfile=self.config.tls_key,
             )
         )
+
+        async def main() -> None:
+            # Pinged from uvicorn's loop: a stuck web server, a dead broker supervisor or a dead ingest
+            # supervisor stops the pings and systemd restarts the hub (a broker that is down does not).
+            notifications = asyncio.create_task(sd_notify.serve_notifications(lambda: server.started, self.healthy))
+            try:
+                await server.serve()
+            finally:
+                notifications.cancel()
+                sd_notify.notify("STOPPING=1")
+
+        # uvicorn stops gracefully on SIGTERM, then restores the previous handler and raises the signal again:
+        # with the default handler that killed the process before the cleanup below (orphaning the demo's
+        # kiosk, leaving the broker running). A handler that does nothing lets the cleanup run, then exit 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         try:
-            server.run()
+            asyncio.run(main())
         finally:
             if before_stop is not None:
                 before_stop()
             self.stop_background()
+
+    def healthy(self) -> bool:
+        return self.ingest.supervising() and (self.supervisor is None or self.supervisor.supervising())

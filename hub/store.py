@@ -432,8 +432,14 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     ALTER TABLE kiosks ADD COLUMN config_version INTEGER;
     ALTER TABLE kiosks ADD COLUMN config_error TEXT;
+    -- The backlog some minutes back (hub.web.routes.fleet.backlog_growing compares it with now).
+    ALTER TABLE kiosks ADD COLUMN backlog_base INTEGER;
+    ALTER TABLE kiosks ADD COLUMN backlog_base_at REAL;
     """,
 ]
+
+
+BACKLOG_WINDOW_S = 600.0  # how far back a kiosk's backlog is compared, to call it growing
 
 
 @dataclass(frozen=True)
@@ -857,7 +863,12 @@ class HubStore(StoreReader):
         for kiosk, st in status.items():
             conn.execute(
                 "UPDATE kiosks SET software_version = ?, outbox_backlog = ?, alerts = ?, last_status_at = ?, "
-                "config_version = ?, config_error = ? "
+                "config_version = ?, config_error = ?, "
+                # Every BACKLOG_WINDOW_S the backlog reported then becomes the base the next one is compared with.
+                "backlog_base = CASE WHEN backlog_base_at IS NULL OR ? - backlog_base_at >= ? "
+                "THEN coalesce(outbox_backlog, ?) ELSE backlog_base END, "
+                "backlog_base_at = CASE WHEN backlog_base_at IS NULL OR ? - backlog_base_at >= ? "
+                "THEN coalesce(last_status_at, ?) ELSE backlog_base_at END "
                 "WHERE id = ? AND (last_status_at IS NULL OR last_status_at <= ?)",
                 (
                     st.payload.software_version,
@@ -866,6 +877,12 @@ class HubStore(StoreReader):
                     st.clock.time.timestamp(),
                     st.payload.config_version,
                     st.payload.config_error,
+                    st.clock.time.timestamp(),
+                    BACKLOG_WINDOW_S,
+                    st.payload.outbox_backlog,
+                    st.clock.time.timestamp(),
+                    BACKLOG_WINDOW_S,
+                    st.clock.time.timestamp(),
                     kiosk,
                     st.clock.time.timestamp(),
                 ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -19,6 +20,7 @@ import uvicorn
 from device.agent import KioskAgent
 from device.consult.client import HubLink
 from device.consult.settings import ConsultSettings
+from device.protocol import sd_notify
 from device.screen.app import create_app
 from device.screen.notices import Notices
 from device.screen.screen import Screen, ScreenSettings
@@ -134,10 +136,19 @@ def serve(agent: KioskAgent, options: ServeOptions) -> int:
 
     async def main() -> None:
         await attach_bluetooth(screen, options, agent.config.data_dir)
-        await server.serve(sockets=[sock])
+        # Pinged from this loop: a screen that stops answering, or a dead agent thread, stops the pings.
+        notifications = asyncio.create_task(sd_notify.serve_notifications(lambda: server.started, agent.healthy))
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            notifications.cancel()
+            sd_notify.notify("STOPPING=1")
 
     agent.start()
     print(f"kiosk screen: http://{HOST}:{sock.getsockname()[1]}/", flush=True)
+    # uvicorn re-raises SIGTERM after its graceful stop; the default handler would then kill us before
+    # the agent has stopped (see hub.service.HubService.serve_forever).
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         asyncio.run(main())
     finally:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from device.outbox import Outbox
+from device.protocol.envelope import encode
 from hub.fleet import remote_config
-from hub.store import immediate
-from hub.web.routes.fleet import kiosk_state
+from hub.store import Accepted, immediate
+from hub.web.routes.fleet import backlog_growing, kiosk_state
 from tests.workspace.world import CAMERA, NOW, World, day, obs
 
 
@@ -139,3 +142,46 @@ def test_the_fleet_page_compares_the_wanted_config_with_what_the_kiosk_applied(
         conn.execute("UPDATE kiosks SET config_error = 'remote config: settings.heartbeat_s: too big' WHERE id = ?",
                      (kiosk,))  # fmt: skip
     assert "v2 refused" in cell() and "too big" in cell()
+
+
+def test_backlog_growing_needs_real_growth_over_minutes() -> None:
+    assert not backlog_growing(900, None, None, 1000.0)  # no history yet
+    assert not backlog_growing(900, 100, 950.0, 1000.0)  # compared over less than two minutes
+    assert backlog_growing(900, 100, 800.0, 1000.0)
+    assert not backlog_growing(130, 100, 800.0, 1000.0)  # fewer than 50 more
+    assert not backlog_growing(10_900, 10_000, 800.0, 1000.0)  # 9 %: not yet
+    assert not backlog_growing(50, 5_000, 800.0, 1000.0)  # draining
+
+
+def test_the_fleet_page_flags_a_kiosk_whose_backlog_keeps_growing(
+    tmp_path: Path, world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    """Status messages through the real commit path, minutes apart by the kiosk's clock."""
+    kiosk = world.north.kiosk
+    box = Outbox(tmp_path / "o.db", kiosk)
+    start = datetime.now(UTC)
+
+    def report(backlog: int, minutes: float) -> None:
+        env = box.enqueue("status", {"software_version": "1", "outbox_backlog": backlog, "outbox_capacity": 10**6,
+                                     "uptime_s": 1.0})  # fmt: skip
+        env = env.model_copy(
+            update={"clock": env.clock.model_copy(update={"time": start + timedelta(minutes=minutes)})}
+        )
+        raw = encode(env)
+        world.store.commit_batch([Accepted(env, raw, world.clock(), f"kiosk/{kiosk}/up/status")], [])
+
+    def growing() -> bool:
+        row = client_as(world.north.provider).get("/fleet/rows").text.split(f'data-kiosk="{kiosk}"')[1]
+        return "growing</span>" in row.split("</tr>")[0]
+
+    world.store.set_presence(kiosk, True, world.clock())
+    report(100, 0)
+    report(120, 1)
+    assert not growing()
+    for minute in range(2, 12):  # readings pile up: nothing gets through
+        report(100 + 200 * minute, minute)
+    assert growing()
+    for minute in range(12, 30):  # the link is back: the backlog drains
+        report(max(0, 2300 - 400 * (minute - 11)), minute)
+    assert not growing()
+    box.close()

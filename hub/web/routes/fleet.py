@@ -29,12 +29,31 @@ def kiosk_state(online: int | None, last_seen: float | None, now: float, late_af
     return "online"
 
 
+GROWTH_MIN_AGE_S = 120.0
+GROWTH_MIN_ITEMS = 50
+
+
+def backlog_growing(current: int | None, base: int | None, base_at: float | None, reported_at: float | None) -> bool:
+    """Grew by at least 50 items and 10 % since a report at least two minutes older (kiosks report every 30 s).
+
+    A kiosk that keeps taking readings but cannot deliver them (a broker it cannot reach, a hub that refuses
+    it) shows this before its outbox fills; a backlog that drains, however large, does not.
+    """
+    if current is None or base is None or base_at is None or reported_at is None:
+        return False
+    if reported_at - base_at < GROWTH_MIN_AGE_S:
+        return False
+    return current - base >= max(GROWTH_MIN_ITEMS, base * 0.1)
+
+
 def _kiosks(ws: Workspace, clinic_id: str) -> list[dict[str, Any]]:
     cols = ["id", "online", "last_seen", "software_version", "outbox_backlog", "alerts", "clock_offset_ms",
-            "config_version", "config_error", "config_wanted"]  # fmt: skip
+            "config_version", "config_error", "config_wanted", "backlog_base", "backlog_base_at",
+            "last_status_at"]  # fmt: skip
     rows = ws.conn().execute(
         "SELECT k.id, k.online, k.last_seen, k.software_version, k.outbox_backlog, k.alerts, k.clock_offset_ms, "
-        "k.config_version, k.config_error, c.version FROM kiosks k LEFT JOIN kiosk_configs c ON c.kiosk = k.id "
+        "k.config_version, k.config_error, c.version, k.backlog_base, k.backlog_base_at, k.last_status_at "
+        "FROM kiosks k LEFT JOIN kiosk_configs c ON c.kiosk = k.id "
         "WHERE k.clinic_id = ? ORDER BY k.id",
         (clinic_id,),
     )
@@ -44,6 +63,9 @@ def _kiosks(ws: Workspace, clinic_id: str) -> list[dict[str, Any]]:
         k = dict(zip(cols, r, strict=True))
         k["state"] = kiosk_state(k["online"], k["last_seen"], now, ws.settings.late_after_s)
         k["alerts"] = json.loads(k["alerts"])
+        k["backlog_growing"] = backlog_growing(
+            k["outbox_backlog"], k["backlog_base"], k["backlog_base_at"], k["last_status_at"]
+        )
         out.append(k)
     return out
 
