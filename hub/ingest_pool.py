@@ -78,7 +78,9 @@ class SharedFlag:
         return True
 
 
-def _worker_main(db: Path, config: IngestConfig, connected: SharedFlag, parent_pid: int) -> None:
+def _worker_main(db: Path, config: IngestConfig, connected: SharedFlag, parent_pid: int, log_level: int) -> None:
+    # A spawned process starts with no logging set up: without this, its info lines were lost.
+    logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s {config.client_id} %(name)s: %(message)s")
     worker = IngestWorker(db, config, connected=connected)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the pool stops us in order
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())  # how the pool (or the kernel, see above) stops us
@@ -148,7 +150,7 @@ class IngestPool:
         slot.connected.clear()
         slot.process = self._ctx.Process(
             target=_worker_main,
-            args=(self.db, slot.config, slot.connected, os.getpid()),
+            args=(self.db, slot.config, slot.connected, os.getpid(), logging.getLogger().getEffectiveLevel()),
             name=slot.config.client_id,
             daemon=True,
         )
