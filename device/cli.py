@@ -23,6 +23,7 @@ from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import EnvelopeError, encode, envelope_json_schema, receipt_json_schema
 from device.protocol.topics import Topics
 from device.simulate import DEVICES, single_reading
+from device.yaml_config import ConfigError
 
 log = logging.getLogger("kiosk")
 
@@ -61,7 +62,8 @@ def _agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=500, help="most envelopes packed in one MQTT message")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """`serve_defaults`: the values of `kiosk serve --config FILE`, below any flag given."""
     parser = argparse.ArgumentParser(prog="kiosk", description="Telehealth kiosk agent")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _agent_args(serve)
     _serve_args(serve)
+    serve.add_argument(
+        "--config", type=Path, default=None, help="the kiosk's configuration file (YAML; flags given here win)"
+    )
+    if serve_defaults:
+        serve.set_defaults(**serve_defaults)
+
+    config_actions = sub.add_parser("config", help="the kiosk's configuration file").add_subparsers(
+        dest="action", required=True
+    )
+    check = config_actions.add_parser(
+        "check", help="validate the file and the files it names; print each problem as file:line: message"
+    )
+    check.add_argument("file", type=Path)
+    check.add_argument("--data", type=Path, default=None, help="also check the provisioned identity in this folder")
 
     outbox = sub.add_parser("outbox", help="inspect the outbox")
     outbox.add_argument("--data", type=Path, default=Path("data/kiosk"))
@@ -262,7 +278,6 @@ def _camera_photo(args: argparse.Namespace) -> int:
     from device.camera.photos import PhotoError, assess, best_frame, prepare  # noqa: PLC0415
     from device.camera.profile import load_kiosk_profile  # noqa: PLC0415
     from device.camera.source import CameraError, open_source  # noqa: PLC0415
-    from device.yaml_config import ConfigError  # noqa: PLC0415
 
     problem = _camera_input_problem(args, args.image, "an image file")
     if problem:
@@ -310,7 +325,6 @@ def _camera_vitals(args: argparse.Namespace) -> int:
     from device.camera.rppg import RppgConfig  # noqa: PLC0415
     from device.camera.source import CameraError, VideoFileSource, open_source  # noqa: PLC0415
     from device.camera.vitals import measure  # noqa: PLC0415
-    from device.yaml_config import ConfigError  # noqa: PLC0415
 
     problem = _camera_input_problem(args, args.video, "a video file")
     if problem:
@@ -538,6 +552,17 @@ def _ble_profiles(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per command
     args = build_parser().parse_args(argv)
+    if args.command == "config":
+        return _config_check(args)
+    if args.command == "serve" and args.config is not None:
+        from device import kiosk_config  # noqa: PLC0415 - it loads the profile formats; only for these commands
+
+        try:
+            checked = kiosk_config.check(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        args = build_parser(serve_defaults=checked.as_defaults()).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -589,6 +614,18 @@ def _outbox_status(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from device import kiosk_config  # noqa: PLC0415 - see main
+
+    try:
+        checked = kiosk_config.check(args.file, data_dir=args.data)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(checked.summary)
     return 0
 
 

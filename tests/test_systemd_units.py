@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from device import kiosk_config
+
 ROOT = Path(__file__).resolve().parents[1]
 UNIT_DIR = ROOT / "systemd"
 UNITS = sorted(UNIT_DIR.glob("*.service"))
@@ -220,11 +222,18 @@ def test_the_screen_opens_only_its_own_loopback_origin(browser: tuple[list[str],
     assert f"/dev/tcp/{SCREEN_HOST}/{SCREEN_PORT}" in text, "ExecStartPre= waits for the port the page is on"
 
 
-def test_the_agent_serves_the_screen_on_that_port() -> None:
+def test_the_agent_serves_the_screen_on_that_port(tmp_path: Path) -> None:
+    """The unit runs `kiosk serve --config` with the shipped configuration, which passes its own check."""
     _, physical = _directive(_lines(AGENT_UNIT), "ExecStart")
     argv = _argv(physical)
     assert argv[1] == "serve", argv
-    assert argv[argv.index("--port") + 1] == str(SCREEN_PORT)
+    assert argv[argv.index("--config") + 1] == "/etc/telehealth/kiosk.yaml"
+    shipped = (UNIT_DIR / "kiosk.yaml").read_text(encoding="utf-8")
+    local = tmp_path / "kiosk.yaml"
+    local.write_text(shipped.replace("/opt/telehealth/", f"{ROOT}/"), encoding="utf-8")
+    checked = kiosk_config.check(local)
+    assert checked.config.port == SCREEN_PORT
+    assert checked.config.camera_profile is not None and checked.config.camera_profile.is_file()
 
 
 def test_the_screen_runs_as_its_own_user_in_a_memory_profile() -> None:
