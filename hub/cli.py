@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from device.identity import import_bundle
 from device.protocol.endpoints import BrokerUrl
+from device.yaml_config import ConfigError
 from hub import admin_cli, bench, bench_idle, bench_workspace, demo_data
 from hub.consults.ice import IceConfig, read_secret
 from hub.fleet.identities import FleetPaths, add_kiosk, write_broker_files
@@ -38,7 +40,8 @@ def _broker(value: str) -> BrokerUrl:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """`serve_defaults`: the values of `hub serve --config FILE`, below any flag given."""
     parser = argparse.ArgumentParser(prog="hub", description="Telehealth hub")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,7 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="live consults: media only through the TURN server (networks that forbid direct paths)",
         )  # fmt: skip
 
-    serve_args(sub.add_parser("serve", help="run the hub: embedded broker, ingest and API"))
+    serve = sub.add_parser("serve", help="run the hub: embedded broker, ingest and API")
+    serve_args(serve)
+    serve.add_argument("--config", type=Path, default=None, help="the hub's configuration file (YAML; flags win)")
+    if serve_defaults:
+        serve.set_defaults(**serve_defaults)
+    check = sub.add_parser("config", help="the hub's configuration file").add_subparsers(dest="action", required=True)
+    p = check.add_parser("check", help="validate it and the files it names; print each problem as file:line: message")
+    p.add_argument("file", type=Path)
     demo = sub.add_parser("demo", help="run the hub and a simulated kiosk; print where readings appear")
     serve_args(demo)
     demo.add_argument("--kiosk-id", default="demo-kiosk")
@@ -125,6 +135,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "config" or (args.command == "serve" and args.config is not None):
+        from hub import hub_config  # noqa: PLC0415 - only for these two commands
+
+        try:
+            checked = hub_config.check(args.file if args.command == "config" else args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        if args.command == "config":
+            print(checked.summary)
+            return 0
+        args = build_parser(serve_defaults=checked.as_defaults()).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
