@@ -94,7 +94,6 @@ class _Slot:
     config: IngestConfig
     connected: SharedFlag
     process: SpawnProcess | None = None
-    restarts: int = 0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
     restart_at: float | None = None  # when a dead worker is due to be started again
 
@@ -117,17 +116,6 @@ class IngestPool:
         ]
         self._supervisor: threading.Thread | None = None
         self._stopping = threading.Event()
-
-    @property
-    def client_ids(self) -> list[str]:
-        return [s.config.client_id for s in self._slots]
-
-    def pids(self) -> list[int]:
-        return [s.process.pid for s in self._slots if s.process is not None and s.process.pid is not None]
-
-    @property
-    def restarts(self) -> int:
-        return sum(s.restarts for s in self._slots)
 
     def supervising(self) -> bool:
         """The pool's supervisor still runs (it restarts dead workers, so one dead worker is not a fault)."""
@@ -174,7 +162,6 @@ class IngestPool:
                     log.error("ingest worker %s exited (code %s); restarting it", slot.config.client_id, proc.exitcode)
                 elif now >= slot.restart_at:
                     slot.restart_at = None
-                    slot.restarts += 1
                     self._spawn(slot)
 
     def stop(self) -> None:
