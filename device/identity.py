@@ -13,11 +13,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
-
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import EnvelopeError
 from device.protocol.provisioning import ProvisioningBundle, parse_bundle
@@ -73,6 +68,12 @@ def _write(path: Path, data: str, mode: int) -> None:
 
 def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> None:
     """Refuse a bundle whose parts do not belong together (or to this kiosk), before anything is written."""
+    # Imported here: cryptography costs the running agent ~11 MB of memory, and only provisioning needs it.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
     try:
         ca = x509.load_pem_x509_certificate(bundle.ca_pem.encode())
         cert = x509.load_pem_x509_certificate(bundle.cert_pem.encode())
