@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.files import write_atomic
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import EnvelopeError
 from device.protocol.provisioning import ProvisioningBundle, parse_bundle
@@ -53,17 +53,6 @@ class KioskIdentity:
 
     def mqtt_password(self) -> str:
         return self.mqtt_password_file.read_text().strip()
-
-
-def _write(path: Path, data: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> None:
@@ -112,12 +101,12 @@ def import_bundle(raw: bytes, data_dir: Path, *, now: dt.datetime | None = None)
     folder = data_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
-    _write(folder / "ca.pem", bundle.ca_pem, 0o644)
-    _write(folder / "kiosk.pem", bundle.cert_pem, 0o644)
-    _write(folder / "kiosk.key", bundle.key_pem, 0o600)
-    _write(folder / "mqtt-password", bundle.mqtt_password, 0o600)
+    write_atomic(folder / "ca.pem", bundle.ca_pem.encode(), 0o644)
+    write_atomic(folder / "kiosk.pem", bundle.cert_pem.encode(), 0o644)
+    write_atomic(folder / "kiosk.key", bundle.key_pem.encode(), 0o600)
+    write_atomic(folder / "mqtt-password", bundle.mqtt_password.encode(), 0o600)
     if bundle.hub_credential:
-        _write(folder / "hub-credential", bundle.hub_credential, 0o600)
+        write_atomic(folder / "hub-credential", bundle.hub_credential.encode(), 0o600)
     public = {
         "kiosk_id": bundle.kiosk_id,
         "clinic_id": bundle.clinic_id,
@@ -125,7 +114,8 @@ def import_bundle(raw: bytes, data_dir: Path, *, now: dt.datetime | None = None)
         "hub_url": bundle.hub_url,
         "issued_at": bundle.issued_at.isoformat(),
     }
-    _write(folder / "identity.json", json.dumps(public, indent=2) + "\n", 0o644)  # written last: the commit point
+    # Written last: the commit point (load_identity finds nothing until it is there).
+    write_atomic(folder / "identity.json", (json.dumps(public, indent=2) + "\n").encode(), 0o644)
     identity = load_identity(data_dir)
     assert identity is not None
     return identity

@@ -7,12 +7,11 @@ the agent reports in its status, and the running settings stay as they are.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.files import write_atomic
 from device.protocol.envelope import EnvelopeError
 from device.protocol.remote_config import RemoteConfig, parse_config
 
@@ -67,9 +66,4 @@ class RemoteSettings:
         return decision.apply
 
     def _save(self, config: RemoteConfig) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w") as f:
-            f.write(json.dumps(config.model_dump(mode="json")))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, config.model_dump_json().encode(), 0o644)

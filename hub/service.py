@@ -92,6 +92,8 @@ class HubService:
         self.db_path = config.data_dir / "hub.db"
         self.supervisor: BrokerSupervisor | None = None
         username, password = config.broker_user, config.broker_password
+        # The names kiosks use for the embedded broker (its certificate's names; the first goes in bundles).
+        self.mqtt_names = list(config.mqtt_names) or _default_names(config.mqtt_bind)
         if config.broker is None:
             fleet = FleetPaths(config.data_dir)
             self._prepare_broker_files(fleet)
@@ -121,11 +123,10 @@ class HubService:
 
     def _prepare_broker_files(self, fleet: FleetPaths) -> None:
         """The embedded broker's CA-signed certificate and its password, ACL and revocation files, from the database."""
-        names = list(self.config.mqtt_names) or _default_names(self.config.mqtt_bind)
         store = HubStore(self.db_path)
         try:
             now = time.time()
-            ensure_server_cert(fleet, names, now=now)
+            ensure_server_cert(fleet, self.mqtt_names, now=now)
             write_broker_files(store.db.conn, fleet, now=now)
         finally:
             store.close()
@@ -133,8 +134,7 @@ class HubService:
     @property
     def kiosk_broker_url(self) -> str:
         """What `hub kiosks add --broker-url` should say for this hub's embedded broker."""
-        names = list(self.config.mqtt_names) or _default_names(self.config.mqtt_bind)
-        return f"mqtts://{names[0]}:{self.config.mqtt_port}"
+        return f"mqtts://{self.mqtt_names[0]}:{self.config.mqtt_port}"
 
     def broker_ready(self) -> bool:
         return self.ingest.ready()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from device.files import write_atomic
+
 CA_DAYS = 3650
 SERVER_DAYS = 825  # what browsers and most TLS stacks still accept for a leaf
 KIOSK_DAYS = 825
@@ -28,16 +29,8 @@ CRL_DAYS = 3650  # an expired list would lock every kiosk out; it is re-signed a
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Owner-only from the first byte (no window where the file is world-readable), replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Owner-only, replaced atomically (the CA key, certificates, the broker's files)."""
+    write_atomic(path, data, 0o600)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
