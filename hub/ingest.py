@@ -39,15 +39,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from device.protocol import EnvelopeError, Receipt, Rejection, Topics, parse_envelope
+from device.protocol import EnvelopeError, Receipt, Rejection, Topics
 from device.protocol.downlink import parse_delivered
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.retry import Backoff
-from device.protocol.topics import BATCH, DELIVERED
+from device.protocol.topics import DELIVERED
 from device.protocol.transport import corked, has_buffered_input, no_delay
 from hub import downlink
 from hub.fleet import remote_config
-from hub.store import Accepted, CommitResult, DeadLetter, HubStore, immediate
+from hub.store import CommitResult, HubStore, immediate
+from hub.uplink import Limits, Sorted, classify
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,11 @@ class IngestStats:
 
 
 @dataclass
-class _Pending:
-    mids: list[int] = field(default_factory=list)
-    accepted: list[tuple[str, Accepted]] = field(default_factory=list)  # (topic kiosk, item)
-    dead: list[DeadLetter] = field(default_factory=list)
-    rejected: dict[str, list[Rejection]] = field(default_factory=lambda: defaultdict(list))
-    first_at: float | None = None
+class _Pending(Sorted):
+    """A batch in the making: what its messages became, and their packet ids to ack after the commit."""
 
-    def __len__(self) -> int:
-        return len(self.accepted) + len(self.dead)
+    mids: list[int] = field(default_factory=list)
+    first_at: float | None = None
 
 
 class IngestWorker:
@@ -136,6 +133,7 @@ class IngestWorker:
         self.connected: ReadyFlag = connected if connected is not None else threading.Event()
         self._stop = threading.Event()
         self._pending = _Pending()
+        self._limits = Limits(config.max_payload_bytes, config.dead_letter_keep_bytes)
         self._next_downlink = 0.0
         self._client = self._make_client()
         self._ready = False
@@ -295,66 +293,10 @@ class IngestWorker:
             pending.first_at = time.monotonic()
         if msg.qos > 0:
             pending.mids.append(msg.mid)
-        self._classify(topic, bytes(msg.payload), now, pending)
-
-    def _classify(self, topic: str, payload: bytes, now: float, pending: _Pending) -> None:
-        def dead(reason: str, raw: bytes, kiosk: str | None = None, message_id: str | None = None) -> None:
-            pending.dead.append(
-                DeadLetter.build(
-                    topic,
-                    reason,
-                    raw,
-                    now,
-                    keep_bytes=self.config.dead_letter_keep_bytes,
-                    kiosk_hint=kiosk,
-                    message_id=message_id,
-                )
-            )
-            self.stats.dead_letters += 1
-
-        parsed = Topics.parse_uplink(topic)
-        if parsed is None or not Topics.is_valid_kiosk_id(parsed.kiosk):
-            dead(f"topic {topic!r} is not kiosk/{{kiosk-id}}/up/{{kind}}", payload)
-            return
-        if len(payload) > self.config.max_payload_bytes:
-            dead(
-                f"payload of {len(payload)} bytes exceeds the hub's limit of {self.config.max_payload_bytes}",
-                payload,
-                parsed.kiosk,
-            )
-            return
-        lines = payload.split(b"\n") if parsed.leaf == BATCH else [payload]
-        for line in lines:
-            if parsed.leaf == BATCH and not line.strip():
-                continue
-            self.stats.envelopes += 1
-            try:
-                env = parse_envelope(line)
-            except EnvelopeError as exc:
-                message_id = _claimed_id(line, parsed.kiosk)
-                dead(f"invalid envelope: {exc}", line, parsed.kiosk, message_id)
-                if message_id is not None:
-                    pending.rejected[parsed.kiosk].append(Rejection(id=message_id, reason=str(exc)[:1000]))
-                continue
-            if env.kiosk != parsed.kiosk:
-                reason = f"envelope kiosk {env.kiosk!r} does not match topic kiosk {parsed.kiosk!r}"
-                dead(reason, line, parsed.kiosk, env.id)
-                # Told to the publisher (the topic's kiosk), e.g. one whose id was changed with items
-                # still queued, so it stops resending; it only affects ids in that kiosk's own outbox.
-                pending.rejected[parsed.kiosk].append(Rejection(id=env.id, reason=reason))
-                continue
-            if parsed.leaf not in (BATCH, env.kind):
-                dead(
-                    f"envelope kind {env.kind!r} published on topic for {parsed.leaf!r}",
-                    line,
-                    parsed.kiosk,
-                    env.id,
-                )
-                pending.rejected[parsed.kiosk].append(
-                    Rejection(id=env.id, reason=f"kind {env.kind!r} sent on the {parsed.leaf!r} topic")
-                )
-                continue
-            pending.accepted.append((parsed.kiosk, Accepted(env, line, now, topic)))
+        dead_before = len(pending.dead)
+        envelopes = classify(topic, bytes(msg.payload), now, pending, self._limits)
+        self.stats.envelopes += envelopes
+        self.stats.dead_letters += len(pending.dead) - dead_before
 
     def _flush(self) -> None:
         pending = self._pending
@@ -459,17 +401,3 @@ _DELIVERED_SUFFIX = "/up/" + DELIVERED
 
 def _readable_now(sock: Any) -> bool:
     return has_buffered_input(sock) or bool(select.select([sock], [], [], 0)[0])
-
-
-def _claimed_id(raw: bytes, topic_kiosk: str) -> str | None:
-    """The id an invalid envelope claims, if it plainly belongs to the kiosk of its topic."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    mid, kiosk = data.get("id"), data.get("kiosk")
-    if isinstance(mid, str) and len(mid) <= 64 and kiosk == topic_kiosk:
-        return mid
-    return None

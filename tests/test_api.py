@@ -10,12 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from device.outbox import Outbox
-from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import encode
 from device.simulate import DEVICES
 from hub.app import EXEMPT_PATHS, create_app
-from hub.ingest import IngestConfig, IngestWorker, _Pending
 from hub.store import HubStore
+from hub.uplink import Sorted, classify
 from tests.harness import api_token
 
 AUTH: dict[str, str] = {}
@@ -24,12 +23,12 @@ T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
 def ingest_directly(db: Path, bodies: list[bytes], kiosk: str = "k1") -> None:
     """Run the real validation and commit path without a broker (the API tests are about the API)."""
-    worker = IngestWorker(db, IngestConfig(broker=BrokerUrl("127.0.0.1", 1, False)))
-    pending = _Pending()
+    store = HubStore(db)
+    pending = Sorted()
     for body in bodies:
-        worker._classify(f"kiosk/{kiosk}/up/observations", body, T0.timestamp(), pending)
-    worker.store.commit_batch([a for _, a in pending.accepted], pending.dead)
-    worker.store.close()
+        classify(f"kiosk/{kiosk}/up/observations", body, T0.timestamp(), pending)
+    store.commit_batch([a for _, a in pending.accepted], pending.dead)
+    store.close()
 
 
 @pytest.fixture
