@@ -24,6 +24,7 @@ from hub.consults.ice import IceConfig, read_secret
 from hub.fleet.identities import FleetPaths, add_kiosk, write_broker_files
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 from hub.ingest_pool import default_workers
+from hub.retention import Retention
 from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
 from hub.store import HubStore, immediate
 
@@ -47,6 +48,7 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     sub = parser.add_subparsers(dest="command", required=True)
 
     def serve_args(p: argparse.ArgumentParser) -> None:
+        p.set_defaults(retention=Retention())  # only from the configuration file: no flag
         p.add_argument("--data", type=Path, default=Path("data/hub"), help="folder for database, broker, tokens")
         p.add_argument("--broker", type=_broker, default=None, help="external broker mqtt[s]://host:port")
         p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
@@ -116,6 +118,13 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
 
     admin_cli.add_arguments(sub)
 
+    keep = sub.add_parser("retention", help="purge what the retention settings say is past keeping")
+    keep_sub = keep.add_subparsers(dest="action", required=True)
+    purge = keep_sub.add_parser("apply", help="purge now (hub serve also does, every six hours)")
+    purge.add_argument("--data", type=Path, default=Path("data/hub"))
+    purge.add_argument("--config", type=Path, default=None, help="hub.yaml with a `retention` section (else defaults)")
+    purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+
     bench_parser = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
     bench.add_arguments(bench_sub.add_parser("ingest", help="bare subscriber vs full ingest path, latency, drain"))
@@ -162,9 +171,34 @@ def _main(argv: list[str] | None = None) -> int:
         "demo": _demo,
         "ingest": _ingest,
         "bench": lambda a: benches[a.bench](a),
+        "retention": _retention,
         **dict.fromkeys(("clinics", "users", "kiosks", "patients", "token", "triage", "questionnaires"), admin_cli.run),
     }
     return commands[args.command](args)
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from hub import hub_config, retention  # noqa: PLC0415 - only for this command
+
+    policy = retention.Retention()
+    if args.config is not None:
+        try:
+            checked = hub_config.check(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        policy = checked.config.retention
+    store = HubStore(args.data / "hub.db")
+    try:
+        counts = retention.apply(store.db.conn, policy, time.time(), dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would purge" if args.dry_run else "purged"
+    clinical = f"after {policy.clinical_records_days} days" if policy.clinical_records_days else "kept (not set)"
+    print(f"clinical records: {clinical}")
+    for what, n in counts.items():
+        print(f"{verb} {n} {what}")
+    return 0
 
 
 def _at_least_one(text: str) -> int:
@@ -200,6 +234,7 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         mqtt_names=tuple(args.mqtt_name),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        retention=args.retention if isinstance(args.retention, Retention) else Retention.model_validate(args.retention),
         ice=IceConfig(
             stun_urls=tuple(args.ice_server),
             turn_urls=tuple(args.turn_url),

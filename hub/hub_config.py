@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from device.yaml_config import ConfigError, Problem, load_located
 from hub.ingest_pool import default_workers
+from hub.retention import Retention
 from hub.service import DEFAULT_BROKER_PORT
 
 PATH_KEYS = ("data", "tls_cert", "tls_key", "broker_ca", "broker_password_file", "turn_secret_file")
@@ -45,6 +46,8 @@ class HubFile(BaseModel):
     turn_url: list[str] = Field(default_factory=list, max_length=8)
     turn_secret_file: Path | None = None
     turn_relay_only: bool = False
+    # How long the hub keeps what (hub/retention.py); clinical records are kept unless the clinic sets a period.
+    retention: Retention = Field(default_factory=Retention)
 
 
 @dataclass(frozen=True)

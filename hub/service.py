@@ -21,7 +21,7 @@ import uvicorn
 
 from device.protocol import sd_notify
 from device.protocol.endpoints import BrokerUrl
-from hub import attribution
+from hub import attribution, retention
 from hub.app import create_app
 from hub.broker import BrokerSupervisor, KioskListener, MosquittoProcess
 from hub.consults.ice import IceConfig
@@ -30,6 +30,7 @@ from hub.fleet.broker_auth import INGEST_USER
 from hub.fleet.identities import FleetPaths, ensure_server_cert, ingest_password, write_broker_files
 from hub.ingest import IngestConfig
 from hub.ingest_pool import IngestPool, default_workers
+from hub.retention import Retention
 from hub.store import HubStore, immediate
 from hub.triage import alerts as triage
 from hub.workspace import WebSettings
@@ -40,6 +41,9 @@ ATTRIBUTION_INTERVAL_S = 0.5
 # Rows per attribution transaction: ~20 ms of write lock, so page views (audit rows) never wait long behind it.
 ATTRIBUTION_BATCH = 500
 TRIAGE_SWEEP_S = 60.0
+# Retention purges (hub/retention.py): a minute after start, then every six hours.
+RETENTION_FIRST_S = 60.0
+RETENTION_SWEEP_S = 6 * 3600.0
 DEFAULT_BROKER_PORT = 18830  # not 1883: a system Mosquitto often already holds that
 
 
@@ -61,6 +65,7 @@ class ServeConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     ice: IceConfig = field(default_factory=IceConfig)  # live consults' STUN/TURN servers
+    retention: Retention = field(default_factory=Retention)  # applied every RETENTION_SWEEP_S
 
     def check(self) -> None:
         """Health data and session cookies cross a network only over TLS; loopback may stay plain HTTP."""
@@ -152,6 +157,7 @@ class HubService:
         """Decide new readings' patients beside ingest (hub.attribution), twice a second."""
         store = HubStore(self.db_path)
         next_sweep = 0.0
+        next_retention = time.monotonic() + RETENTION_FIRST_S
         try:
             while not self._stopping.is_set():
                 try:
@@ -159,6 +165,9 @@ class HubService:
                     if time.monotonic() >= next_sweep:
                         self._triage_sweep(store)
                         next_sweep = time.monotonic() + TRIAGE_SWEEP_S
+                    if time.monotonic() >= next_retention:
+                        next_retention = time.monotonic() + RETENTION_SWEEP_S
+                        self._retention_sweep(store)
                 except sqlite3.Error:
                     log.exception("attribution pass failed; retrying")
                     decided = 0
@@ -166,6 +175,11 @@ class HubService:
                     self._stopping.wait(ATTRIBUTION_INTERVAL_S)
         finally:
             store.close()
+
+    def _retention_sweep(self, store: HubStore) -> None:
+        purged = retention.apply(store.db.conn, self.config.retention, time.time())
+        if any(purged.values()):
+            log.info("retention: purged %s", ", ".join(f"{n} {what}" for what, n in purged.items() if n))
 
     @staticmethod
     def _triage_sweep(store: HubStore) -> None:
