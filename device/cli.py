@@ -99,6 +99,11 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     )
     provision.add_argument("bundle", type=Path, help="the bundle file; delete it once imported")
     provision.add_argument("--data", type=Path, default=Path("data/kiosk"), help="the kiosk's data folder")
+    provision.add_argument(
+        "--secrets-dir", type=Path, default=None, metavar="DIR",
+        help="keep the key, MQTT password and consult credential here (root-only, e.g. /etc/credstore/"
+        "telehealth-kiosk) for systemd's LoadCredential=, not in the data folder",
+    )  # fmt: skip
 
     serve = sub.add_parser(
         "serve", help="the agent plus the patient's screen (127.0.0.1 only), the Bluetooth collector and the camera"
@@ -646,11 +651,12 @@ def _provision(args: argparse.Namespace) -> int:
                     f"this kiosk is {before.kiosk_id!r} and still holds {waiting} undelivered item(s); "
                     f"they would go out as {new_id!r}. Let them drain, or move the data folder aside first"
                 )
-        identity = import_bundle(raw, args.data)
+        identity = import_bundle(raw, args.data, secrets_dir=args.secrets_dir)
     except (OSError, IdentityError, ValueError) as exc:
         print(f"kiosk provision: {exc}", file=sys.stderr)
         return 2
-    print(f"kiosk {identity.kiosk_id} provisioned: broker {identity.broker}, identity in {identity.folder}")
+    where = f"; secrets in {identity.secrets}" if identity.secrets != identity.folder else ""
+    print(f"kiosk {identity.kiosk_id} provisioned: broker {identity.broker}, identity in {identity.folder}{where}")
     return 0
 
 

@@ -2,13 +2,21 @@
 
 `kiosk provision FILE` checks the bundle before it keeps anything: the certificate must be
 issued by the bundle's CA, name this kiosk, match the private key and be valid now. The
-secrets land owner-only in `{data}/identity/`; the agent then needs no identity flags.
+public parts (id, broker, CA, certificate) land in `{data}/identity/`; the agent then needs
+no identity flags.
+
+The secrets (private key, MQTT password, consult credential) go beside them, owner-only, or,
+with `--secrets-dir`, to a root-only folder (the install script uses /etc/credstore/telehealth-kiosk)
+from which systemd hands them to the service at each start (`LoadCredential=`). The service
+user then cannot read them at rest, and they are not in the data folder a backup copies; the
+running agent reads them from `$CREDENTIALS_DIRECTORY`, a private, read-only, in-memory folder.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +26,7 @@ from device.protocol.envelope import EnvelopeError
 from device.protocol.provisioning import ProvisioningBundle, parse_bundle
 
 FOLDER = "identity"
+SECRETS = ("kiosk.key", "mqtt-password", "hub-credential")  # also their credential names in kiosk-agent.service
 
 
 class IdentityError(ValueError):
@@ -30,6 +39,7 @@ class KioskIdentity:
     broker: BrokerUrl
     hub_url: str | None
     folder: Path
+    secrets: Path  # the identity folder, or systemd's credentials folder
 
     @property
     def ca_file(self) -> Path:
@@ -41,15 +51,15 @@ class KioskIdentity:
 
     @property
     def key_file(self) -> Path:
-        return self.folder / "kiosk.key"
+        return self.secrets / "kiosk.key"
 
     @property
     def mqtt_password_file(self) -> Path:
-        return self.folder / "mqtt-password"
+        return self.secrets / "mqtt-password"
 
     @property
     def hub_credential_file(self) -> Path:
-        return self.folder / "hub-credential"
+        return self.secrets / "hub-credential"
 
     def mqtt_password(self) -> str:
         return self.mqtt_password_file.read_text().strip()
@@ -91,8 +101,13 @@ def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> None:
         raise IdentityError(f"the bundle's broker {bundle.broker!r} is not mqtts://: a kiosk talks to the hub over TLS")
 
 
-def import_bundle(raw: bytes, data_dir: Path, *, now: dt.datetime | None = None) -> KioskIdentity:
-    """Check and keep the bundle's identity in `data_dir`; importing the same or a newer one again replaces it."""
+def import_bundle(
+    raw: bytes, data_dir: Path, *, now: dt.datetime | None = None, secrets_dir: Path | None = None
+) -> KioskIdentity:
+    """Check and keep the bundle's identity in `data_dir`; importing the same or a newer one again replaces it.
+
+    `secrets_dir`: keep the secrets there instead, for systemd to pass to the service as credentials.
+    """
     try:
         bundle = parse_bundle(raw)
     except EnvelopeError as exc:
@@ -103,16 +118,25 @@ def import_bundle(raw: bytes, data_dir: Path, *, now: dt.datetime | None = None)
     folder.chmod(0o700)
     write_atomic(folder / "ca.pem", bundle.ca_pem.encode(), 0o644)
     write_atomic(folder / "kiosk.pem", bundle.cert_pem.encode(), 0o644)
-    write_atomic(folder / "kiosk.key", bundle.key_pem.encode(), 0o600)
-    write_atomic(folder / "mqtt-password", bundle.mqtt_password.encode(), 0o600)
-    if bundle.hub_credential:
-        write_atomic(folder / "hub-credential", bundle.hub_credential.encode(), 0o600)
+    secrets = folder if secrets_dir is None else secrets_dir
+    if secrets_dir is not None:
+        secrets_dir.mkdir(parents=True, exist_ok=True)
+        secrets_dir.chmod(0o700)
+    write_atomic(secrets / "kiosk.key", bundle.key_pem.encode(), 0o600)
+    write_atomic(secrets / "mqtt-password", bundle.mqtt_password.encode(), 0o600)
+    # Always written (empty when the hub issued none): LoadCredential= fails a start on a missing file.
+    write_atomic(secrets / "hub-credential", (bundle.hub_credential or "").encode(), 0o600)
+    if secrets_dir is not None:
+        for name in SECRETS:  # no stale copy left where the service user could read it
+            (folder / name).unlink(missing_ok=True)
     public = {
         "kiosk_id": bundle.kiosk_id,
         "clinic_id": bundle.clinic_id,
         "broker": bundle.broker,
         "hub_url": bundle.hub_url,
         "issued_at": bundle.issued_at.isoformat(),
+        # Where the secrets are: here, or in systemd's credentials (the folder they are loaded from, for people).
+        "secrets": "here" if secrets_dir is None else {"credentials": str(secrets_dir)},
     }
     # Written last: the commit point (load_identity finds nothing until it is there).
     write_atomic(folder / "identity.json", (json.dumps(public, indent=2) + "\n").encode(), 0o644)
@@ -135,4 +159,20 @@ def load_identity(data_dir: Path) -> KioskIdentity | None:
         broker=BrokerUrl.parse(public["broker"]),
         hub_url=public.get("hub_url"),
         folder=folder,
+        secrets=_secrets_folder(folder, public.get("secrets", "here")),
+    )
+
+
+def _secrets_folder(folder: Path, where: object) -> Path:
+    if where == "here":
+        return folder
+    loaded = os.environ.get("CREDENTIALS_DIRECTORY")
+    if loaded and all((Path(loaded) / name).is_file() for name in SECRETS):
+        return Path(loaded)
+    source = where.get("credentials") if isinstance(where, dict) else None
+    if isinstance(source, str) and os.access(Path(source) / SECRETS[0], os.R_OK):
+        return Path(source)  # root checking the installation, outside the service
+    raise IdentityError(
+        f"this kiosk's secrets are systemd credentials (from {source}), and this process has none: "
+        "run it as kiosk-agent.service (LoadCredential=), or as root to check them"
     )

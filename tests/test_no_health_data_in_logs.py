@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from device.cli import main as kiosk_main
@@ -44,13 +45,21 @@ def _db_has(db: Path, sql: str, *args: object) -> bool:
         conn.close()
 
 
-def test_a_full_run_at_debug_level_logs_no_planted_patient_values(tmp_path: Path) -> None:
+def test_a_full_run_at_debug_level_logs_no_planted_patient_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub, kiosk = tmp_path / "hub", tmp_path / "kiosk"
     mqtt_port, http_port, broker_port = free_port(), free_port(), free_port()
     bundle = tmp_path / "k.bundle"
     assert hub_main(["kiosks", "add", "k-plant", "--data", str(hub), "--broker-url",
                      f"mqtts://127.0.0.1:{mqtt_port}", "--out", str(bundle)]) == 0  # fmt: skip
-    assert kiosk_main(["provision", str(bundle), "--data", str(kiosk)]) == 0
+    # As kiosk-agent.service runs it: the secrets kept root-only apart from the data folder, and handed to the
+    # process by systemd (LoadCredential=) as a private copy named by $CREDENTIALS_DIRECTORY.
+    credstore, credentials = tmp_path / "credstore", tmp_path / "run-credentials"
+    assert kiosk_main(["provision", str(bundle), "--data", str(kiosk), "--secrets-dir", str(credstore)]) == 0
+    assert not (kiosk / "identity" / "kiosk.key").exists()
+    credstore.rename(credentials)  # only the credentials copy is left for the kiosk to find
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hub_log, kiosk_log = tmp_path / "hub.log", tmp_path / "kiosk.log"
     with hub_log.open("wb") as out:

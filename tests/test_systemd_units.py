@@ -292,3 +292,16 @@ def test_services_are_notify_units_with_a_watchdog(unit: Path) -> None:
     lines = unit.read_text(encoding="utf-8").splitlines()
     for setting in ("Type=notify", "NotifyAccess=main", "WatchdogSec=30", "Restart=on-failure"):
         assert setting in lines, f"{unit.name} lacks {setting}"
+
+
+def test_the_agent_gets_exactly_the_secrets_its_code_reads_as_credentials() -> None:
+    """kiosk-agent.service loads every secret device/identity.py looks for, from the folder install-kiosk.sh fills."""
+    from device.identity import SECRETS
+
+    loaded = [line.split("=", 1)[1] for line in AGENT_UNIT.read_text(encoding="utf-8").splitlines()
+              if line.startswith("LoadCredential=")]  # fmt: skip
+    assert sorted(item.split(":", 1)[0] for item in loaded) == sorted(SECRETS)
+    store = "/etc/credstore/telehealth-kiosk"
+    assert all(item.split(":", 1)[1] == f"{store}/{item.split(':', 1)[0]}" for item in loaded), loaded
+    script = (UNIT_DIR / "install-kiosk.sh").read_text(encoding="utf-8")
+    assert f"CREDSTORE={store}\n" in script and '--secrets-dir "$ROOT$CREDSTORE"' in script

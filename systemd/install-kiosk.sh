@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Install or update the kiosk on Raspberry Pi OS 64-bit (bookworm), from this checkout. Idempotent: run it again
+# after pulling an update, or to repair; a second run with nothing new changes nothing.
+#
+#   sudo systemd/install-kiosk.sh [--bundle FILE] [--no-start] [--skip-packages]
+#
+#   --bundle FILE     the kiosk's provisioning bundle from `hub kiosks add`: imported (secrets root-only into
+#                     /etc/credstore/telehealth-kiosk for LoadCredential=), then shredded. Needed once.
+#   --no-start        install and check, but do not enable or start the services
+#   --skip-packages   do not call apt-get (an image with the packages already in it)
+#
+# What it does, each step only when needed:
+#   1. Debian packages: python3-venv, BlueZ, cage and Chromium for the screen, a font.
+#   2. System users: telehealth-kiosk (the agent; groups bluetooth and video) and telehealth-screen (the browser;
+#      no groups: logind gives its session the display and input devices).
+#   3. The venv /opt/telehealth/venv with the kiosk's dependencies at the versions in requirements.lock, and the
+#      device profiles in /opt/telehealth/firmware_configs.
+#   4. /etc/telehealth/kiosk.yaml from systemd/kiosk.yaml, only if absent: your edits are never overwritten.
+#   5. The units into /etc/systemd/system (rewritten only when they differ), then daemon-reload.
+#   6. The identity from --bundle, if given.
+#   7. `kiosk config check`: the configuration and the identity are checked before any service starts; a problem
+#      is printed as file:line and stops the script with nothing started.
+#   8. enable --now kiosk-agent and kiosk-browser (restarted when step 3 or 5 changed something).
+#
+# ROOT=/some/dir installs under that directory instead of / (the tests do this; systemctl is then not called).
+set -euo pipefail
+
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=${ROOT:-}
+PREFIX=$ROOT/opt/telehealth
+VENV=$PREFIX/venv
+ETC=$ROOT/etc/telehealth
+CREDSTORE=/etc/credstore/telehealth-kiosk
+STATE=/var/lib/telehealth-kiosk
+UNIT_DIR=$ROOT/etc/systemd/system
+PACKAGES=(python3-venv python3-pip bluez cage chromium fonts-dejavu-core)
+AGENT_USER=telehealth-kiosk
+SCREEN_USER=telehealth-screen
+
+bundle="" start=1 packages=1
+while [ $# -gt 0 ]; do
+    case $1 in
+        --bundle) bundle=${2:?--bundle needs a file}; shift 2 ;;
+        --no-start) start=0; shift ;;
+        --skip-packages) packages=0; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "install-kiosk: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "install-kiosk: run as root (sudo)" >&2; exit 2; }
+[ -z "$bundle" ] || [ -f "$bundle" ] || { echo "install-kiosk: no such bundle $bundle" >&2; exit 2; }
+
+changed=0
+say() { printf 'install-kiosk: %s\n' "$*"; }
+
+# 1. Packages
+if [ "$packages" = 1 ]; then
+    missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+fi
+
+# 2. Users (useradd --prefix edits $ROOT/etc/passwd; with ROOT empty it is the system's)
+ensure_user() {  # name, supplementary groups (comma-separated, may be empty)
+    local name=$1 groups=$2
+    if ! grep -q "^$name:" "$ROOT/etc/passwd"; then
+        say "creating system user $name"
+        useradd ${ROOT:+--prefix "$ROOT"} --system --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin --user-group ${groups:+--groups "$groups"} "$name"
+    elif [ -n "$groups" ]; then
+        local g
+        for g in ${groups//,/ }; do
+            grep -qE "^$g:[^:]*:[^:]*:(.*,)?$name(,|$)" "$ROOT/etc/group" \
+                || { say "adding $name to $g"; usermod ${ROOT:+--prefix "$ROOT"} --append --groups "$g" "$name"; }
+        done
+    fi
+}
+ensure_user "$AGENT_USER" bluetooth,video
+ensure_user "$SCREEN_USER" ""
+
+# 3. The venv, rebuilt only when the source or the lock changed (a stamp of both)
+stamp=$( { cat "$SRC/requirements.lock" "$SRC/pyproject.toml";
+           find "$SRC/device" "$SRC/hub" -type f -name '*.py' -o -type f -path '*/static/*' -o -type f -name '*.html' \
+                -o -type f -name '*.po' -o -type f -name '*.yaml' -o -type f -name '*.json' | LC_ALL=C sort | xargs cat; } \
+         | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$PREFIX/.installed" 2>/dev/null)" != "$stamp" ]; then
+    say "installing the kiosk software into $VENV"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$SRC/requirements.lock" "$SRC[kiosk]"
+    install -d -m 0755 "$PREFIX"
+    printf '%s\n' "$stamp" > "$PREFIX/.installed"
+    changed=1
+fi
+KIOSK=$VENV/bin/kiosk
+# The device and hardware profiles kiosk.yaml names (/opt/telehealth/firmware_configs), replaced when they differ.
+if ! diff -rq "$SRC/firmware_configs" "$PREFIX/firmware_configs" >/dev/null 2>&1; then
+    say "installing the device profiles into $PREFIX/firmware_configs"
+    rm -rf "$PREFIX/firmware_configs.new"
+    cp -R "$SRC/firmware_configs" "$PREFIX/firmware_configs.new"
+    chmod -R u=rwX,go=rX "$PREFIX/firmware_configs.new"
+    rm -rf "$PREFIX/firmware_configs" && mv "$PREFIX/firmware_configs.new" "$PREFIX/firmware_configs"
+    changed=1
+fi
+
+# 4. Configuration: created once, never overwritten
+install -d -m 0755 "$ETC"
+if [ ! -e "$ETC/kiosk.yaml" ]; then
+    say "creating $ETC/kiosk.yaml (edit it for this kiosk's camera and Bluetooth devices)"
+    install -m 0644 "$SRC/systemd/kiosk.yaml" "$ETC/kiosk.yaml"
+fi
+
+# 5. Units
+install -d -m 0755 "$UNIT_DIR"
+for unit in kiosk-agent.service kiosk-browser.service; do
+    if ! cmp -s "$SRC/systemd/$unit" "$UNIT_DIR/$unit"; then
+        say "installing $unit"
+        install -m 0644 "$SRC/systemd/$unit" "$UNIT_DIR/$unit"
+        changed=1
+    fi
+done
+[ -n "$ROOT" ] || [ "$changed" = 0 ] || systemctl daemon-reload
+
+# 6. Identity: public parts in the data folder (the service user's), secrets root-only for LoadCredential=
+install -d -m 0700 -o "$(id -u "$AGENT_USER" 2>/dev/null || grep "^$AGENT_USER:" "$ROOT/etc/passwd" | cut -d: -f3)" \
+    "$ROOT$STATE"
+install -d -m 0700 "$ROOT$CREDSTORE"
+if [ -n "$bundle" ]; then
+    "$KIOSK" provision "$bundle" --data "$ROOT$STATE" --secrets-dir "$ROOT$CREDSTORE"
+    owner=$(grep "^$AGENT_USER:" "$ROOT/etc/passwd" | cut -d: -f3,4)
+    chown -R "$owner" "$ROOT$STATE"
+    shred -u "$bundle" 2>/dev/null || rm -f "$bundle"
+    say "bundle imported and deleted"
+    changed=1
+fi
+
+# 7. Check before starting: configuration, profiles, identity
+"$KIOSK" config check "$ETC/kiosk.yaml" --data "$ROOT$STATE"
+
+# 8. Services
+if [ "$start" = 1 ] && [ -z "$ROOT" ]; then
+    systemctl enable --quiet kiosk-agent.service kiosk-browser.service
+    if [ "$changed" = 1 ]; then
+        systemctl restart kiosk-agent.service kiosk-browser.service
+    else
+        systemctl start kiosk-agent.service kiosk-browser.service
+    fi
+    say "running: systemctl status kiosk-agent kiosk-browser"
+else
+    say "installed and checked; not started"
+fi

@@ -1,0 +1,129 @@
+"""systemd/install-kiosk.sh run for real into a scratch root: what a Pi gets, and that a second run changes nothing.
+
+Real useradd (with --prefix, on the scratch root's /etc/passwd), a real venv built by pip from the lock, the real
+`kiosk provision` and `kiosk config check`. Left out here, and only these: apt-get (--skip-packages; the packages
+are Debian's own business) and systemctl (no systemd as PID 1 on this machine; with ROOT set the script never
+calls it). The units themselves are checked by tests/test_systemd_units.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main as hub_main
+from tests.harness import REPO
+
+SCRIPT = REPO / "systemd" / "install-kiosk.sh"
+CREDSTORE = "etc/credstore/telehealth-kiosk"
+STATE = "var/lib/telehealth-kiosk"
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every path under root with its mode, owner and content hash."""
+    found: dict[str, tuple[int, int, str]] = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else ""
+        found[str(path.relative_to(root))] = (info.st_mode, info.st_uid, digest)
+    return found
+
+
+def install(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--skip-packages", *extra],
+        env={**env, "ROOT": str(root)}, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str], Path]:
+    """One install with a bundle, for every test here (building the venv takes about a minute)."""
+    base = tmp_path_factory.mktemp("install")
+    root = base / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc" / "group").write_text("root:x:0:\nvideo:x:44:\nbluetooth:x:112:\n")
+    # The configuration as a clinic's IT would have edited it, already in place: the script must keep it.
+    (root / "etc" / "telehealth").mkdir()
+    shipped = (REPO / "systemd" / "kiosk.yaml").read_text()
+    (root / "etc" / "telehealth" / "kiosk.yaml").write_text(
+        shipped.replace("/opt/telehealth", f"{root}/opt/telehealth") + "# edited by the clinic\n"
+    )
+    bundle = base / "lobby-1.bundle"
+    argv = ["kiosks", "add", "lobby-1", "--data", str(base / "hub"), "--broker-url", "mqtts://hub.example:8883"]
+    assert hub_main([*argv, "--hub-url", "https://hub.example", "--out", str(bundle)]) == 0
+    first = install(root, "--bundle", str(bundle))
+    return root, first, bundle
+
+
+def test_the_first_run_installs_everything_and_checks_it(
+    installed: tuple[Path, subprocess.CompletedProcess[str], Path],
+) -> None:
+    root, first, _ = installed
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert "kiosk lobby-1 -> mqtts://hub.example:8883" in first.stdout, "the config check ran, with the identity"
+    passwd = (root / "etc" / "passwd").read_text()
+    assert passwd.count("telehealth-kiosk:") == 1 and passwd.count("telehealth-screen:") == 1
+    assert "telehealth-kiosk:!:" in passwd and ":/usr/sbin/nologin" in passwd
+    groups = {line.split(":")[0]: line.split(":")[3].split(",") for line in (root / "etc/group").read_text().split()}
+    assert "telehealth-kiosk" in groups["video"] and "telehealth-kiosk" in groups["bluetooth"]
+    assert "telehealth-screen" not in groups["video"] + groups["bluetooth"]
+    for unit in ("kiosk-agent.service", "kiosk-browser.service"):
+        assert (root / "etc/systemd/system" / unit).read_bytes() == (REPO / "systemd" / unit).read_bytes()
+    assert (root / "opt/telehealth/venv/bin/kiosk").is_file()
+    assert (root / "opt/telehealth/firmware_configs/ble").is_dir()
+    assert (root / "etc/telehealth/kiosk.yaml").read_text().endswith("# edited by the clinic\n")
+
+
+def test_secrets_are_root_only_credentials_and_the_bundle_is_gone(
+    installed: tuple[Path, subprocess.CompletedProcess[str], Path],
+) -> None:
+    root, _, bundle = installed
+    assert not bundle.exists(), "the bundle holds secrets: deleted once imported"
+    store = root / CREDSTORE
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700 and store.stat().st_uid == 0
+    for name in ("kiosk.key", "mqtt-password", "hub-credential"):
+        secret = store / name
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and secret.stat().st_uid == 0, name
+        assert not (root / STATE / "identity" / name).exists(), f"{name} must not be in the data folder"
+    kiosk_uid = int(next(x for x in (root / "etc/passwd").read_text().split() if x.startswith("telehealth-kiosk:"))
+                    .split(":")[2])  # fmt: skip
+    data = root / STATE
+    assert data.stat().st_uid == kiosk_uid and stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert (data / "identity" / "identity.json").stat().st_uid == kiosk_uid
+
+
+def test_running_it_again_changes_nothing(installed: tuple[Path, subprocess.CompletedProcess[str], Path]) -> None:
+    root, first, _ = installed
+    assert first.returncode == 0
+    before = snapshot(root)
+    again = install(root)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "installing" not in again.stdout and "creating" not in again.stdout, again.stdout
+    after = snapshot(root)
+    assert after == before, sorted(set(after.items()) ^ set(before.items()))[:10]
+
+
+def test_a_broken_configuration_stops_it_with_file_and_line(
+    installed: tuple[Path, subprocess.CompletedProcess[str], Path],
+) -> None:
+    root, first, _ = installed
+    assert first.returncode == 0
+    config = root / "etc/telehealth/kiosk.yaml"
+    good = config.read_text()
+    try:
+        config.write_text(good.replace("port: 8090", "port: 80900"))
+        broken = install(root)
+        assert broken.returncode != 0
+        line = 1 + good.splitlines().index("port: 8090")
+        assert f"{config}:{line}:" in broken.stderr, broken.stderr
+        assert "not started" not in broken.stdout
+    finally:
+        config.write_text(good)
