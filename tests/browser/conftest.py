@@ -49,13 +49,16 @@ def _failed(node: pytest.Item) -> bool:
     return any(r.failed for r in reports.values())
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps its event loop marked as running in the main thread
+# while it is open, so any later test outside this package calling asyncio.run() would fail ("cannot be called
+# from a running event loop"). Under pytest-xdist a worker can run such a test after a browser test.
+@pytest.fixture(scope="package")
 def playwright_instance() -> Iterator[Playwright]:
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_instance: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(
