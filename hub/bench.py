@@ -579,20 +579,35 @@ class HubDb:
         )
         return [(float(t), int(n)) for t, n in rows]
 
-    def latencies_ms(self, prefix: str, receipts: dict[str, float]) -> tuple[list[float], list[float]]:
+    def latencies_ms(self, prefix: str, receipts: dict[str, float]) -> Latencies:
         """From the device clock at enqueue (ms precision, truncated: up to 1 ms too high) to the commit
         (committed_at, taken in the transaction before its last inserts and COMMIT's fsync), and to the
-        receipt's arrival back at the kiosk (after the fsync; an upper bound of the commit)."""
+        receipt's arrival back at the kiosk (after the fsync; an upper bound of the commit). The commit
+        latency is also split where ingest read the message (received_at): before it, the kiosk's queue
+        and the broker; after it, the hub."""
         rows = self.conn.execute(
-            "SELECT id, committed_at, device_time FROM messages WHERE kiosk >= ? AND kiosk < ?", self._range(prefix)
+            "SELECT id, received_at, committed_at, device_time FROM messages WHERE kiosk >= ? AND kiosk < ?",
+            self._range(prefix),
         )
-        commit, receipt = [], []
-        for mid, committed_at, device_time in rows:
+        found = Latencies()
+        for mid, received_at, committed_at, device_time in rows:
             enqueued = datetime.fromisoformat(str(device_time)).timestamp()
-            commit.append((float(committed_at) - enqueued) * 1000)
+            found.commit.append((float(committed_at) - enqueued) * 1000)
+            found.to_hub.append((float(received_at) - enqueued) * 1000)
+            found.in_hub.append((float(committed_at) - float(received_at)) * 1000)
             if mid in receipts:
-                receipt.append((receipts[mid] - enqueued) * 1000)
-        return sorted(commit), sorted(receipt)
+                found.receipt.append((receipts[mid] - enqueued) * 1000)
+        for values in (found.commit, found.to_hub, found.in_hub, found.receipt):
+            values.sort()
+        return found
+
+
+@dataclass
+class Latencies:
+    commit: list[float] = field(default_factory=list)
+    to_hub: list[float] = field(default_factory=list)
+    in_hub: list[float] = field(default_factory=list)
+    receipt: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -671,6 +686,9 @@ class LatencyResult:
     receipt_samples: int = 0
     receipt_p50_ms: float = math.nan
     receipt_p99_ms: float = math.nan
+    # The commit latency's two parts: enqueue to ingest reading it (kiosk queue, broker), then to the commit.
+    to_hub_p99_ms: float = math.nan
+    in_hub_p99_ms: float = math.nan
     audit: Audit = field(default_factory=Audit)
     cpu: CpuUse = field(default_factory=CpuUse)
 
@@ -964,9 +982,10 @@ class Bench:
                 end = self._finish(hub, kiosks, len(enqueued), started)
                 audit = self._audit(end, db, prefix, enqueued)
                 receipts = {mid: t for stats in end.kiosk_stats.values() for mid, t in stats["receipts"].items()}
-                latencies, receipt_latencies = db.latencies_ms(prefix, receipts)
+                found = db.latencies_ms(prefix, receipts)
             finally:
                 db.close()
+        latencies = found.commit
         return LatencyResult(
             target_rate=rate,
             achieved_rate=sum(float(r["rate"]) for r in live.values()),
@@ -974,9 +993,11 @@ class Bench:
             p50_ms=_percentile(latencies, 50),
             p99_ms=_percentile(latencies, 99),
             max_ms=latencies[-1] if latencies else math.nan,
-            receipt_samples=len(receipt_latencies),
-            receipt_p50_ms=_percentile(receipt_latencies, 50),
-            receipt_p99_ms=_percentile(receipt_latencies, 99),
+            receipt_samples=len(found.receipt),
+            receipt_p50_ms=_percentile(found.receipt, 50),
+            receipt_p99_ms=_percentile(found.receipt, 99),
+            to_hub_p99_ms=_percentile(found.to_hub, 99),
+            in_hub_p99_ms=_percentile(found.in_hub, 99),
             audit=audit,
             cpu=end.cpu,
         )
@@ -1118,6 +1139,8 @@ class Report:
             "p50_latency_ms": self.latency.p50_ms,
             "p99_latency_ms": self.latency.p99_ms,
             "p99_receipt_latency_ms": self.latency.receipt_p99_ms,
+            "p99_to_hub_latency_ms": self.latency.to_hub_p99_ms,
+            "p99_in_hub_latency_ms": self.latency.in_hub_p99_ms,
             "drain_readings_per_s": self.drain.readings_per_s,
             "lost": self.lost,
             "duplicates": self.duplicates,
@@ -1175,6 +1198,8 @@ class Report:
             f"(target {c.target_rate:,.0f}/s) for {self.config.latency_seconds:g} s",
             f"    to the receipt at the kiosk: p50 {c.receipt_p50_ms:.1f} ms  p99 {c.receipt_p99_ms:.1f} ms "
             f"({c.receipt_samples:,} receipts)",
+            f"    p99 of its parts: enqueue -> ingest reads it {c.to_hub_p99_ms:.1f} ms (kiosk queue, broker); "
+            f"-> commit {c.in_hub_p99_ms:.1f} ms (hub)",
             f"    {_audit_line(c.audit)}",
             f"    {c.cpu.line()}",
             f"(d) drain                      {d.readings_per_s:8,.0f} readings/s   {d.readings:,} readings in "

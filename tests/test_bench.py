@@ -32,3 +32,6 @@ def test_bench_ingest_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["drain"]["audit"]["committed"] == 1000
     assert result["bare_msgs_per_s"] > 0 and result["ingest_msgs_per_s"] > 0 and result["drain_readings_per_s"] > 0
     assert result["p99_latency_ms"] >= result["p50_latency_ms"] > 0
+    # The two parts of the commit latency each lie within it (a sum of p99s need not equal the p99 of a sum).
+    assert 0 < result["p99_to_hub_latency_ms"] <= result["latency"]["max_ms"]
+    assert 0 <= result["p99_in_hub_latency_ms"] <= result["latency"]["max_ms"]
