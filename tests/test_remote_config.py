@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,40 @@ def test_the_hub_refuses_bad_settings(
     assert message in capsys.readouterr().err
     assert hub_main(["kiosks", "config", "k1", "--data", str(tmp_path / "hub")]) == 0
     assert json.loads(capsys.readouterr().out)["wanted"] is None
+
+
+def _retained(url: BrokerUrl, topic: str) -> bytes | None:
+    """What a new subscriber gets retained on `topic` (None: nothing is retained there)."""
+    import threading
+
+    got: list[bytes] = []
+    arrived = threading.Event()
+    probe = client(url, f"retained-probe-{time.monotonic_ns()}")
+    probe.on_message = lambda _c, _u, msg: (got.append(bytes(msg.payload)), arrived.set())
+    probe.subscribe(topic, qos=1)
+    arrived.wait(2)  # a retained message comes at once after SUBACK; nothing retained: nothing comes
+    probe.disconnect()
+    probe.loop_stop()
+    return got[0] if got else None
+
+
+def test_a_revoked_kiosks_settings_leave_the_broker(tmp_path: Path, broker_url: BrokerUrl) -> None:
+    hub = tmp_path / "hub"
+    db = hub / "hub.db"
+    argv = ["kiosks", "add", "k-gone", "--data", str(hub), "--broker-url", "mqtts://hub.example:8883"]
+    assert hub_main([*argv, "--out", str(tmp_path / "k.bundle")]) == 0
+    with ingest_thread(db, broker_url, downlink_check_s=0.2):
+        assert _set(hub, "k-gone", "heartbeat_s=45") == 0
+        wait_until(lambda: _retained(broker_url, Topics.config("k-gone")) is not None, 15, "the retained config")
+        assert json.loads(_retained(broker_url, Topics.config("k-gone")) or b"")["version"] == 1
+        assert hub_main(["kiosks", "revoke", "k-gone", "--data", str(hub)]) == 0
+        wait_until(lambda: _retained(broker_url, Topics.config("k-gone")) is None, 15, "the retained copy to go")
+    # Added again later, the kiosk's settings start afresh with a version number never used before.
+    assert hub_main([*argv, "--out", str(tmp_path / "k2.bundle")]) == 0
+    assert _set(hub, "k-gone", "batch_max_items=50") == 0
+    conn = sqlite3.connect(db)
+    try:
+        body = json.loads(conn.execute("SELECT body FROM kiosk_configs WHERE kiosk = 'k-gone'").fetchone()[0])
+    finally:
+        conn.close()
+    assert body["version"] == 3 and body["settings"]["heartbeat_s"] != 45

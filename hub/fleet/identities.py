@@ -18,6 +18,7 @@ from pathlib import Path
 from device.protocol.provisioning import BUNDLE_FORMAT, ProvisioningBundle
 from device.protocol.topics import Topics
 from hub.accounts import kiosk_credentials
+from hub.fleet import remote_config
 from hub.fleet.broker_auth import INGEST_USER, BrokerAuthFiles, mosquitto_hash, new_password, passwd_text
 from hub.fleet.pki import HubCA, write_private
 
@@ -107,6 +108,7 @@ def revoke_kiosk(conn: sqlite3.Connection, kiosk_id: str, now: float) -> None:
         "INSERT OR IGNORE INTO revoked_certs (serial, kiosk, revoked_at) VALUES (?,?,?)", (row[0], kiosk_id, now)
     )
     kiosk_credentials.revoke(conn, kiosk_id, now)
+    remote_config.withdraw(conn, kiosk_id)
 
 
 def listing(conn: sqlite3.Connection) -> list[dict[str, object]]:

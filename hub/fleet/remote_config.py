@@ -22,8 +22,18 @@ class ConfigChangeError(ValueError):
 
 
 def current(conn: sqlite3.Connection, kiosk: str) -> RemoteConfig | None:
+    """The kiosk's settings, or None if it has none (never set, or withdrawn when it was revoked)."""
     row = conn.execute("SELECT body FROM kiosk_configs WHERE kiosk = ?", (kiosk,)).fetchone()
-    return RemoteConfig.model_validate_json(row[0]) if row else None
+    return RemoteConfig.model_validate_json(row[0]) if row and row[0] else None
+
+
+def withdraw(conn: sqlite3.Connection, kiosk: str) -> None:
+    """A revoked kiosk's settings leave the broker: an empty retained message deletes the retained copy.
+
+    Stored as a new version with an empty body, which the downlink sender publishes like any other;
+    the version number goes on, so a kiosk added again later never sees an old number reused.
+    """
+    conn.execute("UPDATE kiosk_configs SET version = version + 1, body = '' WHERE kiosk = ? AND body != ''", (kiosk,))
 
 
 def change(conn: sqlite3.Connection, kiosk: str, changes: dict[str, str], now: float) -> RemoteConfig:
@@ -32,6 +42,7 @@ def change(conn: sqlite3.Connection, kiosk: str, changes: dict[str, str], now: f
         raise ConfigChangeError(f"{kiosk!r} is not a kiosk id")
     before = current(conn, kiosk)
     settings = (before.settings if before else KioskSettings()).model_dump()
+    stored = conn.execute("SELECT version FROM kiosk_configs WHERE kiosk = ?", (kiosk,)).fetchone()
     unknown = sorted(set(changes) - set(KioskSettings.model_fields))
     if unknown:
         raise ConfigChangeError(
@@ -44,7 +55,7 @@ def change(conn: sqlite3.Connection, kiosk: str, changes: dict[str, str], now: f
         raise ConfigChangeError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
     config = RemoteConfig(
         kiosk=kiosk,
-        version=(before.version if before else 0) + 1,
+        version=(int(stored[0]) if stored else 0) + 1,
         settings=new_settings,
         issued_at=dt.datetime.fromtimestamp(now, dt.UTC),
     )
