@@ -252,6 +252,7 @@ class BrokerSupervisor:
         self.broker = broker
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="broker-supervisor", daemon=True)
+        self._lock = threading.Lock()  # one restart at a time: the watcher's or restart()'s
         self.restarts = 0
 
     def start(self) -> None:
@@ -266,16 +267,27 @@ class BrokerSupervisor:
     def supervising(self) -> bool:
         return self._thread.is_alive()
 
+    def restart(self) -> None:
+        """Stop and start the broker, e.g. to serve a renewed certificate (kiosks reconnect by themselves)."""
+        with self._lock:
+            self.broker.stop()
+            self.broker.start()
+            self.restarts += 1
+
     def _watch(self) -> None:
         backoff = Backoff(initial_s=0.5, maximum_s=30.0)
         while not self._stop.wait(1.0):
-            if self.broker.alive():
-                continue
-            log.error("embedded mosquitto exited; restarting (see %s)", self.broker.log_path)
+            with self._lock:
+                if self.broker.alive():
+                    continue
+                log.error("embedded mosquitto exited; restarting (see %s)", self.broker.log_path)
             self._stop.wait(backoff.next_delay())
-            try:
-                self.broker.start()
-                self.restarts += 1
-                backoff.reset()
-            except (RuntimeError, OSError):
-                log.exception("mosquitto restart failed")
+            with self._lock:
+                if self.broker.alive():  # restart() got there first
+                    continue
+                try:
+                    self.broker.start()
+                    self.restarts += 1
+                    backoff.reset()
+                except (RuntimeError, OSError):
+                    log.exception("mosquitto restart failed")

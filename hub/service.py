@@ -43,6 +43,8 @@ ATTRIBUTION_BATCH = 500
 TRIAGE_SWEEP_S = 60.0
 # Retention purges (hub/retention.py): a minute after start, then every six hours.
 RETENTION_FIRST_S = 60.0
+# The embedded broker's certificate is checked twice a day and renewed RENEW_DAYS before it ends.
+RENEWAL_CHECK_S = 12 * 3600.0
 RETENTION_SWEEP_S = 6 * 3600.0
 DEFAULT_BROKER_PORT = 18830  # not 1883: a system Mosquitto often already holds that
 
@@ -158,6 +160,7 @@ class HubService:
         store = HubStore(self.db_path)
         next_sweep = 0.0
         next_retention = time.monotonic() + RETENTION_FIRST_S
+        next_renewal = time.monotonic() + RENEWAL_CHECK_S
         try:
             while not self._stopping.is_set():
                 try:
@@ -168,6 +171,9 @@ class HubService:
                     if time.monotonic() >= next_retention:
                         next_retention = time.monotonic() + RETENTION_SWEEP_S
                         self._retention_sweep(store)
+                    if time.monotonic() >= next_renewal:
+                        next_renewal = time.monotonic() + RENEWAL_CHECK_S
+                        self.renew_broker_cert(time.time())
                 except sqlite3.Error:
                     log.exception("attribution pass failed; retrying")
                     decided = 0
@@ -175,6 +181,20 @@ class HubService:
                     self._stopping.wait(ATTRIBUTION_INTERVAL_S)
         finally:
             store.close()
+
+    def renew_broker_cert(self, now: float) -> bool:
+        """Issue the embedded broker's certificate again if it nears its end, and restart the broker to serve it."""
+        if self.supervisor is None:
+            return False  # an external broker's certificate is its operator's
+        try:
+            renewed = ensure_server_cert(FleetPaths(self.config.data_dir), self.mqtt_names, now=now)
+            if renewed:
+                log.warning("the broker's TLS certificate was renewed; restarting the broker (kiosks reconnect)")
+                self.supervisor.restart()
+        except (OSError, RuntimeError, ValueError):
+            log.exception("could not renew the broker's certificate; trying again later")
+            return False
+        return renewed
 
     def _retention_sweep(self, store: HubStore) -> None:
         purged = retention.apply(store.db.conn, self.config.retention, time.time())

@@ -20,7 +20,7 @@ from device.protocol.topics import Topics
 from hub.accounts import kiosk_credentials
 from hub.fleet import remote_config
 from hub.fleet.broker_auth import INGEST_USER, BrokerAuthFiles, mosquitto_hash, new_password, passwd_text
-from hub.fleet.pki import HubCA, write_private
+from hub.fleet.pki import RENEW_DAYS, HubCA, write_private
 
 
 class IdentityError(ValueError):
@@ -142,16 +142,26 @@ def write_broker_files(conn: sqlite3.Connection, paths: FleetPaths, *, now: floa
     paths.auth.write(passwd_text(entries), ca.crl_pem(revoked, now=_now(now)))
 
 
-def ensure_server_cert(paths: FleetPaths, names: list[str], *, now: float) -> None:
-    """The broker's TLS certificate for these names, issued again when the names change."""
+def ensure_server_cert(paths: FleetPaths, names: list[str], *, now: float) -> bool:
+    """The broker's TLS certificate for these names, issued again when the names change or it nears its end.
+
+    Returns whether it was issued: a running broker must then be restarted to serve it. Without the
+    renewal, every kiosk would be refused the day the certificate expired (SERVER_DAYS after the first start).
+    """
     auth = paths.auth
     ca = HubCA(paths.ca_folder)
     names_file = auth.folder / "server.names"
     wanted = "\n".join(names)
-    if auth.server_cert.exists() and names_file.exists() and names_file.read_text() == wanted:
-        return
+    if (
+        auth.server_cert.exists()
+        and names_file.exists()
+        and names_file.read_text() == wanted
+        and HubCA.expires(auth.server_cert.read_bytes()) - _now(now) > dt.timedelta(days=RENEW_DAYS)
+    ):
+        return False
     issued = ca.issue_server(names, now=_now(now))
     write_private(auth.server_key, issued.key_pem)
     write_private(auth.server_cert, issued.cert_pem)
     write_private(auth.ca, ca.cert_pem)
     write_private(names_file, wanted.encode())
+    return True

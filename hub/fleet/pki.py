@@ -25,6 +25,7 @@ from device.files import write_atomic
 CA_DAYS = 3650
 SERVER_DAYS = 825  # what browsers and most TLS stacks still accept for a leaf
 KIOSK_DAYS = 825
+RENEW_DAYS = 30  # the broker's certificate is issued again when fewer days than this remain
 CRL_DAYS = 3650  # an expired list would lock every kiosk out; it is re-signed at every revocation
 
 
@@ -136,6 +137,10 @@ class HubCA:
             except ValueError:
                 sans.append(x509.DNSName(name))
         return self._leaf(names[0], SERVER_DAYS, ExtendedKeyUsageOID.SERVER_AUTH, sans, now or dt.datetime.now(dt.UTC))
+
+    @staticmethod
+    def expires(cert_pem: bytes) -> dt.datetime:
+        return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
 
     def issue_kiosk(self, kiosk_id: str, *, now: dt.datetime | None = None) -> IssuedCert:
         return self._leaf(kiosk_id, KIOSK_DAYS, ExtendedKeyUsageOID.CLIENT_AUTH, [], now or dt.datetime.now(dt.UTC))
