@@ -62,7 +62,8 @@ _DOCS_CSP = (
 
 
 class SecurityHeaders:
-    """Adds CSP and friends to every response, and `no-store` to everything that is not a static file."""
+    """Adds CSP and friends to every response, `no-store` to everything that is not a static file, and HSTS
+    when the hub serves HTTPS itself (behind a TLS proxy, the proxy sends it)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -81,6 +82,9 @@ class SecurityHeaders:
                     headers.append((name, _DOCS_CSP if docs else value))
                 if not path.startswith("/static/") and not any(h[0].lower() == b"cache-control" for h in headers):
                     headers.append((b"cache-control", b"no-store"))
+                if scope.get("scheme") == "https":
+                    # Served over TLS: browsers must never again try this hub over plain HTTP (a year).
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
                 message["headers"] = headers
             await send(message)
 
