@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from device.outbox import Outbox
 from device.protocol.envelope import encode
 from hub.fleet import remote_config
+from hub.fleet.identities import FleetPaths, add_kiosk, revoke_kiosk
 from hub.store import Accepted, immediate
 from hub.web.routes.fleet import backlog_growing, kiosk_state
 from tests.workspace.world import CAMERA, NOW, World, day, obs
@@ -185,3 +186,28 @@ def test_the_fleet_page_flags_a_kiosk_whose_backlog_keeps_growing(
         report(max(0, 2300 - 400 * (minute - 11)), minute)
     assert not growing()
     box.close()
+
+
+def test_the_fleet_page_warns_before_a_kiosk_certificate_ends_and_shows_a_revoked_one(
+    world: World, client_as: Callable[[str], TestClient], tmp_path: Path
+) -> None:
+    kiosk = world.north.kiosk
+
+    def cell() -> str:
+        row = client_as(world.north.provider).get("/fleet/rows").text
+        return row.split(f'data-kiosk="{kiosk}"')[1].split("</tr>")[0]
+
+    with immediate(world.store.db.conn) as conn:
+        add_kiosk(conn, FleetPaths(tmp_path), kiosk, broker_url="mqtts://hub.example:8883", hub_url=None,
+                  clinic_id=None, now=world.clock())  # fmt: skip
+    assert "until 20" in cell() and "certificate ends" not in cell()
+    one_day = 86_400.0
+    ends = world.clock() + 10.5 * one_day
+    move_end = "UPDATE kiosk_identities SET cert_not_after = ? WHERE kiosk = ?"
+    world.store.db.conn.execute(move_end, (ends, kiosk))
+    assert "certificate ends in 10 days" in cell()
+    world.store.db.conn.execute(move_end, (ends - 11 * one_day, kiosk))
+    assert "certificate expired" in cell()
+    with immediate(world.store.db.conn) as conn:
+        revoke_kiosk(conn, kiosk, world.clock())
+    assert ">revoked<" in cell()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -49,11 +50,12 @@ def backlog_growing(current: int | None, base: int | None, base_at: float | None
 def _kiosks(ws: Workspace, clinic_id: str) -> list[dict[str, Any]]:
     cols = ["id", "online", "last_seen", "software_version", "outbox_backlog", "alerts", "clock_offset_ms",
             "config_version", "config_error", "config_wanted", "backlog_base", "backlog_base_at",
-            "last_status_at"]  # fmt: skip
+            "last_status_at", "cert_not_after", "revoked_at"]  # fmt: skip
     rows = ws.conn().execute(
         "SELECT k.id, k.online, k.last_seen, k.software_version, k.outbox_backlog, k.alerts, k.clock_offset_ms, "
-        "k.config_version, k.config_error, c.version, k.backlog_base, k.backlog_base_at, k.last_status_at "
-        "FROM kiosks k LEFT JOIN kiosk_configs c ON c.kiosk = k.id "
+        "k.config_version, k.config_error, c.version, k.backlog_base, k.backlog_base_at, k.last_status_at, "
+        "i.cert_not_after, i.revoked_at "
+        "FROM kiosks k LEFT JOIN kiosk_configs c ON c.kiosk = k.id LEFT JOIN kiosk_identities i ON i.kiosk = k.id "
         "WHERE k.clinic_id = ? ORDER BY k.id",
         (clinic_id,),
     )
@@ -65,6 +67,10 @@ def _kiosks(ws: Workspace, clinic_id: str) -> list[dict[str, Any]]:
         k["alerts"] = json.loads(k["alerts"])
         k["backlog_growing"] = backlog_growing(
             k["outbox_backlog"], k["backlog_base"], k["backlog_base_at"], k["last_status_at"]
+        )
+        # Shown in amber below 30 days (fleet_rows.html): provisioning it again (`hub kiosks add`) takes a visit.
+        k["cert_days_left"] = (
+            None if k["cert_not_after"] is None else math.floor((float(k["cert_not_after"]) - now) / 86_400)
         )
         out.append(k)
     return out
