@@ -4,12 +4,15 @@
 problem as `file:line: message`: the file's own, a certificate or secret file it names that is
 missing or unreadable, a TLS key that does not match its certificate, and serving off loopback
 without TLS. Flags given on the command line win over the file; relative paths are relative to
-the file's folder. Secrets are never in the file itself, only the paths of files holding them.
+the file's folder. Secrets are never in the file itself, only the paths of files holding them; a
+path written `credential:NAME` is the systemd credential NAME (hub.service's `LoadCredential=`), read
+from `$CREDENTIALS_DIRECTORY`, so the secret can stay root-only at rest.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from hub.retention import Retention
 from hub.service import DEFAULT_BROKER_PORT
 
 PATH_KEYS = ("data", "tls_cert", "tls_key", "broker_ca", "broker_password_file", "turn_secret_file")
+CREDENTIAL = "credential:"
 
 
 class HubFile(BaseModel):
@@ -71,18 +75,23 @@ def _loopback(host: str) -> bool:
 
 def check(path: Path) -> Checked:
     located = load_located(path, HubFile, document="a hub configuration")
-    base = path.parent
-    config = located.value.model_copy(
-        update={
-            key: (value if value is None or value.is_absolute() else base / value)
-            for key in PATH_KEYS
-            for value in [getattr(located.value, key)]
-        }
-    )
     problems: list[Problem] = []
 
     def at(key: str, message: str) -> None:
         problems.append(Problem(str(path), located.line((key,)), message))
+
+    def resolve(key: str, value: Path | None) -> Path | None:
+        if value is None or value.is_absolute():
+            return value
+        if str(value).startswith(CREDENTIAL):
+            loaded = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not loaded:
+                at(key, f"{value} is a systemd credential, and this process has none (LoadCredential= in hub.service)")
+                return None
+            return Path(loaded) / str(value).removeprefix(CREDENTIAL)
+        return path.parent / value
+
+    config = located.value.model_copy(update={key: resolve(key, getattr(located.value, key)) for key in PATH_KEYS})
 
     for key in ("tls_cert", "tls_key", "broker_ca", "broker_password_file", "turn_secret_file"):
         value = getattr(config, key)

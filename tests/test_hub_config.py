@@ -76,3 +76,21 @@ def test_serve_refuses_to_start_on_a_bad_file(tmp_path: Path, capsys: pytest.Cap
     path.write_text("port: eighty\n")
     assert hub_main(["serve", "--config", str(path)]) == 2
     assert f"{path}:1: " in capsys.readouterr().err
+
+
+def test_secrets_may_be_systemd_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`credential:NAME` is read from $CREDENTIALS_DIRECTORY, which systemd fills from hub.service's LoadCredential=."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    _https_pair(credentials)
+    path = tmp_path / "hub.yaml"
+    path.write_text("host: 0.0.0.0\ntls_cert: credential:https.pem\ntls_key: credential:https.key\n")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert hub_main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: credential:https.pem is a systemd credential" in err, err
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    checked = hub_config.check(path)
+    assert checked.config.tls_key == credentials / "https.key" and "https://0.0.0.0:8080" in checked.summary
