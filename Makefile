@@ -74,7 +74,7 @@ test: $(STAMP) broker browser turn lint typecheck sbom
 	$(BIN)/pytest
 
 bench: $(STAMP) broker browser
-	$(BIN)/hub bench ingest
+	$(BIN)/hub bench ingest --rounds 3
 	$(BIN)/hub bench kiosk-idle
 	$(BIN)/hub bench workspace
 	$(BIN)/kiosk bench camera-vitals

@@ -24,11 +24,14 @@ KEYS = {
 
 def test_bench_ingest_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bench", "ingest", "--messages", "3000", "--kiosks", "2", "--drain-readings", "1000"]
-    assert main([*argv, "--latency-seconds", "1", "--load-fraction", "0.05", "--json"]) == 0
+    assert main([*argv, "--latency-seconds", "1", "--load-fraction", "0.05", "--rounds", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result.keys() >= KEYS
     assert result["lost"] == 0 and result["duplicates"] == 0 and result["bare_lost"] == 0
-    assert result["full_path"]["audit"]["committed"] == 3000
+    assert result["full_path"]["audit"]["committed"] == 3000, "each round's rows are its own"
+    # Two rounds of (a) then (b); the figures reported are the median round's, of two the lower one.
+    assert len(result["round_ratios"]) == 2
+    assert result["ratio"] == pytest.approx(min(result["round_ratios"]), abs=0.005)
     assert result["drain"]["audit"]["committed"] == 1000
     assert result["bare_msgs_per_s"] > 0 and result["ingest_msgs_per_s"] > 0 and result["drain_readings_per_s"] > 0
     assert result["p99_latency_ms"] >= result["p50_latency_ms"] > 0
