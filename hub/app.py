@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub import __version__
+from hub.accounts import passwords
 from hub.api.routes import api_router
 from hub.api.schemas import Health
 from hub.consults.relay import Relay
@@ -103,6 +104,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     ws = Workspace(db_path, settings, clock)
+    passwords.warm()  # the first login for an unknown email must cost what the others do
     relay = Relay(ws)
     relay.end_orphans()  # consults a previous run left waiting or live died with its sockets
 

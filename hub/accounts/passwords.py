@@ -7,6 +7,8 @@ re-hashed at the next successful login.
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -14,8 +16,21 @@ MIN_LENGTH = 12
 MAX_LENGTH = 256  # argon2 takes any length; a cap keeps a hostile login from costing megabytes of hashing
 
 _hasher = PasswordHasher()
-# Verified against when the account does not exist, so an unknown email costs the same time as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a real password, only timing")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so an unknown email costs the same time as a wrong password.
+
+    Made on first use, not at import: every process that imports the hub (each ingest worker, each `hub`
+    command) paid a quarter of a second for it. The web app makes it when it is created (`warm`), so no
+    login pays for it either.
+    """
+    return _hasher.hash("not a real password, only timing")
+
+
+def warm() -> None:
+    _dummy_hash()
 
 
 class PasswordPolicyError(ValueError):
@@ -39,7 +54,7 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
     if len(password) > MAX_LENGTH:
         return False
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
