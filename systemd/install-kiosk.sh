@@ -82,6 +82,8 @@ ensure_user() {  # name, supplementary groups (comma-separated, may be empty)
     fi
 }
 ensure_user "$AGENT_USER" bluetooth,video
+# uid:gid from the passwd file the user was made in ($ROOT's, which is the system's when ROOT is empty).
+AGENT_OWNER=$(grep "^$AGENT_USER:" "$ROOT/etc/passwd" | cut -d: -f3,4)
 ensure_user "$SCREEN_USER" ""
 
 # 3. The venv, rebuilt only when the source or the lock changed (a stamp of both)
@@ -131,13 +133,12 @@ done
 [ -n "$ROOT" ] || [ "$changed" = 0 ] || systemctl daemon-reload
 
 # 6. Identity: public parts in the data folder (the service user's), secrets root-only for LoadCredential=
-install -d -m 0700 -o "$(id -u "$AGENT_USER" 2>/dev/null || grep "^$AGENT_USER:" "$ROOT/etc/passwd" | cut -d: -f3)" \
+install -d -m 0700 -o "${AGENT_OWNER%%:*}" \
     "$ROOT$STATE"
 install -d -m 0700 "$ROOT$CREDSTORE"
 if [ -n "$bundle" ]; then
     "$KIOSK" provision "$bundle" --data "$ROOT$STATE" --secrets-dir "$ROOT$CREDSTORE"
-    owner=$(grep "^$AGENT_USER:" "$ROOT/etc/passwd" | cut -d: -f3,4)
-    chown -R "$owner" "$ROOT$STATE"
+    chown -R "$AGENT_OWNER" "$ROOT$STATE"
     shred -u "$bundle" 2>/dev/null || rm -f "$bundle"
     say "bundle imported and deleted"
     changed=1

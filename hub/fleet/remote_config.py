@@ -23,8 +23,15 @@ class ConfigChangeError(ValueError):
 
 def current(conn: sqlite3.Connection, kiosk: str) -> RemoteConfig | None:
     """The kiosk's settings, or None if it has none (never set, or withdrawn when it was revoked)."""
-    row = conn.execute("SELECT body FROM kiosk_configs WHERE kiosk = ?", (kiosk,)).fetchone()
-    return RemoteConfig.model_validate_json(row[0]) if row and row[0] else None
+    return _stored(conn, kiosk)[1]
+
+
+def _stored(conn: sqlite3.Connection, kiosk: str) -> tuple[int, RemoteConfig | None]:
+    """The last version number used for the kiosk (0: none yet) and its settings, if not withdrawn."""
+    row = conn.execute("SELECT version, body FROM kiosk_configs WHERE kiosk = ?", (kiosk,)).fetchone()
+    if row is None:
+        return 0, None
+    return int(row[0]), RemoteConfig.model_validate_json(row[1]) if row[1] else None
 
 
 def withdraw(conn: sqlite3.Connection, kiosk: str) -> None:
@@ -40,9 +47,8 @@ def change(conn: sqlite3.Connection, kiosk: str, changes: dict[str, str], now: f
     """The kiosk's settings with `changes` (name=value, validated) as a new version."""
     if not Topics.is_valid_kiosk_id(kiosk):
         raise ConfigChangeError(f"{kiosk!r} is not a kiosk id")
-    before = current(conn, kiosk)
+    last_version, before = _stored(conn, kiosk)
     settings = (before.settings if before else KioskSettings()).model_dump()
-    stored = conn.execute("SELECT version FROM kiosk_configs WHERE kiosk = ?", (kiosk,)).fetchone()
     unknown = sorted(set(changes) - set(KioskSettings.model_fields))
     if unknown:
         raise ConfigChangeError(
@@ -55,7 +61,7 @@ def change(conn: sqlite3.Connection, kiosk: str, changes: dict[str, str], now: f
         raise ConfigChangeError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
     config = RemoteConfig(
         kiosk=kiosk,
-        version=(int(stored[0]) if stored else 0) + 1,
+        version=last_version + 1,
         settings=new_settings,
         issued_at=dt.datetime.fromtimestamp(now, dt.UTC),
     )
