@@ -166,9 +166,14 @@ def test_a_relay_only_call_goes_through_coturn(
                 expect(call).to_have_attribute("data-state", "live", timeout=20_000)
                 wait_until(lambda: int(call.get_attribute("data-video-frames-decoded") or 0) >= 15, 20, "video")
                 expect(screen.get_by_role("heading", name=re.compile("You are talking with"))).to_be_visible()
-                pairs = page.evaluate("window.consultCandidateTypes ? window.consultCandidateTypes() : null")
-                if pairs is not None:
-                    assert set(pairs) == {"relay"}
+                pairs: list[str] = []
+
+                def pair_in_use() -> bool:
+                    pairs[:] = page.evaluate("window.consultCandidateTypes()")
+                    return bool(pairs)
+
+                wait_until(pair_in_use, 10, "the candidate pair the call uses")
+                assert pairs == ["relay", "relay"]
             provider.close()
         assert "allocation" in turn.log.read_text().lower()
 

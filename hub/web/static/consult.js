@@ -324,16 +324,19 @@
   );
 
   window.consultCandidateTypes = function () {
+    // The transport's selectedCandidatePairId names the pair media flows on. A pair's own `nominated` flag is
+    // not enough: Chromium, as the controlled agent, may not mark the pair it uses as nominated for a while.
     return pc.getStats().then(function (report) {
-      const types = [];
+      let pair = null;
       report.forEach(function (s) {
-        if (s.type === "candidate-pair" && s.state === "succeeded" && s.nominated) {
-          for (const id of [s.localCandidateId, s.remoteCandidateId]) {
-            const candidate = report.get(id);
-            if (candidate) types.push(candidate.candidateType);
-          }
-        }
+        if (s.type === "transport" && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
       });
+      if (!pair) return [];
+      const types = [];
+      for (const id of [pair.localCandidateId, pair.remoteCandidateId]) {
+        const candidate = report.get(id);
+        if (candidate) types.push(candidate.candidateType);
+      }
       return types;
     });
   };
