@@ -122,13 +122,18 @@ class Forwarder:
         self._wake_pending = False
         # A partial batch is waiting for the window to empty: no need to read the outbox until a receipt.
         self._holding_partial = False
+        # Set while a message is in flight: what an enqueue adds then waits for a receipt (or a receipt
+        # deadline) anyway (Nagle's rule in _fill_window, or a full window), and either of those wakes the
+        # loop by itself, so wake() skips the pipe. On a busy kiosk that spares a loop wake-up (a pipe
+        # write, a select return, a GIL hand-over) per reading. Cleared before the outbox is read again.
+        self._quiet = False
 
     # -- public --------------------------------------------------------------------------
 
     def wake(self) -> None:
         """Thread-safe nudge: new items were enqueued, or stop() was called."""
-        if self._closed or self._wake_pending:
-            return  # a wake-up is already on its way; the loop reads the outbox after clearing the flag
+        if self._closed or self._wake_pending or self._quiet:
+            return  # a wake-up is already on its way, or due anyway; the loop reads the outbox after clearing flags
         self._wake_pending = True
         # A full pipe means the loop is already due to wake.
         with contextlib.suppress(BlockingIOError):
@@ -136,6 +141,7 @@ class Forwarder:
 
     def stop(self) -> None:
         self._stop.set()
+        self._quiet = False
         self.wake()
 
     def run(self) -> None:
@@ -294,10 +300,12 @@ class Forwarder:
         Nagle's rule, for messages: a batch that is not full goes out only when nothing is in
         flight. A busy kiosk then sends one growing batch per round trip instead of a message
         per reading (each costs a publish, a PUBACK and a receipt), while a lone reading on an
-        idle link still leaves at once. Full batches (a backlog) fill the whole window.
+        idle link still leaves at once. Full batches (a backlog) fill the whole window. While anything is in
+        flight, the outbox is read again only when a receipt (or a receipt deadline) frees room: see `_quiet`.
         """
         cfg = self.config
         free = cfg.window_messages - len(self._inflight)
+        self._quiet = self._ready and bool(self._inflight)
         if not self._ready or free <= 0 or (self._holding_partial and self._inflight):
             return
         self._holding_partial = False
@@ -314,6 +322,7 @@ class Forwarder:
                 self._publish(message)
                 if not self._ready:
                     return
+        self._quiet = bool(self._inflight)
 
     def _publish(self, items: list[OutboxItem]) -> None:
         kiosk = self.config.kiosk_id
@@ -413,6 +422,7 @@ class Forwarder:
             flight.remaining.discard(message_id)
             if not flight.remaining:
                 del self._inflight[mid]
+                self._quiet = False  # before the outbox is read again, or an enqueue in between would wait
                 sent_at = flight.sent_at
         return sent_at
 
@@ -451,6 +461,7 @@ class Forwarder:
         self._inflight.clear()
         self._mid_of.clear()
         self._sent_upto = 0
+        self._quiet = False
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from device.forwarder import Forwarder, ForwarderConfig
 from device.outbox import Outbox
 from device.protocol import Topics, parse_receipt
 from device.protocol.endpoints import BrokerUrl
@@ -218,3 +221,43 @@ def test_presence_follows_the_last_will(tmp_path: Path, broker_url: BrokerUrl) -
         wait_until(lambda: (HubStore(db).kiosk("k9") or {}).get("online") == 1, 10, "a later valid presence")
         pub.loop_stop()
     assert (HubStore(db).kiosk("k8") or {}).get("online") == 0  # a non-boolean did not flip it
+
+
+def test_readings_taken_while_a_message_awaits_its_receipt_leave_together_and_the_next_leaves_at_once(
+    tmp_path: Path, broker_url: BrokerUrl
+) -> None:
+    """While anything is in flight the forwarder is not woken per reading; the receipt sends what piled up.
+
+    The poll interval is a minute, so a reading that missed its wake-up would wait that long.
+    """
+    db = tmp_path / "hub.db"
+    rng = random.Random(11)
+    box = Outbox(tmp_path / "q" / "outbox.db", "q")
+    forwarder = Forwarder(
+        Outbox(box.path, "q"),
+        ForwarderConfig(kiosk_id="q", broker=broker_url, poll_interval_s=60, receipt_timeout_s=60),
+    )
+    box.on_enqueue = forwarder.wake
+    ingest = {"client_id": "quiet-ingest", "group": "quiet"}
+    thread = threading.Thread(target=forwarder.run, daemon=True)
+    with ingest_thread(db, broker_url, **ingest):
+        pass  # the hub's session and shared subscription now exist; the broker keeps what comes while it is away
+    thread.start()
+    try:
+        wait_until(forwarder.connected.is_set, 10, "the forwarder to connect")
+        first = box.enqueue("observations", single_reading(rng, datetime.now(UTC)))
+        wait_until(lambda: forwarder.stats.broker_acks == 1, 10, "the broker to take the first reading")
+        piled = [box.enqueue("observations", single_reading(rng, datetime.now(UTC))) for _ in range(20)]
+        time.sleep(0.5)
+        assert forwarder.stats.messages_sent == 1, "readings went out while the first awaited its receipt"
+        with ingest_thread(db, broker_url, **ingest):
+            wait_until(lambda: box.backlog().items == 0, 10, "the receipts for the first and the piled-up readings")
+            assert forwarder.stats.messages_sent == 2  # the twenty travelled together
+            last = box.enqueue("observations", single_reading(rng, datetime.now(UTC)))
+            wait_until(lambda: box.backlog().items == 0, 10, "a reading enqueued after the receipts")
+    finally:
+        forwarder.stop()
+        thread.join(10)
+        forwarder.outbox.close()
+        box.close()
+    assert [raw.encode() for _, raw in hub_rows(db, "q")] == [encode(e) for e in (first, *piled, last)]
