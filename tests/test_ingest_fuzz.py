@@ -234,3 +234,21 @@ def test_the_fuzzed_database_is_still_sound(store: HubStore) -> None:
             pytest.fail("the fuzzing stored no valid envelope at all")
         marks = ",".join("?" * len(row))
         store.db.conn.execute(f"INSERT INTO messages VALUES ({marks})", row)
+
+
+def test_one_id_twice_in_one_batch_with_other_content_stores_the_first_and_refuses_the_second(
+    tmp_path: Path, seeds: list[bytes]
+) -> None:
+    first = next(s for s in seeds if json.loads(s)["kind"] == "observations")
+    doc = json.loads(first)
+    doc["payload"]["observations"][0]["value"] += 1
+    second = json.dumps(doc, separators=(",", ":")).encode()
+    store = HubStore(tmp_path / "hub.db")
+    try:
+        batch = ingest(store, f"kiosk/{KIOSK}/up/batch", b"\n".join([first, second]))
+        assert len(batch.accepted) == 2
+        assert stored_raw(store, doc["id"]) == [first]
+        letters = store.db.conn.execute("SELECT raw, reason FROM dead_letters").fetchall()
+        assert [(raw, "different content" in reason) for raw, reason in letters] == [(second, True)]
+    finally:
+        store.close()
