@@ -435,6 +435,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE kiosks ADD COLUMN backlog_base INTEGER;
     ALTER TABLE kiosks ADD COLUMN backlog_base_at REAL;
     """,
+    # 15: NEWS2 looks up a patient's reading of one vital nearest a time. Through observations_patient it
+    # walked every reading of the hour on either side, of all vitals, five times per new reading: an
+    # oximeter sending every second made that quadratic. Partial like it: ingest never writes to it.
+    """
+    CREATE INDEX observations_patient_code ON observations (patient_id, clinic_id, code, effective)
+        WHERE attribution = 'attributed';
+    """,
 ]
 
 

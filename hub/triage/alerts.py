@@ -193,12 +193,7 @@ def _news2(conn: sqlite3.Connection, r: Reading, config: TriageConfig, now: floa
               news2.TEMPERATURE: "Cel"}  # fmt: skip
     values: dict[str, float] = {}
     for code, unit in wanted.items():
-        row = conn.execute(
-            "SELECT value, unit FROM observations INDEXED BY observations_patient "
-            "WHERE patient_id = ? AND clinic_id = ? AND attribution = 'attributed' AND effective BETWEEN ? AND ? "
-            "AND code = ? ORDER BY abs(julianday(effective) - julianday(?)) LIMIT 1",
-            (r.patient_id, r.clinic_id, lo, hi, code, r.effective),
-        ).fetchone()
+        row = nearest_reading(conn, r, code, lo=lo, hi=hi, at=at)
         if row is not None and (v := in_unit(row[0], row[1], unit)) is not None:
             values[code] = v
     result = news2.score(values)
@@ -225,6 +220,29 @@ def _news2(conn: sqlite3.Connection, r: Reading, config: TriageConfig, now: floa
     else:
         calm(conn, r.patient_id, "news2-single", r.effective)
     return changed
+
+
+def nearest_reading(
+    conn: sqlite3.Connection, r: Reading, code: str, *, lo: str, hi: str, at: datetime
+) -> tuple[float, str] | None:
+    """The patient's reading of `code` nearest `at` within [lo, hi] (the earlier on a tie): two index seeks."""
+    sql = (
+        "SELECT value, unit, effective FROM observations INDEXED BY observations_patient_code "
+        "WHERE patient_id = ? AND clinic_id = ? AND attribution = 'attributed' AND code = ? "
+        "AND effective BETWEEN ? AND ? ORDER BY effective {} LIMIT 1"
+    )
+    key = (r.patient_id, r.clinic_id, code)
+    before = conn.execute(sql.format("DESC"), (*key, lo, r.effective)).fetchone()
+    after = conn.execute(sql.format("ASC"), (*key, r.effective, hi)).fetchone()
+    if before is None or after is None:
+        found = before or after
+        return None if found is None else (found[0], found[1])
+
+    def distance(row: tuple[float, str, str]) -> timedelta:
+        return abs(datetime.fromisoformat(row[2].replace("Z", "+00:00")) - at)
+
+    nearest = before if distance(before) <= distance(after) else after
+    return nearest[0], nearest[1]
 
 
 def check_silence(conn: sqlite3.Connection, now: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from device.protocol.envelope import utc_iso
 from device.yaml_config import ConfigError, load_model
 from hub.triage import alerts, news2
 from hub.triage.config import DEFAULT, Rule, TriageConfig
@@ -230,3 +232,30 @@ def test_rules_are_checked_set_and_overridden_from_the_command_line(
     broken.write_text("rules:\n  - {id: x, title: t, severity: high, code: 59408-5, unit: mm[Hg], below: 1}\n")
     assert main(["triage", "set", *data, "--clinic", "north-clinic", str(broken)]) == 2
     assert f"{broken}:2:" in capsys.readouterr().err
+
+
+def test_news2_takes_each_vital_nearest_the_reading_as_the_full_scan_did(world: World) -> None:
+    """The two index seeks per vital find what ordering the whole window by distance found (the old query)."""
+    rng = random.Random(15)
+    codes = [("9279-1", "/min", 18), ("59408-5", "%", 95), ("8480-6", "mm[Hg]", 120), ("8867-4", "/min", 70)]
+    start = day(5)
+    readings = []
+    for second in sorted(rng.sample(range(3 * 3600), 300)):
+        code, unit, value = rng.choice(codes)
+        readings.append(obs(code, value + rng.randint(-5, 5), unit, start + timedelta(seconds=second), device=OXIMETER))
+    world.send(world.north.kiosk, readings, subject="N100")
+    conn, patient = world.store.db.conn, world.north.patients["N100"]
+    for _ in range(60):
+        at = start + timedelta(seconds=rng.randrange(3 * 3600), milliseconds=250)  # never equidistant from two
+        lo, hi = utc_iso(at - timedelta(minutes=60)), utc_iso(at + timedelta(minutes=60))
+        probe = alerts.Reading("north-clinic", patient, "8867-4", 0.0, "/min", utc_iso(at))
+        for code, _, _ in codes:
+            full_scan = conn.execute(
+                "SELECT value, unit FROM observations WHERE patient_id = ? AND clinic_id = ? "
+                "AND attribution = 'attributed' AND effective BETWEEN ? AND ? AND code = ? "
+                "ORDER BY abs(julianday(effective) - julianday(?)) LIMIT 1",
+                (patient, "north-clinic", lo, hi, code, utc_iso(at)),
+            ).fetchone()
+            assert alerts.nearest_reading(conn, probe, code, lo=lo, hi=hi, at=at) == (
+                tuple(full_scan) if full_scan else None
+            )
