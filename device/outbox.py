@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from device.protocol import ClockInfo, StatusAlert, new_message_id
 from device.protocol.envelope import MAX_ENVELOPE_BYTES, AnyEnvelope, EnvelopeError, build_envelope, encode
@@ -55,8 +55,10 @@ class OutboxFull(Exception):
     """The outbox is at capacity; the item was NOT stored. Tell the person, do not retry silently."""
 
 
-@dataclass(frozen=True)
-class OutboxItem:
+class OutboxItem(NamedTuple):
+    """One stored envelope as the forwarder reads it. A tuple: a backlog is read thousands at a time, and a
+    frozen dataclass cost about 2 us each to build (a seventh of the kiosk's CPU while draining)."""
+
     seq: int
     id: str
     kind: str
