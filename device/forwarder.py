@@ -422,7 +422,7 @@ class Forwarder:
             flight.remaining.discard(message_id)
             if not flight.remaining:
                 del self._inflight[mid]
-                self._quiet = False  # before the outbox is read again, or an enqueue in between would wait
+                self._quiet = False  # nothing of this message in flight: enqueues may wake the loop again
                 sent_at = flight.sent_at
         return sent_at
 

@@ -757,9 +757,7 @@ class HubStore(StoreReader):
                 )
                 for c in conflicts
             ]
-            self._insert_messages(
-                conn, list(rows.values()) if new is accepted else [rows[a.envelope.id] for a in new], committed_at
-            )
+            self._insert_messages(conn, [rows[a.envelope.id] for a in new], committed_at)
             self._store_chunks(
                 conn, [a.envelope for a in new if isinstance(a.envelope, AttachmentEnvelope)], committed_at
             )
