@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+State = list[tuple[str, dict[str, Any]]]
 
 
 class Events:
@@ -31,16 +33,17 @@ class Events:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.publish, event, data)
 
-    async def stream(
-        self, keepalive_s: float = 15.0, initial: list[tuple[str, dict[str, Any]]] | None = None
-    ) -> AsyncIterator[str]:
-        """`initial`: the state as of now, first (a change between the page's rendering and this stream's
-        opening would otherwise be lost)."""
+    async def stream(self, keepalive_s: float = 15.0, initial: Callable[[], State] | None = None) -> AsyncIterator[str]:
+        """`initial` gives the state as of now, sent first: a change between the page's rendering and this
+        stream's opening would otherwise be lost. It is called when the stream starts, in the same step as
+        the subscription, not when the response is made: between the two the server awaits (headers,
+        middleware), and a change published then would reach neither the snapshot nor the queue."""
         q: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._queues.add(q)
         try:
+            state_now = initial() if initial is not None else []
             yield "retry: 1000\n\n"
-            for name, state in initial or []:
+            for name, state in state_now:
                 yield f"event: {name}\ndata: {json.dumps(state)}\n\n"
             while True:
                 try:

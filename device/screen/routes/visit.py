@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
+from device.screen.events import State
 from device.screen.visit import Visit
 from device.screen.web import cleared, redirect, render, require_visit, screen_of, visit_of
 
@@ -153,10 +154,14 @@ async def events(request: Request) -> Response:
     visit = visit_of(request)
     if visit is None:
         return StreamingResponse(iter(["event: ended\ndata: {}\n\n"]), media_type="text/event-stream")
-    initial = []
-    consult = screen.consults.current if screen.consults is not None else None
-    if consult is not None and consult.subject == visit.subject:
-        initial.append(("consult", screen.consults.snapshot() if screen.consults else {}))
+    subject = visit.subject
+
+    def initial() -> State:
+        consults = screen.consults
+        if consults is None or consults.current is None or consults.current.subject != subject:
+            return []
+        return [("consult", consults.snapshot())]
+
     return StreamingResponse(
         screen.events.stream(initial=initial), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
