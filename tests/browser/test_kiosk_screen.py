@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from device.protocol.endpoints import BrokerUrl
 from device.screen.i18n import translations
@@ -156,6 +156,38 @@ def test_blood_pressure_from_the_virtual_cuff_is_shown_live_and_reaches_the_hub_
         assert len(hub_values(site, "N100", "8462-4")) == 1
         # The outbox keeps nothing the hub has: once receipted, the reading is gone from the kiosk.
         wait_until(lambda: _outbox_items(kiosk) == 0, 20, "the kiosk's outbox to empty")
+
+
+def test_a_reading_taken_while_the_page_loads_is_shown_all_the_same(
+    screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    # The page's live updates are held back until a reading has been taken after it was rendered: that
+    # reading comes as no event, and the page must still show it (a slow page and a quick device).
+    held: list[Route] = []
+    released = False
+
+    def hold(route: Route) -> None:
+        if released:
+            route.continue_()
+        else:
+            held.append(route)
+
+    with kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk:
+        check_in(screen, kiosk, "N100")
+        screen.route("**/events", hold)
+        step = f"{kiosk.url}/vitals/thermometer"
+        with screen.expect_request("**/events"):
+            screen.goto(step)
+        temperatures = screen.get_by_text(re.compile(r"^Temperature: [\d.]+ °C$"))
+        expect(temperatures).to_have_count(0)
+        pressed = screen.request.post(f"{step}/simulate", headers={"Origin": kiosk.url}, max_redirects=0)
+        assert pressed.status == 303  # the device is pressed; this page learns nothing of it yet
+        wait_until(lambda: "Temperature:" in screen.request.get(step).text(), 20, "the reading at the kiosk")
+        expect(temperatures).to_have_count(0)
+        released = True
+        for route in held:
+            route.continue_()
+        expect(temperatures).to_have_count(1)
 
 
 def _outbox_items(kiosk: KioskProcess) -> int:

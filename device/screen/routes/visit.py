@@ -154,13 +154,14 @@ async def events(request: Request) -> Response:
     visit = visit_of(request)
     if visit is None:
         return StreamingResponse(iter(["event: ended\ndata: {}\n\n"]), media_type="text/event-stream")
-    subject = visit.subject
+    shown = visit  # narrowed, for the closure
 
     def initial() -> State:
+        state: State = [("readings", {"count": len(shown.readings)})]
         consults = screen.consults
-        if consults is None or consults.current is None or consults.current.subject != subject:
-            return []
-        return [("consult", consults.snapshot())]
+        if consults is not None and consults.current is not None and consults.current.subject == shown.subject:
+            state.append(("consult", consults.snapshot()))
+        return state
 
     return StreamingResponse(
         screen.events.stream(initial=initial), media_type="text/event-stream", headers={"Cache-Control": "no-store"}

@@ -22,9 +22,16 @@
       p.hidden = false;
       p.querySelector("[data-pressure-value]").textContent = JSON.parse(e.data).mmHg;
     });
+    // How many readings this visit has as the stream opens: one taken between this page's rendering and
+    // now came as no event, so the page is rendered again to show it.
+    source.addEventListener("readings", (e) => {
+      const live = document.querySelector("[data-codes]");
+      if (live && JSON.parse(e.data).count > Number(live.dataset.shown)) window.location.replace(window.location.pathname);
+    });
     source.addEventListener("reading", (e) => {
       const r = JSON.parse(e.data);
       const live = document.querySelector("[data-codes]");
+      if (live) live.dataset.shown = Number(live.dataset.shown) + 1;
       if (!live || live.dataset.step === "camera") return;
       if (!live.dataset.codes.split(" ").includes(r.code)) return;
       const label = document.querySelector(`[data-reading-labels]`).content.querySelector(`[data-code="${r.code}"]`);
