@@ -50,61 +50,22 @@ done
 [ "$(id -u)" = 0 ] || { echo "install-kiosk: run as root (sudo)" >&2; exit 2; }
 [ -z "$bundle" ] || [ -f "$bundle" ] || { echo "install-kiosk: no such bundle $bundle" >&2; exit 2; }
 
-changed=0
-say() { printf 'install-kiosk: %s\n' "$*"; }
+NAME=install-kiosk changed=0
+# shellcheck source=systemd/install-lib.sh
+. "$SRC/systemd/install-lib.sh"
 
 # 1. Packages
-if [ "$packages" = 1 ]; then
-    missing=()
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-    fi
-fi
+[ "$packages" = 0 ] || ensure_packages "${PACKAGES[@]}"
 
-# 2. Users (useradd --prefix edits $ROOT/etc/passwd; with ROOT empty it is the system's)
-ensure_user() {  # name, supplementary groups (comma-separated, may be empty)
-    local name=$1 groups=$2
-    if ! grep -q "^$name:" "$ROOT/etc/passwd"; then
-        say "creating system user $name"
-        useradd ${ROOT:+--prefix "$ROOT"} --system --no-create-home --home-dir /nonexistent \
-            --shell /usr/sbin/nologin --user-group ${groups:+--groups "$groups"} "$name"
-    elif [ -n "$groups" ]; then
-        local g
-        for g in ${groups//,/ }; do
-            grep -qE "^$g:[^:]*:[^:]*:(.*,)?$name(,|$)" "$ROOT/etc/group" \
-                || { say "adding $name to $g"; usermod ${ROOT:+--prefix "$ROOT"} --append --groups "$g" "$name"; }
-        done
-    fi
-}
+# 2. Users
 ensure_user "$AGENT_USER" bluetooth,video
-# uid:gid from the passwd file the user was made in ($ROOT's, which is the system's when ROOT is empty).
-AGENT_OWNER=$(grep "^$AGENT_USER:" "$ROOT/etc/passwd" | cut -d: -f3,4)
+AGENT_OWNER=$(owner_of "$AGENT_USER")
 ensure_user "$SCREEN_USER" ""
 
-# 3. The venv, rebuilt only when the source or the lock changed (a stamp of both)
-stamp=$( { cat "$SRC/requirements.lock" "$SRC/pyproject.toml";
-           find "$SRC/device" "$SRC/hub" -type f -name '*.py' -o -type f -path '*/static/*' -o -type f -name '*.html' \
-                -o -type f -name '*.po' -o -type f -name '*.yaml' -o -type f -name '*.json' | LC_ALL=C sort | xargs cat; } \
-         | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$PREFIX/.installed" 2>/dev/null)" != "$stamp" ]; then
-    say "installing the kiosk software into $VENV"
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-compile -c "$SRC/requirements.lock" "$SRC[kiosk]"
-    # Byte-compiled here, on every core (pip compiles on one: 25 s against 9 s here): the services cannot write
-    # __pycache__ under ProtectSystem=strict, and would otherwise compile in memory at every start.
-    "$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib" >/dev/null \
-        || say "some files could not be byte-compiled (as pip does, they are left to be compiled when imported)"
-    install -d -m 0755 "$PREFIX"
-    printf '%s\n' "$stamp" > "$PREFIX/.installed"
-    changed=1
-fi
+# 3. The venv, and the device and hardware profiles kiosk.yaml names (/opt/telehealth/firmware_configs), replaced
+# when they differ.
+ensure_venv kiosk
 KIOSK=$VENV/bin/kiosk
-# The device and hardware profiles kiosk.yaml names (/opt/telehealth/firmware_configs), replaced when they differ.
 if ! diff -rq "$SRC/firmware_configs" "$PREFIX/firmware_configs" >/dev/null 2>&1; then
     say "installing the device profiles into $PREFIX/firmware_configs"
     rm -rf "$PREFIX/firmware_configs.new"
@@ -115,22 +76,10 @@ if ! diff -rq "$SRC/firmware_configs" "$PREFIX/firmware_configs" >/dev/null 2>&1
 fi
 
 # 4. Configuration: created once, never overwritten
-install -d -m 0755 "$ETC"
-if [ ! -e "$ETC/kiosk.yaml" ]; then
-    say "creating $ETC/kiosk.yaml (edit it for this kiosk's camera and Bluetooth devices)"
-    install -m 0644 "$SRC/systemd/kiosk.yaml" "$ETC/kiosk.yaml"
-fi
+ensure_config kiosk.yaml "edit it for this kiosk's camera and Bluetooth devices"
 
 # 5. Units
-install -d -m 0755 "$UNIT_DIR"
-for unit in kiosk-agent.service kiosk-browser.service; do
-    if ! cmp -s "$SRC/systemd/$unit" "$UNIT_DIR/$unit"; then
-        say "installing $unit"
-        install -m 0644 "$SRC/systemd/$unit" "$UNIT_DIR/$unit"
-        changed=1
-    fi
-done
-[ -n "$ROOT" ] || [ "$changed" = 0 ] || systemctl daemon-reload
+ensure_units kiosk-agent.service kiosk-browser.service
 
 # 6. Identity: public parts in the data folder (the service user's), secrets root-only for LoadCredential=
 install -d -m 0700 -o "${AGENT_OWNER%%:*}" \
@@ -148,14 +97,4 @@ fi
 "$KIOSK" config check "$ETC/kiosk.yaml" --data "$ROOT$STATE"
 
 # 8. Services
-if [ "$start" = 1 ] && [ -z "$ROOT" ]; then
-    systemctl enable --quiet kiosk-agent.service kiosk-browser.service
-    if [ "$changed" = 1 ]; then
-        systemctl restart kiosk-agent.service kiosk-browser.service
-    else
-        systemctl start kiosk-agent.service kiosk-browser.service
-    fi
-    say "running: systemctl status kiosk-agent kiosk-browser"
-else
-    say "installed and checked; not started"
-fi
+start_units kiosk-agent.service kiosk-browser.service

@@ -8,8 +8,6 @@ calls it). The units themselves are checked by tests/test_systemd_units.py.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import stat
 import subprocess
 from pathlib import Path
@@ -18,38 +16,21 @@ import pytest
 
 from hub.cli import main as hub_main
 from tests.harness import REPO
+from tests.installing import check_a_broken_setting_stops_it, run_install, scratch_root, snapshot
 
-SCRIPT = REPO / "systemd" / "install-kiosk.sh"
 CREDSTORE = "etc/credstore/telehealth-kiosk"
 STATE = "var/lib/telehealth-kiosk"
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every path under root with its mode, owner and content hash."""
-    found: dict[str, tuple[int, int, str]] = {}
-    for path in sorted(root.rglob("*")):
-        info = path.lstat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else ""
-        found[str(path.relative_to(root))] = (info.st_mode, info.st_uid, digest)
-    return found
-
-
 def install(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
-    return subprocess.run(
-        ["bash", str(SCRIPT), "--skip-packages", *extra],
-        env={**env, "ROOT": str(root)}, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    return run_install("install-kiosk.sh", root, *extra)
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str], Path]:
     """One install with a bundle, for every test here (building the venv takes about a minute)."""
     base = tmp_path_factory.mktemp("install")
-    root = base / "root"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
-    (root / "etc" / "group").write_text("root:x:0:\nvideo:x:44:\nbluetooth:x:112:\n")
+    root = scratch_root(base, "video:x:44:\nbluetooth:x:112:\n")
     # The configuration as a clinic's IT would have edited it, already in place: the script must keep it.
     (root / "etc" / "telehealth").mkdir()
     shipped = (REPO / "systemd" / "kiosk.yaml").read_text()
@@ -116,14 +97,4 @@ def test_a_broken_configuration_stops_it_with_file_and_line(
 ) -> None:
     root, first, _ = installed
     assert first.returncode == 0
-    config = root / "etc/telehealth/kiosk.yaml"
-    good = config.read_text()
-    try:
-        config.write_text(good.replace("port: 8090", "port: 80900"))
-        broken = install(root)
-        assert broken.returncode != 0
-        line = 1 + good.splitlines().index("port: 8090")
-        assert f"{config}:{line}:" in broken.stderr, broken.stderr
-        assert "not started" not in broken.stdout
-    finally:
-        config.write_text(good)
+    check_a_broken_setting_stops_it("install-kiosk.sh", root, "kiosk.yaml", "port: 8090", "port: 80900")
