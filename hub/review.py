@@ -44,7 +44,7 @@ _ORDER = ["8480-6", "8462-4", "8867-4", "59408-5", "9279-1", "8310-5", "29463-7"
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
 
 
 def corrected_seconds(effective: str, clock_offset_ms: float | None) -> float:

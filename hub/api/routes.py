@@ -159,7 +159,7 @@ def _kiosk_out(r: dict[str, Any]) -> KioskOut:
 def _observation_out(r: dict[str, Any]) -> ObservationOut:
     corrected = None
     if r["clock_offset_ms"] is not None:
-        effective = datetime.fromisoformat(r["effective"].replace("Z", "+00:00"))
+        effective = datetime.fromisoformat(r["effective"])
         corrected = utc_iso(effective + timedelta(milliseconds=r["clock_offset_ms"]))
     return ObservationOut(
         message_id=r["message_id"],

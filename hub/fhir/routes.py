@@ -106,7 +106,7 @@ def _dates(values: list[str]) -> tuple[str, list[Any]]:
     for value in values:
         prefix, text = (value[:2], value[2:]) if value[:2] in _PREFIXES else ("eq", value)
         try:
-            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            when = datetime.fromisoformat(text)
         except ValueError:
             raise FhirError(
                 400, "invalid", f"date {value!r}: use a prefix (ge, gt, le, lt) and an ISO-8601 date"

@@ -186,7 +186,7 @@ def on_attributed(conn: sqlite3.Connection, readings: Iterable[Reading], now: fl
 
 def _news2(conn: sqlite3.Connection, r: Reading, config: TriageConfig, now: float) -> int:
     settings = config.news2
-    at = datetime.fromisoformat(r.effective.replace("Z", "+00:00"))
+    at = datetime.fromisoformat(r.effective)
     window = timedelta(minutes=settings.window_minutes)
     lo, hi = utc_iso(at - window), utc_iso(at + window)
     wanted = {news2.RESPIRATION: "/min", news2.SPO2: "%", news2.SYSTOLIC: "mm[Hg]", news2.PULSE: "/min",
@@ -239,7 +239,7 @@ def nearest_reading(
         return None if found is None else (found[0], found[1])
 
     def distance(row: tuple[float, str, str]) -> timedelta:
-        return abs(datetime.fromisoformat(row[2].replace("Z", "+00:00")) - at)
+        return abs(datetime.fromisoformat(row[2]) - at)
 
     nearest = before if distance(before) <= distance(after) else after
     return nearest[0], nearest[1]
@@ -254,7 +254,7 @@ def check_silence(conn: sqlite3.Connection, now: float) -> int:
     ).fetchall()
     clinics: dict[str, TriageConfig] = {}
     for clinic_id, patient_id, last in rows:
-        last_s = datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp() if last else None
+        last_s = datetime.fromisoformat(last).timestamp() if last else None
         base = clinics.get(clinic_id) or clinics.setdefault(clinic_id, clinic_config(conn, clinic_id))
         for rule in patient_config(conn, clinic_id, patient_id, base=base).rules:
             silent = silent_for(rule, last_s, now)

@@ -15,7 +15,7 @@ def _utc(value: float | str | None) -> str:
     if value is None or value == "":
         return "—"
     if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        value = datetime.fromisoformat(value).timestamp()
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -141,7 +141,7 @@ def _when(name: str, text: str) -> datetime | None:
     if not text.strip():
         return None
     try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise HTTPException(422, f"{name}: {text!r} is not an ISO-8601 time such as 2026-11-01T00:00:00Z") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
