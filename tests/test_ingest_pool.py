@@ -7,9 +7,12 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from device.outbox import Outbox
@@ -92,3 +95,12 @@ def test_workers_are_processes_restarted_when_killed_and_gone_with_the_hub(
             hub.terminate()
             hub.wait(10)
     assert hub.returncode == -signal.SIGKILL
+
+
+def test_the_hub_script_loads_no_web_app_into_the_workers_it_spawns() -> None:
+    # multiprocessing's spawn runs the `hub` script's module again in every worker: what that module
+    # imports, each worker carries (FastAPI and the benchmarks had cost 87 MB a worker instead of 56).
+    (entry,) = [e for e in entry_points(group="console_scripts") if e.name == "hub"]
+    probe = f"import sys, {entry.module}; print(sorted({{'fastapi', 'hub.cli', 'hub.app'}} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
