@@ -88,7 +88,11 @@ class Consults:
         c = self.current
         if c is None:
             return {}
-        return {"phase": c.phase, "position": c.position, "estimate_s": c.estimate_s, "reason": c.reason}
+        # The count of the provider's messages (not their words): a page rendered before one arrived renders again.
+        return {
+            "phase": c.phase, "position": c.position, "estimate_s": c.estimate_s, "reason": c.reason,
+            "messages": len(c.messages),
+        }  # fmt: skip
 
     def _publish(self) -> None:
         if self.current is not None:

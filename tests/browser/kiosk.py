@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from playwright.sync_api import Page, Route
 
 from device.protocol.endpoints import BrokerUrl
 from tests.camera.test_photos import _skin
@@ -93,3 +94,24 @@ def kiosk_screen(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+class LiveUpdatesHeld:
+    """Holds a page's live-update stream (/events) back until `release()`: what happens at the kiosk meanwhile
+    reaches the page as no event, as when a page is slow to load. Later streams pass."""
+
+    def __init__(self, page: Page) -> None:
+        self._held: list[Route] = []
+        self._released = False
+        page.route("**/events", self._hold)
+
+    def _hold(self, route: Route) -> None:
+        if self._released:
+            route.continue_()
+        else:
+            self._held.append(route)
+
+    def release(self) -> None:
+        self._released = True
+        for route in self._held:
+            route.continue_()

@@ -27,7 +27,7 @@ from hub.consults.settings import ConsultSettings
 from hub.store import immediate
 from hub.workspace import WebSettings
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, DEFAULT_TIMEOUT_MS
-from tests.browser.kiosk import KioskProcess, kiosk_screen, rash_video
+from tests.browser.kiosk import KioskProcess, LiveUpdatesHeld, kiosk_screen, rash_video
 from tests.browser.site import Site, serve
 from tests.browser.test_kiosk_screen import check_in, hub, take_blood_pressure
 from tests.browser.test_workspace import log_in, shot
@@ -134,6 +134,17 @@ def test_a_patient_and_a_provider_see_and_hear_each_other_and_vitals_and_message
         page.get_by_label("Message to show on the kiosk screen").fill("Please sit down and rest your arm.")
         page.get_by_role("button", name="Show on the kiosk").click()
         expect(screen.get_by_text("Please sit down and rest your arm.")).to_be_visible()
+        # One sent while the kiosk's page loads (its live stream not open yet) is shown all the same.
+        held = LiveUpdatesHeld(screen)
+        with screen.expect_request("**/events"):
+            screen.reload()
+        page.get_by_label("Message to show on the kiosk screen").fill("The nurse will bring a cuff.")
+        page.get_by_role("button", name="Show on the kiosk").click()
+        consult_page = f"{kiosk.url}/consult"
+        wait_until(lambda: "bring a cuff" in screen.request.get(consult_page).text(), 10, "the message at the kiosk")
+        expect(screen.get_by_text("The nurse will bring a cuff.")).to_have_count(0)
+        held.release()
+        expect(screen.get_by_text("The nurse will bring a cuff.")).to_be_visible()
         page.get_by_role("button", name="Ask the patient to take vitals").click()
         expect(screen.get_by_role("heading", name="Take my vitals")).to_be_visible()
         screen.goto(f"{kiosk.url}/vitals/blood_pressure")

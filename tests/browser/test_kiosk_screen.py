@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, Page, expect
 
 from device.protocol.endpoints import BrokerUrl
 from device.screen.i18n import translations
 from hub.broker import MosquittoProcess
-from tests.browser.kiosk import KioskProcess, kiosk_screen, rash_video
+from tests.browser.kiosk import KioskProcess, LiveUpdatesHeld, kiosk_screen, rash_video
 from tests.browser.site import Site, serve
 from tests.browser.test_workspace import axe_serious, log_in, shot
 from tests.harness import ingest_thread, wait_until
@@ -163,18 +163,9 @@ def test_a_reading_taken_while_the_page_loads_is_shown_all_the_same(
 ) -> None:
     # The page's live updates are held back until a reading has been taken after it was rendered: that
     # reading comes as no event, and the page must still show it (a slow page and a quick device).
-    held: list[Route] = []
-    released = False
-
-    def hold(route: Route) -> None:
-        if released:
-            route.continue_()
-        else:
-            held.append(route)
-
     with kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk:
         check_in(screen, kiosk, "N100")
-        screen.route("**/events", hold)
+        held = LiveUpdatesHeld(screen)
         step = f"{kiosk.url}/vitals/thermometer"
         with screen.expect_request("**/events"):
             screen.goto(step)
@@ -184,9 +175,7 @@ def test_a_reading_taken_while_the_page_loads_is_shown_all_the_same(
         assert pressed.status == 303  # the device is pressed; this page learns nothing of it yet
         wait_until(lambda: "Temperature:" in screen.request.get(step).text(), 20, "the reading at the kiosk")
         expect(temperatures).to_have_count(0)
-        released = True
-        for route in held:
-            route.continue_()
+        held.release()
         expect(temperatures).to_have_count(1)
 
 

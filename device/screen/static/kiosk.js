@@ -57,7 +57,8 @@
       const c = JSON.parse(e.data);
       const here = document.querySelector("[data-consult]");
       const same = here && here.dataset.consult === c.phase &&
-        here.dataset.position === String(c.position ?? "") && here.dataset.estimate === String(c.estimate_s ?? "");
+        here.dataset.position === String(c.position ?? "") && here.dataset.estimate === String(c.estimate_s ?? "") &&
+        Number(here.dataset.messages) >= c.messages;
       if (here && !same) window.location.replace("/consult");
       // Elsewhere (vitals during a call): go to the call when it starts, and when it ends while it was on.
       const wasInCall = body.dataset.inCall === "yes";
@@ -65,6 +66,8 @@
       if (!here && inCall !== wasInCall && (inCall || c.phase === "ended")) window.location.assign("/consult");
     });
     source.addEventListener("consult-message", (e) => {
+      const here = document.querySelector("[data-consult]");
+      if (here) here.dataset.messages = Number(here.dataset.messages) + 1;
       const list = document.querySelector("[data-consult-messages]");
       if (!list) return;
       const li = document.createElement("li");
