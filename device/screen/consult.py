@@ -48,6 +48,7 @@ class Consult:
     reason: str | None = None
     fallback_case: str | None = None
     messages: list[str] = field(default_factory=list)
+    form: Literal["vitals", "case"] | None = None  # the provider's request to show, until its page is shown
 
 
 class Consults:
@@ -89,9 +90,11 @@ class Consults:
         if c is None:
             return {}
         # The count of the provider's messages (not their words): a page rendered before one arrived renders again.
+        # The provider's request for a form stays in the state until its page is served, so a page that was
+        # loading when it came still follows it.
         return {
             "phase": c.phase, "position": c.position, "estimate_s": c.estimate_s, "reason": c.reason,
-            "messages": len(c.messages),
+            "messages": len(c.messages), "form": c.form if c.phase in ("connecting", "live") else None,
         }  # fmt: skip
 
     def _publish(self) -> None:
@@ -134,6 +137,11 @@ class Consults:
         await self._close_call()
         self._publish()
 
+    def form_shown(self, form: Literal["vitals", "case"]) -> None:
+        """The page the provider asked for is being served: the request is done."""
+        if self.current is not None and self.current.form == form:
+            self.current.form = None
+
     def reading_taken(self, vitals: list[Vital]) -> None:
         """Readings taken during the call appear on the provider's screen as they arrive."""
         c = self.current
@@ -167,7 +175,9 @@ class Consults:
             c.messages.append(message.text)
             self.screen.events.publish("consult-message", {"text": message.text})
         elif isinstance(message, Form):
-            self.screen.events.publish("consult-form", {"form": message.form})
+            log.info("call: the provider asks for the %s page", message.form)
+            c.form = message.form
+            self._publish()
 
     async def _connect(self, consult: Consult, joined: Joined) -> None:
         from device.consult.tracks import CameraTrack, microphone  # noqa: PLC0415 - aiortc and av load for calls

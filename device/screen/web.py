@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from babel.dates import format_datetime
 from fastapi import HTTPException, Request
@@ -48,6 +48,13 @@ def environment(language: str) -> Environment:
 def screen_of(request: Request) -> Screen:
     screen: Screen = request.app.state.screen
     return screen
+
+
+def form_shown(request: Request, form: Literal["vitals", "case"]) -> None:
+    """The page a provider asked for during a call is served: their request is done."""
+    consults = screen_of(request).consults
+    if consults is not None:
+        consults.form_shown(form)
 
 
 def visit_of(request: Request) -> Visit | None:

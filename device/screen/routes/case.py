@@ -15,7 +15,7 @@ from device.protocol.questionnaire import visible
 from device.screen.answers import MAX_TEXT, AnswerError, parse_answer
 from device.screen.steps import PHOTO_ADVICE
 from device.screen.visit import Photo, Visit
-from device.screen.web import redirect, render, require_visit, screen_of
+from device.screen.web import form_shown, redirect, render, require_visit, screen_of
 
 router = APIRouter()
 VisitDep = Annotated[Visit, Depends(require_visit)]
@@ -24,6 +24,7 @@ MAX_PHOTOS = 6
 
 @router.get("/case")
 async def start(request: Request, visit: VisitDep) -> Response:
+    form_shown(request, "case")
     q = screen_of(request).questionnaire()
     return render(request, "case_start.html", visit, questionnaire=q, first=q.items[0].link_id)
 

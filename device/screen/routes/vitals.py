@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from device.screen.steps import BY_KIND, CAMERA_ADVICE, CODE_NAMES, STEPS, Step
 from device.screen.visit import ShownReading, Visit
-from device.screen.web import redirect, render, require_visit, screen_of
+from device.screen.web import form_shown, redirect, render, require_visit, screen_of
 
 router = APIRouter()
 VisitDep = Annotated[Visit, Depends(require_visit)]
@@ -25,6 +25,7 @@ def _steps(request: Request) -> tuple[Step, ...]:
 
 @router.get("/vitals")
 async def overview(request: Request, visit: VisitDep) -> Response:
+    form_shown(request, "vitals")
     return render(request, "vitals.html", visit, steps=_steps(request))
 
 

@@ -55,6 +55,9 @@
     // A live consult: the page follows the call (waiting, joining, live, ended) wherever the patient is.
     source.addEventListener("consult", (e) => {
       const c = JSON.parse(e.data);
+      // The provider asked for a form (kept in the state until its page is served, so a page that was still
+      // loading when the request came follows it too).
+      if (c.form) { window.location.assign(c.form === "vitals" ? "/vitals" : "/case"); return; }
       const here = document.querySelector("[data-consult]");
       const same = here && here.dataset.consult === c.phase &&
         here.dataset.position === String(c.position ?? "") && here.dataset.estimate === String(c.estimate_s ?? "") &&
@@ -73,10 +76,6 @@
       const li = document.createElement("li");
       li.textContent = JSON.parse(e.data).text;
       list.append(li);
-    });
-    source.addEventListener("consult-form", (e) => {
-      const form = JSON.parse(e.data).form;
-      window.location.assign(form === "vitals" ? "/vitals" : "/case");
     });
     source.addEventListener("delivered", (e) => { for (const id of JSON.parse(e.data).ids) delivered(id); });
     // A receipt that came between this page's rendering and this stream's opening: ask once.
