@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from device.outbox import Outbox, OutboxFull
 from device.protocol import sd_notify
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import EnvelopeError, encode, envelope_json_schema, receipt_json_schema
+from device.protocol.renewal import RENEW_DAYS
 from device.protocol.topics import Topics
 from device.simulate import DEVICES, single_reading
 from device.yaml_config import ConfigError
@@ -103,6 +105,18 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
         "--secrets-dir", type=Path, default=None, metavar="DIR",
         help="keep the key, MQTT password and consult credential here (root-only, e.g. /etc/credstore/"
         "telehealth-kiosk) for systemd's LoadCredential=, not in the data folder",
+    )  # fmt: skip
+
+    renew = sub.add_parser(
+        "renew",
+        help=f"renew this kiosk's certificate from the hub in its last {RENEW_DAYS} days (a new key; run daily by "
+        "kiosk-renew.timer); does nothing before",
+    )
+    renew.add_argument("--data", type=Path, default=Path("data/kiosk"), help="the kiosk's data folder")
+    renew.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the hub's answer")
+    renew.add_argument(
+        "--restart", metavar="UNIT", default=None,
+        help="after a renewal, `systemctl try-restart UNIT` (the agent takes the new certificate when it starts)",
     )  # fmt: skip
 
     serve = sub.add_parser(
@@ -587,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
         return _outbox_status(args)
     if args.command == "provision":
         return _provision(args)
+    if args.command == "renew":
+        return _renew(args)
     try:
         _resolve_identity(args)
     except (IdentityError, ValueError) as exc:
@@ -657,6 +673,23 @@ def _provision(args: argparse.Namespace) -> int:
         return 2
     where = f"; secrets in {identity.secrets}" if identity.secrets != identity.folder else ""
     print(f"kiosk {identity.kiosk_id} provisioned: broker {identity.broker}, identity in {identity.folder}{where}")
+    return 0
+
+
+def _renew(args: argparse.Namespace) -> int:
+    from device.renewal import RenewalError, renew, restart  # noqa: PLC0415 - cryptography loads only here
+
+    try:
+        identity = load_identity(args.data)
+        if identity is None:
+            raise IdentityError("this kiosk is not provisioned: run `kiosk provision BUNDLE` first")
+        outcome = renew(identity, timeout_s=args.timeout)
+        print(f"kiosk {identity.kiosk_id}: {outcome.message}")
+        if outcome.renewed and args.restart:
+            restart(args.restart)
+    except (OSError, IdentityError, RenewalError, ValueError, subprocess.CalledProcessError) as exc:
+        print(f"kiosk renew: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -366,6 +366,8 @@ class Forwarder:
                 except Exception:
                     log.exception("remote config listener failed")
             return
+        if msg.topic == Topics.certificate(self.config.kiosk_id):
+            return  # an answer to `kiosk renew`, which has its own connection
         if msg.topic != Topics.receipt(self.config.kiosk_id):
             log.info("ignoring downlink message on %s", msg.topic)
             return

@@ -17,13 +17,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from device.files import write_atomic
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import EnvelopeError
 from device.protocol.provisioning import ProvisioningBundle, parse_bundle
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 FOLDER = "identity"
 SECRETS = ("kiosk.key", "mqtt-password", "hub-credential")  # also their credential names in kiosk-agent.service
@@ -47,6 +53,10 @@ class KioskIdentity:
 
     @property
     def cert_file(self) -> Path:
+        """kiosk.pem, or a renewal's new certificate where the renewal was cut off after replacing the key."""
+        pending = self.folder / "kiosk.pem.new"
+        if pending.exists() and pair_matches(pending, self.key_file):
+            return pending
         return self.folder / "kiosk.pem"
 
     @property
@@ -65,13 +75,47 @@ class KioskIdentity:
         return self.mqtt_password_file.read_text().strip()
 
 
+def pair_matches(cert: Path, key: Path) -> bool:
+    """Whether this certificate and key belong together (by ssl: the agent does not load cryptography)."""
+    try:
+        ssl.create_default_context(ssl.Purpose.SERVER_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError):
+        return False
+    return True
+
+
+def check_certificate(
+    ca: x509.Certificate, cert: x509.Certificate, key: PublicKeyTypes, kiosk_id: str, now: dt.datetime
+) -> None:
+    """A kiosk certificate fit to use: from this CA, naming this kiosk, for this public key, valid now.
+
+    Checked on what a bundle brings (provisioning) and on what a renewal brings back."""
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - see check_bundle
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise IdentityError("the kiosk certificate was not issued by this kiosk's CA") from None
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [kiosk_id]:
+        raise IdentityError(f"the certificate names {names}, not kiosk {kiosk_id!r}")
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+        raise IdentityError("the private key does not match the kiosk certificate")
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise IdentityError(
+            f"the kiosk certificate is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
+            f"to {cert.not_valid_after_utc:%Y-%m-%d}, not now ({now:%Y-%m-%d}): check the kiosk's clock"
+        )
+
+
 def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> None:
     """Refuse a bundle whose parts do not belong together (or to this kiosk), before anything is written."""
     # Imported here: cryptography costs the running agent ~11 MB of memory, and only provisioning needs it.
     from cryptography import x509  # noqa: PLC0415
-    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
 
     try:
         ca = x509.load_pem_x509_certificate(bundle.ca_pem.encode())
@@ -79,24 +123,7 @@ def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> None:
         key = serialization.load_pem_private_key(bundle.key_pem.encode(), password=None)
     except ValueError as exc:
         raise IdentityError(f"the bundle's certificates or key cannot be read: {exc}") from None
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        raise IdentityError("the kiosk certificate was not issued by the bundle's CA") from None
-    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if names != [bundle.kiosk_id]:
-        raise IdentityError(f"the certificate names {names}, not kiosk {bundle.kiosk_id!r}")
-    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    cert_public = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if public != cert_public:
-        raise IdentityError("the private key does not match the kiosk certificate")
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise IdentityError(
-            f"the kiosk certificate is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
-            f"to {cert.not_valid_after_utc:%Y-%m-%d}, not now ({now:%Y-%m-%d}): check the kiosk's clock"
-        )
+    check_certificate(ca, cert, key.public_key(), bundle.kiosk_id, now)
     if not bundle.broker.startswith("mqtts://"):
         raise IdentityError(f"the bundle's broker {bundle.broker!r} is not mqtts://: a kiosk talks to the hub over TLS")
 

@@ -250,6 +250,7 @@ def _ingest(args: argparse.Namespace) -> int:
         client_id=args.client_id,
         batch_max=args.batch,
         ca_file=str(args.broker_ca) if args.broker_ca else None,
+        fleet_data=args.data,
     )
     worker = IngestWorker(args.data / "hub.db", config)
     tune_gc_for_ingest()

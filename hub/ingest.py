@@ -42,10 +42,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from device.protocol import EnvelopeError, Receipt, Rejection, Topics
 from device.protocol.downlink import parse_delivered
 from device.protocol.endpoints import BrokerUrl
+from device.protocol.renewal import RenewalReply
+from device.protocol.renewal import parse_request as parse_renewal
 from device.protocol.retry import Backoff
-from device.protocol.topics import DELIVERED
+from device.protocol.topics import DELIVERED, RENEW
 from device.protocol.transport import corked, has_buffered_input, no_delay
-from hub import downlink
+from hub import audit, downlink
+from hub.audit import Actor
 from hub.fleet import remote_config
 from hub.store import CommitResult, HubStore, immediate
 from hub.uplink import Limits, Sorted, classify
@@ -94,6 +97,8 @@ class IngestConfig:
     # Send the hub's kept messages (case answers) to kiosks; one worker of several is enough.
     send_downlink: bool = True
     downlink_check_s: float = 1.0
+    # The hub's data folder, whose CA signs kiosks' certificate renewals; None: renewals are refused.
+    fleet_data: Path | None = None
 
 
 @dataclass
@@ -287,6 +292,12 @@ class IngestWorker:
                 self._record_delivered(uplink.kiosk, bytes(msg.payload), now)
                 client.ack(msg.mid, msg.qos)
                 return
+        if topic.endswith(_RENEW_SUFFIX):
+            uplink = Topics.parse_uplink(topic)
+            if uplink is not None and uplink.leaf == RENEW:
+                self._renew(uplink.kiosk, bytes(msg.payload), now)
+                client.ack(msg.mid, msg.qos)
+                return
         self.stats.messages += 1
         pending = self._pending
         if pending.first_at is None:
@@ -374,6 +385,40 @@ class IngestWorker:
         except sqlite3.Error:
             log.exception("could not record a delivery; the kiosk will be sent the message again")
 
+    def _renew(self, kiosk: str, payload: bytes, now: float) -> None:
+        """Sign a kiosk's certificate renewal (or say why not) on its downlink; rare, so done at once."""
+        try:
+            request = parse_renewal(payload)
+        except EnvelopeError as exc:
+            log.warning("kiosk %s: unreadable certificate renewal ignored: %s", kiosk, exc)
+            return  # no request id to answer
+        if self.config.fleet_data is None:
+            reply = RenewalReply(request=request.request, error="this hub does not renew certificates")
+        else:
+            # Imported here: cryptography costs each worker memory, and renewals come once in two years.
+            from hub.fleet import identities  # noqa: PLC0415
+
+            try:
+                with immediate(self.store.db.conn) as conn:
+                    issued = identities.renew_kiosk(
+                        conn, identities.FleetPaths(self.config.fleet_data), kiosk, request, now
+                    )
+                    audit.record(conn, Actor(f"kiosk:{kiosk}", None), "renew_kiosk_certificate", now,
+                                 target=f"kiosk:{kiosk}", detail={"serial": format(issued.serial, "x")})  # fmt: skip
+            except identities.IdentityError as exc:
+                log.warning("kiosk %s: certificate renewal refused: %s", kiosk, exc)
+                reply = RenewalReply(request=request.request, error=str(exc))
+            except sqlite3.Error:
+                log.exception("kiosk %s: could not record a certificate renewal; the kiosk will ask again", kiosk)
+                return
+            except Exception:  # a request no check foresaw must not take ingest down
+                log.exception("kiosk %s: certificate renewal failed", kiosk)
+                reply = RenewalReply(request=request.request, error="the hub could not process this request")
+            else:
+                log.info("kiosk %s: certificate renewed, valid until %s", kiosk, f"{issued.not_after:%Y-%m-%d}")
+                reply = RenewalReply(request=request.request, cert_pem=issued.cert_pem.decode())
+        self._client.publish(Topics.certificate(kiosk), reply.model_dump_json(exclude_none=True), qos=1)
+
     def _record_presence(self, kiosk: str, payload: bytes, now: float) -> None:
         if not Topics.is_valid_kiosk_id(kiosk):
             return
@@ -397,6 +442,7 @@ class IngestWorker:
 
 
 _DELIVERED_SUFFIX = "/up/" + DELIVERED
+_RENEW_SUFFIX = "/up/" + RENEW
 
 
 def _readable_now(sock: Any) -> bool:

@@ -120,6 +120,7 @@ class HubService:
                 ca_file=str(config.broker_ca) if config.broker_ca else None,
                 username=username,
                 password=password,
+                fleet_data=config.data_dir,
             ),
             config.workers,
         )

@@ -442,6 +442,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX observations_patient_code ON observations (patient_id, clinic_id, code, effective)
         WHERE attribution = 'attributed';
     """,
+    # 16: every certificate issued to each kiosk. A renewal leaves the previous one valid until it ends, so
+    # revoking or replacing a kiosk must put all of them on the revocation list, not only the newest.
+    """
+    CREATE TABLE kiosk_certs (
+        serial TEXT PRIMARY KEY,  -- hex, as kiosk_identities.cert_serial
+        kiosk TEXT NOT NULL,
+        not_after REAL NOT NULL,
+        issued_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX kiosk_certs_kiosk ON kiosk_certs (kiosk);
+    INSERT INTO kiosk_certs (serial, kiosk, not_after, issued_at)
+        SELECT cert_serial, kiosk, cert_not_after, created_at FROM kiosk_identities;
+    """,
 ]
 
 

@@ -20,7 +20,8 @@
 #   6. The identity from --bundle, if given.
 #   7. `kiosk config check`: the configuration and the identity are checked before any service starts; a problem
 #      is printed as file:line and stops the script with nothing started.
-#   8. enable --now kiosk-agent and kiosk-browser (restarted when step 3 or 5 changed something).
+#   8. enable --now kiosk-agent, kiosk-browser and kiosk-renew.timer (the daily certificate check; restarted when
+#      step 3 or 5 changed something).
 #
 # ROOT=/some/dir installs under that directory instead of / (the tests do this; systemctl is then not called).
 set -euo pipefail
@@ -79,7 +80,7 @@ fi
 ensure_config kiosk.yaml "edit it for this kiosk's camera and Bluetooth devices"
 
 # 5. Units
-ensure_units kiosk-agent.service kiosk-browser.service
+ensure_units kiosk-agent.service kiosk-browser.service kiosk-renew.service kiosk-renew.timer
 
 # 6. Identity: public parts in the data folder (the service user's), secrets root-only for LoadCredential=
 install -d -m 0700 -o "${AGENT_OWNER%%:*}" \
@@ -97,4 +98,4 @@ fi
 "$KIOSK" config check "$ETC/kiosk.yaml" --data "$ROOT$STATE"
 
 # 8. Services
-start_units kiosk-agent.service kiosk-browser.service
+start_units kiosk-agent.service kiosk-browser.service kiosk-renew.timer

@@ -25,6 +25,8 @@ from device.protocol import EnvelopeError, encode, parse_receipt
 from device.protocol.downlink import parse_delivered, parse_message
 from device.protocol.provisioning import parse_bundle
 from device.protocol.remote_config import parse_config
+from device.protocol.renewal import parse_reply as parse_renewal_reply
+from device.protocol.renewal import parse_request as parse_renewal_request
 from device.protocol.signaling import parse_from_browser, parse_from_kiosk, parse_to_kiosk
 from device.simulate import single_reading
 from hub.store import HubStore
@@ -206,6 +208,8 @@ KIOSK_SIDE: list[tuple[str, Callable[[bytes], object]]] = [
     ("provisioning bundle", parse_bundle),
     ("hub signaling", parse_to_kiosk),
     ("delivered ack (hub)", parse_delivered),
+    ("certificate renewal request (hub)", parse_renewal_request),
+    ("certificate renewal reply", parse_renewal_reply),
     ("kiosk signaling (hub)", parse_from_kiosk),
     ("browser signaling (hub)", parse_from_browser),
 ]

@@ -56,7 +56,7 @@ def test_the_first_run_installs_everything_and_checks_it(
     groups = {line.split(":")[0]: line.split(":")[3].split(",") for line in (root / "etc/group").read_text().split()}
     assert "telehealth-kiosk" in groups["video"] and "telehealth-kiosk" in groups["bluetooth"]
     assert "telehealth-screen" not in groups["video"] + groups["bluetooth"]
-    for unit in ("kiosk-agent.service", "kiosk-browser.service"):
+    for unit in ("kiosk-agent.service", "kiosk-browser.service", "kiosk-renew.service", "kiosk-renew.timer"):
         assert (root / "etc/systemd/system" / unit).read_bytes() == (REPO / "systemd" / unit).read_bytes()
     assert (root / "opt/telehealth/venv/bin/kiosk").is_file()
     assert (root / "opt/telehealth/firmware_configs/ble").is_dir()
@@ -79,6 +79,20 @@ def test_secrets_are_root_only_credentials_and_the_bundle_is_gone(
     data = root / STATE
     assert data.stat().st_uid == kiosk_uid and stat.S_IMODE(data.stat().st_mode) == 0o700
     assert (data / "identity" / "identity.json").stat().st_uid == kiosk_uid
+
+
+def test_the_installed_renewal_finds_the_root_only_key_and_waits_for_the_last_30_days(
+    installed: tuple[Path, subprocess.CompletedProcess[str], Path],
+) -> None:
+    """What kiosk-renew.service runs (as root), on what the script installed: a new certificate is not due."""
+    root, first, _ = installed
+    assert first.returncode == 0
+    renew = subprocess.run(
+        [str(root / "opt/telehealth/venv/bin/kiosk"), "renew", "--data", str(root / STATE), "--timeout", "1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert renew.returncode == 0, renew.stderr
+    assert "kiosk lobby-1: not due: the certificate is valid until" in renew.stdout
 
 
 def test_running_it_again_changes_nothing(installed: tuple[Path, subprocess.CompletedProcess[str], Path]) -> None:

@@ -73,6 +73,7 @@ TOPIC_FORMS: dict[str, list[str]] = {
     "receipt": [Topics.receipt("{id}")],
     "message": [Topics.message("{id}"), Topics.uplink("{id}", DELIVERED)],
     "config": [Topics.config("{id}")],
+    "certificate": [Topics.certificate("{id}")],
     "downlink_filter": [Topics.downlink_filter("{id}")],
     "UPLINK_FILTER": [Topics.UPLINK_FILTER],
     "PRESENCE_FILTER": [Topics.PRESENCE_FILTER],

@@ -79,7 +79,7 @@ def test_bundles_whose_parts_do_not_belong_together_are_refused(tmp_path: Path) 
     _refused(tmp_path, {**good, "kiosk_id": "kiosk-2"}, "names \\['kiosk-1'\\], not kiosk 'kiosk-2'")
     _refused(tmp_path, {**good, "key_pem": other["key_pem"]}, "private key does not match")
     _refused(tmp_path, {**good, "cert_pem": forged.cert_pem.decode(), "key_pem": forged.key_pem.decode()},
-             "not issued by the bundle's CA")  # fmt: skip
+             "not issued by this kiosk's CA")  # fmt: skip
     _refused(tmp_path, {**good, "broker": "mqtt://hub.example:1883"}, "not mqtts://")
     _refused(tmp_path, {**good, "format": "something-else"}, "not a provisioning bundle: format")
     _refused(tmp_path, {**good, "mqtt_password": "short"}, "mqtt_password")

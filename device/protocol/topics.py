@@ -7,6 +7,8 @@
     kiosk/{id}/down/message   hub -> kiosk: a message to keep (a case answer), see downlink.py
     kiosk/{id}/up/delivered   kiosk -> hub: which downlink messages the kiosk has stored
     kiosk/{id}/down/config    hub -> kiosk, retained: remote configuration (remote_config.py)
+    kiosk/{id}/up/renew       kiosk -> hub: a certificate signing request (renewal.py)
+    kiosk/{id}/down/certificate  hub -> kiosk: the renewed certificate, or why not
 
 The kiosk id in the topic must equal the id inside every envelope; the hub refuses a
 mismatch (and, once the broker enforces per-kiosk ACLs, a kiosk can only publish
@@ -22,6 +24,7 @@ KIOSK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _KIOSK_ID_RE = re.compile(KIOSK_ID_PATTERN)
 BATCH = "batch"
 DELIVERED = "delivered"
+RENEW = "renew"
 ROOT = "kiosk"
 
 
@@ -60,6 +63,10 @@ class Topics:
     @staticmethod
     def config(kiosk_id: str) -> str:
         return f"{ROOT}/{kiosk_id}/down/config"
+
+    @staticmethod
+    def certificate(kiosk_id: str) -> str:
+        return f"{ROOT}/{kiosk_id}/down/certificate"
 
     @staticmethod
     def downlink_filter(kiosk_id: str) -> str:

@@ -4,23 +4,33 @@ A provisioned kiosk holds a client certificate from the hub's CA, an MQTT passwo
 its PBKDF2 hash is kept here, in the form Mosquitto's password file takes) and a credential
 for the hub's consult socket. All three reach the kiosk once, in the provisioning bundle;
 the hub keeps no copy of any secret. Revoking removes the password from the broker's file,
-puts the certificate on the revocation list, revokes the consult credential and signals the
-broker, which disconnects the kiosk.
+puts its certificates on the revocation list, revokes the consult credential and signals the
+broker, which disconnects the kiosk. A live kiosk renews its own certificate over MQTT
+(`renew_kiosk`, device/protocol/renewal.py) in the last RENEW_DAYS of it.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 from device.protocol.provisioning import BUNDLE_FORMAT, ProvisioningBundle
+from device.protocol.renewal import RENEW_DAYS as KIOSK_RENEW_DAYS
+from device.protocol.renewal import RenewalRequest
 from device.protocol.topics import Topics
 from hub.accounts import kiosk_credentials
 from hub.fleet import remote_config
 from hub.fleet.broker_auth import INGEST_USER, BrokerAuthFiles, mosquitto_hash, new_password, passwd_text
-from hub.fleet.pki import RENEW_DAYS, HubCA, write_private
+from hub.fleet.pki import RENEW_DAYS, HubCA, IssuedCert, write_private
 
 
 class IdentityError(ValueError):
@@ -64,15 +74,9 @@ def add_kiosk(
     if not Topics.is_valid_kiosk_id(kiosk_id) or kiosk_id == INGEST_USER:
         raise IdentityError(f"{kiosk_id!r} is not a usable kiosk id (letters, digits, '_', '.', '-'; 1 to 64)")
     ca = HubCA(paths.ca_folder)
-    previous = conn.execute(
-        "SELECT cert_serial FROM kiosk_identities WHERE kiosk = ? AND revoked_at IS NULL", (kiosk_id,)
-    ).fetchone()
-    if previous is not None:  # a replaced kiosk: its old certificate must stop working too
-        conn.execute(
-            "INSERT OR IGNORE INTO revoked_certs (serial, kiosk, revoked_at) VALUES (?,?,?)",
-            (previous[0], kiosk_id, now),
-        )
+    _revoke_certs(conn, kiosk_id, now)  # a replaced kiosk: its old certificates must stop working too
     issued = ca.issue_kiosk(kiosk_id, now=_now(now))
+    _record_cert(conn, kiosk_id, issued, now)
     password = new_password()
     conn.execute(
         "INSERT INTO kiosk_identities (kiosk, cert_serial, cert_not_after, mqtt_password_hash, created_at) "
@@ -104,11 +108,86 @@ def revoke_kiosk(conn: sqlite3.Connection, kiosk_id: str, now: float) -> None:
     if row is None:
         raise IdentityError(f"kiosk {kiosk_id!r} has no live identity")
     conn.execute("UPDATE kiosk_identities SET revoked_at = ? WHERE kiosk = ?", (now, kiosk_id))
-    conn.execute(
-        "INSERT OR IGNORE INTO revoked_certs (serial, kiosk, revoked_at) VALUES (?,?,?)", (row[0], kiosk_id, now)
-    )
+    _revoke_certs(conn, kiosk_id, now)
     kiosk_credentials.revoke(conn, kiosk_id, now)
     remote_config.withdraw(conn, kiosk_id)
+
+
+def _record_cert(conn: sqlite3.Connection, kiosk_id: str, issued: IssuedCert, now: float) -> None:
+    conn.execute(
+        "INSERT INTO kiosk_certs (serial, kiosk, not_after, issued_at) VALUES (?,?,?,?)",
+        (format(issued.serial, "x"), kiosk_id, issued.not_after.timestamp(), now),
+    )
+
+
+def _revoke_certs(conn: sqlite3.Connection, kiosk_id: str, now: float) -> None:
+    """Every certificate the kiosk was ever issued, onto the revocation list (a renewed one's predecessor too)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO revoked_certs (serial, kiosk, revoked_at) "
+        "SELECT serial, kiosk, ? FROM kiosk_certs WHERE kiosk = ?",
+        (now, kiosk_id),
+    )
+
+
+def renew_kiosk(
+    conn: sqlite3.Connection, paths: FleetPaths, kiosk_id: str, request: RenewalRequest, now: float
+) -> IssuedCert:
+    """A certificate for the new key in the kiosk's signing request, in the last RENEW_DAYS of its current one.
+
+    `kiosk_id` is the one the broker authenticated (the request's topic), never a name from the request:
+    the request must name that kiosk, and the kiosk's identity must be live. "Current" is the certificate
+    the kiosk says it holds (one this hub issued it and has not revoked), not the newest issued: a kiosk
+    whose reply was lost still holds the old one and asks again. The previous certificate stays valid
+    until it ends, so a kiosk that has not yet switched is not cut off; revoking the kiosk revokes all.
+    Raises IdentityError with the reason, which the kiosk is told.
+    """
+    if (
+        conn.execute("SELECT 1 FROM kiosk_identities WHERE kiosk = ? AND revoked_at IS NULL", (kiosk_id,)).fetchone()
+        is None
+    ):
+        raise IdentityError(f"kiosk {kiosk_id!r} has no live identity on this hub")
+    ca = HubCA(paths.ca_folder)
+    try:
+        held = x509.load_pem_x509_certificate(request.cert_pem.encode())
+        held.verify_directly_issued_by(ca.cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise IdentityError("the certificate held is not one this hub's CA issued") from None
+    serial = format(held.serial_number, "x")
+    known = conn.execute(
+        "SELECT not_after FROM kiosk_certs WHERE serial = ? AND kiosk = ? "
+        "AND serial NOT IN (SELECT serial FROM revoked_certs)",
+        (serial, kiosk_id),
+    ).fetchone()
+    if known is None:
+        raise IdentityError("the certificate held is not a live certificate of this kiosk")
+    try:  # the holder's key signed the request: a certificate alone (it is public) proves nothing
+        public = held.public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        public.verify(base64.b64decode(request.proof), request.csr_pem.encode(), ec.ECDSA(hashes.SHA256()))
+    except (ValueError, AssertionError, InvalidSignature):
+        raise IdentityError("the request is not signed by the key of the certificate held") from None
+    due = held.not_valid_after_utc - dt.timedelta(days=KIOSK_RENEW_DAYS)
+    if _now(now) < due:
+        raise IdentityError(f"the certificate is not due for renewal until {due:%Y-%m-%d}")
+    try:
+        csr = x509.load_pem_x509_csr(request.csr_pem.encode())
+    except ValueError as exc:
+        raise IdentityError(f"the signing request cannot be read: {exc}") from None
+    if not csr.is_signature_valid:
+        raise IdentityError("the signing request's signature does not match its key")
+    names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [kiosk_id]:
+        raise IdentityError(f"the signing request names {names}, not kiosk {kiosk_id!r}")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise IdentityError("the signing request's key is not EC P-256")
+    issued = ca.issue_kiosk(kiosk_id, now=_now(now), public_key=key)
+    _record_cert(conn, kiosk_id, issued, now)
+    conn.execute(
+        "UPDATE kiosk_identities SET cert_serial = ?, cert_not_after = ? WHERE kiosk = ?",
+        (format(issued.serial, "x"), issued.not_after.timestamp(), kiosk_id),
+    )
+    return issued
 
 
 def listing(conn: sqlite3.Connection) -> list[dict[str, object]]:

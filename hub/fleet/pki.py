@@ -25,7 +25,7 @@ from device.files import write_atomic
 CA_DAYS = 3650
 SERVER_DAYS = 825  # what browsers and most TLS stacks still accept for a leaf
 KIOSK_DAYS = 825
-RENEW_DAYS = 30  # the broker's certificate is issued again when fewer days than this remain
+RENEW_DAYS = 30  # a certificate (the broker's, a kiosk's) is issued again when fewer days than this remain
 CRL_DAYS = 3650  # an expired list would lock every kiosk out; it is re-signed at every revocation
 
 
@@ -103,16 +103,26 @@ class HubCA:
         write_private(self.cert_path, _cert_pem(cert))
 
     def _leaf(
-        self, common_name: str, days: int, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName], now: dt.datetime
+        self,
+        common_name: str,
+        days: int,
+        usage: x509.ObjectIdentifier,
+        sans: list[x509.GeneralName],
+        now: dt.datetime,
+        *,
+        public_key: ec.EllipticCurvePublicKey | None = None,
     ) -> IssuedCert:
-        key = ec.generate_private_key(ec.SECP256R1())
+        """A certificate for a new key pair, or for `public_key` (a renewal's request; key_pem is then empty)."""
+        key = ec.generate_private_key(ec.SECP256R1()) if public_key is None else None
+        subject_key = key.public_key() if key is not None else public_key
+        assert subject_key is not None
         serial = x509.random_serial_number()
         not_after = now + dt.timedelta(days=days)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(subject_key)
             .serial_number(serial)
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(not_after)
@@ -126,7 +136,7 @@ class HubCA:
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
-        return IssuedCert(_cert_pem(cert), _key_pem(key), serial, not_after)
+        return IssuedCert(_cert_pem(cert), _key_pem(key) if key is not None else b"", serial, not_after)
 
     def issue_server(self, names: list[str], *, now: dt.datetime | None = None) -> IssuedCert:
         """The broker's certificate: every name and address kiosks may use to reach it."""
@@ -142,8 +152,11 @@ class HubCA:
     def expires(cert_pem: bytes) -> dt.datetime:
         return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
 
-    def issue_kiosk(self, kiosk_id: str, *, now: dt.datetime | None = None) -> IssuedCert:
-        return self._leaf(kiosk_id, KIOSK_DAYS, ExtendedKeyUsageOID.CLIENT_AUTH, [], now or dt.datetime.now(dt.UTC))
+    def issue_kiosk(
+        self, kiosk_id: str, *, now: dt.datetime | None = None, public_key: ec.EllipticCurvePublicKey | None = None
+    ) -> IssuedCert:
+        now = now or dt.datetime.now(dt.UTC)
+        return self._leaf(kiosk_id, KIOSK_DAYS, ExtendedKeyUsageOID.CLIENT_AUTH, [], now, public_key=public_key)
 
     def crl_pem(self, revoked: list[tuple[int, dt.datetime]], *, now: dt.datetime | None = None) -> bytes:
         """The revocation list Mosquitto checks each kiosk's certificate against (serial, revoked at)."""
