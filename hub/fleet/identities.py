@@ -147,28 +147,49 @@ def renew_kiosk(
     ):
         raise IdentityError(f"kiosk {kiosk_id!r} has no live identity on this hub")
     ca = HubCA(paths.ca_folder)
+    held = _held_certificate(conn, ca, kiosk_id, request)
+    due = held.not_valid_after_utc - dt.timedelta(days=KIOSK_RENEW_DAYS)
+    if _now(now) < due:
+        raise IdentityError(f"the certificate is not due for renewal until {due:%Y-%m-%d}")
+    key = _requested_key(request, kiosk_id)
+    issued = ca.issue_kiosk(kiosk_id, now=_now(now), public_key=key)
+    _record_cert(conn, kiosk_id, issued, now)
+    conn.execute(
+        "UPDATE kiosk_identities SET cert_serial = ?, cert_not_after = ? WHERE kiosk = ?",
+        (format(issued.serial, "x"), issued.not_after.timestamp(), kiosk_id),
+    )
+    return issued
+
+
+def _held_certificate(conn: sqlite3.Connection, ca: HubCA, kiosk_id: str, request: RenewalRequest) -> x509.Certificate:
+    """The certificate the request says the kiosk holds: this CA's, the kiosk's, not revoked, and its key signed
+    the request (a certificate alone is public and proves nothing)."""
     try:
         held = x509.load_pem_x509_certificate(request.cert_pem.encode())
         held.verify_directly_issued_by(ca.cert)
     except (ValueError, TypeError, InvalidSignature):
         raise IdentityError("the certificate held is not one this hub's CA issued") from None
-    serial = format(held.serial_number, "x")
-    known = conn.execute(
-        "SELECT not_after FROM kiosk_certs WHERE serial = ? AND kiosk = ? "
-        "AND serial NOT IN (SELECT serial FROM revoked_certs)",
-        (serial, kiosk_id),
-    ).fetchone()
-    if known is None:
+    if (
+        conn.execute(
+            "SELECT 1 FROM kiosk_certs WHERE serial = ? AND kiosk = ? "
+            "AND serial NOT IN (SELECT serial FROM revoked_certs)",
+            (format(held.serial_number, "x"), kiosk_id),
+        ).fetchone()
+        is None
+    ):
         raise IdentityError("the certificate held is not a live certificate of this kiosk")
-    try:  # the holder's key signed the request: a certificate alone (it is public) proves nothing
-        public = held.public_key()
-        assert isinstance(public, ec.EllipticCurvePublicKey)
+    public = held.public_key()
+    try:
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise InvalidSignature
         public.verify(base64.b64decode(request.proof), request.csr_pem.encode(), ec.ECDSA(hashes.SHA256()))
-    except (ValueError, AssertionError, InvalidSignature):
+    except (ValueError, InvalidSignature):
         raise IdentityError("the request is not signed by the key of the certificate held") from None
-    due = held.not_valid_after_utc - dt.timedelta(days=KIOSK_RENEW_DAYS)
-    if _now(now) < due:
-        raise IdentityError(f"the certificate is not due for renewal until {due:%Y-%m-%d}")
+    return held
+
+
+def _requested_key(request: RenewalRequest, kiosk_id: str) -> ec.EllipticCurvePublicKey:
+    """The new key from the signing request, which must be self-consistent, name this kiosk and be EC P-256."""
     try:
         csr = x509.load_pem_x509_csr(request.csr_pem.encode())
     except ValueError as exc:
@@ -181,13 +202,7 @@ def renew_kiosk(
     key = csr.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise IdentityError("the signing request's key is not EC P-256")
-    issued = ca.issue_kiosk(kiosk_id, now=_now(now), public_key=key)
-    _record_cert(conn, kiosk_id, issued, now)
-    conn.execute(
-        "UPDATE kiosk_identities SET cert_serial = ?, cert_not_after = ? WHERE kiosk = ?",
-        (format(issued.serial, "x"), issued.not_after.timestamp(), kiosk_id),
-    )
-    return issued
+    return key
 
 
 def listing(conn: sqlite3.Connection) -> list[dict[str, object]]:
