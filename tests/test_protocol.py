@@ -61,7 +61,7 @@ def test_times_with_other_offsets_are_stored_as_utc() -> None:
         ({"value": 900}, "Heart rate (8867-4) of 900.0 /min is outside the plausible range 10..350"),
         ({"code": "heart"}, "String should match pattern"),
         ({"unit": "beats per minute"}, "String should match pattern"),
-        ({"effective": "2026-11-27T10:00:00"}, "Input should have timezone info"),
+        ({"effective": "2026-11-27T10:00:00"}, "an offset (Z or +hh:mm)"),
         ({"device": {"id": "x", "type": "telepathy"}}, "Input should be 'ble', 'camera', 'manual' or 'simulated'"),
     ],
 )
