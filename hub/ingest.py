@@ -81,7 +81,7 @@ class ReadyFlag(Protocol):
 @dataclass
 class IngestConfig:
     broker: BrokerUrl
-    client_id: str = "hub-ingest-1"
+    client_id: str = "hub-ingest:1"  # the broker binds ids to logins: the user name, a colon, a suffix
     group: str = "ingest"
     batch_max: int = 1000  # messages per transaction; a batch is otherwise what arrived during the last commit
     # Mosquitto allows a manual-ack client only 20 unacked messages unless it asks for more.
@@ -317,7 +317,9 @@ class IngestWorker:
         try:
             result = self.store.commit_batch([a for _, a in pending.accepted], pending.dead)
         except Exception:
-            # Not acked, not receipted: retried on the next step; the broker holds the messages.
+            # Not acked, not receipted: retried on the next step; the broker holds the messages. What
+            # reaches here is the database's trouble (locked, full, I/O): commit_batch sets aside an
+            # envelope it cannot store and commits the rest, so no message can fail every retry.
             self.stats.commit_failures += 1
             log.exception("commit failed; will retry")
             self._stop.wait(self.config.reconnect.next_delay())
@@ -333,23 +335,39 @@ class IngestWorker:
             self._publish_receipts(pending, result)
 
     def _publish_receipts(self, pending: _Pending, result: CommitResult) -> None:
-        self.stats.dead_letters += len(result.conflicts)
+        """Tell each kiosk what is stored and what never will be, so it deletes both from its outbox.
+
+        An envelope the store could not hold (`result.poisoned`) is rejected like an invalid one:
+        resending it would only fail again. It is logged once here, without its values.
+        """
+        self.stats.dead_letters += len(result.conflicts) + len(result.poisoned)
         conflicting = {id(c) for c in result.conflicts}
+        poisoned = {id(p.item): p.reason for p in result.poisoned}
         accepted: dict[str, list[str]] = defaultdict(list)
         for kiosk, item in pending.accepted:
             if id(item) in conflicting:
                 pending.rejected[kiosk].append(
                     Rejection(id=item.envelope.id, reason="message id already used for different content")
                 )
+            elif id(item) in poisoned:
+                reason = poisoned[id(item)]
+                log.warning("kiosk %s: message %s dead-lettered and rejected: %s", kiosk, item.envelope.id, reason)
+                pending.rejected[kiosk].append(Rejection(id=item.envelope.id, reason=reason))
             else:
                 accepted[kiosk].append(item.envelope.id)
         hub_time = datetime.now(UTC)
         for kiosk in accepted.keys() | pending.rejected.keys():
-            receipt = Receipt(
-                accepted=accepted.get(kiosk, []), rejected=pending.rejected.get(kiosk, []), hub_time=hub_time
-            )
+            try:
+                receipt = Receipt(
+                    accepted=accepted.get(kiosk, []), rejected=pending.rejected.get(kiosk, []), hub_time=hub_time
+                )
+                body = receipt.model_dump_json(exclude_none=True)
+            except ValueError as exc:  # pydantic's errors are ValueErrors; the batch is committed and acked
+                # No receipt: the kiosk resends and its copies are receipted as duplicates then.
+                log.warning("kiosk %s: receipt not sent, it could not be encoded: %s", kiosk, type(exc).__name__)
+                continue
             # QoS 0: a lost receipt only means the kiosk sends again and gets another (docs/protocol.md).
-            self._client.publish(Topics.receipt(kiosk), receipt.model_dump_json(exclude_none=True), qos=0)
+            self._client.publish(Topics.receipt(kiosk), body, qos=0)
 
     def _send_downlink(self) -> None:
         """Publish what kiosks have not confirmed yet (hub.downlink decides what is due)."""

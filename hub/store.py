@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -499,7 +499,9 @@ class DeadLetter:
             reason=reason,
             raw=raw[:keep_bytes],
             size=len(raw),
-            sha256=hashlib.sha256(raw + topic.encode()).hexdigest(),
+            # surrogatepass: a topic never holds a lone surrogate (MQTT topics are UTF-8), but building a
+            # dead letter must not be the step that raises.
+            sha256=hashlib.sha256(raw + topic.encode(errors="surrogatepass")).hexdigest(),
             truncated=len(raw) > keep_bytes,
             received_at=received_at,
             kiosk_hint=kiosk_hint,
@@ -508,10 +510,20 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
+class Poisoned:
+    """An envelope the contract let through that the database cannot hold; dead-lettered, to be rejected."""
+
+    item: Accepted
+    reason: str  # for a person, and for the kiosk's `rejected` receipt: never the health values themselves
+
+
+@dataclass(frozen=True)
 class CommitResult:
     new: list[str]
     duplicates: list[str]
     conflicts: list[Accepted]  # an id already stored with other content: dead-lettered, never merged
+    # Failed to store on their own content (a gap in the contract): dead-lettered, the rest of the batch stored.
+    poisoned: list[Poisoned] = field(default_factory=list)
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:
@@ -684,6 +696,47 @@ def _build_rows(items: list[Accepted]) -> dict[str, _Rows]:
     return rows
 
 
+def _conflict_letters(conflicts: list[Accepted]) -> list[DeadLetter]:
+    return [
+        DeadLetter.build(
+            c.topic,
+            f"message id {c.envelope.id} is already stored with different content",
+            c.raw,
+            c.received_at,
+            kiosk_hint=c.envelope.kiosk,
+            message_id=c.envelope.id,
+        )
+        for c in conflicts
+    ]
+
+
+def _poison_letter(p: Poisoned) -> DeadLetter:
+    env = p.item.envelope
+    return DeadLetter.build(
+        p.item.topic, p.reason, p.item.raw, p.item.received_at, kiosk_hint=_text(env.kiosk), message_id=_text(env.id)
+    )
+
+
+def _unstorable(exc: Exception) -> str:
+    """The reason an envelope could not be stored, for the dead letter, the log and the kiosk's receipt.
+
+    The exception's own words (SQLite's and Python's conversions name the problem, not the value),
+    bounded to fit a receipt's rejection.
+    """
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return _text(f"could not be stored: {detail}")[:500]
+
+
+def _text(value: object) -> str:
+    """`value` as text SQLite and a receipt can hold: a lone surrogate (JSON allows one as \\ud800) escaped."""
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
+
+
 class IngestTurn:
     """Ingest workers take turns at the database through a lock file before they ask SQLite.
 
@@ -732,52 +785,105 @@ class HubStore(StoreReader):
     ) -> CommitResult:
         """Store a batch in one transaction; envelopes already stored are reported as duplicates.
 
+        An envelope the database cannot hold (an integer past SQLite's 64 bits, a time that
+        cannot be turned to UTC: whatever the contract lets through and storage does not)
+        would fail every retry of its batch, and hold up every kiosk whose messages share
+        it. So a failure that is not the database's own (`sqlite3.OperationalError`: locked,
+        full, I/O; raised for the caller to retry) is taken to be the batch's content: the
+        envelopes at fault are found, dead-lettered and reported in `poisoned`, and the rest
+        is stored. The common path pays nothing for it.
+
         `now` is the hub's time of the commit (tests with a moved clock give theirs).
         """
+        try:
+            return self._commit(accepted, dead, now)
+        except sqlite3.OperationalError:
+            raise
+        except Exception:  # noqa: BLE001 - any other failure is the content's, narrowed down there
+            return self._commit_isolating(accepted, dead, now)
+
+    def _commit(self, accepted: list[Accepted], dead: list[DeadLetter], now: float | None) -> CommitResult:
         # Everything that does not need the write lock is done before it is taken: several workers
         # then overlap their Python work, and the lock is held for little more than SQLite's own.
         # In id (time) order: the primary-key B-trees are then appended to, not split at random.
         accepted = sorted(accepted, key=lambda a: a.envelope.id)
         rows = _build_rows(accepted)
-        ids = list(rows)
-        all_distinct = len(ids) == len(accepted)
         with self._transaction() as conn:
             # Taken inside the lock: a worker that waited its turn has not committed while it waited.
             committed_at = time.time() if now is None else now
-            stored = self._stored_raw(conn, ids)
-            new: list[Accepted] = accepted
-            duplicates: list[str] = []
-            conflicts: list[Accepted] = []
-            if stored or not all_distinct:  # the common case, all new, skips this
-                new = []
-                for item in accepted:
-                    previous = stored.get(item.envelope.id)
-                    if previous is None:
-                        stored[item.envelope.id] = item.raw
-                        new.append(item)
-                    elif previous == item.raw:
-                        duplicates.append(item.envelope.id)
-                    else:
-                        conflicts.append(item)
-            conflict_letters = [
-                DeadLetter.build(
-                    c.topic,
-                    f"message id {c.envelope.id} is already stored with different content",
-                    c.raw,
-                    c.received_at,
-                    kiosk_hint=c.envelope.kiosk,
-                    message_id=c.envelope.id,
-                )
-                for c in conflicts
-            ]
-            self._insert_messages(conn, [rows[a.envelope.id] for a in new], committed_at)
-            self._store_chunks(
-                conn, [a.envelope for a in new if isinstance(a.envelope, AttachmentEnvelope)], committed_at
-            )
-            self._store_cases(conn, [a.envelope for a in new if isinstance(a.envelope, CaseEnvelope)], committed_at)
-            self._update_kiosks(conn, new, committed_at)
-            self._insert_dead(conn, [*dead, *conflict_letters])
+            new, duplicates, conflicts = self._write(conn, accepted, rows, committed_at)
+            self._insert_dead(conn, [*dead, *_conflict_letters(conflicts)])
         return CommitResult([a.envelope.id for a in new], duplicates, conflicts)
+
+    def _commit_isolating(self, accepted: list[Accepted], dead: list[DeadLetter], now: float | None) -> CommitResult:
+        """Store what can be stored of a batch that failed on its content, and set the rest aside.
+
+        Halving: a part that fails is split in two and each half tried again, down to single
+        envelopes, so one bad envelope in a thousand costs about twenty attempts, not a
+        thousand. All in one transaction, each attempt under a savepoint: a failed attempt
+        leaves nothing behind, a good envelope is written by exactly one attempt (later
+        parts see it, so a second copy in the batch is still a duplicate), and the batch
+        costs one fsync however many attempts it took. Parts keep arrival order, as the
+        whole batch's sort does, so the first copy of an id still wins.
+        """
+        new: list[Accepted] = []
+        duplicates: list[str] = []
+        conflicts: list[Accepted] = []
+        poisoned: list[Poisoned] = []
+        with self._transaction() as conn:
+            committed_at = time.time() if now is None else now
+
+            def attempt(part: list[Accepted]) -> None:
+                conn.execute("SAVEPOINT ingest_part")
+                try:
+                    ordered = sorted(part, key=lambda a: a.envelope.id)
+                    written = self._write(conn, ordered, _build_rows(ordered), committed_at)
+                except sqlite3.OperationalError:
+                    raise  # the database's trouble: the whole transaction is rolled back, the caller retries
+                except Exception as exc:  # noqa: BLE001 - the content's: narrowed down below
+                    # A statement's error undoes only that statement, so the savepoint is still there.
+                    conn.execute("ROLLBACK TO ingest_part")
+                    conn.execute("RELEASE ingest_part")
+                    if len(part) == 1:
+                        poisoned.append(Poisoned(part[0], _unstorable(exc)))
+                        return
+                    half = len(part) // 2
+                    attempt(part[:half])
+                    attempt(part[half:])
+                    return
+                conn.execute("RELEASE ingest_part")
+                new.extend(written[0])
+                duplicates.extend(written[1])
+                conflicts.extend(written[2])
+
+            attempt(list(accepted))
+            self._insert_dead(conn, [*dead, *_conflict_letters(conflicts), *map(_poison_letter, poisoned)])
+        return CommitResult([a.envelope.id for a in new], duplicates, conflicts, poisoned)
+
+    def _write(
+        self, conn: sqlite3.Connection, accepted: list[Accepted], rows: dict[str, _Rows], committed_at: float
+    ) -> tuple[list[Accepted], list[str], list[Accepted]]:
+        """Write the envelopes not stored yet, inside the caller's transaction: (new, duplicate ids, conflicts)."""
+        stored = self._stored_raw(conn, list(rows))
+        new: list[Accepted] = accepted
+        duplicates: list[str] = []
+        conflicts: list[Accepted] = []
+        if stored or len(rows) != len(accepted):  # the common case, all new and distinct, skips this
+            new = []
+            for item in accepted:
+                previous = stored.get(item.envelope.id)
+                if previous is None:
+                    stored[item.envelope.id] = item.raw
+                    new.append(item)
+                elif previous == item.raw:
+                    duplicates.append(item.envelope.id)
+                else:
+                    conflicts.append(item)
+        self._insert_messages(conn, [rows[a.envelope.id] for a in new], committed_at)
+        self._store_chunks(conn, [a.envelope for a in new if isinstance(a.envelope, AttachmentEnvelope)], committed_at)
+        self._store_cases(conn, [a.envelope for a in new if isinstance(a.envelope, CaseEnvelope)], committed_at)
+        self._update_kiosks(conn, new, committed_at)
+        return new, duplicates, conflicts
 
     @staticmethod
     def _stored_raw(conn: sqlite3.Connection, ids: list[str]) -> dict[str, bytes]:
@@ -918,27 +1024,38 @@ class HubStore(StoreReader):
 
     @staticmethod
     def _insert_dead(conn: sqlite3.Connection, dead: list[DeadLetter]) -> None:
+        """Store dead letters; every value is coerced to what its column holds, so that this, the last
+        resort for a bad message, cannot fail on the message too (a lone surrogate in a claimed id,
+        say) and hold up the batch around it."""
         for d in dead:
             conn.execute(
                 "INSERT INTO dead_letters (sha256, topic, kiosk_hint, message_id, reason, size, raw, raw_truncated, "
                 "first_seen, last_seen, count) VALUES (?,?,?,?,?,?,?,?,?,?,1) "
                 "ON CONFLICT (sha256) DO UPDATE SET count = count + 1, last_seen = excluded.last_seen",
                 (
-                    d.sha256,
-                    d.topic,
-                    d.kiosk_hint,
-                    d.message_id,
-                    d.reason,
-                    d.size,
-                    d.raw,
-                    int(d.truncated),
-                    d.received_at,
-                    d.received_at,
+                    _text(d.sha256),
+                    _text(d.topic),
+                    None if d.kiosk_hint is None else _text(d.kiosk_hint),
+                    None if d.message_id is None else _text(d.message_id),
+                    _text(d.reason),
+                    int(d.size),
+                    bytes(d.raw),
+                    int(bool(d.truncated)),
+                    float(d.received_at),
+                    float(d.received_at),
                 ),
             )
 
     def set_presence(self, kiosk: str, online: bool, at: float) -> None:
+        """A revoked kiosk is never online: a retained "online" from before its revocation must not revive it."""
         with self._transaction() as conn:
+            if (
+                online
+                and conn.execute(
+                    "SELECT 1 FROM kiosk_identities WHERE kiosk = ? AND revoked_at IS NOT NULL", (kiosk,)
+                ).fetchone()
+            ):
+                online = False
             conn.execute(
                 "INSERT INTO kiosks (id, first_seen, last_seen, online, presence_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (id) DO UPDATE SET online = excluded.online, presence_at = excluded.presence_at, "

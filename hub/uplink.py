@@ -106,6 +106,15 @@ def _claimed_id(raw: bytes, topic_kiosk: str) -> str | None:
     if not isinstance(data, dict):
         return None
     mid, kiosk = data.get("id"), data.get("kiosk")
-    if isinstance(mid, str) and len(mid) <= 64 and kiosk == topic_kiosk:
+    if isinstance(mid, str) and len(mid) <= 64 and kiosk == topic_kiosk and _is_text(mid):
         return mid
     return None
+
+
+def _is_text(value: str) -> bool:
+    """False for a lone surrogate (JSON can spell one, \\ud800): no outbox holds such an id, no receipt can carry it."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
