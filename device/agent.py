@@ -2,7 +2,10 @@
 
 Status (software version, backlog, alerts such as a full outbox) is enqueued like any
 other message but coalesced, so the hub always learns the newest state and a full
-outbox can still say that it is full.
+outbox can still say that it is full. A broker that refuses this kiosk is an alert too
+(`broker_refused`, with the reason): no status reaches the hub while the refusal lasts, but one
+made during it tells the hub why the kiosk was cut off once it is let in again, and `alerts()`
+has it at once for whatever on the kiosk shows its state.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device import __version__
-from device.forwarder import Forwarder, ForwarderConfig
+from device.forwarder import Forwarder, ForwarderConfig, LinkProblem
 from device.inbox import Inbox
 from device.outbox import Outbox
+from device.protocol import StatusAlert
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.remote_config import KioskSettings
 from device.remote_settings import RemoteSettings
@@ -71,6 +75,7 @@ class KioskAgent:
             self._apply(self.remote.running.settings)
         self.forwarder.on_config = self._on_config
         self._status_now = threading.Event()
+        self.forwarder.on_link_change = self._on_link_change
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self.forwarder.run, name="forwarder", daemon=True),
@@ -111,6 +116,25 @@ class KioskAgent:
         if (self.remote.running, self.remote.error) != before:
             self._status_now.set()
 
+    def _on_link_change(self, before: LinkProblem | None, after: LinkProblem | None) -> None:
+        """Let in again after a refusal: a fresh status at once, so the hub does not keep showing the alert.
+
+        Only the end is pushed. A status made when the refusal starts could not leave before the end, when
+        the fresh one would replace it (each status coalesced away is a hole in the kiosk's sequence); a
+        heartbeat during the refusal carries the alert, which the hub reads once the kiosk is let in.
+        """
+        if after is None and before is not None and before.alert() is not None:
+            self._status_now.set()
+
+    def alerts(self) -> list[StatusAlert]:
+        """What a person should see about this kiosk now: the outbox's alerts and the broker link's."""
+        alerts = self.outbox.alerts()
+        problem = self.forwarder.link_problem
+        link_alert = problem.alert() if problem is not None else None
+        if link_alert is not None:
+            alerts.append(link_alert)
+        return alerts
+
     def send_status(self) -> None:
         backlog = self.outbox.backlog()
         self.outbox.enqueue(
@@ -120,7 +144,7 @@ class KioskAgent:
                 "outbox_backlog": backlog.items,
                 "outbox_capacity": backlog.max_items,
                 "uptime_s": round(time.monotonic() - self.started, 1),
-                "alerts": [a.model_dump() for a in self.outbox.alerts()],
+                "alerts": [a.model_dump() for a in self.alerts()],
                 "config_version": self.remote.running.version if self.remote.running else 0,
                 "config_error": self.remote.error,
             },

@@ -11,11 +11,19 @@ The forwarder is one thread driving paho's external-loop API with ``select`` ove
 MQTT socket and a wake-up pipe: no locks shared with paho callbacks (they run on this
 thread), an enqueue in the same process wakes it at once, and when idle it sleeps in
 ``select`` (about one outbox poll a second, for enqueues from other processes).
+
+Reconnecting: whatever ends a connection attempt before a successful CONNACK (a TCP or TLS
+failure, a CONNACK that says no, the broker closing the socket after CONNECT, no CONNACK in
+time) is one failed attempt, and the next one waits the backoff; only a successful CONNACK
+resets it. A refused kiosk used to reconnect at once, about 2,000 times a second, because
+only a failed TCP connect was followed by a wait. Failures are logged once per cause, not
+once per attempt, and a refusal (which needs a person) is an alert in the kiosk's status.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import select
@@ -28,14 +36,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, LogLevel, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.inbox import Inbox
 from device.outbox import Outbox, OutboxItem
-from device.protocol import EnvelopeError, Topics, parse_receipt
+from device.protocol import EnvelopeError, StatusAlert, Topics, parse_receipt
 from device.protocol.downlink import Delivered, parse_message
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.retry import Backoff
@@ -43,6 +51,18 @@ from device.protocol.topics import BATCH, DELIVERED
 from device.protocol.transport import corked, no_delay
 
 log = logging.getLogger(__name__)
+
+BROKER_REFUSED = "broker_refused"  # the broker answered and said no: credentials, certificate, ban
+BROKER_UNTRUSTED = "broker_untrusted"  # this kiosk could not verify the broker's certificate
+BROKER_UNREACHABLE = "broker_unreachable"  # no answer: network, DNS, broker down, no CONNACK in time
+# Conditions that do not heal by themselves: they become status alerts. An unreachable broker is
+# only logged: the hub sees the kiosk go quiet, and the outbox alerts when the backlog grows.
+NEEDS_A_PERSON = frozenset({BROKER_REFUSED, BROKER_UNTRUSTED})
+# CONNACK reason codes that mean "not this kiosk" rather than "not now" (MQTT 5, 3.2.2.2).
+_IDENTITY_REFUSALS = frozenset({0x85, 0x86, 0x87, 0x8A, 0x8C})
+_UNTRUSTED = "this kiosk does not trust the broker's certificate — wrong CA file or host name, or it expired?"
+_TLS_FAILED = "TLS with the broker failed — not a TLS port, or no TLS version or cipher in common?"
+_UNREACHABLE = "cannot reach the broker"
 
 
 @dataclass
@@ -83,6 +103,40 @@ class ForwarderStats:
     resends: int = 0
     publish_failures: int = 0
     broker_acks: int = 0  # outbox messages the broker took (PUBACK): not delivery, which only a receipt proves
+    connect_attempts: int = 0
+    connect_failures: int = 0  # attempts that ended before a successful CONNACK, whatever the cause
+
+
+@dataclass(frozen=True)
+class LinkProblem:
+    """Why the kiosk has no connection: one per run of failures with the same cause.
+
+    The cause (`code`, `reason`) is a fixed sentence and the error text is kept apart in `detail`:
+    the same refusal does not always read the same (a broker refusing a certificate sends a TLS
+    alert, or only closes the socket when its close races the kiosk's CONNECT), and a cause that
+    flickered between wordings would be logged again at every flicker.
+    Frozen and replaced whole, so another thread (the agent's status) reads a consistent one.
+    """
+
+    code: str  # BROKER_REFUSED, BROKER_UNTRUSTED or BROKER_UNREACHABLE
+    reason: str  # for a person: what failed, and the likely cause
+    since: float  # wall-clock time of the first failure of this run
+    attempts: int = 1  # failed attempts of this run: repeats are counted, not logged
+    detail: str | None = None  # the error text; a TLS alert, the broker's own words, is kept over others
+
+    def describe(self) -> str:
+        return self.reason if self.detail is None else f"{self.reason} ({self.detail})"
+
+    def alert(self) -> StatusAlert | None:
+        """The status alert for this problem; None when it heals by itself (see NEEDS_A_PERSON)."""
+        if self.code not in NEEDS_A_PERSON:
+            return None
+        tries = "1 attempt" if self.attempts == 1 else f"{self.attempts} attempts"
+        return StatusAlert(
+            code=self.code,
+            message=f"Cannot connect to the hub's broker: {self.describe()} ({tries}; retrying with backoff)."[:500],
+            since=datetime.fromtimestamp(self.since, UTC),
+        )
 
 
 @dataclass
@@ -105,6 +159,14 @@ class Forwarder:
         self._client = self._make_client()
         self._ready = False  # CONNACK received on the current connection
         self._connecting_since: float | None = None
+        # An attempt runs from connect() to a successful CONNACK; whatever ends it before that is a failure,
+        # and the first cause noted (code, reason, detail) is the one reported.
+        self._attempting = False
+        self._attempt_failure: tuple[str, str, str | None] | None = None
+        self._started = False  # the first connect of run() does not wait
+        self._link: LinkProblem | None = None
+        # Told (before, after) when link_problem changes, not when only its count grows; on the network thread.
+        self.on_link_change: Callable[[LinkProblem | None, LinkProblem | None], None] | None = None
         self._inflight: dict[int, _InFlight] = {}
         self._mid_of: dict[str, int] = {}
         self._sent_upto = 0  # highest seq published on this connection
@@ -139,6 +201,11 @@ class Forwarder:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
 
+    @property
+    def link_problem(self) -> LinkProblem | None:
+        """Why the kiosk cannot connect now (None once a CONNACK has said yes); safe from any thread."""
+        return self._link
+
     def stop(self) -> None:
         self._stop.set()
         self._quiet = False
@@ -149,8 +216,7 @@ class Forwarder:
         try:
             while not self._stop.is_set():
                 if self._client.socket() is None:
-                    if not self._connect():
-                        self._sleep(self.config.reconnect.next_delay())
+                    self._reconnect()
                     continue
                 try:
                     self._step()
@@ -158,7 +224,6 @@ class Forwarder:
                     # A bug or a corrupt row must not end forwarding for good: start over from the outbox.
                     log.exception("forwarder step failed; reconnecting")
                     self._drop_connection("internal error")
-                    self._sleep(self.config.reconnect.next_delay())
         finally:
             with contextlib.suppress(Exception):
                 self._delete_receipted()
@@ -170,7 +235,7 @@ class Forwarder:
         cfg = self.config
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"kiosk-{cfg.kiosk_id}",
+            client_id=cfg.kiosk_id,  # the broker binds client ids to logins (hub/fleet/kiosk_guard.c)
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         if cfg.broker.tls:
@@ -188,10 +253,34 @@ class Forwarder:
         client.on_publish = self._on_publish
         return client
 
-    def _connect(self) -> bool:
+    def _reconnect(self) -> None:
+        """The one place a connection starts, so every way one ends is followed by the backoff.
+
+        Any pass of the loop that finds no socket comes here: the previous attempt, if it never got
+        a successful CONNACK, is recorded as failed. Every connect but the very first waits a jittered
+        backoff delay first, also after losing a working connection (a fleet that lost its broker together
+        must not return together, and two kiosks sharing a client id must not take over from each
+        other in a tight loop); the delay only grows until a CONNACK says yes.
+        """
+        if self._attempting:
+            self._attempt_failed()
+        if self._started:
+            self._sleep(self.config.reconnect.next_delay())
+            if self._stop.is_set():
+                return
+        self._started = True
+        self._connect()
+
+    def _connect(self) -> None:
         cfg = self.config
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = cfg.session_expiry_s
+        self._attempting = True
+        self._attempt_failure = None
+        self.stats.connect_attempts += 1
+        # paho reports why a socket failed only in its log (e.g. the TLS alert of a broker that refuses
+        # this kiosk's certificate after the handshake, as TLS 1.3 does): listen while connecting only.
+        self._client.on_log = self._on_attempt_log
         try:
             self._client.connect(
                 cfg.broker.host,
@@ -200,26 +289,95 @@ class Forwarder:
                 clean_start=False,
                 properties=props,
             )
-        except (OSError, ssl.SSLError) as exc:
-            log.warning("broker %s unreachable: %s", cfg.broker, exc)
-            return False
+        except ssl.SSLCertVerificationError as exc:
+            detail = getattr(exc, "verify_message", None) or str(exc)
+            self._note_failure(BROKER_UNTRUSTED, _UNTRUSTED, detail)
+            return
+        except ssl.SSLError as exc:  # TLS 1.2 hears the broker's verdict on its certificate in the handshake
+            self._note_failure(BROKER_REFUSED, self._closed_reason() if _tls_alert(str(exc)) else _TLS_FAILED, str(exc))
+            return
+        except OSError as exc:
+            self._note_failure(BROKER_UNREACHABLE, _UNREACHABLE, str(exc))
+            return
         self._connecting_since = time.monotonic()
-        return True
+
+    def _on_attempt_log(self, _c: mqtt.Client, _u: Any, level: int, buf: str) -> None:
+        if level == LogLevel.MQTT_LOG_ERR:  # e.g. "failed to receive on socket: [SSL: ...] ... alert ..."
+            self._note_failure(BROKER_REFUSED, self._closed_reason(), buf)
+
+    def _closed_reason(self) -> str:
+        """One cause for every way a broker turns the kiosk away without a CONNACK (see LinkProblem)."""
+        closed = "the broker closed the connection before accepting this kiosk"
+        if self.config.broker.tls:
+            return f"{closed} — certificate revoked, expired or from another CA, or not allowed?"
+        return f"{closed} — not allowed?"
+
+    def _note_failure(self, code: str, reason: str, detail: str | None = None) -> None:
+        """The cause of the current attempt's failure; the first one noted is the root, later ones follow."""
+        if self._attempting and self._attempt_failure is None:
+            self._attempt_failure = (code, reason, detail)
+
+    def _attempt_failed(self) -> None:
+        """Count a failed attempt; log only a new cause, so a refused kiosk logs one line, not thousands.
+
+        One exception: a run that so far only saw the socket close learns the broker's own words
+        (a TLS alert such as "certificate revoked") and says so, once.
+        """
+        self._attempting = False
+        self._client.on_log = None
+        self.stats.connect_failures += 1
+        code, reason, detail = self._attempt_failure or (BROKER_REFUSED, self._closed_reason(), None)
+        self._attempt_failure = None
+        link = before = self._link
+        if link is not None and (link.code, link.reason) == (code, reason):
+            sharper = detail is not None and _tls_alert(detail) and not (link.detail and _tls_alert(link.detail))
+            self._link = dataclasses.replace(
+                link, attempts=link.attempts + 1, detail=detail if sharper else link.detail
+            )
+            if not sharper:
+                return
+        else:
+            self._link = LinkProblem(code, reason, time.time(), detail=detail)
+        log.log(
+            logging.ERROR if code in NEEDS_A_PERSON else logging.WARNING,
+            "cannot connect to %s: %s; retrying with backoff (repeats are counted, not logged)",
+            self.config.broker,
+            self._link.describe(),
+        )
+        self._link_changed(before, self._link)
+
+    def _link_changed(self, before: LinkProblem | None, after: LinkProblem | None) -> None:
+        if self.on_link_change is not None:
+            try:
+                self.on_link_change(before, after)
+            except Exception:
+                log.exception("link change listener failed")
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if rc.is_failure:
-            log.error("broker refused the connection: %s", rc)
+            hint = " — revoked, or wrong credentials?" if rc.value in _IDENTITY_REFUSALS else ""
+            self._note_failure(BROKER_REFUSED, f"the broker refused this kiosk: {rc}{hint}", None)
             return
         self._ready = True
         self._connecting_since = None
+        self._attempting = False
+        self._attempt_failure = None
+        client.on_log = None
         self.stats.connects += 1
         self.config.reconnect.reset()
+        link, self._link = self._link, None
         # Everything still in the outbox is unconfirmed: start again from the oldest.
         self._reset_window()
         client.subscribe(Topics.downlink_filter(self.config.kiosk_id), qos=1)
         client.publish(Topics.presence(self.config.kiosk_id), b'{"online":true}', qos=1, retain=True)
         self.connected.set()
-        log.info("connected to %s", self.config.broker)
+        if link is None:
+            log.info("connected to %s", self.config.broker)
+        else:
+            since = datetime.fromtimestamp(link.since, UTC).isoformat(timespec="seconds")
+            failures = "1 failed attempt" if link.attempts == 1 else f"{link.attempts} failed attempts"
+            log.info("connected to %s after %s since %s (%s)", self.config.broker, failures, since, link.describe())
+            self._link_changed(link, None)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if self._ready:
@@ -229,7 +387,10 @@ class Forwarder:
         self._reset_window()
 
     def _drop_connection(self, why: str) -> None:
-        log.warning("dropping broker connection: %s", why)
+        if self._attempting:
+            self._note_failure(BROKER_UNREACHABLE, why)  # logged once per cause, with the failed attempt
+        else:
+            log.warning("dropping broker connection: %s", why)
         sock = self._client.socket()
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -278,8 +439,7 @@ class Forwarder:
             return
         if not self._ready:
             if self._connecting_since and time.monotonic() - self._connecting_since > self.config.connect_timeout_s:
-                self._drop_connection("no CONNACK in time")
-                self._sleep(self.config.reconnect.next_delay())
+                self._drop_connection(f"no answer to CONNECT within {self.config.connect_timeout_s:g} s")
             return
         if self._receipted and (
             len(self._receipted) >= self.config.delete_batch
@@ -495,6 +655,11 @@ class Forwarder:
             self._closed = True
             os.close(self._wake_r)
             os.close(self._wake_w)
+
+
+def _tls_alert(detail: str) -> bool:
+    """A TLS alert is the broker's explicit verdict (e.g. "sslv3 alert certificate revoked")."""
+    return "alert" in detail.lower()
 
 
 def sendable(
