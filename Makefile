@@ -38,12 +38,15 @@ sbom: $(STAMP)
 
 # Debian's mosquitto: the hub supervises it as a child when no external broker is given,
 # and the tests start their own on free ports. openssl: the TLS tests make their own CA.
+# gcc and the plugin headers: the hub builds its broker plugin (hub/fleet/kiosk_guard.c) once.
 # Installed only when missing.
+BROKER_PACKAGES := mosquitto openssl gcc libc6-dev mosquitto-dev libmosquitto-dev libssl-dev
 broker:
-	@{ command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; } && command -v openssl >/dev/null 2>&1 || { \
-	  echo "installing Debian's mosquitto and openssl"; \
+	@missing=$$(for p in $(BROKER_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	[ -z "$$missing" ] || { \
+	  echo "installing Debian's" $$missing; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto openssl; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; }
 
 # Debian's Chromium for the browser tests (tests/browser): Playwright drives it with the wheel's own
 # driver and never downloads a browser. Installed only when missing.

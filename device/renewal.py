@@ -134,7 +134,7 @@ def exchange(identity: KioskIdentity, request: RenewalRequest, timeout_s: float)
     done = threading.Event()
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"kiosk-{kiosk}-renew",  # beside the agent's own session, which it must not take over
+        client_id=f"{kiosk}:renew",  # beside the agent's own session (its kiosk id), which it must not take over
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     if identity.broker.tls:

@@ -19,11 +19,13 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from device.protocol.retry import Backoff
-from hub.fleet.broker_auth import BrokerAuthFiles
+from device.protocol.topics import ROOT
+from hub.fleet.broker_auth import HUB_USER_PREFIX, BrokerAuthFiles
+from hub.fleet.broker_plugin import ensure_kiosk_guard, plugin_folder
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +51,15 @@ class TlsFiles:
 
 @dataclass(frozen=True)
 class KioskListener:
-    """The secured broker: kiosks on TLS with client certificates, everyone with a password (hub.fleet)."""
+    """The secured broker: kiosks on TLS with client certificates, everyone with a password (hub.fleet).
+
+    `plugin` is the compiled kiosk_guard (hub/fleet/broker_plugin.py): the rules the files cannot say.
+    """
 
     auth: BrokerAuthFiles
     port: int = 8883
     bind: str = "127.0.0.1"
+    plugin: Path | None = None
 
 
 def _tls_lines(ca: Path, cert: Path, key: Path) -> list[str]:
@@ -65,9 +71,17 @@ def _access_lines(kiosks: KioskListener | None) -> list[str]:
         return ["# No kiosk listener: this broker listens on loopback only, for tests and development.",
                 "allow_anonymous true"]  # fmt: skip
     a = kiosks.auth
+    if kiosks.plugin is None:
+        raise ValueError("a kiosk listener needs the kiosk_guard plugin (hub.fleet.broker_plugin)")
     return [
         "# Every client names itself: kiosks by their kiosk id, ingest as the hub (hub/fleet/broker_auth.py).",
         "allow_anonymous false",
+        "# Checked before the files below: the certificate names the login, the client id is the login's,",
+        "# kiosks join no shared subscription and retain nothing but their presence (hub/fleet/kiosk_guard.c).",
+        f"plugin {kiosks.plugin}",
+        f"plugin_opt_hub_prefix {HUB_USER_PREFIX}",
+        f"plugin_opt_topic_root {ROOT}",
+        f"plugin_opt_revoked_file {a.revoked}",
         f"password_file {a.passwd}",
         f"acl_file {a.acl}",
         "# Kiosks: TLS only, with a client certificate from the hub's CA that is not revoked.",
@@ -75,7 +89,8 @@ def _access_lines(kiosks: KioskListener | None) -> list[str]:
         *_tls_lines(a.ca, a.server_cert, a.server_key),
         f"crlfile {a.crl}",
         "require_certificate true",
-        "# The password names the kiosk (and the ACLs key on it); the certificate is the second factor.",
+        "# The password names the kiosk (and the ACLs key on it); the certificate is the second factor, and the",
+        "# plugin refuses one that names another kiosk. (Identity as user name would skip the password.)",
         "use_identity_as_username false",
     ]
 
@@ -180,9 +195,10 @@ class MosquittoProcess:
 
     def start(self) -> None:
         self._stop_orphan()
-        self.conf_path.write_text(
-            broker_config(self.port, self.data_dir, bind=self.host, tls=self.tls, kiosks=self.kiosks)
-        )
+        kiosks = self.kiosks
+        if kiosks is not None and kiosks.plugin is None:
+            kiosks = replace(kiosks, plugin=ensure_kiosk_guard(plugin_folder(self.data_dir / "plugins")))
+        self.conf_path.write_text(broker_config(self.port, self.data_dir, bind=self.host, tls=self.tls, kiosks=kiosks))
         with self.log_path.open("ab") as logf:
             self.proc = subprocess.Popen(
                 [find_mosquitto(), "-c", str(self.conf_path)],

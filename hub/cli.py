@@ -113,7 +113,11 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     ingest.add_argument("--data", type=Path, default=Path("data/hub"))
     ingest.add_argument("--broker", type=_broker, required=True)
     ingest.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
-    ingest.add_argument("--client-id", default="hub-ingest-1", help="unique per worker; its session survives restarts")
+    ingest.add_argument(
+        "--client-id",
+        default="hub-ingest:1",
+        help="unique per worker (the user name, a colon, a suffix); its session survives restarts",
+    )
     ingest.add_argument("--batch", type=int, default=1000, help="most envelopes per transaction")
 
     admin_cli.add_arguments(sub)

@@ -99,7 +99,10 @@ class _Slot:
 
 
 class IngestPool:
-    """Runs and supervises `count` ingest worker processes named `{client_id}-{n}`."""
+    """Runs and supervises `count` ingest worker processes named `{client_id}:{n}`.
+
+    The broker binds client ids to logins: the user name, or the user name, a colon and a suffix.
+    """
 
     def __init__(self, db: Path, base: IngestConfig, count: int) -> None:
         if count < 1:
@@ -109,7 +112,7 @@ class IngestPool:
         self._slots = [
             _Slot(
                 # One sender of kept messages is enough; kiosks would ignore the copies anyway.
-                replace(base, client_id=f"{base.client_id}-{n + 1}", send_downlink=base.send_downlink and n == 0),
+                replace(base, client_id=f"{base.client_id}:{n + 1}", send_downlink=base.send_downlink and n == 0),
                 SharedFlag(self._ctx),
             )
             for n in range(count)

@@ -30,7 +30,8 @@ PREFIX=$ROOT/opt/telehealth
 VENV=$PREFIX/venv
 CREDSTORE=/etc/credstore/telehealth-hub
 UNIT_DIR=$ROOT/etc/systemd/system
-PACKAGES=(python3-venv python3-pip mosquitto)
+# The C toolchain and Mosquitto's plugin headers: the hub builds its broker plugin (hub/fleet/kiosk_guard.c) once.
+PACKAGES=(python3-venv python3-pip mosquitto gcc libc6-dev mosquitto-dev libmosquitto-dev libssl-dev)
 
 start=1 packages=1
 while [ $# -gt 0 ]; do

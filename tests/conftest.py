@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +9,12 @@ import pytest
 
 from device.protocol.endpoints import BrokerUrl
 from hub.broker import MosquittoProcess
+from hub.fleet.broker_plugin import CACHE_ENV
+from tests.fleet import Fleet, running_fleet
+
+# The broker plugin is compiled once for every broker of the run (its file name carries the source's hash),
+# not once per test's data folder.
+os.environ.setdefault(CACHE_ENV, str(Path(tempfile.gettempdir()) / f"telehealth-broker-plugin-{os.getuid()}"))
 
 
 @pytest.fixture
@@ -23,3 +31,10 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
 @pytest.fixture
 def broker_url(mosquitto: MosquittoProcess) -> BrokerUrl:
     return BrokerUrl.parse(mosquitto.url)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """Two provisioned kiosks and the hub's locked-down broker (tests/fleet.py)."""
+    with running_fleet(tmp_path) as running:
+        yield running

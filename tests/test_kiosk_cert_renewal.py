@@ -37,8 +37,8 @@ from hub.cli import main as hub_main
 from hub.fleet.identities import FleetPaths, IdentityError, add_kiosk, renew_kiosk, revoke_kiosk, write_broker_files
 from hub.service import HubService, ServeConfig
 from hub.store import HubStore, immediate
+from tests.fleet import Probe, agent_overrides
 from tests.harness import assert_delivered_exactly_once, kiosk_agent, wait_until
-from tests.test_fleet_security import Probe, _agent_overrides
 
 DAY = 86_400.0
 
@@ -61,7 +61,7 @@ def _cert(path: Path) -> x509.Certificate:
 
 def _probe(url: BrokerUrl, ident: KioskIdentity, cert: Path, key: Path) -> Probe:
     return (
-        Probe(f"probe-{time.monotonic_ns()}")
+        Probe(f"{ident.kiosk_id}:probe-{time.monotonic_ns()}")
         .tls(None, ca=ident.ca_file, cert=cert, key=key)
         .login(ident.kiosk_id, ident.mqtt_password())
         .connect(url)
@@ -135,7 +135,7 @@ def _renew_and_go_on(
     assert ("kiosk:lobby-1", "renew_kiosk_certificate") in actions
 
     # The agent with the new pair delivers, exactly once.
-    with kiosk_agent(tmp_path / "agent", "lobby-1", url, **_agent_overrides(ident)) as agent:
+    with kiosk_agent(tmp_path / "agent", "lobby-1", url, **agent_overrides(ident)) as agent:
         rng = random.Random(9)
         sent = [encode(agent.outbox.enqueue("observations", single_reading(rng, dt.datetime.now(dt.UTC))))
                 for _ in range(5)]  # fmt: skip

@@ -107,7 +107,9 @@ def _publish_garbage(kiosk: Path) -> None:
     identity = load_identity(kiosk)
     assert identity is not None
     client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2, client_id="garbage", protocol=MQTTProtocolVersion.MQTTv5
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"{identity.kiosk_id}:garbage",  # the broker binds client ids to the login
+        protocol=MQTTProtocolVersion.MQTTv5,
     )
     client.tls_set(
         ca_certs=str(identity.ca_file),

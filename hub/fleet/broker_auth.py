@@ -23,7 +23,10 @@ from pathlib import Path
 from device.protocol.topics import ROOT
 from hub.fleet.pki import write_private
 
-INGEST_USER = "hub-ingest"
+# Users named so are the hub's own (no certificate, loopback listener); every other user is a kiosk.
+# Kiosk ids can never start so (device/protocol/topics.py), and the broker plugin relies on it.
+HUB_USER_PREFIX = "hub-"
+INGEST_USER = HUB_USER_PREFIX + "ingest"
 # Kiosk passwords are 256-bit random tokens, so the hash's work factor adds little; the broker
 # pays it on every connect. Mosquitto's own tool uses 101; the format carries the count.
 HASH_ITERATIONS = 1000
@@ -99,10 +102,16 @@ class BrokerAuthFiles:
     def ingest_password(self) -> Path:
         return self.folder / "ingest.secret"
 
-    def write(self, passwd: str, crl_pem: bytes) -> None:
+    @property
+    def revoked(self) -> Path:
+        """Revoked kiosk ids, a line each: the broker plugin disconnects them with their last will on reload."""
+        return self.folder / "revoked"
+
+    def write(self, passwd: str, crl_pem: bytes, revoked: list[str]) -> None:
         write_private(self.passwd, passwd.encode())
         write_private(self.acl, acl_text().encode())
         write_private(self.crl, crl_pem)
+        write_private(self.revoked, "".join(f"{k}\n" for k in revoked).encode())
 
 
 def reload_broker(pid_file: Path) -> bool:

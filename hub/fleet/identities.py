@@ -29,7 +29,14 @@ from device.protocol.renewal import RenewalRequest
 from device.protocol.topics import Topics
 from hub.accounts import kiosk_credentials
 from hub.fleet import remote_config
-from hub.fleet.broker_auth import INGEST_USER, BrokerAuthFiles, mosquitto_hash, new_password, passwd_text
+from hub.fleet.broker_auth import (
+    HUB_USER_PREFIX,
+    INGEST_USER,
+    BrokerAuthFiles,
+    mosquitto_hash,
+    new_password,
+    passwd_text,
+)
 from hub.fleet.pki import RENEW_DAYS, HubCA, IssuedCert, write_private
 
 
@@ -71,8 +78,10 @@ def add_kiosk(
     now: float,
 ) -> ProvisioningBundle:
     """A new identity for the kiosk (replacing and revoking any earlier one); the bundle is its only copy."""
-    if not Topics.is_valid_kiosk_id(kiosk_id) or kiosk_id == INGEST_USER:
+    if not Topics.is_valid_kiosk_id(kiosk_id):
         raise IdentityError(f"{kiosk_id!r} is not a usable kiosk id (letters, digits, '_', '.', '-'; 1 to 64)")
+    if kiosk_id.startswith(HUB_USER_PREFIX):
+        raise IdentityError(f"{kiosk_id!r} is not a usable kiosk id: names starting {HUB_USER_PREFIX!r} are the hub's")
     ca = HubCA(paths.ca_folder)
     _revoke_certs(conn, kiosk_id, now)  # a replaced kiosk: its old certificates must stop working too
     issued = ca.issue_kiosk(kiosk_id, now=_now(now))
@@ -111,6 +120,8 @@ def revoke_kiosk(conn: sqlite3.Connection, kiosk_id: str, now: float) -> None:
     _revoke_certs(conn, kiosk_id, now)
     kiosk_credentials.revoke(conn, kiosk_id, now)
     remote_config.withdraw(conn, kiosk_id)
+    # Offline now, whether or not the broker is up to say so (the broker plugin publishes it too).
+    conn.execute("UPDATE kiosks SET online = 0, presence_at = ? WHERE id = ?", (now, kiosk_id))
 
 
 def _record_cert(conn: sqlite3.Connection, kiosk_id: str, issued: IssuedCert, now: float) -> None:
@@ -233,7 +244,11 @@ def write_broker_files(conn: sqlite3.Connection, paths: FleetPaths, *, now: floa
         )
     ]
     revoked = [(int(s, 16), _now(float(at))) for s, at in conn.execute("SELECT serial, revoked_at FROM revoked_certs")]
-    paths.auth.write(passwd_text(entries), ca.crl_pem(revoked, now=_now(now)))
+    revoked_kiosks = [
+        str(k)
+        for (k,) in conn.execute("SELECT kiosk FROM kiosk_identities WHERE revoked_at IS NOT NULL ORDER BY kiosk")
+    ]
+    paths.auth.write(passwd_text(entries), ca.crl_pem(revoked, now=_now(now)), revoked_kiosks)
 
 
 def ensure_server_cert(paths: FleetPaths, names: list[str], *, now: float) -> bool:
