@@ -1,8 +1,9 @@
 """A little-endian cursor over a characteristic value: every read checks there are enough bytes left.
 
 Decoders read fields in the order the flags say they are present; a value that ends early
-raises DecodeError naming the field,; bytes after the last announced field
-are handed back by `trailing`, never silently read as a field.
+raises DecodeError naming the field. A value longer than its flags announce is refused before
+any field is read (`device/ble/decoders/lengths.py`): where the specification fixes a length,
+another length is a DecodeError, never a field plus ignored bytes.
 """
 
 from __future__ import annotations
@@ -110,12 +111,3 @@ class Reader:
         if hours > 23 or minutes > 59 or seconds > 59:
             raise DecodeError(f"{self.what}: {field} time {hours:02d}:{minutes:02d}:{seconds:02d} is not a valid time")
         return DateTime(year or None, month or None, day or None, hours, minutes, seconds)
-
-    def trailing(self) -> bytes:
-        """Bytes after the last field the flags announce.
-
-        The SIG service specifications let later versions append fields and tell clients
-        to ignore octets they do not understand, so these are returned (for the decoded
-        fields, where a person debugging a device can see them), not refused.
-        """
-        return self.rest()

@@ -70,7 +70,6 @@ def test_nordic_full() -> None:
         pulse_rate=Number(60.0, 0),
         user_id=1,
         status=MeasurementStatus(0x27, True, True, True, PulseRateRange.WITHIN, True),
-        trailing=b"",
     )
 
 
@@ -118,7 +117,6 @@ def test_nordic_intermediate_cuff_pressure_full() -> None:
         pulse_rate=Number(60.0, 0),
         user_id=1,
         status=MeasurementStatus(0x27, True, True, True, PulseRateRange.WITHIN, True),
-        trailing=b"",
     )
 
 
@@ -165,7 +163,6 @@ def test_every_flag_combination(defined: int, rfu: int) -> None:
     assert m.status == (
         MeasurementStatus(1, True, False, False, PulseRateRange.WITHIN, False) if flags & 0x10 else None
     )
-    assert m.trailing == b""
 
     readings = blood_pressure_readings(m)
     unit = "kPa" if flags & 0x01 else "mm[Hg]"
@@ -281,8 +278,9 @@ def test_readings_carry_decimals_and_pass_the_protocol() -> None:
     assert systolic == Reading(code="8480-6", value=18.9, unit="kPa", decimals=1)
 
 
-def test_trailing_bytes_are_kept() -> None:
-    assert decode_blood_pressure_measurement(bytes.fromhex("00780050005D00EEFF")).trailing == b"\xee\xff"
+def test_bytes_after_the_last_field_are_refused() -> None:
+    with pytest.raises(DecodeError, match=r"expected 7 byte\(s\) for flags 0x00, got 9 \(2 byte\(s\) too many"):
+        decode_blood_pressure_measurement(bytes.fromhex("00780050005D00EEFF"))
 
 
 # --- Blood Pressure Feature: u16, bits 0-8 defined, 9-15 RFU.
@@ -306,14 +304,15 @@ def test_each_feature_bit(bit: int, field: str) -> None:
     assert [name for name in FEATURE_FIELDS if getattr(feature, name)] == [field]
 
 
-def test_feature_keeps_rfu_bits_and_trailing() -> None:
-    feature = decode_blood_pressure_feature(bytes.fromhex("FFFF00"))
+def test_feature_keeps_rfu_bits_and_refuses_other_lengths() -> None:
+    feature = decode_blood_pressure_feature(bytes.fromhex("FFFF"))
     assert feature.raw == 0xFFFF
     assert all(getattr(feature, name) for name in FEATURE_FIELDS)
-    assert feature.trailing == b"\x00"
     assert isinstance(feature, BloodPressureFeature)
     with pytest.raises(DecodeError, match="blood pressure feature"):
         decode_blood_pressure_feature(b"\x01")
+    with pytest.raises(DecodeError, match=r"expected 2 byte\(s\), got 3"):
+        decode_blood_pressure_feature(bytes.fromhex("FFFF00"))
 
 
 # --- Arbitrary bytes: a dataclass or DecodeError, nothing else; readings never raise.

@@ -64,7 +64,6 @@ def test_eisaev_all_fields_si_with_odd_rfu_bits() -> None:
         weight=241.41,
         height=52.651,
         multiple_packet=False,
-        trailing=b"",
     )
 
 
@@ -144,7 +143,6 @@ def _check_flag_combination(flags: int) -> None:
     for bit, name, _, si, imp in FIELDS:
         assert getattr(m, name) == ((imp if imperial else si) if flags & bit else None), name
     assert m.multiple_packet is bool(flags & 0x1000)
-    assert m.trailing == b""
     codes = {r.code for r in body_composition_readings(m)}
     assert "41982-0" in codes
     assert ("29463-7" in codes) is bool(flags & 0x0400)
@@ -240,8 +238,9 @@ def test_truncated_values_name_the_missing_field(data: str, field: str) -> None:
         decode_body_composition_measurement(bytes.fromhex(data))
 
 
-def test_trailing_bytes_are_kept() -> None:
-    assert decode_body_composition_measurement(bytes.fromhex("0000D70001")).trailing == b"\x01"
+def test_bytes_after_the_last_field_are_refused() -> None:
+    with pytest.raises(DecodeError, match=r"expected 4 byte\(s\) for flags 0x0000, got 5 \(1 byte\(s\) too many"):
+        decode_body_composition_measurement(bytes.fromhex("0000D70001"))
 
 
 # --- Body Composition Feature, vectors from eisaev/blevalueparser, tests/bodycompositionfeaturetest.cpp.
@@ -286,10 +285,11 @@ def test_eisaev_features(
     assert (feature.mass_step, feature.height_step) == (mass_step, height_step)
 
 
-def test_feature_short_and_trailing() -> None:
+def test_feature_short_and_too_long() -> None:
     with pytest.raises(DecodeError, match="body composition feature"):
         decode_body_composition_feature(b"\x00\x00\x00")
-    assert decode_body_composition_feature(b"\x00\x00\x00\x00\x05").trailing == b"\x05"
+    with pytest.raises(DecodeError, match=r"Body Composition Feature: expected 4 byte\(s\), got 5"):
+        decode_body_composition_feature(b"\x00\x00\x00\x00\x05")
 
 
 # --- Arbitrary bytes: a dataclass or DecodeError, nothing else; readings never raise.

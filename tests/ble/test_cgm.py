@@ -247,7 +247,8 @@ def test_size_below_six_is_refused(size: int) -> None:
 def test_octets_left_inside_the_size_are_refused(extra: int) -> None:
     # The size is the record's length: octets it counts beyond the announced fields must be exactly a CRC.
     data = bytes([6 + extra]) + bytes.fromhex("000c100600") + bytes(extra)
-    with pytest.raises(DecodeError, match=f"leaves {extra} octet"):
+    expected = rf"expected size 6 or 8 for flags 0x00 .*got size {6 + extra} \({extra} octet"
+    with pytest.raises(DecodeError, match=expected):
         decode_measurement(data)
 
 
@@ -257,7 +258,7 @@ def test_size_beyond_the_value_is_refused() -> None:
 
 
 def test_empty_value_is_refused() -> None:
-    with pytest.raises(DecodeError, match="at least one record"):
+    with pytest.raises(DecodeError, match=r"expected at least 6 byte\(s\) \(one record\), got 0"):
         decode_measurement(b"")
 
 
@@ -411,9 +412,16 @@ def test_feature_each_bit(bit: int, name: str) -> None:
     assert f.sample_flags == ("sample_type_interstitial_fluid", "sample_location_subcutaneous_tissue")
 
 
-def test_feature_rfu_and_trailing_are_kept() -> None:
-    f = decode_feature(bytes.fromhex("0000fe00ffff") + b"\x42")
-    assert (f.features, f.supported, f.trailing) == (0xFE0000, (), b"\x42")
+def test_feature_rfu_is_kept_and_other_lengths_refused() -> None:
+    f = decode_feature(bytes.fromhex("0000fe00ffff"))
+    assert (f.features, f.supported) == (0xFE0000, ())
+    with pytest.raises(DecodeError, match=r"CGM Feature: expected 6 byte\(s\), got 7 \(1 byte\(s\) too many"):
+        decode_feature(bytes.fromhex("0000fe00ffff") + b"\x42")
+    with pytest.raises(
+        DecodeError,
+        match=r"CGM Feature: expected 6 byte\(s\), got 5 \(too short: the E2E-CRC needs 2 byte\(s\) at offset 4",
+    ):
+        decode_feature(bytes.fromhex("0000fe00ff"))
 
 
 def test_registered() -> None:
@@ -505,7 +513,7 @@ def sst(date: bytes = SST_DATE, zone: int = 0, dst: int = 0, *, crc: bool = Fals
 
 def test_sst_nordic_with_crc() -> None:
     decoded = decode_session_start_time(NORDIC_SST)
-    assert decoded == CgmSessionStartTime(DateTime(2018, 4, 24, 13, 8, 24), 8, 60, 0xC2E0, b"")
+    assert decoded == CgmSessionStartTime(DateTime(2018, 4, 24, 13, 8, 24), 8, 60, 0xC2E0)
     assert decoded.utc_offset() == timedelta(hours=3)
     assert decoded.aware_start() == datetime(2018, 4, 24, 13, 8, 24, tzinfo=timezone(timedelta(hours=3)))
     assert decoded.aware_start() == datetime(2018, 4, 24, 10, 8, 24, tzinfo=UTC)
@@ -514,11 +522,11 @@ def test_sst_nordic_with_crc() -> None:
 
 def test_sst_nordic_no_year() -> None:
     decoded = decode_session_start_time(NORDIC_SST_NO_YEAR)
-    assert decoded == CgmSessionStartTime(DateTime(None, 4, 24, 13, 8, 24), 8, 30, None, b"")
+    assert decoded == CgmSessionStartTime(DateTime(None, 4, 24, 13, 8, 24), 8, 30, None)
     assert decoded.utc_offset() == timedelta(hours=2, minutes=30)
     assert decoded.aware_start() is None  # the year is not known: no place on the timeline
     assert decode_session_start_time(NORDIC_SST_NO_YEAR, crc_present=False) == decoded
-    with pytest.raises(DecodeError, match="expected at least 11"):  # the feature promised a CRC
+    with pytest.raises(DecodeError, match=r"expected 11 byte\(s\) with E2E-CRC required"):  # the feature promised one
         decode_session_start_time(NORDIC_SST_NO_YEAR, crc_present=True)
 
 
@@ -533,19 +541,20 @@ def test_sst_nordic_crc_error() -> None:
 def test_sst_nordic_invalid_length() -> None:
     # onInvalidDataReceived: 10 octets, one short of fields + CRC.
     data = NORDIC_SST[:-1]
-    with pytest.raises(DecodeError, match="10 octet"):
+    with pytest.raises(DecodeError, match=r"expected 9 byte\(s\) \(no E2E-CRC\) or 11 .*got 10"):
         decode_session_start_time(data)
-    with pytest.raises(DecodeError, match="expected at least 11"):
+    with pytest.raises(DecodeError, match=r"expected 11 byte\(s\) with E2E-CRC required by the feature, got 10"):
         decode_session_start_time(data, crc_present=True)
-    # A collector that says "no CRC" gets the stray octet as a later field, the nine octets as sent.
-    assert decode_session_start_time(data, crc_present=False).trailing == b"\xe0"
+    # Nor is the stray octet a later field when the collector says "no CRC": the value is 9 octets.
+    with pytest.raises(DecodeError, match=r"expected 9 byte\(s\) with E2E-CRC not supported by the feature, got 10"):
+        decode_session_start_time(data, crc_present=False)
 
 
 def test_sst_hand_built_negative_zone() -> None:
     assert e2e_crc(EASTERN_SST) == 0x957F
     for data, crc in ((EASTERN_SST, None), (EASTERN_SST_CRC, 0x957F)):
         decoded = decode_session_start_time(data)
-        assert decoded == CgmSessionStartTime(DateTime(2024, 7, 4, 9, 30, 0), -20, 60, crc, b"")
+        assert decoded == CgmSessionStartTime(DateTime(2024, 7, 4, 9, 30, 0), -20, 60, crc)
         assert decoded.utc_offset() == timedelta(hours=-4)
         assert decoded.aware_start() == datetime(2024, 7, 4, 13, 30, tzinfo=UTC)
     assert encode_session_start_time(datetime(2024, 7, 4, 9, 30, tzinfo=timezone(timedelta(hours=-4)))) == (
@@ -553,11 +562,10 @@ def test_sst_hand_built_negative_zone() -> None:
     )
 
 
-def test_sst_crc_present_false_keeps_a_crc_as_trailing() -> None:
-    # The CRC is the last field: without the feature's E2E-CRC bit its two octets are just later octets.
-    decoded = decode_session_start_time(EASTERN_SST_CRC, crc_present=False)
-    assert (decoded.crc, decoded.trailing) == (None, b"\x7f\x95")
-    assert decoded.start == DateTime(2024, 7, 4, 9, 30, 0)
+def test_sst_crc_present_false_refuses_a_crc() -> None:
+    # Without the feature's E2E-CRC bit the value is the 9 octets of its fields; a CRC is 2 too many.
+    with pytest.raises(DecodeError, match=r"expected 9 byte\(s\) .*got 11 \(2 byte\(s\) too many after the DST offset"):
+        decode_session_start_time(EASTERN_SST_CRC, crc_present=False)
 
 
 @pytest.mark.parametrize(("raw", "minutes"), [(0, 0), (2, 30), (4, 60), (8, 120), (255, None)])
@@ -635,12 +643,13 @@ def test_sst_leap_day_is_a_date() -> None:
     assert decoded.aware_start() == datetime(2024, 2, 29, tzinfo=UTC)
 
 
-def test_sst_later_octets_sit_before_the_crc() -> None:
-    data = sst(zone=4, dst=4, crc=True, extra=b"\x42")
-    decoded = decode_session_start_time(data, crc_present=True)
-    assert (decoded.trailing, decoded.crc) == (b"\x42", e2e_crc(data[:-2]))
-    assert decode_session_start_time(sst(extra=b"\x42\x43"), crc_present=False).trailing == b"\x42\x43"
-    with pytest.raises(DecodeError, match="12 octet"):  # without the feature's setting, 12 octets are ambiguous
+def test_sst_octets_past_the_fields_are_refused() -> None:
+    data = sst(zone=4, dst=4, crc=True, extra=b"\x42")  # a valid CRC over 10 octets: still one too many
+    with pytest.raises(DecodeError, match=r"expected 11 byte\(s\) with E2E-CRC required by the feature, got 12"):
+        decode_session_start_time(data, crc_present=True)
+    with pytest.raises(DecodeError, match=r"expected 9 byte\(s\) .*got 11"):
+        decode_session_start_time(sst(extra=b"\x42\x43"), crc_present=False)
+    with pytest.raises(DecodeError, match=r"expected 9 byte\(s\) \(no E2E-CRC\) or 11 .*got 12"):
         decode_session_start_time(data)
 
 
@@ -649,7 +658,10 @@ def test_sst_truncated() -> None:
         for crc_present in (None, True, False):
             with pytest.raises(DecodeError):
                 decode_session_start_time(NORDIC_SST[:end], crc_present=crc_present)
-    with pytest.raises(DecodeError, match="expected at least 11"):
+    with pytest.raises(
+        DecodeError,
+        match=r"expected 11 byte\(s\) .*got 9 \(too short: the E2E-CRC needs 2 byte\(s\) at offset 9, but only 0",
+    ):
         decode_session_start_time(NORDIC_SST[:9], crc_present=True)
 
 
@@ -730,7 +742,6 @@ def test_sst_registered_and_reported() -> None:
         "time_zone_quarter_hours": 8,
         "dst_offset_min": 60,
         "crc": 0xC2E0,
-        "trailing": "",
     }
     assert report["observations"] == []
 
@@ -743,7 +754,7 @@ def test_sst_arbitrary_bytes(data: bytes, crc_present: bool | None) -> None:
         return
     assert decoded.time_zone_quarter_hours is None or -48 <= decoded.time_zone_quarter_hours <= 56
     assert decoded.dst_offset_min in (None, 0, 30, 60, 120)
-    assert len(data) == 9 + len(decoded.trailing) + (0 if decoded.crc is None else 2)
+    assert len(data) == 9 + (0 if decoded.crc is None else 2)
     start = decoded.aware_start()  # never raises
     assert start is None or start.utcoffset() == decoded.utc_offset()
 

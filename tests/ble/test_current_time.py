@@ -99,7 +99,6 @@ def test_eisaev_current_time(
 ) -> None:
     ct = decode_current_time(bytes.fromhex(data.replace(" ", "")))
     assert (ct.date_time, ct.weekday, ct.fractions256, ct.adjust_reason) == (date_time, weekday, fractions, reason)
-    assert ct.trailing == b""
 
 
 def test_fractions_are_1_256_of_a_second() -> None:
@@ -130,11 +129,12 @@ def test_unknown_date_parts() -> None:
     assert ct.weekday is None
 
 
-def test_too_short_is_refused_and_too_long_is_kept() -> None:
+def test_too_short_and_too_long_are_refused() -> None:
     with pytest.raises(DecodeError, match="adjust reason"):
         decode_current_time(bytes.fromhex("E70701041416070380"))  # eisaev TooShort
-    # eisaev TooLong calls this invalid; the SIG tells clients to ignore extra octets, so they are kept
-    assert decode_current_time(bytes.fromhex("E707 01 04 14 16 07 03 80 08 08".replace(" ", ""))).trailing == b"\x08"
+    # eisaev TooLong: CTS fixes Current Time at 10 octets, so an 11th is refused, not ignored
+    with pytest.raises(DecodeError, match=r"Current Time: expected 10 byte\(s\), got 11"):
+        decode_current_time(bytes.fromhex("E707 01 04 14 16 07 03 80 08 08".replace(" ", "")))
 
 
 def test_invalid_time_is_refused() -> None:
@@ -207,14 +207,15 @@ def test_eisaev_local_time_information(
     data: str, time_zone: int, dst: int, utc_offset_min: int | None, dst_min: int | None
 ) -> None:
     info = decode_local_time_information(bytes.fromhex(data))
-    assert info == LocalTimeInformation(time_zone, dst, b"")
+    assert info == LocalTimeInformation(time_zone, dst)
     assert (info.utc_offset_min, info.dst_min) == (utc_offset_min, dst_min)
 
 
-def test_local_time_information_short_and_trailing() -> None:
+def test_local_time_information_short_and_too_long() -> None:
     with pytest.raises(DecodeError, match="DST offset"):
         decode_local_time_information(b"\x00")
-    assert decode_local_time_information(b"\x00\x00\x01").trailing == b"\x01"
+    with pytest.raises(DecodeError, match=r"Local Time Information: expected 2 byte\(s\), got 3"):
+        decode_local_time_information(b"\x00\x00\x01")
 
 
 def test_both_characteristics_are_registered() -> None:

@@ -78,16 +78,17 @@ def test_system_id_from_the_spec_example() -> None:
     # org.bluetooth.characteristic.system_id (GATT XML, DIS): OUI 0x123456 and company-assigned 0x9ABCDE
     # give System ID 0x123456FFFE9ABCDE, sent least significant octet first.
     system_id = decode_system_id(bytes.fromhex("DEBC9AFEFF563412"))
-    assert system_id == SystemId(manufacturer_id=0xFFFE9ABCDE, oui=0x123456, trailing=b"")
+    assert system_id == SystemId(manufacturer_id=0xFFFE9ABCDE, oui=0x123456)
     assert system_id.eui64 == 0x123456FFFE9ABCDE
 
 
-def test_system_id_short_and_trailing() -> None:
+def test_system_id_short_and_too_long() -> None:
     with pytest.raises(DecodeError, match="organizationally unique identifier"):
         decode_system_id(bytes.fromhex("DEBC9AFEFF5634"))
     with pytest.raises(DecodeError, match="manufacturer identifier"):
         decode_system_id(bytes.fromhex("DEBC"))
-    assert decode_system_id(bytes(9)).trailing == b"\x00"
+    with pytest.raises(DecodeError, match=r"System ID: expected 8 byte\(s\), got 9"):
+        decode_system_id(bytes(9))
 
 
 @pytest.mark.parametrize(
@@ -108,15 +109,16 @@ def test_regulatory_certification_data_list_is_kept_as_hex(data: bytes, hex_text
 def test_pnp_id(source_octet: int, source: VendorIdSource | None) -> None:
     # source | 12 00 = vendor 0x0012 | 23 01 = product 0x0123 | BC AA = version 0xAABC = 170.11.12
     pnp = decode_pnp_id(bytes([source_octet]) + bytes.fromhex("12002301BCAA"))
-    assert pnp == PnpId(source_octet, 0x0012, 0x0123, 0xAABC, b"")
+    assert pnp == PnpId(source_octet, 0x0012, 0x0123, 0xAABC)
     assert pnp.source is source
     assert pnp.version == (170, 11, 12)
 
 
-def test_pnp_id_short_and_trailing() -> None:
+def test_pnp_id_short_and_too_long() -> None:
     with pytest.raises(DecodeError, match="product version"):
         decode_pnp_id(bytes([1, 2, 3, 4, 5, 6]))  # eisaev TooShort
-    assert decode_pnp_id(bytes([1, 2, 3, 4, 5, 6, 7, 8])).trailing == b"\x08"  # eisaev TooLong: kept, not refused
+    with pytest.raises(DecodeError, match=r"PnP ID: expected 7 byte\(s\), got 8"):
+        decode_pnp_id(bytes([1, 2, 3, 4, 5, 6, 7, 8]))  # eisaev TooLong: refused, as eisaev does
 
 
 def test_all_characteristics_are_registered() -> None:
@@ -128,7 +130,7 @@ def test_all_characteristics_are_registered() -> None:
     }
     for uuid, decode in expected.items():
         assert REGISTRY[uuid].decode is decode
-        assert REGISTRY[uuid].readings(decode(b"\x00" * 8)) == []
+        assert REGISTRY[uuid].readings(decode(b"\x00" * (7 if uuid == 0x2A50 else 8))) == []
 
 
 # --- Arbitrary bytes: a dataclass or DecodeError, nothing else.

@@ -88,7 +88,6 @@ def test_nordic_vector_all_fields_kg_per_litre() -> None:
     assert m.sensor_status == 0x0105
     assert m.status_flags == ("device_battery_low", "sample_size_insufficient", "sensor_temperature_too_low")
     assert m.context_follows
-    assert m.trailing == b""
     # Nordic asserts the minute of base time + offset: 11:10:30 - 5 min = 11:05:30.
     assert (m.base_time.naive() + timedelta(minutes=m.time_offset_min)).minute == 5
     # 30 kg/L is the vector's arbitrary number: 30 * 10^5 mg/dL, exactly.
@@ -122,7 +121,6 @@ def test_every_flag_combination(flags: int) -> None:
         assert (m.concentration, m.unit, m.sample_type, m.sample_location) == (None, None, None, None)
     assert m.sensor_status == (0x0105 if flags & 0x08 else None)
     assert m.context_follows == bool(flags & 0x10)
-    assert m.trailing == b""
 
 
 @pytest.mark.parametrize("flags", range(0x20))
@@ -139,10 +137,9 @@ def test_rfu_flag_bits_are_kept_not_refused(rfu: int) -> None:
     assert m.sensor_status == 0x0105
 
 
-def test_bytes_after_the_last_field_are_kept_as_trailing() -> None:
-    m = decode_measurement(measurement(0x0B) + b"\xaa\xbb")
-    assert m.sensor_status == 0x0105
-    assert m.trailing == b"\xaa\xbb"
+def test_bytes_after_the_last_field_are_refused() -> None:
+    with pytest.raises(DecodeError, match=r"expected 17 byte\(s\) for flags 0x0b, got 19 \(2 byte\(s\) too many"):
+        decode_measurement(measurement(0x0B) + b"\xaa\xbb")
 
 
 def test_empty_and_short_values_are_refused() -> None:
@@ -406,7 +403,6 @@ def test_context_every_flag_combination(flags: int) -> None:
     else:
         assert (c.medication_id, c.medication, c.medication_unit) == (None, None, None)
     assert c.hba1c_pct == (Number(6.5, -1) if flags & 0x40 else None)
-    assert c.trailing == b""
     assert context_readings(c) == []
     if flags & ~0x20:  # at least one field announced (bit 5 alone announces none)
         with pytest.raises(DecodeError):
@@ -452,7 +448,8 @@ def test_context_flags_skip_unknown_values() -> None:
     c = decode_context(bytes.fromhex("060000") + bytes([9, 0xFF]))  # meal 9 (RFU), tester/health 15 (n/a)
     assert (c.meal, c.tester, c.health) == (9, 15, 15)
     assert context_flags(c) == ()
-    assert decode_context(bytes.fromhex("0000001122")).trailing == b"\x11\x22"
+    with pytest.raises(DecodeError, match=r"Glucose Measurement Context: expected 3 byte\(s\) for flags 0x00, got 5"):
+        decode_context(bytes.fromhex("0000001122"))
 
 
 # --- Glucose Feature ---------------------------------------------------------------------------
@@ -477,10 +474,10 @@ def test_feature_each_bit(bit: int, name: str) -> None:
     assert decode_feature((1 << bit).to_bytes(2, "little")).supported == (name,)
 
 
-def test_feature_rfu_and_trailing_are_kept() -> None:
-    f = decode_feature(b"\x00\xf8\x01")
-    assert (f.features, f.supported, f.trailing) == (0xF800, (), b"\x01")
-    for data in (b"", b"\x01"):
+def test_feature_rfu_is_kept_and_other_lengths_refused() -> None:
+    f = decode_feature(b"\x00\xf8")
+    assert (f.features, f.supported) == (0xF800, ())
+    for data in (b"", b"\x01", b"\x00\xf8\x01"):
         with pytest.raises(DecodeError):
             decode_feature(data)
 

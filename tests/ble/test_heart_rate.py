@@ -33,7 +33,7 @@ from tests.ble.protocol_checks import FLAG, accepted_by_protocol
 def test_nordic_simple() -> None:
     # 00 = uint8 HR, no contact feature | 55 = 85 bpm
     m = decode_heart_rate_measurement(bytes([0x00, 85]))
-    assert m == HeartRateMeasurement(0x00, 85, SensorContact.NOT_SUPPORTED, None, None, b"")
+    assert m == HeartRateMeasurement(0x00, 85, SensorContact.NOT_SUPPORTED, None, None)
 
 
 def test_nordic_no_contact() -> None:
@@ -45,13 +45,13 @@ def test_nordic_no_contact() -> None:
 def test_nordic_uint8_with_everything() -> None:
     # 1E = contact supported+detected, EE, RR | 55 = 85 | 32 00 = 50 kJ | 21 00 = 33/1024 s
     m = decode_heart_rate_measurement(bytes([0b11110, 85, 50, 0, 33, 0]))
-    assert m == HeartRateMeasurement(0x1E, 85, SensorContact.DETECTED, 50, (33,), b"")
+    assert m == HeartRateMeasurement(0x1E, 85, SensorContact.DETECTED, 50, (33,))
 
 
 def test_nordic_uint16_with_three_rr_intervals() -> None:
     # 1F | 01 01 = 257 | 32 01 = 306 kJ | 01 00, 02 01, FF FF = 1, 258, 65535
     m = decode_heart_rate_measurement(bytes([0b11111, 1, 1, 50, 1, 1, 0, 2, 1, 0xFF, 0xFF]))
-    assert m == HeartRateMeasurement(0x1F, 257, SensorContact.DETECTED, 306, (1, 258, 65535), b"")
+    assert m == HeartRateMeasurement(0x1F, 257, SensorContact.DETECTED, 306, (1, 258, 65535))
     assert m.rr_intervals_s == (1 / 1024, 258 / 1024, 65535 / 1024)
 
 
@@ -99,7 +99,6 @@ def test_every_flag_combination(defined: int, rfu: int) -> None:
     assert m.heart_rate == (300 if flags & 0x01 else 72)
     assert m.energy_expended_kj == (1234 if flags & 0x08 else None)
     assert m.rr_intervals == ((800, 1024) if flags & 0x10 else None)
-    assert m.trailing == b""
     expected_contact = {
         0: SensorContact.NOT_SUPPORTED,
         1: SensorContact.NOT_SUPPORTED,
@@ -125,14 +124,27 @@ def test_truncated_values_name_the_missing_field(data: bytes, field: str) -> Non
         decode_heart_rate_measurement(data)
 
 
-def test_bytes_after_the_last_field_are_trailing() -> None:
-    assert decode_heart_rate_measurement(bytes([0x00, 72, 0xAB, 0xCD])).trailing == b"\xab\xcd"
+def test_bytes_after_the_last_field_are_refused_without_rr_intervals() -> None:
+    with pytest.raises(DecodeError, match=r"expected 2 byte\(s\) for flags 0x00, got 4 \(2 byte\(s\) too many"):
+        decode_heart_rate_measurement(bytes([0x00, 72, 0xAB, 0xCD]))
 
 
-def test_an_odd_octet_after_rr_intervals_is_trailing_not_half_an_interval() -> None:
-    # 10 | 48 | 20 03 = 800 | 07 (left over)
-    m = decode_heart_rate_measurement(bytes([0x10, 0x48, 0x20, 0x03, 0x07]))
-    assert (m.rr_intervals, m.trailing) == ((800,), b"\x07")
+def test_an_odd_octet_after_rr_intervals_is_refused_not_half_an_interval() -> None:
+    # 10 | 48 | 20 03 = 800 | 07 (left over): RR-intervals are whole uint16s
+    with pytest.raises(DecodeError, match=r"expected 4 byte\(s\) or more in whole 2-byte RR-intervals.*got 5"):
+        decode_heart_rate_measurement(bytes([0x10, 0x48, 0x20, 0x03, 0x07]))
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 255])
+def test_any_number_of_whole_rr_intervals_is_accepted(count: int) -> None:
+    # HRS 1.0: the RR-Interval field fills the rest of the value, as many as fit.
+    m = decode_heart_rate_measurement(bytes([0x10, 72]) + bytes(2 * count))
+    assert m.rr_intervals == (0,) * count
+
+
+def test_a_value_longer_than_an_attribute_can_be_is_refused() -> None:
+    with pytest.raises(DecodeError, match=r"expected at most 512 byte\(s\).*got 514"):
+        decode_heart_rate_measurement(bytes([0x10, 72]) + bytes(512))
 
 
 # --- Readings.
@@ -158,7 +170,7 @@ def test_lost_contact_travels_as_a_flag(flags: int, expected: tuple[str, ...]) -
 
 @pytest.mark.parametrize("raw", range(7))
 def test_body_sensor_locations(raw: int) -> None:
-    assert decode_body_sensor_location(bytes([raw])) == BodySensorLocationValue(raw, SensorLocation(raw), b"")
+    assert decode_body_sensor_location(bytes([raw])) == BodySensorLocationValue(raw, SensorLocation(raw))
 
 
 def test_eisaev_body_sensor_location_chest() -> None:
@@ -168,13 +180,14 @@ def test_eisaev_body_sensor_location_chest() -> None:
 
 @pytest.mark.parametrize("raw", [7, 0x80, 0xFF])
 def test_reserved_body_sensor_locations_are_kept_raw(raw: int) -> None:
-    assert decode_body_sensor_location(bytes([raw])) == BodySensorLocationValue(raw, None, b"")
+    assert decode_body_sensor_location(bytes([raw])) == BodySensorLocationValue(raw, None)
 
 
-def test_body_sensor_location_empty_and_trailing() -> None:
+def test_body_sensor_location_empty_and_too_long() -> None:
     with pytest.raises(DecodeError, match="body sensor location"):
         decode_body_sensor_location(b"")
-    assert decode_body_sensor_location(b"\x02\x00").trailing == b"\x00"
+    with pytest.raises(DecodeError, match=r"Body Sensor Location: expected 1 byte\(s\), got 2"):
+        decode_body_sensor_location(b"\x02\x00")
 
 
 # --- Arbitrary bytes: a dataclass or DecodeError, nothing else; readings never raise.

@@ -116,7 +116,6 @@ def test_spezi_features() -> None:
         0x000180,
     )
     assert f.supported == ("measurement_status", "device_and_sensor_status", "spo2pr_slow", "multiple_bonds")
-    assert f.trailing == b""
 
 
 # --- every flag combination --------------------------------------------------------------------------
@@ -156,7 +155,6 @@ def test_spot_check_every_flag_combination(flags: int) -> None:
     assert m.device_sensor_status == (0x000020 if flags & 0x04 else None)
     assert m.pulse_amplitude_index_pct == (Number(8.7, -1) if flags & 0x08 else None)
     assert m.device_clock_not_set == bool(flags & 0x10)
-    assert m.trailing == b""
     readings = spot_check_readings(m)
     assert [r.code for r in readings] == ["59408-5", "8867-4"]
     assert ("device_clock_not_set" in readings[0].flags) == bool(flags & 0x10)
@@ -177,7 +175,6 @@ def test_continuous_every_flag_combination(flags: int) -> None:
     assert m.measurement_status == (0x0080 if flags & 0x04 else None)
     assert m.device_sensor_status == (0x000020 if flags & 0x08 else None)
     assert m.pulse_amplitude_index_pct == (Number(8.7, -1) if flags & 0x10 else None)
-    assert m.trailing == b""
     assert [r.value for r in continuous_readings(m)] == [97.0, 72.0]
     with pytest.raises(DecodeError):
         decode_continuous(continuous(flags)[:-1])
@@ -205,15 +202,18 @@ def test_features_each_bit(bit: int, name: str) -> None:
     assert decode_features((1 << bit).to_bytes(2, "little") + support).supported == (name,)
 
 
-# --- RFU, trailing, truncation -----------------------------------------------------------------------
+# --- RFU, lengths, truncation ------------------------------------------------------------------------
 
 
-def test_rfu_flags_and_trailing_are_kept() -> None:
-    m = decode_spot_check(spot(0xE0) + b"\x01\x02")
-    assert (m.flags, m.trailing) == (0xE0, b"\x01\x02")
-    c = decode_continuous(continuous(0xE0) + b"\x03")
-    assert (c.flags, c.trailing) == (0xE0, b"\x03")
-    assert decode_features(b"\x00\x00\x09").trailing == b"\x09"
+def test_rfu_flags_are_kept_and_bytes_after_the_last_field_refused() -> None:
+    assert decode_spot_check(spot(0xE0)).flags == 0xE0
+    assert decode_continuous(continuous(0xE0)).flags == 0xE0
+    with pytest.raises(DecodeError, match=r"PLX Spot-Check Measurement: expected 5 byte\(s\) for flags 0xe0, got 7"):
+        decode_spot_check(spot(0xE0) + b"\x01\x02")
+    with pytest.raises(DecodeError, match=r"PLX Continuous Measurement: expected 5 byte\(s\) for flags 0xe0, got 6"):
+        decode_continuous(continuous(0xE0) + b"\x03")
+    with pytest.raises(DecodeError, match=r"PLX Features: expected 2 byte\(s\) for flags 0x0000, got 3"):
+        decode_features(b"\x00\x00\x09")
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x61\x00", b"\x00\x61\x00\x48"])

@@ -149,15 +149,40 @@ def test_request_round_trip_property(op_code: OpCode, operator: Operator, low: i
 # --- decoding requests ----------------------------------------------------------------------------
 
 
-def test_other_filter_type_operand_is_kept_raw() -> None:
-    # Filter type 0x02 (User Facing Time) takes a 7-octet Date Time; the collector never sends it.
+def test_user_facing_time_operand_is_kept_raw_once_its_length_is_checked() -> None:
+    # Filter type 0x02 (User Facing Time) takes a 7-octet Date Time per bound; the collector never sends it.
     data = bytes.fromhex("010302e307021b0b0a1e")
     assert decode_request(data) == RacpRequest(1, 3, 2, operand=bytes.fromhex("e307021b0b0a1e"))
+    both = bytes.fromhex("010402" + "e307021b0b0a1e" * 2)
+    assert decode_request(both) == RacpRequest(1, 4, 2, operand=both[3:])
+    for bad in (data[:-1], data + b"\x00", both[:-7]):
+        with pytest.raises(DecodeError, match="user facing time"):
+            decode_request(bad)
 
 
-def test_unknown_op_code_and_trailing_are_kept() -> None:
+def test_operands_the_spec_does_not_define_are_kept() -> None:
+    # An RFU op code, operator or filter type has no operand length to check against.
     assert decode_request(bytes.fromhex("07010203")) == RacpRequest(7, 1, trailing=b"\x02\x03")
-    assert decode_request(bytes.fromhex("0103010c00ff")) == RacpRequest(1, 3, 1, minimum=12, trailing=b"\xff")
+    assert decode_request(bytes.fromhex("0107aabb")) == RacpRequest(1, 7, trailing=b"\xaa\xbb")
+    assert decode_request(bytes.fromhex("0100ff")) == RacpRequest(1, 0, trailing=b"\xff")  # Null: no operand defined
+    assert decode_request(bytes.fromhex("010309aabbcc")) == RacpRequest(1, 3, 9, operand=b"\xaa\xbb\xcc")
+
+
+@pytest.mark.parametrize(
+    ("hexed", "expected", "received"),
+    [
+        ("0103010c00ff", 5, 6),  # >= sequence number, one octet past the uint16 bound
+        ("0104010c009c01ff", 7, 8),  # range: two bounds, then one octet too many
+        ("0102012900ffff", 5, 7),
+        ("010100", 2, 3),  # all records take no operand
+        ("040500", 2, 3),  # first record
+        ("02060000", 2, 4),  # last record
+        ("030000", 2, 3),  # abort takes no operand
+    ],
+)
+def test_bytes_past_a_fixed_operand_are_refused(hexed: str, expected: int, received: int) -> None:
+    with pytest.raises(DecodeError, match=rf"request: expected {expected} byte\(s\) .*got {received}"):
+        decode_request(bytes.fromhex(hexed))
 
 
 @pytest.mark.parametrize("hexed", ["", "01", "0103", "010301", "0103010c", "0104010c0001", "06000101", "0500"])
@@ -197,10 +222,26 @@ def test_number_of_stored_records() -> None:
     assert decode(bytes([5, 0, 0xFF, 0xFF])) == RacpNumberOfRecords(0, 0xFFFF)
 
 
-def test_number_of_stored_records_is_uint16_with_trailing_kept() -> None:
-    # Nordic also accepts a uint32 count (5, 0, 4, 3, 2, 1 -> 16909060); GLS and CGMS define uint16,
-    # so the first two octets are the count and the rest is kept for whoever debugs the device.
-    assert decode_response(bytes([5, 0, 4, 3, 2, 1])) == RacpNumberOfRecords(0, 0x0304, b"\x02\x01")
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes([5, 0, 1, 2, 3]),  # issue 19: a 3-octet operand is not a count plus a trailing octet
+        bytes([5, 0, 4, 3, 2, 1]),  # Nordic also accepts a uint32 count (16909060); GLS and CGMS define uint16
+    ],
+)
+def test_number_of_stored_records_is_exactly_a_uint16(data: bytes) -> None:
+    with pytest.raises(
+        DecodeError,
+        match=rf"Record Access Control Point response: expected 4 byte\(s\) for op code 0x05 .*got {len(data)}",
+    ):
+        decode_response(data)
+    with pytest.raises(DecodeError, match="expected 4 byte"):
+        decode(data)
+
+
+def test_response_code_operand_is_exactly_two_octets() -> None:
+    with pytest.raises(DecodeError, match=r"expected 4 byte\(s\) for op code 0x06 .*got 5 \(1 byte\(s\) too many"):
+        decode_response(bytes([6, 0, 1, 1, 0]))
 
 
 @pytest.mark.parametrize(

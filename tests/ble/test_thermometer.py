@@ -55,7 +55,6 @@ def test_nordic_temperature_with_time_stamp_and_type() -> None:
         temperature=Number(37.6, -2),
         time_stamp=DateTime(2012, 12, 5, 11, 50, 27),
         temperature_type=4,
-        trailing=b"",
     )
     assert m.site is TemperatureType.FINGER
     assert temperature_readings(m) == [
@@ -118,14 +117,14 @@ def test_negative_temperature_decodes() -> None:
 def test_every_temperature_type(raw: int) -> None:
     m = decode_temperature_measurement(bytes([0x04]) + T_37_4 + bytes([raw]))
     assert m.site is TemperatureType(raw)
-    assert decode_temperature_type(bytes([raw])) == TemperatureTypeValue(raw, TemperatureType(raw), b"")
+    assert decode_temperature_type(bytes([raw])) == TemperatureTypeValue(raw, TemperatureType(raw))
 
 
 @pytest.mark.parametrize("raw", [0, 10, 0xFF])
 def test_reserved_temperature_types_are_kept_raw(raw: int) -> None:
     m = decode_temperature_measurement(bytes([0x04]) + T_37_4 + bytes([raw]))
     assert (m.temperature_type, m.site) == (raw, None)
-    assert decode_temperature_type(bytes([raw])) == TemperatureTypeValue(raw, None, b"")
+    assert decode_temperature_type(bytes([raw])) == TemperatureTypeValue(raw, None)
 
 
 def test_unknown_date_in_time_stamp() -> None:
@@ -146,8 +145,11 @@ def test_truncated_values_name_the_missing_field(data: bytes, field: str) -> Non
         decode_temperature_measurement(data)
 
 
-def test_trailing_bytes_are_kept() -> None:
-    assert decode_temperature_measurement(b"\x00" + T_37_4 + b"\x99").trailing == b"\x99"
+def test_bytes_after_the_last_field_are_refused() -> None:
+    with pytest.raises(DecodeError, match=r"expected 5 byte\(s\) for flags 0x00, got 6 \(1 byte\(s\) too many"):
+        decode_temperature_measurement(b"\x00" + T_37_4 + b"\x99")
+    with pytest.raises(DecodeError, match=r"Intermediate Temperature: expected 5 byte\(s\) for flags 0x00, got 6"):
+        decode_intermediate_temperature(b"\x00" + T_37_4 + b"\x99")
 
 
 # --- Intermediate Temperature: same layout, never a reading.
@@ -161,10 +163,11 @@ def test_intermediate_temperature_has_the_same_layout_but_no_reading() -> None:
     assert temperature_readings(m) == []  # even through the final-measurement mapping
 
 
-def test_temperature_type_characteristic_empty_and_trailing() -> None:
+def test_temperature_type_characteristic_empty_and_too_long() -> None:
     with pytest.raises(DecodeError, match="temperature type"):
         decode_temperature_type(b"")
-    assert decode_temperature_type(b"\x02\x01").trailing == b"\x01"
+    with pytest.raises(DecodeError, match=r"Temperature Type: expected 1 byte\(s\), got 2"):
+        decode_temperature_type(b"\x02\x01")
 
 
 # --- Arbitrary bytes: a dataclass or DecodeError, nothing else; readings never raise.

@@ -57,7 +57,6 @@ def test_all_fields_si() -> None:
         user_id=2,
         bmi=21.2,
         height=1.755,
-        trailing=b"",
     )
     assert weight_readings(m) == [
         Reading(code="29463-7", value=65.0, unit="kg", device_time=NEW_YEARS_EVE, user=2, decimals=3),
@@ -101,7 +100,6 @@ def test_every_flag_combination(defined: int, rfu: int) -> None:
     assert m.time_stamp == (NEW_YEARS_EVE if flags & 0x02 else None)
     assert m.user_id == (5 if flags & 0x04 else None)
     assert (m.bmi, m.height) == ((22.9, 175.0 if imperial else 1.75) if flags & 0x08 else (None, None))
-    assert m.trailing == b""
     codes = [r.code for r in weight_readings(m)]
     assert codes == (["29463-7", "39156-5", "8302-2"] if flags & 0x08 else ["29463-7"])
     assert all(r.user == m.user_id and r.device_time == m.time_stamp for r in weight_readings(m))
@@ -150,8 +148,9 @@ def test_truncated_values_name_the_missing_field(data: str, field: str) -> None:
         decode_weight_measurement(bytes.fromhex(data))
 
 
-def test_trailing_bytes_are_kept() -> None:
-    assert decode_weight_measurement(bytes.fromhex("00B036AA")).trailing == b"\xaa"
+def test_bytes_after_the_last_field_are_refused() -> None:
+    with pytest.raises(DecodeError, match=r"expected 3 byte\(s\) for flags 0x00, got 4 \(1 byte\(s\) too many"):
+        decode_weight_measurement(bytes.fromhex("00B036AA"))
 
 
 # --- Weight Scale Feature: u32. bit0 time stamp, bit1 multiple users, bit2 BMI,
@@ -161,7 +160,7 @@ def test_trailing_bytes_are_kept() -> None:
 def test_feature_everything_at_finest_resolution() -> None:
     # 0b111 | 7 << 3 | 3 << 7 = 0x01BF
     feature = decode_weight_scale_feature(bytes.fromhex("BF010000"))
-    assert feature == WeightScaleFeature(0x01BF, True, True, True, 7, 3, b"")
+    assert feature == WeightScaleFeature(0x01BF, True, True, True, 7, 3)
     assert (feature.weight_step, feature.height_step) == ((0.005, 0.01), (0.001, 0.1))
 
 
@@ -193,12 +192,14 @@ def test_height_resolutions(code: int, step: tuple[float, float] | None) -> None
     assert (feature.height_resolution, feature.height_step) == (code, step)
 
 
-def test_feature_keeps_rfu_bits_and_refuses_short_values() -> None:
-    assert decode_weight_scale_feature(bytes.fromhex("000CFFFF01")) == WeightScaleFeature(
-        0xFFFF0C00, False, False, False, 0, 0, b"\x01"
+def test_feature_keeps_rfu_bits_and_refuses_other_lengths() -> None:
+    assert decode_weight_scale_feature(bytes.fromhex("000CFFFF")) == WeightScaleFeature(
+        0xFFFF0C00, False, False, False, 0, 0
     )
     with pytest.raises(DecodeError, match="weight scale feature"):
         decode_weight_scale_feature(bytes.fromhex("BF0100"))
+    with pytest.raises(DecodeError, match=r"Weight Scale Feature: expected 4 byte\(s\), got 5"):
+        decode_weight_scale_feature(bytes.fromhex("000CFFFF01"))
 
 
 # --- Arbitrary bytes: a dataclass or DecodeError, nothing else; readings never raise.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import Field, Layout, check, finish
 from device.ble.ieee11073 import Measured, Number
 from device.ble.reader import DateTime, Reader
 from device.ble.readings import Reading
@@ -29,6 +30,19 @@ USER_ID_PRESENT = 0x08
 MEASUREMENT_STATUS_PRESENT = 0x10
 
 UNKNOWN_USER = 0xFF
+
+# BLS 1.1 / GATT Specification Supplement: every field's size, so the flags fix the value's length.
+MEASUREMENT_LAYOUT: Layout = (
+    Field("flags", 1),
+    Field("compound value (systolic or cuff pressure)", 2),
+    Field("compound value (diastolic)", 2),
+    Field("compound value (mean arterial pressure)", 2),
+    Field("time stamp", 7, TIME_STAMP_PRESENT),
+    Field("pulse rate", 2, PULSE_RATE_PRESENT),
+    Field("user id", 1, USER_ID_PRESENT),
+    Field("measurement status", 2, MEASUREMENT_STATUS_PRESENT),
+)
+FEATURE_LAYOUT: Layout = (Field("blood pressure feature", 2),)
 
 
 class PressureUnit(StrEnum):
@@ -77,7 +91,6 @@ class BloodPressureMeasurement:
     pulse_rate: Measured | None  # beats per minute
     user_id: int | None  # 0xFF: unknown user
     status: MeasurementStatus | None
-    trailing: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -91,10 +104,10 @@ class IntermediateCuffPressure:
     pulse_rate: Measured | None
     user_id: int | None
     status: MeasurementStatus | None
-    trailing: bytes = b""
 
 
 def _decode(data: bytes, what: str) -> BloodPressureMeasurement:
+    check(data, what, MEASUREMENT_LAYOUT, flags_at=0)
     reader = Reader(data, what)
     flags = reader.u8("flags")
     unit = PressureUnit.KPA if flags & UNITS_KPA else PressureUnit.MMHG
@@ -105,9 +118,8 @@ def _decode(data: bytes, what: str) -> BloodPressureMeasurement:
     pulse_rate = reader.sfloat("pulse rate") if flags & PULSE_RATE_PRESENT else None
     user_id = reader.u8("user id") if flags & USER_ID_PRESENT else None
     status = measurement_status(reader.u16("measurement status")) if flags & MEASUREMENT_STATUS_PRESENT else None
-    return BloodPressureMeasurement(
-        flags, unit, first, second, third, time_stamp, pulse_rate, user_id, status, reader.trailing()
-    )
+    finish(reader)
+    return BloodPressureMeasurement(flags, unit, first, second, third, time_stamp, pulse_rate, user_id, status)
 
 
 def decode_blood_pressure_measurement(data: bytes) -> BloodPressureMeasurement:
@@ -126,7 +138,6 @@ def decode_intermediate_cuff_pressure(data: bytes) -> IntermediateCuffPressure:
         m.pulse_rate,
         m.user_id,
         m.status,
-        m.trailing,
     )
 
 
@@ -202,12 +213,11 @@ class BloodPressureFeature:
     e2e_crc: bool
     user_data_service: bool
     user_facing_time: bool
-    trailing: bytes = b""
 
 
 def decode_blood_pressure_feature(data: bytes) -> BloodPressureFeature:
-    reader = Reader(data, "Blood Pressure Feature")
-    raw = reader.u16("blood pressure feature")
+    check(data, "Blood Pressure Feature", FEATURE_LAYOUT)
+    raw = Reader(data, "Blood Pressure Feature").u16("blood pressure feature")
     return BloodPressureFeature(
         raw=raw,
         body_movement_detection=bool(raw & 0x0001),
@@ -219,7 +229,6 @@ def decode_blood_pressure_feature(data: bytes) -> BloodPressureFeature:
         e2e_crc=bool(raw & 0x0040),
         user_data_service=bool(raw & 0x0080),
         user_facing_time=bool(raw & 0x0100),
-        trailing=reader.trailing(),
     )
 
 

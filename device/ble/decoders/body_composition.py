@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import Field, Layout, check, finish
 from device.ble.decoders.weight_scale import HEIGHT_RESOLUTIONS, WEIGHT_RESOLUTIONS, inches, kilograms, metres, pounds
 from device.ble.reader import DateTime, Reader
 from device.ble.readings import Reading
@@ -47,6 +48,24 @@ MULTIPLE_PACKET = 0x1000
 
 MEASUREMENT_UNSUCCESSFUL = 0xFFFF
 
+# Each packet of a split measurement has its own flags, so each is exactly as long as they announce.
+MEASUREMENT_LAYOUT: Layout = (
+    Field("flags", 2),
+    Field("body fat percentage", 2),
+    Field("time stamp", 7, TIME_STAMP_PRESENT),
+    Field("user id", 1, USER_ID_PRESENT),
+    Field("basal metabolism", 2, BASAL_METABOLISM_PRESENT),
+    Field("muscle percentage", 2, MUSCLE_PERCENTAGE_PRESENT),
+    Field("muscle mass", 2, MUSCLE_MASS_PRESENT),
+    Field("fat free mass", 2, FAT_FREE_MASS_PRESENT),
+    Field("soft lean mass", 2, SOFT_LEAN_MASS_PRESENT),
+    Field("body water mass", 2, BODY_WATER_MASS_PRESENT),
+    Field("impedance", 2, IMPEDANCE_PRESENT),
+    Field("weight", 2, WEIGHT_PRESENT),
+    Field("height", 2, HEIGHT_PRESENT),
+)
+FEATURE_LAYOUT: Layout = (Field("body composition feature", 4),)
+
 
 @dataclass(frozen=True)
 class BodyCompositionMeasurement:
@@ -66,7 +85,6 @@ class BodyCompositionMeasurement:
     weight: float | None  # kg or lb
     height: float | None  # m or in
     multiple_packet: bool
-    trailing: bytes = b""
 
 
 def _tenths(raw: int) -> float:
@@ -74,6 +92,7 @@ def _tenths(raw: int) -> float:
 
 
 def decode_body_composition_measurement(data: bytes) -> BodyCompositionMeasurement:
+    check(data, "Body Composition Measurement", MEASUREMENT_LAYOUT, flags_at=0)
     reader = Reader(data, "Body Composition Measurement")
     flags = reader.u16("flags")
     imperial = bool(flags & UNITS_IMPERIAL)
@@ -99,6 +118,7 @@ def decode_body_composition_measurement(data: bytes) -> BodyCompositionMeasureme
     impedance = scaled(IMPEDANCE_PRESENT, "impedance", _tenths)
     weight = scaled(WEIGHT_PRESENT, "weight", mass)
     height = scaled(HEIGHT_PRESENT, "height", length)
+    finish(reader)
     unsuccessful = raw_fat == MEASUREMENT_UNSUCCESSFUL
     return BodyCompositionMeasurement(
         flags=flags,
@@ -117,7 +137,6 @@ def decode_body_composition_measurement(data: bytes) -> BodyCompositionMeasureme
         weight=weight,
         height=height,
         multiple_packet=bool(flags & MULTIPLE_PACKET),
-        trailing=reader.trailing(),
     )
 
 
@@ -157,7 +176,6 @@ class BodyCompositionFeature:
     height: bool
     mass_resolution: int  # 0: not specified; same codes as the Weight Scale Feature
     height_resolution: int  # 0: not specified
-    trailing: bytes = b""
 
     @property
     def mass_step(self) -> tuple[float, float] | None:
@@ -171,8 +189,8 @@ class BodyCompositionFeature:
 
 
 def decode_body_composition_feature(data: bytes) -> BodyCompositionFeature:
-    reader = Reader(data, "Body Composition Feature")
-    raw = reader.u32("body composition feature")
+    check(data, "Body Composition Feature", FEATURE_LAYOUT)
+    raw = Reader(data, "Body Composition Feature").u32("body composition feature")
     return BodyCompositionFeature(
         raw=raw,
         time_stamp=bool(raw & 0x0001),
@@ -188,7 +206,6 @@ def decode_body_composition_feature(data: bytes) -> BodyCompositionFeature:
         height=bool(raw & 0x0400),
         mass_resolution=(raw >> 11) & 0x0F,
         height_resolution=(raw >> 15) & 0x07,
-        trailing=reader.trailing(),
     )
 
 

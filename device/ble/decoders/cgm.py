@@ -38,6 +38,17 @@ from device.ble.decoders.current_time import (
     TIME_ZONE_UNKNOWN,
 )
 from device.ble.decoders.glucose import bit_names, capped, sample_flags, split_nibbles
+from device.ble.decoders.lengths import (
+    Field,
+    Layout,
+    announced,
+    at_most_attribute_size,
+    check,
+    finish,
+    flags_text,
+    length_error,
+    total,
+)
 from device.ble.errors import DecodeError
 from device.ble.ieee11073 import Measured, Number
 from device.ble.reader import DateTime, Reader
@@ -103,6 +114,21 @@ _FEATURE_E2E_CRC = 1 << 12
 CRC_NOT_SUPPORTED = 0xFFFF  # what the Feature's CRC field holds when bit 12 is clear
 _MIN_RECORD_SIZE = 6  # size, flags, concentration, time offset
 _CRC_SIZE = 2
+_E2E_CRC = Field("E2E-CRC", _CRC_SIZE)
+
+# One record; the Size field must equal the fields its flags announce, plus the E2E-CRC when sent.
+RECORD_LAYOUT: Layout = (
+    Field("size", 1),
+    Field("flags", 1),
+    Field("glucose concentration", 2),
+    Field("time offset", 2),
+    Field("status octet", 1, _STATUS_OCTET),
+    Field("cal/temp octet", 1, _CAL_TEMP_OCTET),
+    Field("warning octet", 1, _WARNING_OCTET),
+    Field("trend", 2, _TREND_PRESENT),
+    Field("quality", 2, _QUALITY_PRESENT),
+)
+FEATURE_LAYOUT: Layout = (Field("features", 3), Field("type-sample location", 1), _E2E_CRC)
 
 
 def e2e_crc(data: bytes) -> int:
@@ -148,8 +174,10 @@ class CgmMeasurement:
 def decode_measurement(data: bytes, crc_present: bool | None = None) -> CgmMeasurement:
     """All records; `crc_present` is the CGM Feature's E2E-CRC bit, or None to tell from each Size."""
     data = bytes(data)
+    # CGMS 1.0.1: a notification may hold several records back to back, each sized by its own Size field.
+    at_most_attribute_size(data, "CGM Measurement")
     if not data:
-        raise DecodeError("CGM Measurement: empty value, expected at least one record")
+        raise DecodeError(f"CGM Measurement: expected at least {_MIN_RECORD_SIZE} byte(s) (one record), got 0")
     records = []
     position = 0
     while position < len(data):
@@ -168,27 +196,30 @@ def decode_measurement(data: bytes, crc_present: bool | None = None) -> CgmMeasu
 
 def _record(record: bytes, offset: int, crc_present: bool | None) -> CgmRecord:
     what = f"CGM Measurement record at offset {offset}"
+    size, flags = record[0], record[1]  # the caller made sure of at least _MIN_RECORD_SIZE octets
+    fields = announced(RECORD_LAYOUT, flags)
+    allowed = {True: (_CRC_SIZE,), False: (0,), None: (0, _CRC_SIZE)}[crc_present]
+    if size - total(fields) not in allowed:
+        sizes = " or ".join(str(total(fields) + extra) for extra in allowed)
+        raise DecodeError(
+            f"{what}: expected size {sizes} {flags_text(flags, 1)} (E2E-CRC {_crc_expectation(crc_present)}), "
+            f"got size {size} ({size - total(fields)} octet(s) after the fields the flags announce)"
+        )
     r = Reader(record, what)
-    size, flags = r.u8("size"), r.u8("flags")
+    r.raw(2, "size and flags")  # read above
     glucose, time_offset = r.sfloat("glucose concentration"), r.u16("time offset")
     status = r.u8("status octet") if flags & _STATUS_OCTET else None
     cal_temp = r.u8("cal/temp octet") if flags & _CAL_TEMP_OCTET else None
     warning = r.u8("warning octet") if flags & _WARNING_OCTET else None
     trend = r.sfloat("trend") if flags & _TREND_PRESENT else None
     quality = r.sfloat("quality") if flags & _QUALITY_PRESENT else None
-    left = r.remaining
-    expected = {True: (_CRC_SIZE,), False: (0,), None: (0, _CRC_SIZE)}[crc_present]
-    if left not in expected:
-        raise DecodeError(
-            f"{what}: size {size} leaves {left} octet(s) after the fields its flags announce; "
-            f"expected {' or '.join(map(str, expected))} (E2E-CRC {_crc_expectation(crc_present)})"
-        )
     crc = None
-    if left == _CRC_SIZE:
+    if r.remaining == _CRC_SIZE:
         crc = r.u16("E2E-CRC")
         computed = e2e_crc(record[:-_CRC_SIZE])
         if crc != computed:
             raise DecodeError(f"{what}: E2E-CRC {crc:#06x} does not match the computed {computed:#06x}")
+    finish(r)
     return CgmRecord(size, flags, glucose, time_offset, status, cal_temp, warning, trend, quality, crc)
 
 
@@ -225,7 +256,6 @@ class CgmFeature:
     sample_type: int  # glucose SampleType value (9 = interstitial fluid, for a CGM)
     sample_location: int  # glucose SampleLocation value (5 = subcutaneous tissue)
     e2e_crc: int  # checked when e2e_crc_supported; otherwise kept as sent (0xFFFF per spec)
-    trailing: bytes = b""
 
     @property
     def e2e_crc_supported(self) -> bool:
@@ -248,11 +278,13 @@ def decode_feature(data: bytes) -> CgmFeature:
     since nothing it protects is then at stake (the measurement decoder still refuses
     records whose size disagrees with the CRC setting the collector passes).
     """
+    check(data, "CGM Feature", FEATURE_LAYOUT)
     r = Reader(data, "CGM Feature")
     features = r.u24("features")
     sample_type, location = split_nibbles(r.u8("type-sample location"))
     crc = r.u16("E2E-CRC")
-    feature = CgmFeature(features, sample_type, location, crc, r.trailing())
+    finish(r)
+    feature = CgmFeature(features, sample_type, location, crc)
     if feature.e2e_crc_supported:
         computed = e2e_crc(bytes(data[:4]))
         if crc != computed:
@@ -265,7 +297,8 @@ def decode_feature(data: bytes) -> CgmFeature:
 CGM_MEASUREMENT = 0x2AA7
 CGM_FEATURE = 0x2AA8
 SESSION_START_TIME = 0x2AAA
-_SST_FIELDS_SIZE = 9  # Date Time (7), Time Zone (1), DST Offset (1)
+SST_LAYOUT: Layout = (Field("session start time", 7), Field("time zone", 1), Field("DST offset", 1))
+_SST_FIELDS_SIZE = total(SST_LAYOUT)  # 9
 TIME_ZONE_MIN, TIME_ZONE_MAX = -48, 56  # quarter hours: UTC-12:00 .. UTC+14:00
 
 
@@ -277,15 +310,13 @@ class CgmSessionStartTime:
     unknown). `time_zone_quarter_hours` is the standard-time offset from UTC in 15-minute
     steps (None: the sensor sent -128, unknown); `dst_offset_min` is the daylight saving
     offset in minutes, 0, 30, 60 or 120 (None: 255, unknown). `crc` is the E2E-CRC, present
-    only when it matched. `trailing` holds octets after the DST Offset (before any CRC)
-    that a later version of the characteristic may add.
+    only when it matched.
     """
 
     start: DateTime
     time_zone_quarter_hours: int | None
     dst_offset_min: int | None
     crc: int | None
-    trailing: bytes = b""
 
     def utc_offset(self) -> timedelta | None:
         """Time zone plus DST: wall time minus this is UTC. None when either is unknown."""
@@ -310,12 +341,11 @@ def decode_session_start_time(data: bytes, crc_present: bool | None = None) -> C
     """Date Time (7 octets), Time Zone (sint8), DST Offset (uint8), then the E2E-CRC if supported.
 
     `crc_present` is the CGM Feature's E2E-CRC bit. The CRC is the last field and covers
-    every octet before it. With True the value must hold at least 11 octets, the last two
-    must match, and any octets between the DST Offset and the CRC are `trailing`; a value
-    without room for the CRC is a DecodeError (a stripped CRC is not silently accepted).
-    With False every octet after the DST Offset is `trailing`. With None the length tells,
-    as the Size field does for measurements: 9 octets is no CRC, 11 is a CRC that must
-    match, anything else is a DecodeError (pass the feature's setting to decode it).
+    every octet before it. With True the value must be exactly 11 octets and the last two
+    must match; a value without the CRC is a DecodeError (a stripped CRC is not silently
+    accepted). With False it must be exactly 9 octets. With None the length tells, as the
+    Size field does for measurements: 9 octets is no CRC, 11 is a CRC that must match,
+    anything else is a DecodeError.
 
     A complete date that does not exist (31 April), a time zone outside -48..56 other than
     -128, and a DST Offset other than 0, 2, 4, 8 or 255 are DecodeErrors too: this value
@@ -326,15 +356,13 @@ def decode_session_start_time(data: bytes, crc_present: bool | None = None) -> C
     size = len(data)
     if crc_present is None and size not in (_SST_FIELDS_SIZE, _SST_FIELDS_SIZE + _CRC_SIZE):
         raise DecodeError(
-            f"{what}: {size} octet(s); expected {_SST_FIELDS_SIZE} (no E2E-CRC) or "
-            f"{_SST_FIELDS_SIZE + _CRC_SIZE} (with E2E-CRC) when the CGM Feature's E2E-CRC setting is not given"
+            f"{what}: expected {_SST_FIELDS_SIZE} byte(s) (no E2E-CRC) or {_SST_FIELDS_SIZE + _CRC_SIZE} "
+            f"(with E2E-CRC) when the CGM Feature's E2E-CRC setting is not given, got {size}"
         )
     has_crc = crc_present is True or (crc_present is None and size == _SST_FIELDS_SIZE + _CRC_SIZE)
-    minimum = _SST_FIELDS_SIZE + (_CRC_SIZE if has_crc else 0)
-    if size < minimum:
-        raise DecodeError(
-            f"{what}: {size} octet(s), expected at least {minimum} (E2E-CRC {_crc_expectation(crc_present)})"
-        )
+    layout = (*SST_LAYOUT, _E2E_CRC) if has_crc else SST_LAYOUT
+    if size != total(layout):
+        raise length_error(what, layout, size, f"with E2E-CRC {_crc_expectation(crc_present)}")
     crc = None
     if has_crc:
         crc = int.from_bytes(data[-_CRC_SIZE:], "little")
@@ -358,12 +386,12 @@ def decode_session_start_time(data: bytes, crc_present: bool | None = None) -> C
             f"{what}: DST offset {dst} is reserved; expected one of "
             f"{', '.join(map(str, DST_OFFSET_MINUTES))} or {DST_OFFSET_UNKNOWN} (unknown)"
         )
+    finish(r)
     return CgmSessionStartTime(
         start,
         None if zone == TIME_ZONE_UNKNOWN else zone,
         DST_OFFSET_MINUTES.get(dst),
         crc,
-        r.trailing(),
     )
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import IntEnum, IntFlag
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import Field, Layout, check, finish
 from device.ble.reader import DateTime, Reader
 
 LOCAL_TIME_INFORMATION = 0x2A0F
@@ -21,6 +22,15 @@ TIME_ZONE_UNKNOWN = -128
 TIME_ZONE_STEP_MIN = 15
 DST_OFFSET_UNKNOWN = 255
 DST_OFFSET_MINUTES = {0: 0, 2: 30, 4: 60, 8: 120}  # standard, half-hour, daylight, double daylight
+
+# CTS 1.1: Exact Time 256 (Day Date Time and Fractions256) and Adjust Reason, 10 octets.
+CURRENT_TIME_LAYOUT: Layout = (
+    Field("exact time", 7),
+    Field("day of week", 1),
+    Field("fractions256", 1),
+    Field("adjust reason", 1),
+)
+LOCAL_TIME_INFORMATION_LAYOUT: Layout = (Field("time zone", 1), Field("DST offset", 1))
 
 
 class AdjustReason(IntFlag):
@@ -50,7 +60,6 @@ class CurrentTime:
     day_of_week: int  # raw: 0 unknown, 1 Monday .. 7 Sunday, 8-255 reserved; see `weekday`
     fractions256: int  # 1/256 s
     adjust_reason: AdjustReason
-    trailing: bytes = b""
 
     @property
     def weekday(self) -> DayOfWeek | None:
@@ -65,12 +74,14 @@ class CurrentTime:
 
 
 def decode_current_time(data: bytes) -> CurrentTime:
+    check(data, "Current Time", CURRENT_TIME_LAYOUT)
     reader = Reader(data, "Current Time")
     date_time = reader.date_time("exact time")
     day_of_week = reader.u8("day of week")
     fractions = reader.u8("fractions256")
     reason = AdjustReason(reader.u8("adjust reason"))
-    return CurrentTime(date_time, day_of_week, fractions, reason, reader.trailing())
+    finish(reader)
+    return CurrentTime(date_time, day_of_week, fractions, reason)
 
 
 def encode_current_time(when: datetime, adjust_reason: AdjustReason | int = 0) -> bytes:
@@ -97,7 +108,6 @@ def encode_current_time(when: datetime, adjust_reason: AdjustReason | int = 0) -
 class LocalTimeInformation:
     time_zone: int  # raw, signed, 15-minute steps from UTC (-48..56); -128 unknown; others reserved
     dst_offset: int  # raw: 0, 2, 4, 8 (see DST_OFFSET_MINUTES); 255 unknown; others reserved
-    trailing: bytes = b""
 
     @property
     def utc_offset_min(self) -> int | None:
@@ -113,10 +123,12 @@ class LocalTimeInformation:
 
 
 def decode_local_time_information(data: bytes) -> LocalTimeInformation:
+    check(data, "Local Time Information", LOCAL_TIME_INFORMATION_LAYOUT)
     reader = Reader(data, "Local Time Information")
     time_zone = reader.sint(1, "time zone")
     dst_offset = reader.u8("DST offset")
-    return LocalTimeInformation(time_zone, dst_offset, reader.trailing())
+    finish(reader)
+    return LocalTimeInformation(time_zone, dst_offset)
 
 
 register(Characteristic(CURRENT_TIME, "Current Time", decode_current_time))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import Field, Layout, at_most_attribute_size, check, finish
 from device.ble.errors import DecodeError
 from device.ble.reader import Reader
 
@@ -25,6 +26,14 @@ MANUFACTURER_NAME = 0x2A29
 REGULATORY_CERTIFICATION_DATA_LIST = 0x2A2A
 PNP_ID = 0x2A50
 
+SYSTEM_ID_LAYOUT: Layout = (Field("manufacturer identifier", 5), Field("organizationally unique identifier", 3))
+PNP_ID_LAYOUT: Layout = (
+    Field("vendor id source", 1),
+    Field("vendor id", 2),
+    Field("product id", 2),
+    Field("product version", 2),
+)
+
 
 @dataclass(frozen=True)
 class DeviceString:
@@ -35,6 +44,7 @@ def string_decoder(what: str) -> Callable[[bytes], DeviceString]:
     """One decoder per string characteristic, so an error names the characteristic it came from."""
 
     def decode(data: bytes) -> DeviceString:
+        at_most_attribute_size(data, what)  # DIS 1.1 gives utf8s strings no fixed length
         raw = bytes(data).rstrip(b"\x00")
         try:
             return DeviceString(raw.decode("utf-8"))
@@ -59,7 +69,6 @@ class SystemId:
 
     manufacturer_id: int
     oui: int
-    trailing: bytes = b""
 
     @property
     def eui64(self) -> int:
@@ -68,10 +77,12 @@ class SystemId:
 
 
 def decode_system_id(data: bytes) -> SystemId:
+    check(data, "System ID", SYSTEM_ID_LAYOUT)
     reader = Reader(data, "System ID")
     manufacturer_id = reader.uint(5, "manufacturer identifier")
     oui = reader.u24("organizationally unique identifier")
-    return SystemId(manufacturer_id, oui, reader.trailing())
+    finish(reader)
+    return SystemId(manufacturer_id, oui)
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,8 @@ class RegulatoryCertificationDataList:
 
 
 def decode_regulatory_certification_data_list(data: bytes) -> RegulatoryCertificationDataList:
+    # DIS 1.1 leaves the length to the IEEE 11073-20601 structure, which is kept opaque, never read into.
+    at_most_attribute_size(data, "IEEE 11073-20601 Regulatory Certification Data List")
     return RegulatoryCertificationDataList(bytes(data).hex())
 
 
@@ -96,7 +109,6 @@ class PnpId:
     vendor_id: int
     product_id: int
     product_version: int  # 0xJJMN: major JJ, minor M, sub-minor N
-    trailing: bytes = b""
 
     @property
     def source(self) -> VendorIdSource | None:
@@ -112,14 +124,16 @@ class PnpId:
 
 
 def decode_pnp_id(data: bytes) -> PnpId:
+    check(data, "PnP ID", PNP_ID_LAYOUT)
     reader = Reader(data, "PnP ID")
-    return PnpId(
+    pnp_id = PnpId(
         vendor_id_source=reader.u8("vendor id source"),
         vendor_id=reader.u16("vendor id"),
         product_id=reader.u16("product id"),
         product_version=reader.u16("product version"),
-        trailing=reader.trailing(),
     )
+    finish(reader)
+    return pnp_id
 
 
 for _uuid, _name, _decode in (

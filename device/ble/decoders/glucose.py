@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import Field, Layout, check, finish
 from device.ble.ieee11073 import Measured, Number
 from device.ble.reader import DateTime, Reader
 from device.ble.readings import Reading
@@ -101,6 +102,16 @@ _UNIT_MOL_PER_L = 0x04
 _STATUS_PRESENT = 0x08
 _CONTEXT_FOLLOWS = 0x10
 
+MEASUREMENT_LAYOUT: Layout = (
+    Field("flags", 1),
+    Field("sequence number", 2),
+    Field("base time", 7),
+    Field("time offset", 2, _TIME_OFFSET_PRESENT),
+    Field("glucose concentration", 2, _CONCENTRATION_PRESENT),
+    Field("type-sample location", 1, _CONCENTRATION_PRESENT),
+    Field("sensor status annunciation", 2, _STATUS_PRESENT),
+)
+
 
 def bit_names(value: int, table: tuple[tuple[int, str], ...]) -> tuple[str, ...]:
     """Names of the set bits a table knows, in bit order; bits it does not know (RFU) give none."""
@@ -138,7 +149,6 @@ class GlucoseMeasurement:
     sample_type: int | None  # SampleType value, or an RFU nibble kept as sent
     sample_location: int | None  # SampleLocation value, or an RFU nibble kept as sent
     sensor_status: int | None  # 16-bit annunciation, RFU bits included
-    trailing: bytes = b""
 
     @property
     def context_follows(self) -> bool:
@@ -151,6 +161,7 @@ class GlucoseMeasurement:
 
 
 def decode_measurement(data: bytes) -> GlucoseMeasurement:
+    check(data, "Glucose Measurement", MEASUREMENT_LAYOUT, flags_at=0)
     r = Reader(data, "Glucose Measurement")
     flags = r.u8("flags")
     sequence = r.u16("sequence number")
@@ -165,9 +176,8 @@ def decode_measurement(data: bytes) -> GlucoseMeasurement:
         unit = GlucoseUnit.MOL_PER_L if flags & _UNIT_MOL_PER_L else GlucoseUnit.KG_PER_L
         sample_type, location = split_nibbles(r.u8("type-sample location"))
     status = r.u16("sensor status annunciation") if flags & _STATUS_PRESENT else None
-    return GlucoseMeasurement(
-        flags, sequence, base_time, offset, concentration, unit, sample_type, location, status, r.trailing()
-    )
+    finish(r)
+    return GlucoseMeasurement(flags, sequence, base_time, offset, concentration, unit, sample_type, location, status)
 
 
 def scaled(number: Number, places: int) -> Number:
@@ -261,6 +271,21 @@ _EXTENDED_FLAGS_PRESENT = 0x80
 
 EXERCISE_DURATION_OVERRUN = 0xFFFF
 
+CONTEXT_LAYOUT: Layout = (
+    Field("flags", 1),
+    Field("sequence number", 2),
+    Field("extended flags", 1, _EXTENDED_FLAGS_PRESENT),
+    Field("carbohydrate id", 1, _CARBOHYDRATE_PRESENT),
+    Field("carbohydrate", 2, _CARBOHYDRATE_PRESENT),
+    Field("meal", 1, _MEAL_PRESENT),
+    Field("tester-health", 1, _TESTER_HEALTH_PRESENT),
+    Field("exercise duration", 2, _EXERCISE_PRESENT),
+    Field("exercise intensity", 1, _EXERCISE_PRESENT),
+    Field("medication id", 1, _MEDICATION_PRESENT),
+    Field("medication", 2, _MEDICATION_PRESENT),
+    Field("HbA1c", 2, _HBA1C_PRESENT),
+)
+
 
 @dataclass(frozen=True)
 class GlucoseContext:
@@ -278,10 +303,10 @@ class GlucoseContext:
     medication: Measured | None  # in medication_unit
     medication_unit: MedicationUnit | None
     hba1c_pct: Measured | None
-    trailing: bytes = b""
 
 
 def decode_context(data: bytes) -> GlucoseContext:
+    check(data, "Glucose Measurement Context", CONTEXT_LAYOUT, flags_at=0)
     r = Reader(data, "Glucose Measurement Context")
     flags = r.u8("flags")
     sequence = r.u16("sequence number")
@@ -301,6 +326,7 @@ def decode_context(data: bytes) -> GlucoseContext:
         med_id, medication = r.u8("medication id"), r.sfloat("medication")
         med_unit = MedicationUnit.LITRE if flags & _MEDICATION_LITRES else MedicationUnit.KILOGRAM
     hba1c = r.sfloat("HbA1c") if flags & _HBA1C_PRESENT else None
+    finish(r)
     return GlucoseContext(
         flags,
         sequence,
@@ -316,7 +342,6 @@ def decode_context(data: bytes) -> GlucoseContext:
         medication,
         med_unit,
         hba1c,
-        r.trailing(),
     )
 
 
@@ -351,16 +376,18 @@ def context_readings(_decoded: GlucoseContext) -> list[Reading]:
 @dataclass(frozen=True)
 class GlucoseFeature:
     features: int  # 16 bits, RFU bits kept
-    trailing: bytes = b""
 
     @property
     def supported(self) -> tuple[str, ...]:
         return bit_names(self.features, FEATURE_NAMES)
 
 
+FEATURE_LAYOUT: Layout = (Field("features", 2),)
+
+
 def decode_feature(data: bytes) -> GlucoseFeature:
-    r = Reader(data, "Glucose Feature")
-    return GlucoseFeature(r.u16("features"), r.trailing())
+    check(data, "Glucose Feature", FEATURE_LAYOUT)
+    return GlucoseFeature(Reader(data, "Glucose Feature").u16("features"))
 
 
 register(Characteristic(0x2A18, "Glucose Measurement", decode_measurement, measurement_readings))

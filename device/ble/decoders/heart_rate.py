@@ -11,6 +11,19 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import (
+    Field,
+    Layout,
+    announced,
+    at_most_attribute_size,
+    check,
+    cut,
+    finish,
+    flags_text,
+    length_error,
+    total,
+)
+from device.ble.errors import DecodeError
 from device.ble.reader import Reader
 from device.ble.readings import Reading
 
@@ -24,6 +37,13 @@ ENERGY_EXPENDED_PRESENT = 0x08
 RR_INTERVALS_PRESENT = 0x10
 
 RR_INTERVAL_UNITS_PER_SECOND = 1024
+
+# HRS 1.0: the fields before the RR-intervals, whose sizes the flags fix (bit 0 picks uint8 or uint16).
+_HEART_RATE_UINT8 = Field("heart rate (uint8)", 1)
+_HEART_RATE_UINT16 = Field("heart rate (uint16)", 2)
+_ENERGY_EXPENDED = Field("energy expended", 2, ENERGY_EXPENDED_PRESENT)
+_RR_INTERVAL = Field("RR-interval", 2)
+BODY_SENSOR_LOCATION_LAYOUT: Layout = (Field("body sensor location", 1),)
 
 
 class SensorContact(StrEnum):
@@ -41,7 +61,6 @@ class HeartRateMeasurement:
     sensor_contact: SensorContact
     energy_expended_kj: int | None  # cumulative since the last reset; 0xFFFF means "65535 or more"
     rr_intervals: tuple[int, ...] | None  # each in 1/1024 s, oldest first
-    trailing: bytes = b""
 
     @property
     def rr_intervals_s(self) -> tuple[float, ...]:
@@ -55,21 +74,51 @@ def _sensor_contact(flags: int) -> SensorContact:
     return SensorContact.DETECTED if flags & SENSOR_CONTACT_DETECTED else SensorContact.NOT_DETECTED
 
 
+def _check_length(data: bytes) -> None:
+    """Exact for the fields before the RR-intervals; the RR-interval list is open-ended but whole uint16s."""
+    what = "Heart Rate Measurement"
+    at_most_attribute_size(data, what)
+    if not data:
+        raise DecodeError(f"{what}: expected at least 2 byte(s), got 0 (too short: {cut((Field('flags', 1),), 0)})")
+    flags = data[0]
+    fixed = (
+        Field("flags", 1),
+        _HEART_RATE_UINT16 if flags & HEART_RATE_UINT16 else _HEART_RATE_UINT8,
+        *announced((_ENERGY_EXPENDED,), flags),
+    )
+    if not flags & RR_INTERVALS_PRESENT:
+        if len(data) != total(fixed):
+            raise length_error(what, fixed, len(data), flags_text(flags, 1))
+        return
+    # HRS 1.0, 3.1.1.5: the RR-Interval field holds one or more uint16 values and fills the rest of the
+    # value (as many as fit), so any length of at least one interval is allowed, in whole intervals.
+    minimum = (*fixed, _RR_INTERVAL)
+    extra = len(data) - total(fixed)
+    if extra < _RR_INTERVAL.size or extra % _RR_INTERVAL.size:
+        short = f"too short: {cut(minimum, len(data))}" if extra < _RR_INTERVAL.size else "half an RR-interval left"
+        raise DecodeError(
+            f"{what}: expected {total(minimum)} byte(s) or more in whole 2-byte RR-intervals "
+            f"{flags_text(flags, 1)}, got {len(data)} ({short})"
+        )
+
+
 def _rr_intervals(reader: Reader) -> tuple[int, ...]:
-    """The flag promises at least one interval; an odd octet left over is not half an interval but trailing."""
+    """The flag promises at least one interval; `_check_length` made sure the rest is whole intervals."""
     intervals = [reader.u16("RR-interval")]
-    while reader.remaining >= 2:
+    while reader.remaining:
         intervals.append(reader.u16("RR-interval"))
     return tuple(intervals)
 
 
 def decode_heart_rate_measurement(data: bytes) -> HeartRateMeasurement:
+    _check_length(data)
     reader = Reader(data, "Heart Rate Measurement")
     flags = reader.u8("flags")
     heart_rate = reader.u16("heart rate (uint16)") if flags & HEART_RATE_UINT16 else reader.u8("heart rate (uint8)")
     energy = reader.u16("energy expended") if flags & ENERGY_EXPENDED_PRESENT else None
     rr_intervals = _rr_intervals(reader) if flags & RR_INTERVALS_PRESENT else None
-    return HeartRateMeasurement(flags, heart_rate, _sensor_contact(flags), energy, rr_intervals, reader.trailing())
+    finish(reader)
+    return HeartRateMeasurement(flags, heart_rate, _sensor_contact(flags), energy, rr_intervals)
 
 
 def heart_rate_readings(measurement: HeartRateMeasurement) -> list[Reading]:
@@ -92,17 +141,16 @@ class SensorLocation(IntEnum):
 class BodySensorLocationValue:
     raw: int
     location: SensorLocation | None  # None: a value the spec reserves for future use
-    trailing: bytes = b""
 
 
 def decode_body_sensor_location(data: bytes) -> BodySensorLocationValue:
-    reader = Reader(data, "Body Sensor Location")
-    raw = reader.u8("body sensor location")
+    check(data, "Body Sensor Location", BODY_SENSOR_LOCATION_LAYOUT)
+    raw = Reader(data, "Body Sensor Location").u8("body sensor location")
     try:
         location: SensorLocation | None = SensorLocation(raw)
     except ValueError:  # reserved for future use: kept raw, not refused
         location = None
-    return BodySensorLocationValue(raw, location, reader.trailing())
+    return BodySensorLocationValue(raw, location)
 
 
 register(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from device.ble.decoders import Characteristic, register
 from device.ble.decoders.glucose import bit_names, capped
+from device.ble.decoders.lengths import Field, Layout, check, finish
 from device.ble.ieee11073 import Measured, Number
 from device.ble.reader import DateTime, Reader
 from device.ble.readings import Reading
@@ -86,6 +87,34 @@ _CONT_PAI = 0x10
 _FEATURE_MEASUREMENT_STATUS = 0x01
 _FEATURE_DEVICE_STATUS = 0x02
 
+SPOT_CHECK_LAYOUT: Layout = (
+    Field("flags", 1),
+    Field("SpO2", 2),
+    Field("pulse rate", 2),
+    Field("timestamp", 7, _SPOT_TIMESTAMP),
+    Field("measurement status", 2, _SPOT_MEASUREMENT_STATUS),
+    Field("device and sensor status", 3, _SPOT_DEVICE_STATUS),
+    Field("pulse amplitude index", 2, _SPOT_PAI),
+)
+CONTINUOUS_LAYOUT: Layout = (
+    Field("flags", 1),
+    Field("SpO2 (normal)", 2),
+    Field("pulse rate (normal)", 2),
+    Field("SpO2 (fast)", 2, _CONT_FAST),
+    Field("pulse rate (fast)", 2, _CONT_FAST),
+    Field("SpO2 (slow)", 2, _CONT_SLOW),
+    Field("pulse rate (slow)", 2, _CONT_SLOW),
+    Field("measurement status", 2, _CONT_MEASUREMENT_STATUS),
+    Field("device and sensor status", 3, _CONT_DEVICE_STATUS),
+    Field("pulse amplitude index", 2, _CONT_PAI),
+)
+# The supported features field acts as the flags: bits 0 and 1 announce the two support fields.
+FEATURES_LAYOUT: Layout = (
+    Field("supported features", 2),
+    Field("measurement status support", 2, _FEATURE_MEASUREMENT_STATUS),
+    Field("device and sensor status support", 3, _FEATURE_DEVICE_STATUS),
+)
+
 
 @dataclass(frozen=True)
 class SpotCheck:
@@ -96,7 +125,6 @@ class SpotCheck:
     measurement_status: int | None  # 16 bits, RFU kept
     device_sensor_status: int | None  # 24 bits, RFU kept
     pulse_amplitude_index_pct: Measured | None
-    trailing: bytes = b""
 
     @property
     def device_clock_not_set(self) -> bool:
@@ -116,7 +144,6 @@ class Continuous:
     measurement_status: int | None
     device_sensor_status: int | None
     pulse_amplitude_index_pct: Measured | None
-    trailing: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -124,7 +151,6 @@ class Features:
     supported_features: int  # 16 bits
     measurement_status_support: int | None
     device_sensor_status_support: int | None
-    trailing: bytes = b""
 
     @property
     def supported(self) -> tuple[str, ...]:
@@ -132,6 +158,7 @@ class Features:
 
 
 def decode_spot_check(data: bytes) -> SpotCheck:
+    check(data, "PLX Spot-Check Measurement", SPOT_CHECK_LAYOUT, flags_at=0)
     r = Reader(data, "PLX Spot-Check Measurement")
     flags = r.u8("flags")
     spo2, pulse = r.sfloat("SpO2"), r.sfloat("pulse rate")
@@ -139,10 +166,12 @@ def decode_spot_check(data: bytes) -> SpotCheck:
     status = r.u16("measurement status") if flags & _SPOT_MEASUREMENT_STATUS else None
     device = r.u24("device and sensor status") if flags & _SPOT_DEVICE_STATUS else None
     pai = r.sfloat("pulse amplitude index") if flags & _SPOT_PAI else None
-    return SpotCheck(flags, spo2, pulse, timestamp, status, device, pai, r.trailing())
+    finish(r)
+    return SpotCheck(flags, spo2, pulse, timestamp, status, device, pai)
 
 
 def decode_continuous(data: bytes) -> Continuous:
+    check(data, "PLX Continuous Measurement", CONTINUOUS_LAYOUT, flags_at=0)
     r = Reader(data, "PLX Continuous Measurement")
     flags = r.u8("flags")
     spo2, pulse = r.sfloat("SpO2 (normal)"), r.sfloat("pulse rate (normal)")
@@ -154,17 +183,18 @@ def decode_continuous(data: bytes) -> Continuous:
     status = r.u16("measurement status") if flags & _CONT_MEASUREMENT_STATUS else None
     device = r.u24("device and sensor status") if flags & _CONT_DEVICE_STATUS else None
     pai = r.sfloat("pulse amplitude index") if flags & _CONT_PAI else None
-    return Continuous(
-        flags, spo2, pulse, spo2_fast, pulse_fast, spo2_slow, pulse_slow, status, device, pai, r.trailing()
-    )
+    finish(r)
+    return Continuous(flags, spo2, pulse, spo2_fast, pulse_fast, spo2_slow, pulse_slow, status, device, pai)
 
 
 def decode_features(data: bytes) -> Features:
+    check(data, "PLX Features", FEATURES_LAYOUT, flags_at=0)
     r = Reader(data, "PLX Features")
     features = r.u16("supported features")
     status = r.u16("measurement status support") if features & _FEATURE_MEASUREMENT_STATUS else None
     device = r.u24("device and sensor status support") if features & _FEATURE_DEVICE_STATUS else None
-    return Features(features, status, device, r.trailing())
+    finish(r)
+    return Features(features, status, device)
 
 
 def status_flags(measurement_status: int | None, device_sensor_status: int | None) -> tuple[str, ...]:

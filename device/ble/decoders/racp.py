@@ -10,6 +10,14 @@ the characteristic's definition in the GATT Specification Supplement:
 op code, operator, operand; for the operators that compare, the operand starts with a
 filter type, 0x01 being the sequence number in GLS (and the time offset in CGMS, which
 has the same uint16 layout).
+
+Lengths. Each op code and operator the specification defines fixes the operand: none for
+All/First/Last records and for Abort; filter type and one bound for ≤ and ≥, two for a
+range (a bound is a uint16 sequence number, or a 7-octet Date Time for GLS's User Facing
+Time); the Number of Stored Records response is a uint16 and the Response Code operand is
+the request op code and the response code value. A value of any other length is a
+DecodeError. Only where the specification defines no operand (an RFU op code, operator or
+filter type) is the rest kept as sent, since there is no length to hold it to.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import Field, Layout, at_most_attribute_size, check, finish, length_error
 from device.ble.errors import DecodeError
 from device.ble.reader import Reader
 
@@ -64,13 +73,26 @@ _REQUEST_OP_CODES = frozenset(
 _FILTERED_OPERATORS = frozenset({Operator.LESS_THAN_OR_EQUAL, Operator.GREATER_THAN_OR_EQUAL, Operator.WITHIN_RANGE})
 _UNFILTERED_OPERATORS = frozenset({Operator.ALL_RECORDS, Operator.FIRST_RECORD, Operator.LAST_RECORD})
 
+_OP_CODE = Field("op code", 1)
+_OPERATOR = Field("operator", 1)
+_FILTER_TYPE = Field("filter type", 1)
+# GLS 1.0: the Date Time a User Facing Time bound is given as.
+_USER_FACING_TIME_SIZE = 7
+NUMBER_OF_RECORDS_LAYOUT: Layout = (_OP_CODE, _OPERATOR, Field("number of records (uint16)", 2))
+RESPONSE_CODE_LAYOUT: Layout = (_OP_CODE, _OPERATOR, Field("request op code", 1), Field("response code value", 1))
+# The bounds each comparing operator takes, in wire order; a range takes both.
+_BOUND_NAMES = {Operator.LESS_THAN_OR_EQUAL: ("maximum",), Operator.GREATER_THAN_OR_EQUAL: ("minimum",)}
+
 
 @dataclass(frozen=True)
 class RacpRequest:
     """A request as written to the control point.
 
     For a sequence-number filter the bounds are decoded: `minimum` for ≥, `maximum` for ≤,
-    both for a range. Any other filter type's operand is kept raw in `operand`.
+    both for a range. Any other filter type's operand is kept raw in `operand` (a User Facing
+    Time's after its length was checked). `trailing` holds what follows the operator of an
+    op code or operator the specification does not define for a request (RFU, or Null with
+    a request op code): there is no operand length to check it against.
     """
 
     op_code: int
@@ -89,7 +111,6 @@ class RacpResponseCode:
     operator: int  # Null (0) per spec, kept as sent
     request_op_code: int
     response_code: int  # a ResponseCode value, or an RFU value kept as sent
-    trailing: bytes = b""
 
     @property
     def succeeded(self) -> bool:
@@ -102,8 +123,7 @@ class RacpNumberOfRecords:
     """Op code 0x05: the answer to Report Number of Stored Records."""
 
     operator: int
-    count: int  # uint16 in GLS and CGMS
-    trailing: bytes = b""
+    count: int  # uint16 in GLS, CGMS and PLXS
 
 
 RacpValue = RacpRequest | RacpResponseCode | RacpNumberOfRecords
@@ -185,32 +205,51 @@ def abort() -> bytes:
 
 def decode_request(data: bytes) -> RacpRequest:
     """A request as a meter (or the virtual device) receives it; responses raise DecodeError."""
-    r = Reader(data, "Record Access Control Point request")
-    op_code = r.u8("op code")
+    what = "Record Access Control Point request"
+    at_most_attribute_size(data, what)
+    if len(data) < 2:
+        raise DecodeError(f"{what}: expected at least 2 byte(s) (op code and operator), got {len(data)}")
+    op_code, operator = data[0], data[1]
     if op_code in (OpCode.NUMBER_OF_STORED_RECORDS_RESPONSE, OpCode.RESPONSE_CODE):
         raise DecodeError(f"Record Access Control Point: op code {op_code:#04x} is a response, not a request")
-    operator = r.u8("operator")
+    context = f"for op code {op_code:#04x} and operator {operator:#04x}"
+    if op_code == OpCode.ABORT_OPERATION or (op_code in _REQUEST_OP_CODES and operator in _UNFILTERED_OPERATORS):
+        check(data, what, (_OP_CODE, _OPERATOR), context=f"{context}, which take no operand")
+        return RacpRequest(op_code, operator)
     if op_code not in _REQUEST_OP_CODES or operator not in _FILTERED_OPERATORS:
-        return RacpRequest(op_code, operator, trailing=r.trailing())
-    filter_type = r.u8("filter type")
+        return RacpRequest(op_code, operator, trailing=bytes(data[2:]))  # RFU: no operand defined to check
+    if len(data) < 3:
+        raise length_error(what, (_OP_CODE, _OPERATOR, _FILTER_TYPE), len(data), context)
+    filter_type = data[2]
+    bounds = _BOUND_NAMES.get(Operator(operator), ("minimum", "maximum"))
+    if filter_type == FilterType.USER_FACING_TIME:
+        times = tuple(Field(f"{name} (user facing time)", _USER_FACING_TIME_SIZE) for name in bounds)
+        check(data, what, (_OP_CODE, _OPERATOR, _FILTER_TYPE, *times), context=f"{context} with filter type 0x02")
+        return RacpRequest(op_code, operator, filter_type, operand=bytes(data[3:]))
     if filter_type != FilterType.SEQUENCE_NUMBER:
-        return RacpRequest(op_code, operator, filter_type, operand=r.rest())
-    minimum = r.u16("minimum") if operator != Operator.LESS_THAN_OR_EQUAL else None
-    maximum = r.u16("maximum") if operator != Operator.GREATER_THAN_OR_EQUAL else None
-    return RacpRequest(op_code, operator, filter_type, minimum, maximum, trailing=r.trailing())
+        return RacpRequest(op_code, operator, filter_type, operand=bytes(data[3:]))  # RFU: no operand defined
+    numbers = tuple(Field(f"{name} (sequence number)", 2) for name in bounds)
+    check(data, what, (_OP_CODE, _OPERATOR, _FILTER_TYPE, *numbers), context=f"{context} with filter type 0x01")
+    r = Reader(data, what)
+    r.raw(3, "op code, operator and filter type")  # read above
+    minimum = r.u16("minimum") if "minimum" in bounds else None
+    maximum = r.u16("maximum") if "maximum" in bounds else None
+    finish(r)
+    return RacpRequest(op_code, operator, filter_type, minimum, maximum)
 
 
 def decode_response(data: bytes) -> RacpResponseCode | RacpNumberOfRecords:
     """What a meter indicates back; a request op code raises DecodeError."""
-    r = Reader(data, "Record Access Control Point response")
-    op_code = r.u8("op code")
+    what = "Record Access Control Point response"
+    if not data:
+        raise length_error(what, RESPONSE_CODE_LAYOUT, 0, "(a response code or a number of stored records)")
+    op_code = data[0]
     if op_code == OpCode.RESPONSE_CODE:
-        operator = r.u8("operator")
-        request, code = r.u8("request op code"), r.u8("response code value")
-        return RacpResponseCode(operator, request, code, r.trailing())
+        check(data, what, RESPONSE_CODE_LAYOUT, context="for op code 0x06 (Response Code)")
+        return RacpResponseCode(data[1], data[2], data[3])
     if op_code == OpCode.NUMBER_OF_STORED_RECORDS_RESPONSE:
-        operator = r.u8("operator")
-        return RacpNumberOfRecords(operator, r.u16("number of records"), r.trailing())
+        check(data, what, NUMBER_OF_RECORDS_LAYOUT, context="for op code 0x05 (Number of Stored Records Response)")
+        return RacpNumberOfRecords(data[1], int.from_bytes(data[2:4], "little"))
     raise DecodeError(f"Record Access Control Point: op code {op_code:#04x} is not a response")
 
 

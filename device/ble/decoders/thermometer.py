@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import Field, Layout, check, finish
 from device.ble.ieee11073 import Measured, Number
 from device.ble.reader import DateTime, Reader
 from device.ble.readings import Reading
@@ -24,6 +25,14 @@ INTERMEDIATE_TEMPERATURE = 0x2A1E
 UNITS_FAHRENHEIT = 0x01
 TIME_STAMP_PRESENT = 0x02
 TEMPERATURE_TYPE_PRESENT = 0x04
+
+MEASUREMENT_LAYOUT: Layout = (
+    Field("flags", 1),
+    Field("temperature", 4),
+    Field("time stamp", 7, TIME_STAMP_PRESENT),
+    Field("temperature type", 1, TEMPERATURE_TYPE_PRESENT),
+)
+TEMPERATURE_TYPE_LAYOUT: Layout = (Field("temperature type", 1),)
 
 
 class TemperatureUnit(StrEnum):
@@ -60,7 +69,6 @@ class TemperatureMeasurement:
     temperature: Measured
     time_stamp: DateTime | None
     temperature_type: int | None  # raw; see `site`
-    trailing: bytes = b""
 
     @property
     def site(self) -> TemperatureType | None:
@@ -72,14 +80,16 @@ class IntermediateTemperature(TemperatureMeasurement):
     """Same fields; a distinct type so nothing mistakes a reading in progress for the final one."""
 
 
-def _fields(data: bytes, what: str) -> tuple[int, TemperatureUnit, Measured, DateTime | None, int | None, bytes]:
+def _fields(data: bytes, what: str) -> tuple[int, TemperatureUnit, Measured, DateTime | None, int | None]:
+    check(data, what, MEASUREMENT_LAYOUT, flags_at=0)
     reader = Reader(data, what)
     flags = reader.u8("flags")
     unit = TemperatureUnit.FAHRENHEIT if flags & UNITS_FAHRENHEIT else TemperatureUnit.CELSIUS
     temperature = reader.float32("temperature")
     time_stamp = reader.date_time("time stamp") if flags & TIME_STAMP_PRESENT else None
     site = reader.u8("temperature type") if flags & TEMPERATURE_TYPE_PRESENT else None
-    return flags, unit, temperature, time_stamp, site, reader.trailing()
+    finish(reader)
+    return flags, unit, temperature, time_stamp, site
 
 
 def decode_temperature_measurement(data: bytes) -> TemperatureMeasurement:
@@ -113,13 +123,12 @@ def intermediate_temperature_readings(_measurement: IntermediateTemperature) -> 
 class TemperatureTypeValue:
     raw: int
     site: TemperatureType | None  # None: reserved for future use
-    trailing: bytes = b""
 
 
 def decode_temperature_type(data: bytes) -> TemperatureTypeValue:
-    reader = Reader(data, "Temperature Type")
-    raw = reader.u8("temperature type")
-    return TemperatureTypeValue(raw, temperature_type(raw), reader.trailing())
+    check(data, "Temperature Type", TEMPERATURE_TYPE_LAYOUT)
+    raw = Reader(data, "Temperature Type").u8("temperature type")
+    return TemperatureTypeValue(raw, temperature_type(raw))
 
 
 register(

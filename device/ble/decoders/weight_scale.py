@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from device.ble.decoders import Characteristic, register
+from device.ble.decoders.lengths import Field, Layout, check, finish
 from device.ble.reader import DateTime, Reader
 from device.ble.readings import Reading
 
@@ -25,6 +26,16 @@ BMI_AND_HEIGHT_PRESENT = 0x08
 
 MEASUREMENT_UNSUCCESSFUL = 0xFFFF
 UNKNOWN_USER = 0xFF
+
+MEASUREMENT_LAYOUT: Layout = (
+    Field("flags", 1),
+    Field("weight", 2),
+    Field("time stamp", 7, TIME_STAMP_PRESENT),
+    Field("user id", 1, USER_ID_PRESENT),
+    Field("BMI", 2, BMI_AND_HEIGHT_PRESENT),
+    Field("height", 2, BMI_AND_HEIGHT_PRESENT),
+)
+FEATURE_LAYOUT: Layout = (Field("weight scale feature", 4),)
 
 
 # Each value is raw * step; the step is an integer over a power of ten so that dividing gives
@@ -55,10 +66,10 @@ class WeightMeasurement:
     user_id: int | None  # 0xFF: unknown user
     bmi: float | None  # kg/m2
     height: float | None  # metres or inches, per `imperial`
-    trailing: bytes = b""
 
 
 def decode_weight_measurement(data: bytes) -> WeightMeasurement:
+    check(data, "Weight Measurement", MEASUREMENT_LAYOUT, flags_at=0)
     reader = Reader(data, "Weight Measurement")
     flags = reader.u8("flags")
     imperial = bool(flags & UNITS_IMPERIAL)
@@ -70,9 +81,10 @@ def decode_weight_measurement(data: bytes) -> WeightMeasurement:
         bmi = reader.u16("BMI") / 10
         raw_height = reader.u16("height")
         height = inches(raw_height) if imperial else metres(raw_height)
+    finish(reader)
     unsuccessful = raw_weight == MEASUREMENT_UNSUCCESSFUL
     weight = None if unsuccessful else (pounds(raw_weight) if imperial else kilograms(raw_weight))
-    return WeightMeasurement(flags, imperial, weight, unsuccessful, time_stamp, user_id, bmi, height, reader.trailing())
+    return WeightMeasurement(flags, imperial, weight, unsuccessful, time_stamp, user_id, bmi, height)
 
 
 def weight_readings(m: WeightMeasurement) -> list[Reading]:
@@ -113,7 +125,6 @@ class WeightScaleFeature:
     bmi: bool
     weight_resolution: int  # 0: not specified; see WEIGHT_RESOLUTIONS
     height_resolution: int  # 0: not specified; see HEIGHT_RESOLUTIONS
-    trailing: bytes = b""
 
     @property
     def weight_step(self) -> tuple[float, float] | None:
@@ -127,8 +138,8 @@ class WeightScaleFeature:
 
 
 def decode_weight_scale_feature(data: bytes) -> WeightScaleFeature:
-    reader = Reader(data, "Weight Scale Feature")
-    raw = reader.u32("weight scale feature")
+    check(data, "Weight Scale Feature", FEATURE_LAYOUT)
+    raw = Reader(data, "Weight Scale Feature").u32("weight scale feature")
     return WeightScaleFeature(
         raw=raw,
         time_stamp=bool(raw & 0x01),
@@ -136,7 +147,6 @@ def decode_weight_scale_feature(data: bytes) -> WeightScaleFeature:
         bmi=bool(raw & 0x04),
         weight_resolution=(raw >> 3) & 0x0F,
         height_resolution=(raw >> 7) & 0x07,
-        trailing=reader.trailing(),
     )
 
 
