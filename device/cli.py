@@ -168,6 +168,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         help="kiosk hardware profile naming the camera",
     )
     p.add_argument("--camera-video", type=Path, default=None, help="a video file stands in for the camera (demo)")
+    p.add_argument(
+        "--camera-skin-video",
+        type=Path,
+        default=None,
+        help="with --camera-video: the video the camera plays on the photo page, skin held up to it (demo)",
+    )
     p.add_argument("--no-camera", action="store_true", help="this kiosk has no camera")
     p.add_argument("--camera-seconds", type=float, default=30.0, help="length of a camera vitals measurement")
     p.add_argument("--idle-timeout", type=float, default=120.0, help="seconds without a touch before a visit ends")

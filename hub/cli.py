@@ -293,7 +293,7 @@ def _demo(args: argparse.Namespace) -> int:
     def start_kiosk() -> None:
         nonlocal kiosk, browser
         service.ingest.wait_ready(15)
-        video = _demo_camera_video(kiosk_data)
+        face, skin = demo_camera_videos(kiosk_data)
         screen_url = f"http://127.0.0.1:{args.kiosk_port}/"
         command = [
             sys.executable, "-m", "device.cli", "serve",
@@ -302,7 +302,8 @@ def _demo(args: argparse.Namespace) -> int:
             "--port", str(args.kiosk_port),
             "--ble", "virtual",
             "--camera-profile", str(REPO / "firmware_configs" / "kiosk" / "video-file.yaml"),
-            "--camera-video", str(video),
+            "--camera-video", str(face),
+            "--camera-skin-video", str(skin),
             "--camera-seconds", "30",
         ]  # fmt: skip
         kiosk = subprocess.Popen(
@@ -318,6 +319,7 @@ def _demo(args: argparse.Namespace) -> int:
             f"{'opened in a window' if browser else 'open it in Chromium or any browser on this machine'})\n"
             f"    check in with code {logins.patient_codes[0]}, or {logins.pin_patient} with PIN {demo_data.DEMO_PIN};"
             " the cuff, oximeter and thermometer are simulated Bluetooth devices, the camera a video\n"
+            "    (a face; on the photo page a forearm with a rash, as a patient would hold it up)\n"
             f"  Provider workspace: {service.base_url}/login  (the triage queue has alerts and a case waiting)\n"
             f"    provider     {demo_data.PROVIDER_EMAIL}   password {logins.provider_password}\n"
             f"    clinic admin {demo_data.ADMIN_EMAIL}      password {logins.admin_password}\n"
@@ -340,16 +342,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_camera_video(kiosk_data: Path) -> Path:
-    """A synthetic face with a known pulse (68/min) stands in for the kiosk camera; rendered once."""
-    from device.camera.synthetic import SyntheticSpec, write_mjpg  # noqa: PLC0415 - OpenCV only for the demo
+def demo_camera_videos(kiosk_data: Path, face_seconds: float = 34) -> tuple[Path, Path]:
+    """What the demo kiosk's camera sees, rendered once: a synthetic face with a known pulse (68/min), and for
+    the photo page a forearm with a rash (a face there is refused, rightly, so a photo could never be taken)."""
+    from device.camera.synthetic import SyntheticSpec, write_mjpg, write_skin_video  # noqa: PLC0415 - demo only
 
-    path = kiosk_data / "camera-demo.avi"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    face, skin = kiosk_data / "camera-demo.avi", kiosk_data / "camera-demo-skin.avi"
+    kiosk_data.mkdir(parents=True, exist_ok=True)
+    if not face.exists():
         print("  rendering the demo camera's video (a few seconds, once)", flush=True)
-        write_mjpg(SyntheticSpec(seconds=34, fps=15, heart_rate_bpm=68, breathing_rate_bpm=14), path)
-    return path
+        write_mjpg(SyntheticSpec(seconds=face_seconds, fps=15, heart_rate_bpm=68, breathing_rate_bpm=14), face)
+    if not skin.exists():
+        write_skin_video(skin)
+    return face, skin
 
 
 def _open_kiosk_window(url: str, profile: Path) -> subprocess.Popen[bytes] | None:

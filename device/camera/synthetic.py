@@ -762,3 +762,83 @@ def write_mjpg(spec: SyntheticSpec, path: Path | str, quality: int = 95) -> Path
     finally:
         writer.release()
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Skin for a case photo: what a patient holds up to the kiosk camera (the demo camera's photo scene).
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> F32:
+    """Unit-variance Gaussian noise correlated over about `sigma` pixels (coarse fields drawn small, enlarged)."""
+    factor = max(1, int(sigma / 2))
+    small = rng.standard_normal((shape[0] // factor + 1, shape[1] // factor + 1)).astype(np.float32)
+    noise = cv2.GaussianBlur(small, (0, 0), sigma / factor)
+    if factor > 1:
+        noise = cv2.resize(noise, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    else:
+        noise = noise[: shape[0], : shape[1]]
+    return np.asarray(noise / (float(noise.std()) + 1e-9), dtype=np.float32)
+
+
+def render_skin(size: tuple[int, int] = (640, 480), skin_tone: FitzpatrickType = "III", seed: int = 0) -> U8:
+    """A close-up of a forearm with a rash (BGR, no sensor noise): soft light falloff, mottling, pores, red
+    papules of 2-9 px, fine hairs. No face anywhere, so it passes `device.camera.photos.assess` when sharp;
+    the same texture the photo checks were tuned on (tests/camera/test_photos.py)."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    base = np.asarray(SKIN_TONES_SRGB[skin_tone][::-1], dtype=np.float32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = 1.0 - 0.12 * ((xx - 0.4 * width) ** 2 + (yy - 0.45 * height) ** 2) / width**2
+    texture = light * (
+        1.0 + 0.04 * _smooth_noise(rng, (height, width), width / 80) + 0.03 * _smooth_noise(rng, (height, width), 1.0)
+    )
+    image = base * texture[..., None]
+    shift = 4  # sub-pixel drawing: coordinates in 1/16 px, anti-aliased
+    papules = np.zeros((height, width), dtype=np.float32)
+    for _ in range(60):
+        centre = (int(rng.uniform(0.2, 0.8) * width * 16), int(rng.uniform(0.2, 0.8) * height * 16))
+        cv2.circle(papules, centre, int(rng.uniform(0.004, 0.015) * width * 16), 1.0, -1, cv2.LINE_AA, shift)
+    papules = np.asarray(cv2.GaussianBlur(papules, (0, 0), 0.6), dtype=np.float32)
+    image *= 1.0 - papules[..., None] * np.asarray((0.35, 0.30, 0.05), dtype=np.float32)  # redder: less B and G
+    hairs = np.zeros((height, width), dtype=np.float32)
+    for _ in range(40):
+        x0, y0, angle = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0, np.pi)
+        length = rng.uniform(0.02, 0.06) * width
+        x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
+        cv2.line(hairs, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0, 1, cv2.LINE_AA, shift)
+    image *= 1.0 - 0.5 * hairs[..., None]
+    return np.asarray(np.clip(image + 0.5, 0, 255), dtype=np.uint8)
+
+
+def write_skin_video(
+    path: Path | str,
+    *,
+    seconds: float = 4.0,
+    fps: float = 10.0,
+    size: tuple[int, int] = (640, 480),
+    skin_tone: FitzpatrickType = "III",
+    seed: int = 0,
+    quality: int = 95,
+) -> Path:
+    """A camera held on `render_skin`'s forearm, as MJPG: the patch drifts by a few whole pixels (an arm held
+    up is never quite still, and a live preview should look live) under fresh sensor noise in every frame.
+    Whole-pixel steps keep every frame as sharp as the first; the demo's photo step photographs this."""
+    margin = 8
+    width, height = size
+    skin = render_skin((width + 2 * margin, height + 2 * margin), skin_tone, seed).astype(np.float32)
+    rng = np.random.default_rng(seed + 1)
+    out = Path(path)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MJPG to {out}")
+    writer.set(cv2.VIDEOWRITER_PROP_QUALITY, quality)
+    frames = max(1, round(seconds * fps))
+    try:
+        for n in range(frames):
+            phase = 2 * math.pi * n / frames  # a closed loop: the video repeats without a jump
+            dx, dy = round(margin + 0.6 * margin * math.sin(phase)), round(margin + 0.4 * margin * math.cos(phase))
+            frame = skin[dy : dy + height, dx : dx + width] + rng.normal(0, 1.5, (height, width, 3)).astype(np.float32)
+            writer.write(np.asarray(np.clip(frame, 0, 255), dtype=np.uint8))
+    finally:
+        writer.release()
+    return out

@@ -49,6 +49,7 @@ class Consult:
     fallback_case: str | None = None
     messages: list[str] = field(default_factory=list)
     form: Literal["vitals", "case"] | None = None  # the provider's request to show, until its page is shown
+    visit: str = ""  # the token of the visit that asked: no other visit is shown it, the same patient's next neither
 
 
 class Consults:
@@ -109,7 +110,7 @@ class Consults:
             return None
         if self.current is not None and self.current.phase != "ended" and self.current.subject == visit.subject:
             return self.current
-        consult = Consult(id=str(uuid.uuid4()), subject=visit.subject)
+        consult = Consult(id=str(uuid.uuid4()), subject=visit.subject, visit=visit.token)
         vitals = [Vital(code=r.code, value=r.value, unit=r.unit, effective="") for r in visit.readings[-50:]]
         # Current before it is sent: the hub's first answer can arrive while the send is still being awaited.
         self.current = consult
@@ -246,7 +247,7 @@ class Consults:
             draft = CaseDraft(text=f"{why} The patient asked to see a provider now; the visit's readings are attached.")
             kept, visit.case = visit.case, draft
             try:
-                consult.fallback_case = self.screen.send_case(visit, str(uuid.uuid4()))
+                consult.fallback_case = self.screen.send_case(visit, str(uuid.uuid4()), origin="call")
             finally:
                 visit.case = kept
             self._later(self.settings.return_after_s, lambda: self._return_home(visit))

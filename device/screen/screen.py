@@ -25,8 +25,9 @@ from device.protocol.questionnaire import Questionnaire, visible
 from device.protocol.signaling import Vital
 from device.screen.checkin import Gate
 from device.screen.events import Events
-from device.screen.notices import Notices
+from device.screen.notices import Notices, Origin
 from device.screen.station import Bluetooth, Camera, VirtualDevices
+from device.screen.steps import step_of
 from device.screen.visit import Desk, IdlePolicy, ShownReading, Visit
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Screen:
         self.virtual: VirtualDevices | None = None
         self.consults: Consults | None = None  # live video consults, where the kiosk knows its hub
         self._watch: asyncio.Task[None] | None = None
+        self.last_ended: tuple[str, str] | None = None  # (visit token, reason): a page still open on it hears why
 
     # -- what the hub told this kiosk
 
@@ -101,10 +103,14 @@ class Screen:
         self.checkin.check_out()
         if visit is None:
             return
+        self.send_held_camera(visit)  # the patient's last camera measurement: what they saw last is what goes
         if self.consults is not None and self.consults.current is not None:
             asyncio.get_running_loop().create_task(self.consults.finish("cancelled"))
+        answered = [m.body.case for m in self.inbox.messages(visit.subject) if m.id in visit.answers_seen]
         self.inbox.forget(visit.answers_seen)
+        self.notices.forget_cases(answered)  # answer shown: what identified its case is no longer needed
         self.notices.forget_shown(visit.notices_seen)
+        self.last_ended = (visit.token, reason)
         self.events.publish("ended", {"reason": reason})
         log.info("visit ended (%s) after %.0f s", reason, self.clock() - visit.started)
 
@@ -148,18 +154,27 @@ class Screen:
         return envelope
 
     def _shown(self, visit: Visit, envelope_id: str, payload: dict[str, Any]) -> None:
-        visit.touch(self.clock())
+        self._saved(visit, envelope_id)
+        self._show(visit, envelope_id, payload["observations"])
+
+    def _saved(self, visit: Visit, envelope_id: str) -> None:
         visit.vitals_ids.append(envelope_id)
         self.notices.saved(visit.subject, "vitals", envelope_id, self.clock())
-        for o in payload["observations"]:
-            device = o.get("device", {})
-            reading = ShownReading(o["code"], float(o["value"]), o["unit"], str(device.get("type", "")))
+
+    def _show(self, visit: Visit, envelope_id: str | None, observations: list[dict[str, Any]]) -> None:
+        """Onto the screen, on the step of the device that measured them (one payload: one device)."""
+        visit.touch(self.clock())
+        device = observations[0].get("device", {}) if observations else {}
+        kind = self.bluetooth.kind_of(str(device.get("id", ""))) if self.bluetooth is not None else None
+        step = step_of(device, kind)
+        for o in observations:
+            reading = ShownReading(o["code"], float(o["value"]), o["unit"], str(device.get("type", "")), step)
             visit.readings.append(reading)
             self.events.publish(
-                "reading", {"code": reading.code, "value": reading.value, "unit": reading.unit, "id": envelope_id}
+                "reading",
+                {"code": reading.code, "value": reading.value, "unit": reading.unit, "step": step, "id": envelope_id},
             )
         if self.consults is not None:
-            observations = payload["observations"]
             self.consults.reading_taken([_vital(o) for o in observations])
 
     def on_progress(self, _device: str, uuid: int, value: Any) -> None:
@@ -173,16 +188,43 @@ class Screen:
         self.notices.delivered(ids, now)
         self.events.publish_threadsafe("delivered", {"ids": ids, "at": now})
 
-    def record_camera_vitals(self, visit: Visit, observations: list[dict[str, Any]]) -> str:
-        payload = {"observations": observations, "subject": visit.subject}
-        envelope = self.outbox.enqueue("observations", payload)
-        self._shown(visit, envelope.id, payload)
+    def record_camera_vitals(self, visit: Visit, observations: list[dict[str, Any]]) -> None:
+        """A camera measurement: shown at once, and held in the visit until the patient moves on from the camera
+        step. Measuring again replaces it, on the screen and in what the clinic gets: one camera pair a sitting,
+        the one the patient saw last (`send_held_camera`)."""
+        visit.readings = [r for r in visit.readings if r.step != "camera"]
+        visit.held_camera = list(observations)
+        self._show(visit, None, observations)
+
+    def send_held_camera(self, visit: Visit) -> str | None:
+        """The held camera measurement into the outbox (the patient left the camera step, sent a case, or the
+        visit ends); its envelope id, or None when nothing was held or the outbox refused it (logged; kept held
+        for the next try, and gone with the visit)."""
+        if not visit.held_camera:
+            return None
+        payload = {"observations": visit.held_camera, "subject": visit.subject}
+        try:
+            envelope = self.outbox.enqueue("observations", payload)
+        except Exception as exc:  # noqa: BLE001 - whatever the outbox refuses with, the page must still open
+            log.error("the camera's readings could not be stored: %s", exc)
+            return None
+        visit.held_camera = []
+        self._saved(visit, envelope.id)
         return envelope.id
+
+    def page_shown(self, visit: Visit, path: str) -> None:
+        """The patient opened the page at `path`: a camera measurement held on the camera step goes out once
+        they leave it, and a demo camera shows what a patient shows the camera there (skin on the photo page)."""
+        if path != "/vitals/camera":
+            self.send_held_camera(visit)
+        if self.camera is not None:
+            self.camera.pose("skin" if path == "/case/photos" else "face")
 
     # -- cases
 
-    def send_case(self, visit: Visit, case_id: str) -> str:
+    def send_case(self, visit: Visit, case_id: str, origin: Origin = "form") -> str:
         """Photos and the case into the outbox in one transaction; returns the case envelope's id."""
+        self.send_held_camera(visit)  # before the case, which names the visit's readings
         q = self.questionnaire()
         shown = {i.link_id for i in visible(q, visit.case.answers)}
         answers = [{"link_id": k, "value": v} for k, v in visit.case.answers.items() if k in shown]
@@ -210,8 +252,22 @@ class Screen:
         envelopes = self.outbox.enqueue_many(items)
         case_envelope = envelopes[-1].id
         self.notices.saved(visit.subject, "case", case_envelope, self.clock())
+        # For the answer's page: when it was sent and in the patient's first words (a call's words are ours).
+        words = first_words(q, visit.case.answers, visit.case.text) if origin == "form" else ""
+        self.notices.case_sent(visit.subject, case_id, case_envelope, self.clock(), words=words, origin=origin)
         visit.case = type(visit.case)()  # sent: the draft (and its photos) leave memory
         return case_envelope
+
+
+def first_words(q: Questionnaire, answers: dict[str, Any], text: str, most: int = 60) -> str:
+    """What lets a patient know their case again: the first words of their first written answer (the reason,
+    in the built-in intake), else of their own words; cut at a word, at most `most` characters and an ellipsis."""
+    written = [a for i in visible(q, answers) if i.type == "text" and isinstance(a := answers.get(i.link_id), str)]
+    words = " ".join(next((w for w in [*written, text] if w.strip()), "").split())
+    if len(words) <= most:
+        return words
+    cut = words[: most + 1].rsplit(" ", 1)[0] if " " in words[: most + 1] else words[:most]
+    return cut.rstrip(" ,.;:") + "…"
 
 
 def _vital(o: dict[str, Any]) -> Vital:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from pathlib import Path
 
@@ -43,6 +43,7 @@ class ServeOptions:
     clinic_name: str
     hub: HubLink | None = None
     consult: ConsultSettings = field(default_factory=ConsultSettings)
+    camera_skin_video: Path | None = None  # demo: the camera's picture on the photo page (CameraConfig.skin_video)
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
@@ -62,6 +63,7 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             wait_limit_s=args.consult_wait_limit,
             return_after_s=args.consult_return_after,
         ),
+        camera_skin_video=args.camera_skin_video,
     )
 
 
@@ -84,7 +86,8 @@ def _hub_link(args: argparse.Namespace) -> HubLink | None:
 def build(agent: KioskAgent, options: ServeOptions) -> Screen:
     camera = None
     if options.camera_profile is not None:
-        camera = Camera(CameraConfig(options.camera_profile, options.camera_video, options.camera_seconds))
+        config = CameraConfig(options.camera_profile, options.camera_video, options.camera_seconds)
+        camera = Camera(replace(config, skin_video=options.camera_skin_video))
     screen = Screen(
         ScreenSettings(kiosk_id=agent.config.kiosk_id, idle=options.idle, clinic_name=options.clinic_name),
         outbox=agent.outbox,

@@ -21,17 +21,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from device.ble.collector import CheckIn, Collector, DevicePlan, plans_from
+from device.ble.collector import CheckIn, Collector, DevicePlan
 from device.ble.ledger import Ledger
-from device.ble.profiles import load_profiles
+from device.ble.profiles import DeviceProfile, load_profiles
+from device.ble.profiles import match as match_profile
 from device.camera.errors import CameraError
 
 if TYPE_CHECKING:
-    from device.ble.transport import Radio
+    from device.ble.transport import Advertisement, Radio
     from device.ble.virtual import Bench
     from device.camera.photos import PhotoCheck, PreparedPhoto
+    from device.camera.preview import Preview
     from device.camera.source import Frame
     from device.camera.vitals import CameraVitals
 
@@ -57,9 +59,10 @@ class Bluetooth:
         tz: tzinfo | None = None,
     ) -> None:
         self.ledger = Ledger(ledger_path)
+        self._kinds: dict[str, str] = {}  # address -> the kind of the profile it matched
         self.collector = Collector(
             radio,
-            plan_for or plans_from(load_profiles(profiles_dir)),
+            plan_for or self._plans(load_profiles(profiles_dir)),
             self.ledger,
             sink,
             checkin,
@@ -69,6 +72,33 @@ class Bluetooth:
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    def _plans(self, profiles: list[DeviceProfile]) -> Callable[[Advertisement], DevicePlan | None]:
+        """The collector's `plan_for` (the best-matching profile, as a plan), remembering each device's kind."""
+        plans = {p.id: DevicePlan.from_profile(p) for p in profiles}
+
+        def plan_for(ad: Advertisement) -> DevicePlan | None:
+            profile = match_profile(profiles, ad)
+            if profile is None:
+                return None
+            self._kinds[ad.address] = profile.kind
+            return plans[profile.id]
+
+        return plan_for
+
+    def kind_of(self, device_id: str) -> str | None:
+        """What the device that sent a reading is ("blood_pressure", "pulse_oximeter" ...): the kind of the profile
+        it matched by the GATT service (and name) it advertises. None for a device not served here.
+
+        The screen shows a reading on the step of this kind (`steps.step_of`): several devices report a pulse,
+        and only the device tells whose it is. Readings carry the device's id (`_identify`, remembered in the
+        ledger by address before any reading is routed); the few addresses heard are looked up, newest first.
+        """
+        for address, kind in reversed(self._kinds.items()):
+            info = self.ledger.device_info(address)
+            if info is not None and info.get("id") == device_id:
+                return kind
+        return None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.collector.run(self._stop))
@@ -155,6 +185,12 @@ class CameraConfig:
     profile: Path
     video: Path | None = None  # replaces the camera (demo, tests); played in a loop, at a camera's pace
     vitals_seconds: float = 30.0
+    # Demo, with `video` (a face): what the camera plays while the patient shows it skin (the photo page), as a
+    # patient holds up the forearm with the rash; `video` the rest of the time. See `Camera.pose`.
+    skin_video: Path | None = None
+
+
+Pose = Literal["face", "skin"]
 
 
 _END = object()
@@ -212,10 +248,32 @@ class Camera:
         _OPEN.add(self)
         self._thread: threading.Thread | None = None
         self.opened = 0  # times the device was opened: a test can tell sharing from reopening
+        self._pose: Pose = "face"
+        self._preview: Preview | None = None
 
     @property
     def busy(self) -> bool:
         return bool(self._watchers)
+
+    def pose(self, what: Pose) -> None:
+        """What the patient shows the camera now, as the screen's page asks: their face (vitals, a call, most
+        pages) or the skin of a rash or wound (the photo page). A real camera sees whatever is in front of it;
+        a demo camera with a `skin_video` plays that video while the patient shows skin, its face video else."""
+        self._pose = what
+
+    def _video(self) -> Path | None:
+        if self._pose == "skin" and self.config.skin_video is not None and self.config.video is not None:
+            return self.config.skin_video
+        return self.config.video
+
+    @property
+    def preview(self) -> Preview:
+        """A small JPEG of what the camera sees, a few times a second, made only while someone asks for it."""
+        if self._preview is None:
+            from device.camera.preview import Preview  # noqa: PLC0415 - OpenCV loads only when used
+
+            self._preview = Preview(self.watch)
+        return self._preview
 
     @contextlib.contextmanager
     def watch(self, maxsize: int = 64) -> Iterator[Iterator[Frame]]:
@@ -249,6 +307,8 @@ class Camera:
         and at interpreter exit: a capture thread still inside OpenCV's C++ when Python finalises aborts the
         whole process ("FATAL: exception not rethrown")."""
         self._closed.set()
+        if self._preview is not None:
+            self._preview.close()
         with self._lock:
             thread, watchers = self._thread, list(self._watchers)
         if thread is not None and thread is not threading.current_thread():
@@ -281,9 +341,13 @@ class Camera:
         while True:
             self.opened += 1
             last: Frame | None = None
-            with open_source(profile.camera, file=self.config.video, realtime=True) as source:
+            video, switched = self._video(), False
+            with open_source(profile.camera, file=video, realtime=True) as source:
                 period = 1.0 / max(source.nominal_fps, 1.0)
                 for frame in source.frames():
+                    if self._video() != video:
+                        switched = True  # a demo camera: the patient shows it something else now (`pose`)
+                        break
                     last = Frame(image=frame.image, t=frame.t + t_offset, index=frame.index + index_offset)
                     with self._lock:
                         watchers = list(self._watchers)
@@ -292,10 +356,11 @@ class Camera:
                     idle_since = None if watchers else (idle_since or time.monotonic())
                     if self._done(idle_since):
                         return
-            if last is None or not is_file:
+            if not switched and (last is None or not is_file):
                 raise CameraError("the camera stopped delivering frames")
-            # The video ended: play it again, its times continuing one frame period after the last.
-            t_offset, index_offset = last.t + period, last.index + 1
+            if last is not None:
+                # The video ended (or the other one is wanted): play on, times continuing a frame period after the last.
+                t_offset, index_offset = last.t + period, last.index + 1
 
     def photo(self, allow_face: bool = False) -> tuple[PreparedPhoto, PhotoCheck]:
         from device.camera.photos import best_frame, prepare  # noqa: PLC0415

@@ -1,12 +1,15 @@
 """The guided vitals: which device comes next, what it measures, and how to use it.
 
 Pure data: the screen walks a patient through these in order (any can be skipped), and a
-reading that arrives is shown on the step whose codes include it.
+reading that arrives is shown on the step of the device that measured it (`step_of`): a pulse is
+the cuff's or the oximeter's or the camera's, never shown on another device's step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from device.screen.i18n import _
 
@@ -66,6 +69,20 @@ STEPS: tuple[Step, ...] = (
 )
 
 BY_KIND = {s.kind: s for s in STEPS}
+
+
+def step_of(device: Mapping[str, Any], kind: str | None) -> str | None:
+    """The step a reading belongs to: the step of the device that measured it, never another device's.
+
+    The kiosk camera's readings (`device.type` "camera") are the camera step's. A Bluetooth device's are the
+    step of its kind (`kind`: the kind of the profile it matched, by the GATT service it advertises: 0x1810
+    a cuff, 0x1822 an oximeter, 0x1809 a thermometer), whatever codes it reports: the pulse an oximeter
+    sends is the oximeter's, not the cuff's. A device of no step's kind, or of an unknown kind, has none.
+    """
+    if device.get("type") == "camera":
+        return "camera"
+    return kind if kind is not None and kind != "camera" and kind in BY_KIND else None
+
 
 CODE_NAMES = {
     "8480-6": _("Systolic"),

@@ -20,6 +20,7 @@ class ShownReading:
     value: float
     unit: str
     device: str
+    step: str | None = None  # the step of the device that measured it (steps.step_of): shown there only
 
 
 @dataclass
@@ -45,6 +46,9 @@ class Visit:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     readings: list[ShownReading] = field(default_factory=list)
     vitals_ids: list[str] = field(default_factory=list)  # observations envelopes taken in this visit
+    # The camera's latest measurement, shown but not yet in the outbox: measuring again replaces it, and it
+    # goes out when the patient moves on from the camera step or the visit ends (Screen.send_held_camera).
+    held_camera: list[dict[str, Any]] = field(default_factory=list)
     case: CaseDraft = field(default_factory=CaseDraft)
     answers_seen: set[str] = field(default_factory=set)  # downlink ids shown: removed from the kiosk at the end
     notices_seen: set[str] = field(default_factory=set)

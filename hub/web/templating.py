@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi.templating import Jinja2Templates
 
+from hub.web.units import UNIT_LABELS, unit_label
+
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -37,6 +39,9 @@ def _device(device: dict[str, Any]) -> str:
 
 
 utc_label = _utc
+ago = _ago
 TEMPLATES.env.filters["utc"] = _utc
 TEMPLATES.env.filters["device_label"] = _device
+TEMPLATES.env.filters["unit"] = unit_label  # UCUM in the data, mmHg and °C on the page (hub/web/units.py)
+TEMPLATES.env.globals["unit_labels"] = UNIT_LABELS
 TEMPLATES.env.globals["ago"] = _ago

@@ -15,14 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
+from device.intake import general_intake
 from device.protocol.endpoints import BrokerUrl
+from device.protocol.questionnaire import Questionnaire
 from device.screen.i18n import translations
 from hub.broker import MosquittoProcess
 from tests.browser.kiosk import KioskProcess, LiveUpdatesHeld, kiosk_screen, rash_video
 from tests.browser.site import Site, serve
-from tests.browser.test_workspace import axe_serious, log_in, shot
+from tests.browser.test_workspace import assert_icon, axe_serious, log_in, shot
 from tests.harness import ingest_thread, wait_until
 
 FAST = {"downlink_check_s": 0.1}
@@ -199,7 +201,7 @@ def test_a_case_with_a_photo_is_answered_by_a_provider_and_the_answer_is_read_at
         screen.get_by_role("link", name="Send a question to my clinic").click()
         shot(screen, "kiosk-case-start")
         screen.get_by_role("link", name="Start", exact=True).click()
-        expect(screen.get_by_text("Question 1 of")).to_be_visible()
+        expect(screen.get_by_text("Question 1", exact=True)).to_be_visible()
         screen.get_by_role("textbox").fill("An itchy rash on my arm")
         screen.get_by_role("button", name="Next").click()
         screen.get_by_label("No").check()  # fever
@@ -355,6 +357,68 @@ def test_offline_a_patient_takes_vitals_and_sends_a_case_and_hears_next_visit_wh
         expect(screen.get_by_text(re.compile("reached your clinic"))).to_have_count(0)
 
 
+# The screens the kiosk ships on: the Raspberry Pi's own 7-inch touchscreen, a 10-inch tablet-sized panel and a
+# 1280x800 kiosk panel. Every screen must show its main action without scrolling on each of them.
+SCREEN_SIZES = [(800, 480), (1024, 768), (1280, 800)]
+
+
+def fully_in_view(page: Page, what: Locator, where: str) -> None:
+    """`what` is entirely inside the viewport as the page opens: seen and touched without scrolling."""
+    assert page.evaluate("window.scrollY") == 0, f"{where}: the page opened scrolled"
+    size = page.viewport_size
+    assert size is not None
+    expect(what).to_be_visible()
+    box = what.bounding_box()
+    assert box is not None, where
+    inside = (
+        box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= size["width"] + 0.5
+        and box["y"] + box["height"] <= size["height"] + 0.5
+    )
+    assert inside, f"{where}: {what} at {box} is not inside the {size['width']}x{size['height']} screen"
+    # Nothing covers it (a pinned pager over a button would pass the test above): its middle and the middles of
+    # its edges are its own to touch.
+    covered = what.evaluate(
+        """e => { const b = e.getBoundingClientRect(), x = b.left + b.width / 2, y = b.top + b.height / 2;
+            const points = [[x, y], [x, b.top + 2], [x, b.bottom - 2], [b.left + 2, y], [b.right - 2, y]];
+            return points.filter(([x, y]) => !e.contains(document.elementFromPoint(x, y))).length; }"""
+    )
+    assert covered == 0, f"{where}: {what} is partly covered by something else"
+
+
+def open_every_branch(screen: Page, kiosk: KioskProcess, questionnaire: Questionnaire) -> None:
+    """Answer every question so that every follow-up question is shown (and the review is as long as it gets)."""
+    opens = {i.enable_when.question: i.enable_when.answer for i in questionnaire.items if i.enable_when}
+    for item in questionnaire.items:
+        wanted = opens.get(item.link_id)
+        if item.type == "boolean":
+            value = "no" if wanted is False else "yes"
+        elif item.type == "choice":
+            value = str(wanted) if wanted is not None else (item.options or [""])[-1]
+        elif item.type in ("integer", "decimal"):
+            value = str(wanted) if wanted is not None else "2"
+        else:
+            value = "A long question for the clinic " * 4
+        answered = screen.request.post(
+            f"{kiosk.url}/case/q/{item.link_id}", form={"value": value}, headers={"Origin": kiosk.url}, max_redirects=0
+        )
+        assert answered.status == 303, (item.link_id, answered.status)
+
+
+def kiosk_credential(site: Site, tmp_path: Path) -> Path:
+    """The kiosk's own credential for the hub, so that "See a provider now" can put the patient in line."""
+    from hub.accounts import kiosk_credentials
+    from hub.store import immediate
+
+    conn = site.world.store.db.conn
+    with immediate(conn):
+        secret = kiosk_credentials.issue(conn, site.world.north.kiosk, site.clock())
+    path = tmp_path / "kiosk-credential"
+    path.write_text(secret)
+    return path
+
+
 @pytest.mark.parametrize("language", ["en", "es"])
 def test_every_kiosk_screen_passes_the_accessibility_rules_and_fits_the_screen(
     browser: Browser, site: Site, broker_url: BrokerUrl, tmp_path: Path, language: str
@@ -362,30 +426,94 @@ def test_every_kiosk_screen_passes_the_accessibility_rules_and_fits_the_screen(
     context = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True, bypass_csp=True)
     screen = context.new_page()
     gettext = translations(language).gettext
+    questionnaire = general_intake()  # what the world's clinic gives its kiosks
     video = rash_video(tmp_path / "rash.avi")  # a camera, so that every screen is there
+    hub_args = ["--hub-url", site.url, "--hub-credential-file", str(kiosk_credential(site, tmp_path))]
+
+    def button(name: str) -> Locator:
+        return screen.get_by_role("button", name=gettext(name), exact=True)
+
+    def link(name: str) -> Locator:
+        return screen.get_by_role("link", name=gettext(name), exact=True)
+
+    def check(path: str, main_actions: list[Locator], *, axe: bool = True) -> None:
+        """At each screen size: the accessibility rules, no sideways scrolling, large targets, and the main
+        actions on the screen as it opens."""
+        for width, height in SCREEN_SIZES:
+            where = f"{path} ({language}, {width}x{height})"
+            screen.set_viewport_size({"width": width, "height": height})
+            screen.goto(f"{kiosk.url}{path}")
+            screen.evaluate("window.scrollTo(0, 0)")
+            if axe:
+                serious = axe_serious(screen)
+                assert not serious, f"{where}: {json.dumps(serious)}"
+            assert screen.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), where
+            # Touch targets: every button and link at least 44 px high (WCAG 2.5.5), most far more.
+            small = screen.evaluate(
+                "[...document.querySelectorAll('main a, main button, header button, main label.choice')]"
+                ".filter(e => e.getBoundingClientRect().height < 44).map(e => e.textContent.trim())"
+            )
+            assert small == [], f"{where}: small targets {small}"
+            for action in main_actions:
+                fully_in_view(screen, action, where)
+            name = path.strip("/").replace("/", "-") or "welcome"
+            shot(screen, f"kiosk-a11y-{language}-{width}x{height}-{name}")
+
     with (
         ingest_thread(site.world.db, broker_url, **FAST),
-        kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url, camera_video=video) as kiosk,
+        kiosk_screen(
+            tmp_path / "kiosk", site.world.north.kiosk, broker_url, camera_video=video, extra_args=hub_args
+        ) as kiosk,
     ):
         screen.goto(kiosk.url)
         screen.get_by_role("button", name="Español" if language == "es" else "English").click()
-        pages = ["/", "/home", "/vitals", "/vitals/blood_pressure", "/vitals/camera", "/case", "/case/q/main",
-                 "/case/q/pain", "/case/details", "/case/photos", "/case/review", "/answers", "/consult"]  # fmt: skip
+        check("/", [screen.get_by_label(gettext("Type the code on your card")), button("Check in")])
         screen.get_by_label(gettext("Type the code on your card")).fill("N100")
-        screen.get_by_role("button", name=gettext("Check in"), exact=True).click()
-        for path in [*pages, "/bye"]:
-            screen.goto(f"{kiosk.url}{path}")
-            serious = axe_serious(screen)
-            assert not serious, f"{path} ({language}): {json.dumps(serious)}"
-            assert screen.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
-            # Touch targets: every button and link at least 44 px high (WCAG 2.5.5), most far more.
-            small = screen.evaluate(
-                "[...document.querySelectorAll('main a, main button, header button')]"
-                ".filter(e => e.getBoundingClientRect().height < 44).map(e => e.textContent.trim())"
-            )
-            assert small == [], f"{path}: small targets {small}"
-            shot(screen, f"kiosk-a11y-{language}-{path.strip('/').replace('/', '-') or 'welcome'}")
+        button("Check in").click()
+        expect(screen.get_by_role("heading", name=gettext("What would you like to do?"))).to_be_visible()
+        check("/home", [screen.locator("main .tile").nth(n) for n in range(4)])
+        check("/vitals", [link("Start")])
+        for kind in ("blood_pressure", "pulse_oximeter", "thermometer"):
+            check(f"/vitals/{kind}", [screen.locator("section.live"), button("Press the device's Start button"),
+                                      link("Next device")])  # fmt: skip
+        # With a reading on it: the readings, the cuff's pressure and the way on, all in view.
+        screen.goto(f"{kiosk.url}/vitals/blood_pressure")
+        button("Press the device's Start button").click()
+        expect(screen.locator("[data-readings] li").nth(2)).to_be_visible(timeout=20_000)  # systolic, diastolic, pulse
+        shown = [screen.locator("[data-readings]"), button("Press the device's Start button"), link("Next device")]
+        check("/vitals/blood_pressure", shown, axe=False)
+        check("/vitals/camera", [button("Start"), link("Done with vitals")])
+        check("/case", [link("Start")])
+        check("/case/q/main", [button("Next")])
+        check("/case/q/pain", [button("Next")])
+        open_every_branch(screen, kiosk, questionnaire)
+        # Every question (the longest and the one with the most choices among them): its answer field or every
+        # choice, and Next, in view.
+        answer = screen.locator("#answer, label.choice")
+        for item in questionnaire.items:
+            check(f"/case/q/{item.link_id}", [answer.first, answer.last, button("Next")], axe=False)
+        check("/case/q/pain_where", [button("Next")])
+        check("/case/details", [button("Next")])
+        check("/case/photos", [button("Take a photo"), link("Next")])
+        check("/case/review", [button("Send to my clinic")])
+        check("/answers", [link("Back to the start")])
+        check("/consult", [button("Ask for a video call now")])
+        button("Ask for a video call now").click()
+        one = translations(language).ngettext("You are number %(num)d in line.", "You are number %(num)d in line.", 1)
+        in_line = screen.get_by_text(one % {"num": 1})
+        expect(in_line).to_be_visible()
+        check("/consult", [in_line, button("Stop waiting")])
+        button("Stop waiting").click()
+        check("/bye", [screen.locator("main a.button")])  # the goodbye clears the language too: no name here
     context.close()
+
+
+def test_the_kiosk_screen_shows_its_icon(screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path) -> None:
+    with kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk:
+        screen.goto(kiosk.url)
+        assert_icon(screen, kiosk.url)
+        check_in(screen, kiosk, "N100")
+        assert_icon(screen, kiosk.url)
 
 
 def test_a_patient_checks_in_answers_and_signs_out_by_keyboard_alone(

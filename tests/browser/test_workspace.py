@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import queue
 import re
+import threading
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect
+from websockets.asyncio.client import connect
 
 from device.attachments import enqueue_attachment
 from device.protocol.endpoints import BrokerUrl
@@ -118,7 +123,7 @@ def test_staff_assign_an_unattributed_reading_and_it_joins_the_patients_trend(pa
     bob = site.world.north.patients["N101"]
     page.goto(f"{site.url}/patients/{bob}")
     expect(page.locator('.trend-plot[data-code="8480-6"]')).to_have_attribute("data-points-drawn", "6")
-    expect(page.get_by_text("151 mm[Hg]")).to_be_visible()
+    expect(page.get_by_text("151 mmHg")).to_be_visible()
 
 
 def test_an_admin_reads_the_audit_log_of_what_the_provider_looked_at(browser: Browser, site: Site) -> None:
@@ -254,7 +259,7 @@ def test_a_case_from_the_kiosk_is_answered_in_the_browser_and_reaches_the_kiosk_
         page.get_by_role("link", name="Case: Sore throat").click()
         expect(page.get_by_text("Three days now.")).to_be_visible()
         expect(page.get_by_text("For how many days?")).to_be_visible()  # the branch the patient saw
-        expect(page.get_by_role("cell", name="38.2 Cel")).to_be_visible()
+        expect(page.get_by_role("cell", name="38.2 °C")).to_be_visible()
         image = page.get_by_role("img", name="Photo 1 the patient sent with this case")
         expect(image).to_be_visible()
         assert image.evaluate("img => img.complete && img.naturalWidth") == 320
@@ -271,3 +276,130 @@ def test_a_case_from_the_kiosk_is_answered_in_the_browser_and_reaches_the_kiosk_
             assert message.body.case == case_id and message.body.request == "more_info"
             page.reload()
             expect(page.get_by_text(re.compile(r"delivered to the kiosk \d{4}-"))).to_be_visible()
+
+
+# ---- what people read: units, alert wording, times, the icon ----------------------------------------
+
+UCUM_ON_A_PAGE = re.compile(r"mm\[Hg\]|\[degF\]|\[lb_av\]|\[in_i\]|\bCel\b|\{score\}")
+
+
+def test_units_are_written_as_clinicians_write_them_on_charts_tables_and_alerts(page: Page, site: Site) -> None:
+    site.world.send(site.world.north.kiosk, [obs("8310-5", 38.6, "Cel", NOW - timedelta(hours=1))], subject="N100")
+    log_in(page, site, site.world.north.provider)
+    alice = site.world.north.patients["N100"]
+    page.goto(f"{site.url}/patients/{alice}")
+    plot = page.locator('.trend-plot[data-code="8480-6"]')
+    expect(plot).to_have_attribute("data-points-drawn", "5")
+    expect(page.locator('.trend-card[data-code="8480-6"] .trend-unit')).to_have_text(" (mmHg)")
+    expect(page.locator('.trend-card[data-code="8310-5"] .trend-unit')).to_have_text(" (°C)")
+    expect(plot).to_have_attribute("aria-label", re.compile(r"latest \d+ mmHg$"))
+    expect(page.get_by_role("cell", name=re.compile(r"^38\.6 °C"))).to_be_visible()
+    assert UCUM_ON_A_PAGE.findall(page.locator("body").inner_text()) == []
+    page.get_by_role("link", name="Triage").click()
+    page.get_by_role("link", name="Temperature above 38.0 °C").click()
+    said = re.compile(r"1 reading met this condition, the latest measured .+: 38\.6 °C")
+    expect(page.get_by_text(said)).to_be_visible()
+    assert UCUM_ON_A_PAGE.findall(page.locator("body").inner_text()) == []
+
+
+def test_a_no_reading_alert_says_since_when_and_counts_no_sweeps_as_readings(page: Page, site: Site) -> None:
+    from hub.store import immediate
+    from hub.triage import alerts
+
+    conn = site.world.store.db.conn
+    site.clock.advance(3 * 86400)  # the last readings were taken a day before NOW: four days without one
+    for _ in range(12):  # the sweep runs every minute: twelve minutes of silence
+        site.clock.advance(60)
+        with immediate(conn):
+            alerts.check_silence(conn, site.clock())
+    last = conn.execute("SELECT last_reading_at FROM patients WHERE code = 'N100'").fetchone()[0]
+    log_in(page, site, site.world.north.provider)
+    page.get_by_role("link", name="Triage").click()
+    row = page.get_by_role("row").filter(has_text="Alice North").filter(has_text="No reading for 3 days")
+    expect(row).to_contain_text(re.compile(r"No reading since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(4 d ago\)"))
+    expect(row).not_to_contain_text("reading(s)")
+    expect(row).not_to_contain_text(re.compile(r"\d+ readings?\b"))  # twelve sweeps are no readings
+    row.get_by_role("link", name="No reading for 3 days").click()
+    when = datetime.fromisoformat(last).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    expect(page.get_by_text(f"No reading since {when} (4 d ago); still none.")).to_be_visible()
+    assert "reading(s)" not in page.content() and "12 reading" not in page.content()
+
+
+def assert_icon(page: Page, base_url: str) -> None:
+    """The page names an SVG icon of its own site, served as one, that the browser can draw."""
+    icon = page.locator('link[rel~="icon"]')
+    expect(icon).to_have_attribute("href", re.compile(r"^/static/.+\.svg$"))
+    href = icon.get_attribute("href")
+    response = page.request.get(f"{base_url}{href}")
+    assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml")
+    drawn = page.evaluate(
+        """href => new Promise(done => { const img = new Image(); img.onload = () => done(img.naturalWidth);
+             img.onerror = () => done(0); img.src = href; })""",
+        href,
+    )
+    assert drawn > 0, page.url
+
+
+def test_the_workspace_shows_its_icon_on_every_page(page: Page, site: Site) -> None:
+    page.goto(f"{site.url}/login")
+    assert_icon(page, site.url)
+    log_in(page, site, site.world.north.provider)
+    assert_icon(page, site.url)
+
+
+@contextmanager
+def fake_kiosk(site: Site, request: dict[str, object]) -> Iterator[tuple[queue.Queue[str], list[dict[str, object]]]]:
+    """A kiosk on the hub's signaling socket (no media): it asks for a call, pings, keeps what the hub sends and
+    sends what the test puts in its outbox."""
+    from hub.accounts import kiosk_credentials
+    from hub.store import immediate
+
+    with immediate(site.world.store.db.conn) as conn:
+        secret = kiosk_credentials.issue(conn, site.world.north.kiosk, site.clock())
+    outbox: queue.Queue[str] = queue.Queue()
+    heard: list[dict[str, object]] = []
+    stop = threading.Event()
+
+    async def run() -> None:
+        url = site.url.replace("http://", "ws://") + "/ws/kiosk"
+        async with connect(url, additional_headers={"Authorization": f"Bearer {secret}"}) as ws:
+            await ws.send(json.dumps(request))
+            while not stop.is_set():
+                await ws.send('{"type": "ping"}')
+                while not outbox.empty():
+                    await ws.send(outbox.get())
+                with suppress(TimeoutError):
+                    heard.append(json.loads(await asyncio.wait_for(ws.recv(), 0.3)))
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    try:
+        yield outbox, heard
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_the_call_page_writes_times_in_utc_and_units_as_clinicians_do(page: Page, site: Site) -> None:
+    consult = str(uuid.uuid4())
+    measured = (NOW - timedelta(minutes=5)).isoformat()
+    pressure = {"code": "8480-6", "value": 151, "unit": "mm[Hg]", "effective": measured}
+    request = {"type": "request", "consult": consult, "subject": "N100", "language": "en", "vitals": [pressure]}
+    with fake_kiosk(site, request) as (outbox, heard):
+        log_in(page, site, site.world.north.provider)
+        page.goto(f"{site.url}/consults")
+        expect(page.get_by_role("cell", name=re.compile("151 mmHg"))).to_be_visible()  # the waiting room
+        page.get_by_role("button", name=re.compile("Join")).first.click()
+        expect(page.get_by_role("cell", name="151 mmHg")).to_be_visible()  # sent with the request
+        page.get_by_label("Message to show on the kiosk screen").fill("Please rest your arm.")
+        page.get_by_role("button", name="Show on the kiosk").click()
+        utc = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"  # as the page writes every other time
+        expect(page.locator("#call-sent li")).to_have_text(re.compile(rf"^{utc}: “Please rest your arm.”$"))
+        wait_until(lambda: any(m.get("type") == "message" for m in heard), 10, "the message at the kiosk")
+        fever = {"code": "8310-5", "value": 37.9, "unit": "Cel", "effective": measured}
+        outbox.put(json.dumps({"type": "vitals", "consult": consult, "vitals": [fever]}))
+        row = page.locator("#call-vitals tr").filter(has_text="37.9")
+        expect(row.locator("td").nth(0)).to_have_text(re.compile(rf"^{utc}$"))
+        expect(row.locator("td").nth(2)).to_have_text("37.9 °C")
+        assert UCUM_ON_A_PAGE.findall(page.locator("body").inner_text()) == []
+        page.get_by_role("button", name="End the call").click()

@@ -44,7 +44,7 @@ def test_the_questionnaire_branches_and_only_the_answers_shown_are_sent(kiosk: K
     assert answer(client, "main", "A cough") == "/case/q/fever"
     assert answer(client, "fever", "yes") == "/case/q/fever_days"
     days = client.get("/case/q/fever_days")
-    assert days.status_code == 200 and "Question 3 of 6" in days.text and 'href="/case/q/fever"' in days.text
+    assert days.status_code == 200 and "Question 3<" in days.text and 'href="/case/q/fever"' in days.text
     assert answer(client, "fever_days", "3") == "/case/q/pain"
     assert visit_of(kiosk).case.answers == {"main": "A cough", "fever": True, "fever_days": 3}
     # Changing the branch's answer drops the answer it hid, and its page closes again.

@@ -357,3 +357,15 @@ def test_no_template_carries_inline_script_or_style(kiosk: Kiosk) -> None:
     for page in ("/", "/bye"):
         html = kiosk.client.get(page).text
         assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/static/kiosk.js" defer>']
+
+
+def test_a_page_whose_visit_has_ended_hears_why_on_its_live_stream(kiosk: Kiosk) -> None:
+    # The page goes to the goodbye that fits: "the screen was not used" only when it was not.
+    kiosk.give_setup()
+    for end, reason in (("/finish", "finished"), ("/timeout", "idle")):
+        token = checked_in(kiosk.client, NO_PIN)
+        post(kiosk.client, end)
+        kept = kiosk.browser()
+        kept.cookies.set(COOKIE, token)  # a page still open on the ended visit, whose stream reconnects
+        assert kept.get("/events").text == f'event: ended\ndata: {{"reason": "{reason}"}}\n\n'
+    assert kiosk.browser().get("/events").text == "event: ended\ndata: {}\n\n"  # no visit of its own: no reason

@@ -129,7 +129,7 @@ def test_a_visit_begun_in_spanish_stays_in_spanish(kiosk: Kiosk) -> None:
     question = text_of(client.get("/case/q/main").text)
     assert "¿Cuál es el motivo principal de esta visita?" in question
     assert "What is the main reason for this visit?" not in question
-    assert in_spanish("Question %(n)d of %(total)d") % {"n": 1, "total": 5} in question
+    assert in_spanish("Question %(n)d") % {"n": 1} in question
     # A refused answer is explained in Spanish.
     post(client, "/case/q/main", {"value": "x"})
     post(client, "/case/q/fever", {"value": "yes"})

@@ -64,7 +64,7 @@ def test_a_case_with_photo_and_vitals_is_reviewed_answered_and_closed(
     assert "Case: Cough and fever" in queue and "1 photo(s), 1 vital set(s)" in queue
     page = provider.get(f"/cases/{case_id}").text
     for shown in ("Alice North", "Have you had a fever?", "For how many days?", "It started on Monday.",
-                  "Body temperature", "38.4 Cel", f"/cases/{case_id}/photos/{photo}", "answer by"):  # fmt: skip
+                  "Body temperature", "38.4 °C", f"/cases/{case_id}/photos/{photo}", "answer by"):  # fmt: skip
         assert shown in page, shown
     assert "Where does it hurt?" not in page  # pain was "no": that branch was never shown
     image = provider.get(f"/cases/{case_id}/photos/{photo}")

@@ -13,11 +13,13 @@ from fastapi.responses import Response
 from device.camera.errors import CameraError
 from device.protocol.questionnaire import visible
 from device.screen.answers import MAX_TEXT, AnswerError, parse_answer
+from device.screen.progress import progress
+from device.screen.routes.vitals import page_shown
 from device.screen.steps import PHOTO_ADVICE
 from device.screen.visit import Photo, Visit
 from device.screen.web import form_shown, redirect, render, require_visit, screen_of
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(page_shown)])  # a camera measurement goes once the patient moves on
 VisitDep = Annotated[Visit, Depends(require_visit)]
 MAX_PHOTOS = 6
 
@@ -48,8 +50,7 @@ def _question(request: Request, visit: Visit, link_id: str, error: str | None = 
         visit,
         questionnaire=q,
         item=item,
-        number=index + 1,
-        total=len(shown),
+        progress=progress(q, visit.case.answers, link_id),  # "Question 3" and a bar that only grows
         answer=visit.case.answers.get(link_id),
         back=back,
         error=error,
@@ -104,6 +105,7 @@ async def take(request: Request, visit: VisitDep) -> Response:
     screen = screen_of(request)
     if screen.camera is None or len(visit.case.photos) >= MAX_PHOTOS:
         return redirect("/case/photos")
+    screen.camera.pose("skin")  # a demo camera shows skin, as a patient holds it up
     try:
         prepared, check = await asyncio.to_thread(screen.camera.photo)
     except CameraError:

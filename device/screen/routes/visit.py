@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
@@ -11,10 +12,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
 from device.screen.events import State
+from device.screen.routes.vitals import page_shown
 from device.screen.visit import Visit
-from device.screen.web import cleared, redirect, render, require_visit, screen_of, visit_of
+from device.screen.web import COOKIE, cleared, redirect, render, require_visit, screen_of, visit_of
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(page_shown)])  # a camera measurement goes once the patient moves on
 VisitDep = Annotated[Visit, Depends(require_visit)]
 
 
@@ -40,10 +42,13 @@ async def home(request: Request, visit: VisitDep) -> Response:
 
 @router.get("/answers")
 async def answers(request: Request, visit: VisitDep) -> Response:
-    messages = screen_of(request).inbox.messages(visit.subject)
+    screen = screen_of(request)
+    messages = screen.inbox.messages(visit.subject)
     # Shown now: removed from the kiosk when the visit ends (the hub keeps the record).
     visit.answers_seen |= {m.id for m in messages}
-    return render(request, "answers.html", visit, messages=messages)
+    # Which of the patient's cases each answers: when it was sent and their first words.
+    cases = screen.notices.sent_cases(visit.subject, [m.body.case for m in messages])
+    return render(request, "answers.html", visit, messages=messages, cases=cases)
 
 
 @router.get("/consult")
@@ -54,8 +59,8 @@ async def consult(request: Request, visit: VisitDep) -> Response:
 def _consult_page(request: Request, visit: Visit, unreachable: bool = False) -> Response:
     consults = screen_of(request).consults
     current = consults.current if consults is not None else None
-    if current is not None and current.subject != visit.subject:
-        current = None  # another patient's call is never shown
+    if current is not None and (current.subject != visit.subject or current.visit != visit.token):
+        current = None  # another patient's call is never shown, nor a call from the patient's last visit
     return render(
         request,
         "consult.html",
@@ -153,13 +158,17 @@ async def events(request: Request) -> Response:
     screen = screen_of(request)
     visit = visit_of(request)
     if visit is None:
-        return StreamingResponse(iter(["event: ended\ndata: {}\n\n"]), media_type="text/event-stream")
+        # Why, when this browser's own visit was the one that ended: the page's goodbye says only what is true.
+        ended, token = screen.last_ended, request.cookies.get(COOKIE)
+        why = {"reason": ended[1]} if ended is not None and token is not None and ended[0] == token else {}
+        return StreamingResponse(iter([f"event: ended\ndata: {json.dumps(why)}\n\n"]), media_type="text/event-stream")
     shown = visit  # narrowed, for the closure
 
     def initial() -> State:
         state: State = [("readings", {"count": len(shown.readings)})]
         consults = screen.consults
-        if consults is not None and consults.current is not None and consults.current.subject == shown.subject:
+        current = consults.current if consults is not None else None
+        if consults is not None and current is not None and current.visit == shown.token:  # this visit's call
             state.append(("consult", consults.snapshot()))
         return state
 

@@ -1,19 +1,36 @@
-"""Guided vitals: one device at a time, with its picture, live progress, and the reading as it arrives."""
+"""Guided vitals: one device at a time, with its picture, live progress, and the reading as it arrives;
+and what the camera sees, for the camera step and the photo page."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
+from device.screen.screen import Screen
+from device.screen.station import Camera
 from device.screen.steps import BY_KIND, CAMERA_ADVICE, CODE_NAMES, STEPS, Step
 from device.screen.visit import ShownReading, Visit
-from device.screen.web import form_shown, redirect, render, require_visit, screen_of
+from device.screen.web import form_shown, redirect, render, require_visit, screen_of, visit_of
 
-router = APIRouter()
+PREVIEW_POLL_S = 0.1  # how often a preview stream looks for a new picture (the preview makes 5 a second)
+
+
+async def page_shown(request: Request) -> None:
+    """Every page the patient opens (not the live stream, not pictures): see `Screen.page_shown`."""
+    path = request.url.path
+    if request.method != "GET" or path == "/events" or path.endswith((".jpg", ".mjpg")):
+        return
+    visit = visit_of(request)
+    if visit is not None:
+        screen_of(request).page_shown(visit, path)
+
+
+router = APIRouter(dependencies=[Depends(page_shown)])
 VisitDep = Annotated[Visit, Depends(require_visit)]
 
 
@@ -44,7 +61,7 @@ async def step(request: Request, visit: VisitDep, kind: str) -> Response:
         visit,
         step=current,
         next_kind=following,
-        readings=_readings(visit, current.kind, current.codes),
+        readings=_readings(visit, current.kind),
         simulated=screen.virtual is not None and kind != "camera",
     )
 
@@ -65,6 +82,7 @@ async def camera_measure(request: Request, visit: VisitDep) -> Response:
     screen = screen_of(request)
     if screen.camera is None:
         raise HTTPException(404, "this kiosk has no camera")
+    screen.camera.pose("face")
 
     def progress(fraction: float) -> None:
         screen.events.publish_threadsafe("camera", {"progress": round(fraction, 2)})
@@ -92,12 +110,59 @@ async def camera_measure(request: Request, visit: VisitDep) -> Response:
         visit,
         step=current,
         next_kind=None,
-        readings=_readings(visit, "camera", current.codes),
+        readings=_readings(visit, "camera"),
         simulated=False,
         camera_advice=advice,
     )
 
 
-def _readings(visit: Visit, kind: str, codes: tuple[str, ...]) -> list[ShownReading]:
-    """This step's readings: a camera pulse is not the cuff's, nor the other way round."""
-    return [r for r in visit.readings if r.code in codes and (r.device == "camera") == (kind == "camera")]
+def _readings(visit: Visit, kind: str) -> list[ShownReading]:
+    """This step's readings: those its own device measured (a pulse is the cuff's, the oximeter's or the camera's)."""
+    return [r for r in visit.readings if r.step == kind]
+
+
+def _previewing(request: Request) -> tuple[Screen, Visit, Camera]:
+    """The screen, its visit and its camera. The visit is not touched: a picture streaming is not the patient
+    touching the screen, and the idle countdown must still run under a live preview."""
+    screen = screen_of(request)
+    visit = visit_of(request)
+    if visit is None:
+        raise HTTPException(303, headers={"Location": "/?ended=1"})
+    if screen.camera is None:
+        raise HTTPException(404, "this kiosk has no camera")
+    return screen, visit, screen.camera
+
+
+@router.get("/camera/preview.jpg")
+async def preview_picture(request: Request) -> Response:
+    """What the camera sees now: one small JPEG (waits a moment for the first picture of a camera just opened)."""
+    _screen, _visit, camera = _previewing(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while (latest := camera.preview.latest()) is None:
+        if loop.time() > deadline:
+            raise HTTPException(503, "the camera shows nothing")
+        await asyncio.sleep(PREVIEW_POLL_S / 2)
+    return Response(latest[1], media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/camera/preview.mjpg")
+async def preview_stream(request: Request) -> Response:
+    """What the camera sees, live: a stream of small JPEGs an <img> shows (no script needed), for as long as
+    the page is open and the visit lasts. Shown on the camera step (keep the face in view, hold still) and on
+    the photo page (frame the rash)."""
+    screen, visit, camera = _previewing(request)
+
+    async def pictures() -> AsyncIterator[bytes]:
+        seen = 0
+        while screen.desk.visit is visit:
+            latest = camera.preview.latest()
+            if latest is not None and latest[0] != seen:
+                seen, jpeg = latest
+                yield b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n"
+                yield jpeg + b"\r\n"
+            await asyncio.sleep(PREVIEW_POLL_S)
+
+    return StreamingResponse(
+        pictures(), media_type="multipart/x-mixed-replace; boundary=frame", headers={"Cache-Control": "no-store"}
+    )

@@ -4,6 +4,9 @@
 
 (function () {
   const body = document.body;
+  // Set when this page signs out itself (Finish, or its countdown's end): the form's own answer is the goodbye,
+  // and the visit's "ended" event, which comes while that answer is on its way, must not replace it.
+  let leaving = false;
 
   function delivered(id) {
     const done = document.querySelector(`[data-delivered-for="${id}"]`);
@@ -15,7 +18,14 @@
   // Live updates from the kiosk (Server-Sent Events).
   function connect() {
     const source = new EventSource("/events");
-    source.addEventListener("ended", () => { source.close(); window.location.replace("/bye?idle=1"); });
+    // The visit ended elsewhere (the kiosk's own idle watch, a video call that could not go on, a shutdown): the
+    // goodbye says the screen went unused only when that is why.
+    source.addEventListener("ended", (e) => {
+      source.close();
+      if (leaving) return;
+      const reason = JSON.parse(e.data || "{}").reason;
+      window.location.replace(reason === "idle" ? "/bye?idle=1" : "/bye");
+    });
     source.addEventListener("pressure", (e) => {
       const p = document.querySelector("[data-pressure]");
       if (!p) return;
@@ -33,7 +43,8 @@
       const live = document.querySelector("[data-codes]");
       if (live) live.dataset.shown = Number(live.dataset.shown) + 1;
       if (!live || live.dataset.step === "camera") return;
-      if (!live.dataset.codes.split(" ").includes(r.code)) return;
+      // Only the readings of this step's own device: the oximeter's pulse is not the cuff's.
+      if (r.step !== live.dataset.step) return;
       const label = document.querySelector(`[data-reading-labels]`).content.querySelector(`[data-code="${r.code}"]`);
       const li = document.createElement("li");
       li.append((label ? label.textContent : r.code) + ": ");
@@ -109,7 +120,7 @@
   function tick() {
     const dialog = document.querySelector("[data-idle-dialog]");
     const left = Math.ceil((deadline - Date.now()) / 1000);
-    if (left <= 0) { document.querySelector("[data-idle-form]").submit(); return; }
+    if (left <= 0) { leaving = true; document.querySelector("[data-idle-form]").submit(); return; }
     if (left <= Number(body.dataset.warn)) {
       dialog.querySelector("[data-idle-count]").textContent = left;
       if (dialog.hidden) { dialog.hidden = false; dialog.querySelector("[data-idle-stay]").focus(); }
@@ -118,6 +129,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    for (const form of document.querySelectorAll('form[action="/finish"], form[action="/timeout"]')) {
+      form.addEventListener("submit", () => { leaving = true; });
+    }
     for (const form of document.querySelectorAll("form[data-busy-label]")) {
       form.addEventListener("submit", () => {
         const button = form.querySelector("button");

@@ -25,6 +25,7 @@ from hub.review import TimeRange
 from hub.web.actions import perform
 from hub.web.security import Principal, require_admin, require_user, workspace
 from hub.web.templating import TEMPLATES
+from hub.web.units import unit_label
 from hub.workspace import Workspace
 
 router = APIRouter(include_in_schema=False)
@@ -252,6 +253,8 @@ def patient_trends(
     now = ws.now()
     rng, _ = _range(range_, since, until, now)
     data = review.trends(ws.conn(), principal.clinic_id, patient.id, rng)
+    for chart in data["charts"]:  # `unit` stays UCUM for programs; the chart shows what people write
+        chart["unit_label"] = unit_label(chart["unit"])
     # Charts refresh every few seconds: one audit entry per session and patient per `audit_refresh_s`.
     recent = (
         ws.conn()
@@ -281,13 +284,14 @@ def export_readings(
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
-        ["effective_utc", "effective_corrected_utc", "loinc", "name", "value", "ucum", "device", "device_type",
+        ["effective_utc", "effective_corrected_utc", "loinc", "name", "value", "ucum", "unit", "device", "device_type",
          "device_user", "device_clock_offset_s", "kiosk", "kiosk_clock_offset_ms", "method", "quality",
          "flags", "attribution", "message_id", "index"]
     )  # fmt: skip
     for r in rows:
         writer.writerow(
-            [r["effective"], r["corrected"], r["code"], r["name"], r["value"], r["unit"], json.dumps(r["device"]),
+            [r["effective"], r["corrected"], r["code"], r["name"], r["value"], r["unit"], unit_label(r["unit"]),
+             json.dumps(r["device"]),
              r["device"].get("type"), r["device_user"], r["device_clock_offset_s"], r["kiosk"], r["clock_offset_ms"],
              r["method"], r["quality"], " ".join(r["flags"]), r["attribution_how"], r["message_id"], r["idx"]]
         )  # fmt: skip

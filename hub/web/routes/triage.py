@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
@@ -15,12 +16,49 @@ from hub.triage import alerts
 from hub.triage.config import SEVERITY_RANK
 from hub.web.actions import Action, perform
 from hub.web.security import Principal, require_user, workspace
-from hub.web.templating import TEMPLATES
+from hub.web.templating import TEMPLATES, ago, utc_label
+from hub.web.units import with_unit
 from hub.workspace import Workspace
 
 router = APIRouter(include_in_schema=False)
 Ws = Annotated[Workspace, Depends(workspace)]
 User_ = Annotated[Principal, Depends(require_user)]
+
+
+def alert_summary(alert: dict[str, Any], now: float) -> str:
+    """What an alert is about, as a sentence a person can act on.
+
+    A no-reading alert (the only kind raised without a value) says since when nothing came: its count is of the
+    minute sweeps that found the silence, which is no reading at all, so it is not shown. Any other says how many
+    readings met its condition and the latest of them, with its unit as clinicians write it.
+    """
+    if alert["last_value"] is None:
+        since = datetime.fromisoformat(alert["triggered_at"]).timestamp()
+        said = f"No reading since {utc_label(since)} ({ago(since, now)})"
+        return said + ("; still none." if alert["condition_active"] else "; readings have come in since.")
+    n = alert["trigger_count"]
+    readings = "1 reading" if n == 1 else f"{n:,} readings"
+    value = with_unit(f"{alert['last_value']:g}", alert["last_unit"])
+    said = f"{readings} met this condition, the latest measured {utc_label(alert['triggered_at'])}: {value}"
+    return said + ("; still out of range." if alert["condition_active"] else "; back in range now.")
+
+
+def _queue_detail(alert: dict[str, Any], now: float) -> str:
+    """The queue's line under an alert's title: the summary, short."""
+    if alert["last_value"] is None:
+        since = datetime.fromisoformat(alert["triggered_at"]).timestamp()
+        parts = [f"No reading since {utc_label(since)} ({ago(since, now)})"]
+        if not alert["condition_active"]:
+            parts.append("readings have come in since")
+    else:
+        n = alert["trigger_count"]
+        parts = ["1 reading met this condition" if n == 1 else f"{n:,} readings met this condition"]
+        if not alert["condition_active"]:
+            parts.append("back in range now")
+    reopened = alert["reopened"]
+    if reopened:
+        parts.insert(1, "re-opened once" if reopened == 1 else f"re-opened {reopened} times")
+    return ", ".join(parts)
 
 
 def work_queue(conn: sqlite3.Connection, clinic_id: str, now: float) -> list[dict[str, Any]]:
@@ -29,9 +67,7 @@ def work_queue(conn: sqlite3.Connection, clinic_id: str, now: float) -> list[dic
         {"kind": "alert", "url": f"/triage/{a['id']}", "title": a["title"], "severity": a["severity"],
          "urgent": a["escalated_at"] is not None, "urgent_label": "escalated", "since": a["opened_at"],
          "patient_id": a["patient_id"], "patient_name": a["patient_name"], "patient_code": a["patient_code"],
-         "state": a["state"], "assignee": a["assignee"],
-         "detail": f"{a['trigger_count']} reading(s)" + (f", re-opened {a['reopened']} times" if a["reopened"] else "")
-         + ("" if a["condition_active"] else ", back in range now")}
+         "state": a["state"], "assignee": a["assignee"], "detail": _queue_detail(a, now)}
         for a in alerts.queue(conn, clinic_id)
     ]  # fmt: skip
     for c in case_store.open_cases(conn, clinic_id):
@@ -84,6 +120,7 @@ def alert_page(request: Request, principal: User_, ws: Ws, alert_id: int) -> Res
             "user": principal.user,
             "csrf_token": principal.session.csrf,
             "alert": alert,
+            "summary": alert_summary(alert, ws.now()),
             "events": alerts.events(conn, principal.clinic_id, alert_id),
             "staff": [u for u in users.in_clinic(conn, principal.clinic_id) if u.disabled_at is None],
             "now": ws.now(),

@@ -6,7 +6,10 @@
  *
  * Markup: <section id="call" data-consult="<uuid>" data-socket="/ws/consults/<uuid>"
  *                  data-ice-servers='[{"urls": [...], "username"?, "credential"?}]' data-relay-only="false"
- *                  data-vital-names='{"8867-4": "Heart rate", ...}' data-heartbeat-s="1" data-gone-after-s="5">
+ *                  data-vital-names='{"8867-4": "Heart rate", ...}' data-heartbeat-s="1" data-gone-after-s="5"
+ *                  data-unit-labels='{"mm[Hg]": "mmHg", ...}'>
+ * Times on the page are UTC, 24-hour, as the hub writes them everywhere ("2026-01-31 14:05:09 UTC"); units as
+ * clinicians write them (the labels come from hub/web/units.py; the vitals arrive in UCUM).
  *
  * Flow: camera and microphone (if refused or missing: receive only, and the page says so) -> WebSocket
  * to the hub (the hub then tells the kiosk who joined) -> the kiosk's `offer` -> setRemoteDescription, add
@@ -78,6 +81,16 @@
   }
   const iceServers = parseJson(root.dataset.iceServers || "[]", []);
   const vitalNames = parseJson(root.dataset.vitalNames || "{}", {});
+  const unitLabels = parseJson(root.dataset.unitLabels || "{}", {});
+
+  function utcNow() {
+    return new Date().toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  }
+
+  function withUnit(value, unit) {
+    const label = unit in unitLabels ? unitLabels[unit] : (unit || "").replace(/\{[^{}]*\}/g, "");
+    return label ? value + " " + label : value;
+  }
 
   let state = "connecting";
   let socket = null;
@@ -232,7 +245,7 @@
     const none = el.sent.querySelector(".muted");
     if (none) none.remove();
     const li = document.createElement("li");
-    li.textContent = new Date().toLocaleTimeString() + ": " + text;
+    li.textContent = utcNow() + ": " + text;
     el.sent.appendChild(li);
   }
 
@@ -259,10 +272,10 @@
   function showVitals(vitals) {
     const none = el.vitals.querySelector(".call-vitals-none");
     if (none && vitals.length) none.remove();
-    const at = new Date().toLocaleTimeString();
+    const at = utcNow();
     for (const v of vitals) {
       const tr = document.createElement("tr");
-      for (const text of [at, vitalNames[v.code] || v.code, String(v.value) + " " + (v.unit || "")]) {
+      for (const text of [at, vitalNames[v.code] || v.code, withUnit(String(v.value), v.unit)]) {
         const td = document.createElement("td");
         td.textContent = text;
         tr.appendChild(td);

@@ -12,7 +12,7 @@
  *                   zone, which is what a provider reading the chart expects.
  *   data-heading-level  optional, 2..6 (default 3): the level of each chart's heading.
  *
- * JSON: {"charts": [{"code", "title", "unit", "normal": [low, high] | null,
+ * JSON: {"charts": [{"code", "title", "unit", "unit_label"?, "normal": [low, high] | null,
  *                    "points": [{"t": unix_s, "v": number, "source": "device" | "camera"}]}],
  *        "since": unix_s, "until": unix_s}
  *
@@ -93,6 +93,11 @@
     const latest = dev[last] != null ? dev[last] : cam[last];
     const readings = total === 1 ? "1 reading" : `${total} readings`;
     return `${chart.title}: ${readings}, ${camN} from the camera, latest ${fmtValue(latest)}${unit}`;
+  }
+
+  function unitText(chart) {
+    if (chart.unit_label != null) return String(chart.unit_label);
+    return chart.unit ? String(chart.unit) : "";
   }
 
   function validNormal(normal) {
@@ -382,7 +387,8 @@
   function render(view, payload) {
     const charts = (payload && Array.isArray(payload.charts) ? payload.charts : [])
       .filter((c) => c && c.code != null)
-      .map((c) => ({ ...c, title: c.title ? String(c.title) : String(c.code), unit: c.unit ? String(c.unit) : "" }));
+      // The unit as people write it (mmHg, °C: hub/web/units.py); UCUM `unit` only when no label came with it.
+      .map((c) => ({ ...c, title: c.title ? String(c.title) : String(c.code), unit: unitText(c) }));
     const since = payload && finite(payload.since) ? payload.since : null;
     const until = payload && finite(payload.until) ? payload.until : null;
     view.empty.hidden = charts.length > 0;
