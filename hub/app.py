@@ -100,9 +100,13 @@ def create_app(
     db_path: str | Path,
     *,
     broker_ready: Callable[[], bool] = lambda: True,
+    store_problem: Callable[[], str | None] | None = None,
     settings: WebSettings | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
+    """`broker_ready`: ingest is connected and subscribed. `store_problem`: why the hub cannot store what it
+    receives ("cannot commit: database or disk is full since ..."), None while it can; not given (an app without
+    ingest): no such check."""
     ws = Workspace(db_path, settings, clock)
     passwords.warm()  # the first login for an unknown email must cost what the others do
     relay = Relay(ws)
@@ -131,13 +135,19 @@ def create_app(
 
     @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     def readyz(response: Response) -> Health:
-        """The database answers and ingest is connected to the broker."""
+        """The database answers, the hub can store (ingest's commits succeed) and ingest is connected to the broker.
+
+        Each check that fails says why, e.g. `"store": "cannot commit: database or disk is full since ..."`;
+        it turns back to "ok" by itself once a commit succeeds again.
+        """
         checks = {}
         try:
             ws.reader().ping()
             checks["database"] = "ok"
         except sqlite3.Error as exc:
-            checks["database"] = f"error: {type(exc).__name__}"
+            checks["database"] = f"error: {type(exc).__name__}: {exc}"
+        if store_problem is not None:
+            checks["store"] = store_problem() or "ok"
         checks["broker"] = "ok" if broker_ready() else "not connected"
         ok = all(v == "ok" for v in checks.values())
         if not ok:

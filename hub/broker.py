@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from device.files import write_atomic
 from device.protocol.retry import Backoff
 from device.protocol.topics import ROOT
 from hub.fleet.broker_auth import HUB_USER_PREFIX, BrokerAuthFiles
@@ -198,7 +199,7 @@ class MosquittoProcess:
         kiosks = self.kiosks
         if kiosks is not None and kiosks.plugin is None:
             kiosks = replace(kiosks, plugin=ensure_kiosk_guard(plugin_folder(self.data_dir / "plugins")))
-        self.conf_path.write_text(broker_config(self.port, self.data_dir, bind=self.host, tls=self.tls, kiosks=kiosks))
+        self._write_config(broker_config(self.port, self.data_dir, bind=self.host, tls=self.tls, kiosks=kiosks))
         with self.log_path.open("ab") as logf:
             self.proc = subprocess.Popen(
                 [find_mosquitto(), "-c", str(self.conf_path)],
@@ -216,6 +217,16 @@ class MosquittoProcess:
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"mosquitto did not start on {self.host}:{self.port}; see {self.log_path}") from None
+
+    def _write_config(self, text: str) -> None:
+        """Written only when it changed, and then atomically: a start with nothing changed writes nothing, so the
+        broker (and the hub) start on a full disk; a crash mid-write never leaves half a configuration."""
+        try:
+            if self.conf_path.read_text() == text:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass  # absent or unreadable: written below
+        write_atomic(self.conf_path, text.encode(), 0o600)
 
     def _stop_orphan(self) -> None:
         """A broker left running by a hub that was SIGKILLed would hold the port: stop it."""

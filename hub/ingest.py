@@ -15,6 +15,11 @@ counted, and acknowledged; it never stops ingest. When the refused envelope's id
 read, the kiosk of the topic it came on gets a `rejected` receipt so it stops resending
 (it only affects ids in that kiosk's own outbox). An id already stored with different
 content is refused the same way, never merged.
+
+When the database cannot take a commit (full, failing, locked for long), nothing is acked or
+receipted: the batch is retried at its own pace (`IngestConfig.commit_retry`, short and capped
+low, apart from the reconnect backoff), the first failure and the recovery are each logged once
+(`Outage`), and the worker's `problem` says why, so readiness reports it until a commit succeeds.
 """
 
 from __future__ import annotations
@@ -69,6 +74,95 @@ def tune_gc_for_ingest() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def cause_of(exc: BaseException) -> str:
+    """What went wrong, in the error's own words: "database or disk is full", "disk I/O error (SQLITE_IOERR_...)"."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str) and name.startswith("SQLITE_IOERR_"):  # "disk I/O error" alone does not say which
+        text = f"{text} ({name})"
+    return text
+
+
+class Outage:
+    """Work that keeps failing, logged once per change of state and never once per retry.
+
+    The first failure is logged with its cause (with a traceback only when the error is not the
+    database's or the file system's, i.e. a bug), a different cause once more, and the recovery once,
+    with how long it lasted and how many attempts failed. While failing, `problem` says so for
+    readiness checks: "cannot commit: database or disk is full since 2026-05-09T10:00:00Z (12 failed attempts)".
+    """
+
+    def __init__(self, failing: str, resumed: str, *, consequence: str = "retrying", logger: logging.Logger = log):
+        self.failing_text = failing  # "cannot commit"
+        self.resumed_text = resumed  # "commits resumed"
+        self.consequence = consequence
+        self._log = logger
+        self.cause: str | None = None
+        self.since: float | None = None  # wall-clock time of the first failure
+        self.failures = 0  # failed attempts since then
+        self._started = 0.0
+        self.outages = 0  # how many times it started failing (for tests and stats)
+
+    @property
+    def failing(self) -> bool:
+        return self.cause is not None
+
+    @property
+    def problem(self) -> str | None:
+        if self.cause is None or self.since is None:
+            return None
+        since = datetime.fromtimestamp(self.since, UTC)
+        return f"{self.failing_text}: {self.cause} since {since:%Y-%m-%dT%H:%M:%SZ} ({self.failures} failed attempts)"
+
+    def failed(self, exc: BaseException) -> bool:
+        """Count a failed attempt; True when the state changed (it started failing, or for another cause)."""
+        cause = cause_of(exc)
+        self.failures += 1
+        if cause == self.cause:
+            return False
+        trace = None if isinstance(exc, sqlite3.Error | OSError) else exc
+        if self.cause is None:
+            self.since, self._started, self.failures = time.time(), time.monotonic(), 1
+            self.outages += 1
+            self._log.error("%s: %s; %s", self.failing_text, cause, self.consequence, exc_info=trace)
+        else:
+            self._log.error("%s: now %s (before: %s)", self.failing_text, cause, self.cause, exc_info=trace)
+        self.cause = cause
+        return True
+
+    def succeeded(self) -> bool:
+        """It worked; True when that ended an outage (logged once, with how long and how many failed attempts)."""
+        if self.cause is None:
+            return False
+        self._log.warning(
+            "%s after %.1f s (%d failed attempts; the last cause: %s)",
+            self.resumed_text, time.monotonic() - self._started, self.failures, self.cause,
+        )  # fmt: skip
+        self.cause = self.since = None
+        self.failures = 0
+        return True
+
+
+class ProblemBoard(Protocol):
+    """Where a worker says why it cannot store (None: it can): a local holder, or memory its parent process reads."""
+
+    def set(self, problem: str | None) -> None: ...
+    def get(self) -> str | None: ...
+
+
+class LocalProblem:
+    """A ProblemBoard for a worker in the reader's own process (a thread, a test)."""
+
+    def __init__(self) -> None:
+        self._problem: str | None = None
+
+    def set(self, problem: str | None) -> None:
+        self._problem = problem
+
+    def get(self) -> str | None:
+        return self._problem
+
+
 class ReadyFlag(Protocol):
     """Where a worker says it is connected and subscribed: a threading.Event, or a flag its parent process reads."""
 
@@ -94,6 +188,9 @@ class IngestConfig:
     username: str | None = None
     password: str | None = None
     reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
+    # Commit retries have their own pacing, short and capped low: a disk-full must not slow the next
+    # reconnect (it used to draw on `reconnect`), and commits resume within seconds of space returning.
+    commit_retry: Backoff = field(default_factory=lambda: Backoff(initial_s=0.2, maximum_s=5.0))
     # Send the hub's kept messages (case answers) to kiosks; one worker of several is enough.
     send_downlink: bool = True
     downlink_check_s: float = 1.0
@@ -128,14 +225,33 @@ class IngestWorker:
         config: IngestConfig,
         *,
         connected: ReadyFlag | None = None,
+        problem: ProblemBoard | None = None,
     ) -> None:
-        """`connected`: where to report readiness; a process pool passes an event its parent can read."""
+        """`connected`: where to report readiness; a process pool passes an event its parent can read.
+        `problem`: where to say why commits fail (None once they work); the pool passes shared memory."""
         if config.receive_maximum < config.batch_max:
             raise ValueError("receive_maximum must be at least batch_max, or batches can never fill")
         self.config = config
         self.store = HubStore(store_path)
         self.stats = IngestStats()
         self.connected: ReadyFlag = connected if connected is not None else threading.Event()
+        self.problem: ProblemBoard = problem if problem is not None else LocalProblem()
+        self.problem.set(None)
+        self.commits = Outage(
+            "cannot commit", "commits resumed",
+            consequence="nothing is acknowledged or receipted until a commit succeeds; retrying",
+        )  # fmt: skip
+        # The rarer writes: each logged once per change of state too, never once per attempt.
+        self._downlink_outage = Outage("cannot send kept messages", "kept messages are sent again")
+        self._delivered_outage = Outage(
+            "cannot record deliveries", "deliveries are recorded again",
+            consequence="the kiosks will be sent those messages again",
+        )  # fmt: skip
+        self._presence_outage = Outage("cannot record presence", "presence is recorded again")
+        self._renewal_outage = Outage(
+            "cannot record certificate renewals", "certificate renewals are recorded again",
+            consequence="the kiosks will ask again",
+        )  # fmt: skip
         self._stop = threading.Event()
         self._pending = _Pending()
         self._limits = Limits(config.max_payload_bytes, config.dead_letter_keep_bytes)
@@ -241,8 +357,11 @@ class IngestWorker:
         if sock is None:
             return
         wlist = [sock] if client.want_write() else []
+        # A batch whose commit failed is retried as soon as its retry delay (spent in _flush) is over.
+        retry_due = self.commits.failing and self._pending.first_at is not None
         try:
-            readable, writable, _ = select.select([sock], wlist, [], 0.0 if has_buffered_input(sock) else 1.0)
+            timeout = 0.0 if retry_due or has_buffered_input(sock) else 1.0
+            readable, writable, _ = select.select([sock], wlist, [], timeout)
         except (OSError, ValueError):
             readable, writable = [], []
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -316,14 +435,19 @@ class IngestWorker:
         started = time.perf_counter()
         try:
             result = self.store.commit_batch([a for _, a in pending.accepted], pending.dead)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - any failure: nothing acked, retried (Outage logs a bug's traceback)
             # Not acked, not receipted: retried on the next step; the broker holds the messages. What
             # reaches here is the database's trouble (locked, full, I/O): commit_batch sets aside an
             # envelope it cannot store and commits the rest, so no message can fail every retry.
+            # Logged once when commits start failing (and once when they resume), not once per retry.
             self.stats.commit_failures += 1
-            log.exception("commit failed; will retry")
-            self._stop.wait(self.config.reconnect.next_delay())
+            self.commits.failed(exc)
+            self.problem.set(self.commits.problem)  # with the count of failed attempts: readiness shows it retries
+            self._stop.wait(self.config.commit_retry.next_delay())
             return
+        self.config.commit_retry.reset()
+        if self.commits.succeeded():
+            self.problem.set(None)
         self.stats.commit_seconds += time.perf_counter() - started
         self._pending = _Pending()
         self.stats.commits += 1
@@ -385,8 +509,10 @@ class IngestWorker:
                 for config in configs:  # retained: a kiosk offline now gets it when it subscribes
                     self._client.publish(Topics.config(config.kiosk), config.body, qos=1, retain=True)
                 remote_config.mark_published(conn, configs)
-        except sqlite3.Error:
-            log.exception("could not send kept messages; trying again")
+        except sqlite3.Error as exc:
+            self._downlink_outage.failed(exc)  # tried again at the next check
+        else:
+            self._downlink_outage.succeeded()
 
     def _record_delivered(self, kiosk: str, payload: bytes, now: float) -> None:
         try:
@@ -400,8 +526,10 @@ class IngestWorker:
         try:
             with immediate(self.store.db.conn) as conn:
                 downlink.mark_delivered(conn, kiosk, ack.ids, now)
-        except sqlite3.Error:
-            log.exception("could not record a delivery; the kiosk will be sent the message again")
+        except sqlite3.Error as exc:
+            self._delivered_outage.failed(exc)  # the kiosk will be sent the message again, and ack it again
+        else:
+            self._delivered_outage.succeeded()
 
     def _renew(self, kiosk: str, payload: bytes, now: float) -> None:
         """Sign a kiosk's certificate renewal (or say why not) on its downlink; rare, so done at once."""
@@ -426,13 +554,14 @@ class IngestWorker:
             except identities.IdentityError as exc:
                 log.warning("kiosk %s: certificate renewal refused: %s", kiosk, exc)
                 reply = RenewalReply(request=request.request, error=str(exc))
-            except sqlite3.Error:
-                log.exception("kiosk %s: could not record a certificate renewal; the kiosk will ask again", kiosk)
+            except sqlite3.Error as exc:
+                self._renewal_outage.failed(exc)  # no reply: the kiosk asks again
                 return
             except Exception:  # a request no check foresaw must not take ingest down
                 log.exception("kiosk %s: certificate renewal failed", kiosk)
                 reply = RenewalReply(request=request.request, error="the hub could not process this request")
             else:
+                self._renewal_outage.succeeded()
                 log.info("kiosk %s: certificate renewed, valid until %s", kiosk, f"{issued.not_after:%Y-%m-%d}")
                 reply = RenewalReply(request=request.request, cert_pem=issued.cert_pem.decode())
         self._client.publish(Topics.certificate(kiosk), reply.model_dump_json(exclude_none=True), qos=1)
@@ -455,8 +584,11 @@ class IngestWorker:
                     # Again, in case the broker lost its retained copy: the kiosk ignores a version it runs.
                     conn.execute("UPDATE kiosk_configs SET published_version = 0 WHERE kiosk = ?", (kiosk,))
                 self._next_downlink = 0.0
-        except Exception:
-            log.exception("could not record presence")
+        except Exception as exc:  # noqa: BLE001 - a bug shows its traceback once, in Outage
+            # Acked all the same: presence is retained at the broker and sent again at the next change.
+            self._presence_outage.failed(exc)
+        else:
+            self._presence_outage.succeeded()
 
 
 _DELIVERED_SUFFIX = "/up/" + DELIVERED

@@ -78,10 +78,49 @@ class SharedFlag:
         return True
 
 
-def _worker_main(db: Path, config: IngestConfig, connected: SharedFlag, parent_pid: int, log_level: int) -> None:
+class SharedText:
+    """A short text across processes, the same way: shared bytes and a sequence number, no lock.
+
+    A worker says here why it cannot commit ("cannot commit: database or disk is full since ..."),
+    and the parent's readiness check reads it. The writer (one process, rarely: on a change of
+    state) makes the number odd while it writes; a reader retries while it is odd or has moved.
+    """
+
+    SIZE = 512
+
+    def __init__(self, ctx: SpawnContext) -> None:
+        self._seq = ctx.RawValue("Q", 0)
+        self._text = ctx.RawArray("c", self.SIZE)
+
+    def set(self, text: str | None) -> None:
+        data = (text or "").encode()[: self.SIZE]
+        self._seq.value += 1
+        self._text.raw = data.ljust(self.SIZE, b"\0")
+        self._seq.value += 1
+
+    def get(self) -> str | None:
+        while True:
+            before = self._seq.value
+            if before % 2 == 0:
+                data = bytes(self._text.raw)
+                if self._seq.value == before:
+                    break
+            time.sleep(0.001)
+        return data.rstrip(b"\0").decode(errors="replace") or None
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """What a worker tells its parent through shared memory: connected and subscribed; why it cannot commit."""
+
+    connected: SharedFlag
+    problem: SharedText
+
+
+def _worker_main(db: Path, config: IngestConfig, state: WorkerState, parent_pid: int, log_level: int) -> None:
     # A spawned process starts with no logging set up: without this, its info lines were lost.
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s {config.client_id} %(name)s: %(message)s")
-    worker = IngestWorker(db, config, connected=connected)
+    worker = IngestWorker(db, config, connected=state.connected, problem=state.problem)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the pool stops us in order
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())  # how the pool (or the kernel, see above) stops us
     _die_with_parent(parent_pid)
@@ -92,7 +131,7 @@ def _worker_main(db: Path, config: IngestConfig, connected: SharedFlag, parent_p
 @dataclass
 class _Slot:
     config: IngestConfig
-    connected: SharedFlag
+    state: WorkerState
     process: SpawnProcess | None = None
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
     restart_at: float | None = None  # when a dead worker is due to be started again
@@ -113,7 +152,7 @@ class IngestPool:
             _Slot(
                 # One sender of kept messages is enough; kiosks would ignore the copies anyway.
                 replace(base, client_id=f"{base.client_id}:{n + 1}", send_downlink=base.send_downlink and n == 0),
-                SharedFlag(self._ctx),
+                WorkerState(SharedFlag(self._ctx), SharedText(self._ctx)),
             )
             for n in range(count)
         ]
@@ -126,10 +165,18 @@ class IngestPool:
 
     def ready(self) -> bool:
         """Every worker connected and subscribed (its SUBACK is in)."""
-        return all(s.connected.is_set() for s in self._slots)
+        return all(s.state.connected.is_set() for s in self._slots)
+
+    def store_problem(self) -> str | None:
+        """Why a worker cannot commit ("cannot commit: database or disk is full since ..."), or None."""
+        for slot in self._slots:
+            problem = slot.state.problem.get()
+            if problem is not None:
+                return problem
+        return None
 
     def wait_ready(self, timeout: float) -> bool:
-        return all(s.connected.wait(timeout) for s in self._slots)
+        return all(s.state.connected.wait(timeout) for s in self._slots)
 
     def start(self) -> None:
         for slot in self._slots:
@@ -138,10 +185,11 @@ class IngestPool:
         self._supervisor.start()
 
     def _spawn(self, slot: _Slot) -> None:
-        slot.connected.clear()
+        slot.state.connected.clear()
+        slot.state.problem.set(None)  # a new worker knows nothing yet; it says so at its first failed commit
         slot.process = self._ctx.Process(
             target=_worker_main,
-            args=(self.db, slot.config, slot.connected, os.getpid(), logging.getLogger().getEffectiveLevel()),
+            args=(self.db, slot.config, slot.state, os.getpid(), logging.getLogger().getEffectiveLevel()),
             name=slot.config.client_id,
             daemon=True,
         )
@@ -156,11 +204,11 @@ class IngestPool:
                 if proc is None or self._stopping.is_set():
                     continue
                 if proc.is_alive():
-                    if slot.connected.is_set():
+                    if slot.state.connected.is_set():
                         slot.backoff.reset()
                     continue
                 if slot.restart_at is None:
-                    slot.connected.clear()
+                    slot.state.connected.clear()
                     slot.restart_at = now + slot.backoff.next_delay()
                     log.error("ingest worker %s exited (code %s); restarting it", slot.config.client_id, proc.exitcode)
                 elif now >= slot.restart_at:

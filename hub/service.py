@@ -2,6 +2,12 @@
 
 The API, attribution and the broker's supervision run in this process; ingest runs in
 worker processes beside it (hub.ingest_pool), one per core, that die with it.
+
+A full disk: a start with nothing changed writes nothing (the broker's files, its configuration,
+the database's migrations are compared first), so the hub starts and says why it cannot store;
+while commits fail, `/readyz` answers 503 with the cause and systemd's status line says it too,
+each background pass logs one line when it starts failing and one when it works again, and all
+of it comes back by itself when space returns.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from hub.consults.ice import IceConfig
 from hub.consults.settings import ConsultSettings
 from hub.fleet.broker_auth import INGEST_USER
 from hub.fleet.identities import FleetPaths, ensure_server_cert, ingest_password, write_broker_files
-from hub.ingest import IngestConfig
+from hub.ingest import IngestConfig, Outage
 from hub.ingest_pool import IngestPool, default_workers
 from hub.retention import Retention
 from hub.store import HubStore, immediate
@@ -46,6 +52,10 @@ RETENTION_FIRST_S = 60.0
 # The embedded broker's certificate is checked twice a day and renewed RENEW_DAYS before it ends.
 RENEWAL_CHECK_S = 12 * 3600.0
 RETENTION_SWEEP_S = 6 * 3600.0
+# A database the disk is too full to open is tried again this often at start (see HubService._open_store),
+# and each try asks systemd for this much more start time.
+OPEN_RETRY_S = 1.0
+OPEN_EXTEND_S = 10.0
 DEFAULT_BROKER_PORT = 18830  # not 1883: a system Mosquitto often already holds that
 
 
@@ -97,6 +107,7 @@ class HubService:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = config.data_dir / "hub.db"
+        self._open_store()
         self.supervisor: BrokerSupervisor | None = None
         username, password = config.broker_user, config.broker_password
         # The names kiosks use for the embedded broker (its certificate's names; the first goes in bundles).
@@ -125,9 +136,50 @@ class HubService:
             config.workers,
         )
         settings = WebSettings(consults=ConsultSettings(ice=config.ice))
-        self.app = create_app(self.db_path, broker_ready=self.broker_ready, settings=settings)
+        # The background passes' failures: each logged once when it starts and once when it ends.
+        self._attribution = Outage(
+            "cannot attribute readings", "attribution resumed",
+            consequence="new readings wait in no patient's record until it works; retrying", logger=log,
+        )  # fmt: skip
+        self._triage = Outage("cannot run the triage sweep", "triage sweep resumed", logger=log)
+        self._retention = Outage("cannot purge what retention says", "retention purges resumed", logger=log)
+        self._status = ""
+        # Set once systemd has been told READY=1; status lines (STATUS=...) follow it, never precede it.
+        self.announced = threading.Event()
+        self.app = create_app(
+            self.db_path, broker_ready=self.broker_ready, store_problem=self.store_problem, settings=settings
+        )
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+
+    def _open_store(self) -> None:
+        """Open (create, migrate) the database first, and wait while the disk is too full for SQLite to open it.
+
+        With nothing to migrate opening writes nothing, but for one thing: after a clean stop SQLite has
+        removed its shared-memory index (hub.db-shm, 32 KiB) and must write it again to open the database.
+        On a disk without that room the hub waits here, says why once in the log and in systemd's status
+        (extending the start timeout while it waits), and goes on as soon as it can. Exiting instead had
+        systemd restart it every RestartSec= with a traceback each time. Errors space would not cure (a
+        corrupt file, no permission) are raised at once.
+        """
+        outage = Outage(
+            "cannot open the database", "the database opened",
+            consequence="waiting for disk space before starting", logger=log,
+        )  # fmt: skip
+        while True:
+            try:
+                HubStore(self.db_path).close()
+            except sqlite3.OperationalError as exc:
+                name = getattr(exc, "sqlite_errorname", "") or ""
+                if name != "SQLITE_FULL" and not name.startswith("SQLITE_IOERR"):
+                    raise
+                outage.failed(exc)
+                extend_us = int(OPEN_EXTEND_S * 1_000_000)
+                sd_notify.notify(f"STATUS=store: {outage.problem}\nEXTEND_TIMEOUT_USEC={extend_us}")
+                time.sleep(OPEN_RETRY_S)
+            else:
+                outage.succeeded()
+                return
 
     def _prepare_broker_files(self, fleet: FleetPaths) -> None:
         """The embedded broker's CA-signed certificate and its password, ACL and revocation files, from the database."""
@@ -147,6 +199,28 @@ class HubService:
     def broker_ready(self) -> bool:
         return self.ingest.ready()
 
+    def store_problem(self) -> str | None:
+        """Why the hub cannot store now: a worker's failing commits first, then attribution's; None if it can."""
+        return self.ingest.store_problem() or self._attribution.problem
+
+    def status_line(self) -> str:
+        """What systemd shows as the unit's Status: "ready", or what is wrong."""
+        problems = []
+        if (problem := self.store_problem()) is not None:
+            problems.append(f"store: {problem}")
+        if not self.broker_ready():
+            problems.append("broker: not connected")
+        return "; ".join(problems) or "ready"
+
+    def _report_status(self) -> None:
+        """Tell systemd the status line when it changes (after READY=1: see serve_forever)."""
+        if not self.announced.is_set():
+            return
+        line = self.status_line()
+        if line != self._status:
+            self._status = line
+            sd_notify.notify(f"STATUS={line}")
+
     def start_background(self) -> None:
         if self.supervisor is not None:
             self.supervisor.start()
@@ -157,31 +231,52 @@ class HubService:
         self._threads.append(t)
 
     def _attribute(self) -> None:
-        """Decide new readings' patients beside ingest (hub.attribution), twice a second."""
-        store = HubStore(self.db_path)
+        """Decide new readings' patients beside ingest (hub.attribution), twice a second; and the rarer passes.
+
+        A pass that fails (the disk is full, the database fails) is tried again at its next turn; it is
+        logged once when it starts failing and once when it works again, never once per attempt.
+        """
+        store: HubStore | None = None
         next_sweep = 0.0
         next_retention = time.monotonic() + RETENTION_FIRST_S
         next_renewal = time.monotonic() + RENEWAL_CHECK_S
         try:
             while not self._stopping.is_set():
+                decided = 0
                 try:
+                    if store is None:
+                        store = HubStore(self.db_path)
                     decided = attribution.run_once(store.db.conn, time.time(), limit=ATTRIBUTION_BATCH)
-                    if time.monotonic() >= next_sweep:
+                except sqlite3.Error as exc:
+                    self._attribution.failed(exc)
+                else:
+                    self._attribution.succeeded()
+                if store is not None and time.monotonic() >= next_sweep:
+                    try:
                         self._triage_sweep(store)
+                    except sqlite3.Error as exc:
+                        self._triage.failed(exc)  # tried again at the next turn, not in a minute
+                    else:
+                        self._triage.succeeded()
                         next_sweep = time.monotonic() + TRIAGE_SWEEP_S
-                    if time.monotonic() >= next_retention:
-                        next_retention = time.monotonic() + RETENTION_SWEEP_S
+                if store is not None and time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + RETENTION_SWEEP_S
+                    try:
                         self._retention_sweep(store)
-                    if time.monotonic() >= next_renewal:
-                        next_renewal = time.monotonic() + RENEWAL_CHECK_S
-                        self.renew_broker_cert(time.time())
-                except sqlite3.Error:
-                    log.exception("attribution pass failed; retrying")
-                    decided = 0
+                    except sqlite3.Error as exc:
+                        self._retention.failed(exc)
+                        next_retention = time.monotonic() + RETENTION_FIRST_S  # a purge frees room: soon again
+                    else:
+                        self._retention.succeeded()
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + RENEWAL_CHECK_S
+                    self.renew_broker_cert(time.time())
+                self._report_status()
                 if decided == 0:
                     self._stopping.wait(ATTRIBUTION_INTERVAL_S)
         finally:
-            store.close()
+            if store is not None:
+                store.close()
 
     def renew_broker_cert(self, now: float) -> bool:
         """Issue the embedded broker's certificate again if it nears its end, and restart the broker to serve it."""
@@ -242,7 +337,16 @@ class HubService:
         async def main() -> None:
             # Pinged from uvicorn's loop: a stuck web server, a dead broker supervisor or a dead ingest
             # supervisor stops the pings and systemd restarts the hub (a broker that is down does not).
-            notifications = asyncio.create_task(sd_notify.serve_notifications(lambda: server.started, self.healthy))
+            loop = asyncio.get_running_loop()
+
+            def started() -> bool:
+                if server.started and not self.announced.is_set():
+                    # serve_notifications sends READY=1 the moment this says True, before it next yields to the
+                    # loop; the status lines wait for that, so systemd (and a reader of the socket) sees READY first.
+                    loop.call_soon(self.announced.set)
+                return bool(server.started)
+
+            notifications = asyncio.create_task(sd_notify.serve_notifications(started, self.healthy))
             try:
                 await server.serve()
             finally:

@@ -529,21 +529,36 @@ class CommitResult:
 def connect(path: str | Path) -> sqlite_utils.Database:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")  # on a database already in WAL mode: a read, nothing written
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+    except BaseException:
+        conn.close()  # e.g. a disk too full for SQLite's shared-memory index: the caller may try again
+        raise
     return sqlite_utils.Database(conn)
 
 
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction, taken at once (BEGIN IMMEDIATE: no upgrade deadlock between writers)."""
+    """One write transaction, taken at once (BEGIN IMMEDIATE: no upgrade deadlock between writers).
+
+    On an error the error itself is what the caller gets. SQLite may have ended the transaction
+    already (it rolls back by itself on SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM, in a statement or
+    in the COMMIT), and a ROLLBACK then fails with "cannot rollback - no transaction is active", which
+    used to replace "database or disk is full". So only a transaction still open is rolled back, and
+    a rollback that fails too is noted on the original error, never raised in its place.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
         conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException as exc:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as rollback_failed:
+                exc.add_note(f"the rollback after it failed too: {rollback_failed}")
         raise
 
 
@@ -558,10 +573,22 @@ def _statements(script: str) -> Iterator[str]:
             buffer = ""
 
 
+def _user_version(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
 def migrate(db: sqlite_utils.Database) -> int:
-    """Apply pending migrations (recorded in PRAGMA user_version); several workers may race here."""
+    """Apply pending migrations (recorded in PRAGMA user_version); several workers may race here.
+
+    A database that is up to date is only read, never locked for writing: opening it writes
+    nothing, so the hub starts on a full disk when nothing changed (journal_mode=WAL on a WAL
+    database is a read too).
+    """
+    if _user_version(db.conn) >= len(MIGRATIONS):
+        return len(MIGRATIONS)
     with immediate(db.conn) as conn:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        version = _user_version(conn)  # again under the write lock: another worker may have migrated meanwhile
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             for statement in _statements(script):
                 conn.execute(statement)
@@ -766,8 +793,12 @@ class HubStore(StoreReader):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         super().__init__(connect(self.path))
-        migrate(self.db)
-        self._turn = IngestTurn(self.path)
+        try:
+            migrate(self.db)
+            self._turn = IngestTurn(self.path)
+        except BaseException:
+            self.db.conn.close()
+            raise
 
     def close(self) -> None:
         self.db.conn.close()

@@ -311,3 +311,31 @@ def test_the_agent_gets_exactly_the_secrets_its_code_reads_as_credentials() -> N
     assert all(item.split(":", 1)[1] == f"{store}/{item.split(':', 1)[0]}" for item in loaded), loaded
     script = (UNIT_DIR / "install-kiosk.sh").read_text(encoding="utf-8")
     assert f"CREDSTORE={store}\n" in script and '--secrets-dir "$ROOT$CREDSTORE"' in script
+
+
+def _unit_settings(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Each section's settings (a key may be given more than once), comments left out."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for line in _lines(path):
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif "=" in line and not line.startswith(("#", ";")):
+            key, value = line.split("=", 1)
+            current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_the_hub_comes_back_by_itself_however_often_it_failed_to_start() -> None:
+    """No start limit: a hub that restarted while its disk was full (or anything else that passes) starts again
+    once it can, every RestartSec=, instead of staying failed after 5 tries until a person acts (issue 25).
+    StartLimit* belong to [Unit] (systemd ignores them in [Service] since 230); 252 has no RestartSteps=."""
+    settings = _unit_settings(UNIT_DIR / "hub.service")
+    unit, service = settings["Unit"], settings["Service"]
+    assert unit.get("StartLimitIntervalSec") == ["0"], unit.get("StartLimitIntervalSec")
+    assert "StartLimitBurst" not in unit, "a burst limit means nothing without an interval: leave it out"
+    assert not {k for k in service if k.startswith("StartLimit")}, "start limits belong to [Unit]"
+    assert service["Restart"] == ["on-failure"]
+    (restart_sec,) = service["RestartSec"]
+    # Soon enough that the hub is back within seconds of space returning, slow enough not to spin.
+    assert 1 <= float(restart_sec) <= 10, restart_sec

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import os
 import secrets
 import signal
@@ -37,6 +38,35 @@ def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int 
     salt = salt if salt is not None else os.urandom(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def mosquitto_hash_matches(password: str, hashed: str) -> bool:
+    """Whether `hashed` (`$7$iterations$salt$hash`, as mosquitto_hash writes it) is a hash of `password`."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[:2] != ["", "7"] or not parts[2].isdigit():
+        return False
+    try:
+        salt, digest = base64.b64decode(parts[3], validate=True), base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    iterations = int(parts[2])
+    if not 0 < iterations <= 10 * HASH_ITERATIONS:  # a file we wrote; not a cost for anyone else to set
+        return False
+    return hmac.compare_digest(hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations), digest)
+
+
+def read_passwd(path: Path) -> dict[str, str]:
+    """The `user:hash` entries of a password file; empty when there is none or it cannot be read."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    entries = {}
+    for line in text.splitlines():
+        user, sep, hashed = line.partition(":")
+        if sep:
+            entries[user] = hashed
+    return entries
 
 
 def new_password() -> str:
@@ -107,11 +137,15 @@ class BrokerAuthFiles:
         """Revoked kiosk ids, a line each: the broker plugin disconnects them with their last will on reload."""
         return self.folder / "revoked"
 
-    def write(self, passwd: str, crl_pem: bytes, revoked: list[str]) -> None:
-        write_private(self.passwd, passwd.encode())
-        write_private(self.acl, acl_text().encode())
-        write_private(self.crl, crl_pem)
-        write_private(self.revoked, "".join(f"{k}\n" for k in revoked).encode())
+    def write(self, passwd: str, crl_pem: bytes, revoked: list[str]) -> bool:
+        """Each file replaced atomically, and only if its content changed; whether any was."""
+        wrote = [
+            write_private(self.passwd, passwd.encode()),
+            write_private(self.acl, acl_text().encode()),
+            write_private(self.crl, crl_pem),
+            write_private(self.revoked, "".join(f"{k}\n" for k in revoked).encode()),
+        ]
+        return any(wrote)
 
 
 def reload_broker(pid_file: Path) -> bool:

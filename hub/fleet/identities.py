@@ -34,8 +34,10 @@ from hub.fleet.broker_auth import (
     INGEST_USER,
     BrokerAuthFiles,
     mosquitto_hash,
+    mosquitto_hash_matches,
     new_password,
     passwd_text,
+    read_passwd,
 )
 from hub.fleet.pki import RENEW_DAYS, HubCA, IssuedCert, write_private
 
@@ -233,10 +235,19 @@ def ingest_password(paths: FleetPaths) -> str:
     return path.read_text().strip()
 
 
-def write_broker_files(conn: sqlite3.Connection, paths: FleetPaths, *, now: float) -> None:
-    """Password file, ACL and revocation list from the database: what the broker must enforce now."""
+def write_broker_files(conn: sqlite3.Connection, paths: FleetPaths, *, now: float) -> bool:
+    """Password file, ACL and revocation list from the database: what the broker must enforce now.
+
+    Only what changed is written (whether anything was is returned): `hub serve` calls this at every
+    start, and a start with nothing changed must write nothing, or it cannot start on a full disk. So
+    the ingest user's hash keeps its salt while it still matches the password, and the revocation
+    list is signed again only when what it revokes changed or its next update nears; both would
+    otherwise differ at every start.
+    """
     ca = HubCA(paths.ca_folder)
-    entries = [(INGEST_USER, mosquitto_hash(ingest_password(paths)))]
+    password = ingest_password(paths)
+    kept = read_passwd(paths.auth.passwd).get(INGEST_USER)
+    entries = [(INGEST_USER, kept if kept and mosquitto_hash_matches(password, kept) else mosquitto_hash(password))]
     entries += [
         (str(k), str(h))
         for k, h in conn.execute(
@@ -248,7 +259,29 @@ def write_broker_files(conn: sqlite3.Connection, paths: FleetPaths, *, now: floa
         str(k)
         for (k,) in conn.execute("SELECT kiosk FROM kiosk_identities WHERE revoked_at IS NOT NULL ORDER BY kiosk")
     ]
-    paths.auth.write(passwd_text(entries), ca.crl_pem(revoked, now=_now(now)), revoked_kiosks)
+    crl = _current_crl(ca, paths.auth.crl, revoked, _now(now)) or ca.crl_pem(revoked, now=_now(now))
+    return paths.auth.write(passwd_text(entries), crl, revoked_kiosks)
+
+
+def _current_crl(ca: HubCA, path: Path, revoked: list[tuple[int, dt.datetime]], now: dt.datetime) -> bytes | None:
+    """The revocation list already written, if it is this CA's, revokes exactly `revoked` and is not near its end."""
+    try:
+        pem = path.read_bytes()
+        crl = x509.load_pem_x509_crl(pem)
+    except (OSError, ValueError):
+        return None
+    public = ca.cert.public_key()
+    if (
+        crl.issuer != ca.cert.subject
+        or not isinstance(public, ec.EllipticCurvePublicKey)
+        or not crl.is_signature_valid(public)
+        or crl.next_update_utc is None
+        or crl.next_update_utc - now < dt.timedelta(days=RENEW_DAYS)
+    ):
+        return None
+    listed = {(r.serial_number, r.revocation_date_utc) for r in crl}
+    wanted = {(serial, at.replace(microsecond=0)) for serial, at in revoked}
+    return pem if listed == wanted else None
 
 
 def ensure_server_cert(paths: FleetPaths, names: list[str], *, now: float) -> bool:

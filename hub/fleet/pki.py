@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +31,27 @@ RENEW_DAYS = 30  # a certificate (the broker's, a kiosk's) is issued again when 
 CRL_DAYS = 3650  # an expired list would lock every kiosk out; it is re-signed at every revocation
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Owner-only, replaced atomically (the CA key, certificates, the broker's files)."""
+def write_private(path: Path, data: bytes) -> bool:
+    """Owner-only, replaced atomically (the CA key, certificates, the broker's files); whether it wrote.
+
+    A file that already holds exactly `data`, owner-only and ours, is left alone: `hub serve` rewrites
+    the broker's files at every start, and with nothing changed that must write nothing, or a hub
+    restarted on a full disk dies of ENOSPC instead of starting.
+    """
+    try:
+        st = path.stat()
+        if (
+            stat.S_ISREG(st.st_mode)
+            and stat.S_IMODE(st.st_mode) == 0o600
+            and st.st_uid == os.geteuid()
+            and st.st_size == len(data)
+            and path.read_bytes() == data
+        ):
+            return False
+    except OSError:
+        pass  # absent or unreadable: written below
     write_atomic(path, data, 0o600)
+    return True
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
