@@ -19,7 +19,7 @@ from pathlib import Path
 from device import __version__
 from device.forwarder import Forwarder, ForwarderConfig, LinkProblem
 from device.inbox import Inbox
-from device.outbox import Outbox
+from device.outbox import DISK_RESERVE_BYTES, DiskFull, Outbox
 from device.protocol import StatusAlert
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.remote_config import KioskSettings
@@ -35,6 +35,8 @@ class AgentConfig:
     data_dir: Path
     heartbeat_s: float = 30.0
     max_items: int = 500_000
+    # Free disk space readings may not use: kept for deletes, status and the outbox's WAL (device/outbox.py).
+    disk_reserve_bytes: int = DISK_RESERVE_BYTES
     keepalive_s: int = 30
     receipt_timeout_s: float = 10.0
     batch_max_items: int = 500
@@ -50,7 +52,7 @@ class KioskAgent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.started = time.monotonic()
-        self.outbox = Outbox(config.data_dir / "outbox.db", config.kiosk_id, max_items=config.max_items)
+        self.outbox = self._open_outbox()
         fwd_config = ForwarderConfig(
             kiosk_id=config.kiosk_id,
             broker=config.broker,
@@ -66,9 +68,7 @@ class KioskAgent:
         )
         # The forwarder reads through its own connection; enqueues on ours wake it at once.
         self.inbox = Inbox(config.data_dir / "inbox.db")
-        self.forwarder = Forwarder(
-            Outbox(self.outbox.path, config.kiosk_id, max_items=config.max_items), fwd_config, inbox=self.inbox
-        )
+        self.forwarder = Forwarder(self._open_outbox(), fwd_config, inbox=self.inbox)
         self.outbox.on_enqueue = self.forwarder.wake
         self.remote = RemoteSettings(config.data_dir, config.kiosk_id)
         if self.remote.running is not None:  # the last applied config, before any connection
@@ -81,6 +81,12 @@ class KioskAgent:
             threading.Thread(target=self.forwarder.run, name="forwarder", daemon=True),
             threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True),
         ]
+
+    def _open_outbox(self) -> Outbox:
+        cfg = self.config
+        return Outbox(
+            cfg.data_dir / "outbox.db", cfg.kiosk_id, max_items=cfg.max_items, disk_reserve_bytes=cfg.disk_reserve_bytes
+        )
 
     def start(self) -> None:
         for t in self._threads:
@@ -151,10 +157,19 @@ class KioskAgent:
         )
 
     def _heartbeat(self) -> None:
+        disk_full: DiskFull | None = None  # logged when it starts and when it ends, not at every heartbeat
         while not self._stop.is_set():
             try:
                 self.send_status()
+            except DiskFull as exc:  # status is exempt from the caps and the reserve: the disk is truly full
+                if disk_full is None:
+                    log.warning("could not enqueue status: %s (not logged again until it works)", exc)
+                disk_full = exc
             except Exception:
                 log.exception("could not enqueue status")
+            else:
+                if disk_full is not None:
+                    log.warning("status enqueued again (after: %s)", disk_full)
+                    disk_full = None
             self._status_now.wait(self.config.heartbeat_s)  # a config change reports at once
             self._status_now.clear()

@@ -18,6 +18,19 @@ time) is one failed attempt, and the next one waits the backoff; only a successf
 resets it. A refused kiosk used to reconnect at once, about 2,000 times a second, because
 only a failed TCP connect was followed by a wait. Failures are logged once per cause, not
 once per attempt, and a refusal (which needs a person) is an alert in the kiosk's status.
+
+Backoff per cause (issue 25): only a failed connection attempt advances the reconnect backoff.
+A PUBACK that says the broker did not pass a message on (0x10 "no matching subscribers", which
+a restarted broker answers until the hub's ingest has subscribed again, or a failure code) brings
+that message's resend forward by the `resend` backoff, which advances once per resend round and
+resets with the next receipt. Advancing the reconnect backoff there made a kiosk wait 30 to 50 s
+after a broker restart. Such a resend does not double the receipt timeout either: the hub was
+not silent, it was not there yet.
+
+Outbox writes are not connection failures either. A receipted item whose delete fails (a full
+disk) is kept in memory, never sent again, and its delete is retried with its own backoff; it
+used to end the connection ("forwarder step failed; reconnecting") and everything was sent
+again from the oldest, about once a second. Each such state change is logged once.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ import dataclasses
 import logging
 import os
 import select
+import sqlite3
 import ssl
 import threading
 import time
@@ -42,7 +56,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device.inbox import Inbox
-from device.outbox import Outbox, OutboxItem
+from device.outbox import Outbox, OutboxItem, OutboxWriteError
 from device.protocol import EnvelopeError, StatusAlert, Topics, parse_receipt
 from device.protocol.downlink import Delivered, parse_message
 from device.protocol.endpoints import BrokerUrl
@@ -90,7 +104,13 @@ class ForwarderConfig:
     key_file: str | None = None
     username: str | None = None
     password: str | None = None
+    # Advanced only by failed connection attempts (see the module docstring).
     reconnect: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=60.0))
+    # The resend of a message the broker did not pass on (PUBACK 0x10 or a failure): once per resend round,
+    # reset by a receipt. After a broker restart ingest subscribes again within about a second.
+    resend: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=60.0))
+    # Retrying a delete of receipted items that failed (a full disk): the items are not sent meanwhile.
+    delete_retry: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
 
 
 @dataclass
@@ -105,6 +125,8 @@ class ForwarderStats:
     broker_acks: int = 0  # outbox messages the broker took (PUBACK): not delivery, which only a receipt proves
     connect_attempts: int = 0
     connect_failures: int = 0  # attempts that ended before a successful CONNACK, whatever the cause
+    unrouted: int = 0  # PUBACKs with 0x10 "no matching subscribers" (the hub's ingest not subscribed)
+    delete_failures: int = 0  # failed attempts to delete receipted items (or file rejected ones)
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ class _InFlight:
     remaining: set[str]
     sent_at: float
     deadline: float
+    refused: bool = False  # the broker did not pass it on: its deadline was brought forward by `resend`
 
 
 class Forwarder:
@@ -171,10 +194,17 @@ class Forwarder:
         self._mid_of: dict[str, int] = {}
         self._sent_upto = 0  # highest seq published on this connection
         self._receipt_timeout = config.receipt_timeout_s
-        # Receipted, not yet deleted. Lost in a crash they are only sent again, and the hub
-        # receipts the copies without storing them twice.
-        self._receipted: list[str] = []
-        self._receipted_since = 0.0
+        # Receipted, not yet deleted (a dict as an ordered set). Lost in a crash they are only sent again,
+        # and the hub receipts the copies without storing them twice. While a delete fails they stay here
+        # and are skipped when the outbox is read, so a receipted item is never sent again from memory.
+        self._receipted: dict[str, None] = {}
+        self._rejections: dict[str, str] = {}  # rejected by the hub, not yet moved to the `rejected` table
+        self._delete_due: float | None = None  # monotonic time of the next delete attempt
+        self._delete_problem: str | None = None  # why deleting fails now (logged once per change)
+        self._delete_failed_attempts = 0
+        # The resend round brought forward by a PUBACK that says "not passed on"; None when none is due.
+        self._refused_due: float | None = None
+        self._refused_reason: str | None = None  # logged once per run of such PUBACKs
         self._last_offset_write = 0.0
         self.connected = threading.Event()
         # Told the ids the hub has committed (from the network thread), e.g. so the screen can say "delivered".
@@ -412,8 +442,8 @@ class Forwarder:
         timeout = self.config.poll_interval_s
         if self._inflight:
             timeout = min(timeout, max(0.0, min(f.deadline for f in self._inflight.values()) - now))
-        if self._receipted:
-            timeout = min(timeout, max(0.0, self._receipted_since + self.config.delete_delay_s - now))
+        if self._delete_due is not None:
+            timeout = min(timeout, max(0.0, self._delete_due - now))
         wlist = [sock] if client.want_write() else []
         try:
             rlist: list[Any] = [sock, self._wake_r]
@@ -437,22 +467,57 @@ class Forwarder:
             if client.socket() is not None:
                 self._drop_connection(f"paho error {rc}")
             return
+        if self._delete_due is not None and time.monotonic() >= self._delete_due:
+            self._delete_receipted()
         if not self._ready:
             if self._connecting_since and time.monotonic() - self._connecting_since > self.config.connect_timeout_s:
                 self._drop_connection(f"no answer to CONNECT within {self.config.connect_timeout_s:g} s")
             return
-        if self._receipted and (
-            len(self._receipted) >= self.config.delete_batch
-            or time.monotonic() - self._receipted_since >= self.config.delete_delay_s
-        ):
-            self._delete_receipted()
         self._check_receipt_deadlines()
         self._fill_window()
 
     def _delete_receipted(self) -> None:
+        """Delete receipted items and file rejected ones. What cannot be written (a full disk) stays in memory,
+        is skipped when the outbox is read (see `_unsent`), and is retried after the `delete_retry` backoff:
+        never a reconnect, never a resend, one log line when deleting starts failing and one when it works."""
+        problem: OutboxWriteError | None = None
+        if self._rejections:
+            try:
+                self.stats.items_rejected += self.outbox.reject(self._rejections.items())
+                self._rejections.clear()
+            except OutboxWriteError as exc:
+                self.stats.items_rejected += exc.removed
+                problem = exc
         if self._receipted:
-            ids, self._receipted = self._receipted, []
-            self.stats.items_receipted += self.outbox.remove(ids)
+            try:
+                self.stats.items_receipted += self.outbox.remove(self._receipted)
+                self._receipted.clear()
+            except OutboxWriteError as exc:
+                self.stats.items_receipted += exc.removed
+                problem = problem or exc
+        if problem is None:
+            self._delete_due = None
+            self.config.delete_retry.reset()
+            if self._delete_problem is not None:
+                log.warning(
+                    "outbox deletes work again after %d failed attempt(s) (%s)",
+                    self._delete_failed_attempts,
+                    self._delete_problem,
+                )
+                self._delete_problem = None
+                self._delete_failed_attempts = 0
+            return
+        self.stats.delete_failures += 1
+        self._delete_failed_attempts += 1
+        self._delete_due = time.monotonic() + self.config.delete_retry.next_delay()
+        if problem.cause != self._delete_problem:
+            log.warning(
+                "%s; %d receipted item(s) are kept in memory and not sent again, and deleting them is retried with "
+                "backoff (repeats are counted, not logged)",
+                problem,
+                len(self._receipted) + len(self._rejections),
+            )
+            self._delete_problem = problem.cause
 
     def _fill_window(self) -> None:
         """Publish as many messages as the window has room for, read in one query and sent as one burst.
@@ -469,7 +534,7 @@ class Forwarder:
         if not self._ready or free <= 0 or (self._holding_partial and self._inflight):
             return
         self._holding_partial = False
-        items = self.outbox.pending(self._sent_upto, free * cfg.batch_max_items, free * cfg.batch_max_bytes)
+        items = self._unsent(free * cfg.batch_max_items, free * cfg.batch_max_bytes)
         if not items:
             return
         packed = pack(items, cfg.batch_max_items, cfg.batch_max_bytes)
@@ -483,6 +548,18 @@ class Forwarder:
                 if not self._ready:
                     return
         self._quiet = bool(self._inflight)
+
+    def _unsent(self, limit: int, max_bytes: int) -> list[OutboxItem]:
+        """The next outbox items to send after `_sent_upto`, leaving out those whose receipt is held in memory
+        because their delete has not happened yet (or failed): a receipted item is never sent again."""
+        while True:
+            items = self.outbox.pending(self._sent_upto, limit, max_bytes)
+            if not items or not (self._receipted or self._rejections):
+                return items
+            unsent = [i for i in items if i.id not in self._receipted and i.id not in self._rejections]
+            if unsent:
+                return unsent
+            self._sent_upto = items[-1].seq  # all of them receipted already: read on past them
 
     def _publish(self, items: list[OutboxItem]) -> None:
         kiosk = self.config.kiosk_id
@@ -510,10 +587,25 @@ class Forwarder:
                 self.stats.broker_acks += 1
             return
         self.stats.publish_failures += 1
+        if rc.value == 0x10:
+            self.stats.unrouted += 1
         flight = self._inflight.get(mid)
         if flight is not None:
-            flight.deadline = min(flight.deadline, time.monotonic() + self.config.reconnect.next_delay())
-        log.warning("broker did not accept message %d: %s", mid, rc)
+            # The connection is fine: the resend backoff, not the reconnect one, and advanced once per resend
+            # round however many messages of the window come back refused.
+            if self._refused_due is None:
+                self._refused_due = time.monotonic() + self.config.resend.next_delay()
+            flight.deadline = min(flight.deadline, self._refused_due)
+            flight.refused = True
+        if str(rc) != self._refused_reason:
+            self._refused_reason = str(rc)
+            hint = " (the hub's ingest is not subscribed: a broker restart, or ingest down)" if rc.value == 0x10 else ""
+            log.warning(
+                "broker did not pass message %d on: %s%s; resending with backoff until a receipt (not logged again)",
+                mid,
+                rc,
+                hint,
+            )
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == Topics.message(self.config.kiosk_id):
@@ -537,18 +629,26 @@ class Forwarder:
             log.error("malformed receipt ignored: %s", exc)
             return
         received = time.monotonic()
+        if self._refused_reason is not None:
+            log.warning("the hub receipts again (after the broker did not pass messages on: %s)", self._refused_reason)
+            self._refused_reason = None
+        self.config.resend.reset()
         if receipt.accepted:
-            if not self._receipted:
-                self._receipted_since = received
-            self._receipted.extend(receipt.accepted)
+            self._receipted.update(dict.fromkeys(receipt.accepted))
+            if len(self._receipted) >= self.config.delete_batch and self._delete_problem is None:
+                self._delete_due = received
+            elif self._delete_due is None:
+                self._delete_due = received + self.config.delete_delay_s
             if self.on_receipt is not None:
                 try:
                     self.on_receipt(list(receipt.accepted))
                 except Exception:
                     log.exception("receipt listener failed")
         if receipt.rejected:
-            self.stats.items_rejected += self.outbox.reject((r.id, r.reason) for r in receipt.rejected)
+            self._rejections.update((r.id, r.reason) for r in receipt.rejected)
             log.error("hub rejected %d item(s); kept in the local rejected table", len(receipt.rejected))
+            if self._delete_problem is None:
+                self._delete_receipted()
         sent_at = self._settle([*receipt.accepted, *(r.id for r in receipt.rejected)])
         if sent_at is not None:
             self._receipt_timeout = self.config.receipt_timeout_s
@@ -566,7 +666,12 @@ class Forwarder:
         if message.kiosk != self.config.kiosk_id:
             log.error("downlink message for another kiosk ignored")
             return
-        if self.inbox.store(message):
+        try:
+            stored = self.inbox.store(message)
+        except sqlite3.Error as exc:  # e.g. a full disk: not acknowledged, so the hub sends it again
+            log.error("could not store a %s from the hub (%s); not acknowledged", message.kind, exc)
+            return
+        if stored:
             log.info("stored a %s from the hub", message.kind)
         ack = Delivered(kiosk=self.config.kiosk_id, ids=[message.id]).model_dump_json().encode()
         client.publish(Topics.uplink(self.config.kiosk_id, DELIVERED), ack, qos=1)
@@ -596,34 +701,41 @@ class Forwarder:
             return
         midpoint_wall = now_wall - rtt / 2
         offset_ms = (hub_time.astimezone(UTC).timestamp() - midpoint_wall) * 1000
-        self.outbox.set_clock_offset(round(offset_ms, 1), "hub")
-        self._last_offset_write = now_wall
+        self._last_offset_write = now_wall  # on failure too: tried again a minute later, not at every receipt
+        try:
+            self.outbox.set_clock_offset(round(offset_ms, 1), "hub")
+        except OutboxWriteError as exc:  # a full disk: the deletes' failure is what gets logged
+            log.debug("clock offset not recorded: %s", exc)
 
     def _check_receipt_deadlines(self) -> None:
         if not self._inflight:
             return
         now = time.monotonic()
-        if min(f.deadline for f in self._inflight.values()) > now:
+        due = [f for f in self._inflight.values() if f.deadline <= now]
+        if not due:
             return
         self.stats.resends += 1
-        log.warning(
-            "receipt overdue for %d message(s): sending everything unreceipted again",
-            len(self._inflight),
-        )
-        self._receipt_timeout = min(self._receipt_timeout * 2, self.config.receipt_timeout_max_s)
+        if not all(f.refused for f in due):
+            log.warning(
+                "receipt overdue for %d message(s): sending everything unreceipted again",
+                len(self._inflight),
+            )
+            self._receipt_timeout = min(self._receipt_timeout * 2, self.config.receipt_timeout_max_s)
+        # else: brought forward because the broker did not pass them on (logged once in _on_publish); the hub
+        # was not silent, so the receipt timeout does not grow.
         self._reset_window()
 
     def _reset_window(self) -> None:
         """Forget what is in flight: everything still in the outbox will be sent again."""
-        if self._receipted:
-            try:
-                self._delete_receipted()  # receipted items must not be among what is sent again
-            except Exception:
-                log.exception("could not delete receipted items; they will be sent again")
+        if (self._receipted or self._rejections) and self._delete_problem is None:
+            # Receipted items must not be among what is sent again. Should the delete fail they stay in
+            # memory and `_unsent` skips them; while it fails, only its own backoff retries it.
+            self._delete_receipted()
         self._inflight.clear()
         self._mid_of.clear()
         self._sent_upto = 0
         self._quiet = False
+        self._refused_due = None
 
     # -- plumbing ------------------------------------------------------------------------
 
