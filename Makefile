@@ -84,8 +84,10 @@ bench: $(STAMP) broker browser
 	$(BIN)/kiosk bench consult
 
 # Steadiness: the fault tests and the Bluetooth end-to-end tests, ten times in a row; any failure stops it.
+# Then the recovery figure: the time until commits resume after a broker kill, a hub kill and a full disk.
 soak: $(STAMP) broker
-	for i in 1 2 3 4 5 6 7 8 9 10; do echo "soak round $$i"; $(BIN)/pytest -q -p no:cacheprovider tests/test_faults.py tests/ble/test_collector.py tests/ble/test_bumble_transport.py || exit 1; done
+	for i in 1 2 3 4 5 6 7 8 9 10; do echo "soak round $$i"; $(BIN)/pytest -q -p no:cacheprovider tests/test_faults.py tests/test_disk_full_kiosk.py tests/test_disk_full_hub.py tests/ble/test_collector.py tests/ble/test_bumble_transport.py || exit 1; done
+	$(BIN)/python -m tests.soak_recovery --rounds 3
 
 # The kiosk screen's translations: new strings are added (untranslated) to every locale/<lang>/.../messages.po.
 messages: $(STAMP)
