@@ -40,6 +40,8 @@ def environment(language: str) -> Environment:
         return gettext(CODE_NAMES.get(code, code))
 
     env.globals["code_name"] = code_name
+    # Every name the live script may need: a device sends more than its step asks for (a cuff's mean pressure).
+    env.globals["code_names"] = lambda: [(code, code_name(code)) for code in CODE_NAMES]
     env.globals["unit_label"] = lambda unit: UNITS.get(unit, unit)
     env.globals["languages"] = LANGUAGES
     return env
@@ -72,7 +74,11 @@ def require_visit(request: Request) -> Visit:
 
 
 def language_of(request: Request, visit: Visit | None) -> str:
-    return visit.language if visit else pick_language(request.cookies.get(LANG_COOKIE))
+    """The visit's language; without a visit, the one the page asked for (a goodbye, whose redirect cleared the
+    browser's cookies, says `?lang=`), else the language cookie."""
+    if visit:
+        return visit.language
+    return pick_language(request.query_params.get("lang") or request.cookies.get(LANG_COOKIE))
 
 
 def render(

@@ -121,9 +121,9 @@ def test_the_exempt_routes_behave_sensibly_without_a_visit(kiosk: Kiosk) -> None
     assert scan.status_code == 400 and 'role="alert"' in scan.text and COOKIE not in set_cookies(scan)
     assert post(client, "/alive").status_code == 410
     finish = post(client, "/finish")
-    assert (finish.status_code, finish.headers["location"]) == (303, "/bye")
+    assert (finish.status_code, finish.headers["location"]) == (303, "/bye?lang=es")
     timeout = post(client, "/timeout")
-    assert (timeout.status_code, timeout.headers["location"]) == (303, "/bye?idle=1")
+    assert (timeout.status_code, timeout.headers["location"]) == (303, "/bye?idle=1&lang=es")
     assert kiosk.screen.desk.visit is None
     missing_code = post(client, "/check-in", {})
     assert missing_code.status_code == 422 and kiosk.screen.desk.visit is None
@@ -217,7 +217,7 @@ def test_finishing_clears_the_browser_and_the_old_cookie_opens_nothing(kiosk: Ki
     client = kiosk.client
     token = checked_in(client, NO_PIN)
     finish = post(client, "/finish")
-    assert (finish.status_code, finish.headers["location"]) == (303, "/bye")
+    assert (finish.status_code, finish.headers["location"]) == (303, "/bye?lang=en")
     for response in (finish, client.get("/bye"), client.get("/?ended=1")):
         clear = response.headers["clear-site-data"]
         assert '"cookies"' in clear and '"storage"' in clear and '"cache"' in clear
@@ -234,7 +234,7 @@ def test_the_idle_timeout_from_the_screen_ends_the_visit(kiosk: Kiosk) -> None:
     kiosk.give_setup()
     token = checked_in(kiosk.client, NO_PIN)
     response = post(kiosk.client, "/timeout")
-    assert response.headers["location"] == "/bye?idle=1" and "cookies" in response.headers["clear-site-data"]
+    assert response.headers["location"] == "/bye?idle=1&lang=en" and "cookies" in response.headers["clear-site-data"]
     assert kiosk.screen.desk.visit is None
     bye = kiosk.client.get("/bye?idle=1")
     assert "because the screen was not used for a while" in bye.text

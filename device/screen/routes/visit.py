@@ -14,7 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from device.screen.events import State
 from device.screen.routes.vitals import page_shown
 from device.screen.visit import Visit
-from device.screen.web import COOKIE, cleared, redirect, render, require_visit, screen_of, visit_of
+from device.screen.web import COOKIE, cleared, language_of, redirect, render, require_visit, screen_of, visit_of
 
 router = APIRouter(dependencies=[Depends(page_shown)])  # a camera measurement goes once the patient moves on
 VisitDep = Annotated[Visit, Depends(require_visit)]
@@ -130,10 +130,15 @@ async def alive(request: Request) -> Response:
 
 
 def _end(request: Request, reason: str, then: str) -> Response:
-    """End this browser's visit (if it still has one) and clear what the browser holds."""
-    if visit_of(request) is not None:
+    """End this browser's visit (if it still has one) and clear what the browser holds.
+
+    The goodbye is said in the visit's language: clearing the browser's cookies clears the language's too.
+    """
+    visit = visit_of(request)
+    language = language_of(request, visit)
+    if visit is not None:
         screen_of(request).end_visit(reason)
-    return cleared(redirect(then))
+    return cleared(redirect(f"{then}{'&' if '?' in then else '?'}lang={language}"))
 
 
 @router.post("/finish")

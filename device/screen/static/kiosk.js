@@ -24,7 +24,9 @@
       source.close();
       if (leaving) return;
       const reason = JSON.parse(e.data || "{}").reason;
-      window.location.replace(reason === "idle" ? "/bye?idle=1" : "/bye");
+      // In the visit's language: the goodbye clears the browser's cookies, the language's too.
+      const lang = encodeURIComponent(document.documentElement.lang || "");
+      window.location.replace(reason === "idle" ? `/bye?idle=1&lang=${lang}` : `/bye?lang=${lang}`);
     });
     source.addEventListener("pressure", (e) => {
       const p = document.querySelector("[data-pressure]");
