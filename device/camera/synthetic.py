@@ -780,10 +780,13 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return np.asarray(noise / (float(noise.std()) + 1e-9), dtype=np.float32)
 
 
-def render_skin(size: tuple[int, int] = (640, 480), skin_tone: FitzpatrickType = "III", seed: int = 0) -> U8:
-    """A close-up of a forearm with a rash (BGR, no sensor noise): soft light falloff, mottling, pores, red
-    papules of 2-9 px, fine hairs. No face anywhere, so it passes `device.camera.photos.assess` when sharp;
-    the same texture the photo checks were tuned on (tests/camera/test_photos.py)."""
+def render_skin(
+    size: tuple[int, int] = (640, 480), skin_tone: FitzpatrickType = "III", seed: int = 0, noise_sigma: float = 0.0
+) -> U8:
+    """A close-up of a forearm with a rash (BGR): soft light falloff, mottling, pores, red papules of 2-9 px,
+    fine hairs, and sensor noise of `noise_sigma` grey levels. No face anywhere, so it passes
+    `device.camera.photos.assess` when sharp; the texture the photo checks are tuned on
+    (tests/camera/test_photos.py)."""
     width, height = size
     rng = np.random.default_rng(seed)
     base = np.asarray(SKIN_TONES_SRGB[skin_tone][::-1], dtype=np.float32)
@@ -807,6 +810,8 @@ def render_skin(size: tuple[int, int] = (640, 480), skin_tone: FitzpatrickType =
         x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
         cv2.line(hairs, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0, 1, cv2.LINE_AA, shift)
     image *= 1.0 - 0.5 * hairs[..., None]
+    if noise_sigma:
+        image += noise_sigma * rng.standard_normal(image.shape).astype(np.float32)
     return np.asarray(np.clip(image + 0.5, 0, 255), dtype=np.uint8)
 
 

@@ -31,52 +31,16 @@ from device.camera.photos import (
     strip_jpeg,
 )
 from device.camera.source import Frame
-from device.camera.synthetic import SKIN_TONES_SRGB, FitzpatrickType, SyntheticSpec, render_frames
+from device.camera.synthetic import FitzpatrickType, SyntheticSpec, render_frames, render_skin
 
 U8 = NDArray[np.uint8]
 
 
-def _noise_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> NDArray[np.float32]:
-    """Unit-variance Gaussian noise correlated over about sigma pixels (coarse fields drawn small and enlarged)."""
-    factor = max(1, int(sigma / 2))
-    small = rng.standard_normal((shape[0] // factor + 1, shape[1] // factor + 1)).astype(np.float32)
-    noise = cv2.GaussianBlur(small, (0, 0), sigma / factor)
-    if factor > 1:
-        noise = cv2.resize(noise, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    else:
-        noise = noise[: shape[0], : shape[1]]
-    return np.asarray(noise / (float(noise.std()) + 1e-9), dtype=np.float32)
-
-
 @functools.lru_cache(maxsize=8)
 def _skin(size: tuple[int, int] = (1280, 960), tone: FitzpatrickType = "III", seed: int = 0) -> U8:
-    """A close-up of skin with a rash, BGR: soft light falloff, mottling, pores, 60 papules, 40 fine hairs,
-    sensor noise. No face anywhere. Read-only, since it is cached (copy before changing it)."""
-    width, height = size
-    rng = np.random.default_rng(seed)
-    base = np.asarray(SKIN_TONES_SRGB[tone][::-1], dtype=np.float32)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    light = 1.0 - 0.12 * ((xx - 0.4 * width) ** 2 + (yy - 0.45 * height) ** 2) / width**2
-    texture = light * (
-        1.0 + 0.04 * _noise_field(rng, (height, width), width / 80) + 0.03 * _noise_field(rng, (height, width), 1.0)
-    )
-    image = base * texture[..., None]
-    shift = 4  # sub-pixel drawing: coordinates in 1/16 px, anti-aliased
-    papules = np.zeros((height, width), dtype=np.float32)
-    for _ in range(60):
-        centre = (int(rng.uniform(0.2, 0.8) * width * 16), int(rng.uniform(0.2, 0.8) * height * 16))
-        cv2.circle(papules, centre, int(rng.uniform(0.004, 0.015) * width * 16), 1.0, -1, cv2.LINE_AA, shift)
-    papules = np.asarray(cv2.GaussianBlur(papules, (0, 0), 0.6), dtype=np.float32)
-    image *= 1.0 - papules[..., None] * np.asarray((0.35, 0.30, 0.05), dtype=np.float32)  # redder: less B and G
-    hairs = np.zeros((height, width), dtype=np.float32)
-    for _ in range(40):
-        x0, y0, angle = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0, np.pi)
-        length = rng.uniform(0.02, 0.06) * width
-        x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
-        cv2.line(hairs, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0, 1, cv2.LINE_AA, shift)
-    image *= 1.0 - 0.5 * hairs[..., None]
-    image += 1.5 * rng.standard_normal(image.shape).astype(np.float32)
-    out = np.asarray(np.clip(image + 0.5, 0, 255), dtype=np.uint8)
+    """A close-up of skin with a rash, BGR, with sensor noise (device/camera/synthetic.py draws it). Read-only,
+    since it is cached (copy before changing it)."""
+    out = render_skin(size, tone, seed, noise_sigma=1.5)
     out.flags.writeable = False
     return out
 
