@@ -134,7 +134,9 @@ def test_a_kiosk_cannot_leave_retained_messages_on_its_uplinks(fleet: Fleet) -> 
         a.client.publish(Topics.uplink("kiosk-a", "status"), reading, qos=0, retain=True)  # no answer at QoS 0
         # Its presence is the one retained message a kiosk sends (its last will too): the control.
         a.ask(lambda: a.client.publish(Topics.presence("kiosk-a"), b'{"online":true}', qos=1, retain=True))
-        assert a.puback[-1].getName() == "Success"
+        # Allowed: "Success", or "No matching subscribers" (0x10) when no one subscribes to presence just now
+        # (retained all the same; the late subscriber below reads it). A refusal is 0x80 or above.
+        assert a.puback[-1].value < 0x80, a.puback[-1]
     finally:
         a.close()
     assert hub_main(["kiosks", "revoke", "kiosk-a", "--data", str(fleet.hub)]) == 0
