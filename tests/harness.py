@@ -38,7 +38,13 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
 
 @contextmanager
 def ingest_thread(db: Path, broker: BrokerUrl, **overrides: object) -> Iterator[IngestWorker]:
-    worker = IngestWorker(db, IngestConfig(broker=broker, **overrides))  # type: ignore[arg-type]
+    with running(IngestWorker(db, IngestConfig(broker=broker, **overrides))) as worker:  # type: ignore[arg-type]
+        yield worker
+
+
+@contextmanager
+def running(worker: IngestWorker) -> Iterator[IngestWorker]:
+    """A worker built by the caller, run on a thread until the block ends."""
     t = threading.Thread(target=worker.run, daemon=True)
     t.start()
     try:

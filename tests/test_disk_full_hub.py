@@ -54,7 +54,7 @@ from hub.service import HubService, ServeConfig
 from hub.store import HubStore, immediate
 from hub.workspace import Workspace
 from tests.diskfull import fill, small_tmpfs
-from tests.harness import REPO, assert_delivered_exactly_once, hub_count, kiosk_agent, wait_until
+from tests.harness import REPO, assert_delivered_exactly_once, hub_count, kiosk_agent, running, wait_until
 
 pytestmark = pytest.mark.slow
 FAST = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0, "connect_timeout_s": 3.0}
@@ -68,18 +68,6 @@ NO_LIMIT = 1073741823  # SQLite's max_page_count when nobody limits it
 def truncate_wal(conn: sqlite3.Connection) -> None:
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     assert busy == 0, "the WAL could not be truncated: a reader held it"
-
-
-@contextlib.contextmanager
-def running(worker: IngestWorker) -> Iterator[IngestWorker]:
-    t = threading.Thread(target=worker.run, daemon=True)
-    t.start()
-    try:
-        assert worker.connected.wait(10), "ingest did not connect"
-        yield worker
-    finally:
-        worker.stop()
-        t.join(10)
 
 
 @contextlib.contextmanager

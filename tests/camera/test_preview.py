@@ -6,26 +6,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from device.agent import AgentConfig, KioskAgent
 from device.camera.photos import assess
 from device.camera.preview import Preview, encode
 from device.camera.synthetic import render_skin
-from device.protocol.endpoints import BrokerUrl
-from device.screen.app import create_app
-from device.screen.serve import ServeOptions, build
 from device.screen.station import Camera, CameraConfig
-from device.screen.visit import IdlePolicy
 from hub.cli import demo_camera_videos
 from tests.harness import wait_until
-from tests.screen.kiosk import BASE_URL, KIOSK_ID, NO_PIN, REPO, Kiosk, checked_in, goes_to_welcome
+from tests.screen.kiosk import NO_PIN, REPO, Kiosk, checked_in, goes_to_welcome, kiosk_screen
 
 PROFILE = REPO / "firmware_configs" / "kiosk" / "video-file.yaml"
 
@@ -89,39 +82,6 @@ def test_the_demo_camera_shows_skin_on_the_photo_page_and_that_photo_passes_the_
 
 
 # -- the screen's preview endpoints ------------------------------------------------------------------------------
-
-
-@contextmanager
-def kiosk_screen(tmp_path: Path, videos: tuple[Path, Path] | None) -> Iterator[Kiosk]:
-    """`kiosk serve --camera-video face --camera-skin-video skin` (or `--no-camera`), without Bluetooth or network."""
-    face, skin = videos or (None, None)
-    config = AgentConfig(kiosk_id=KIOSK_ID, broker=BrokerUrl.parse("mqtt://127.0.0.1:1"), data_dir=tmp_path / "kiosk")
-    agent = KioskAgent(config)  # never started
-    options = ServeOptions(
-        port=0,
-        ble="off",
-        profiles=REPO / "firmware_configs" / "ble",
-        camera_profile=PROFILE if videos else None,
-        camera_video=face,
-        camera_seconds=1.0,
-        idle=IdlePolicy(),
-        clinic_name="Test kiosk",
-        camera_skin_video=skin,
-    )
-    screen = build(agent, options)
-    app = create_app(screen)
-    try:
-        with TestClient(app, base_url=BASE_URL, follow_redirects=False) as client:
-            kiosk = Kiosk(agent, screen, app, client)
-            yield kiosk
-            for other in kiosk.others:
-                other.close()
-    finally:
-        screen.notices.close()
-        agent.forwarder.close()
-        agent.forwarder.outbox.close()
-        agent.outbox.close()
-        agent.inbox.close()
 
 
 @pytest.fixture

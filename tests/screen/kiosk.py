@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -19,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from device.agent import KioskAgent
+from device.agent import AgentConfig, KioskAgent
 from device.intake import general_intake
 from device.protocol.downlink import (
     CaseAnswerBody,
@@ -28,8 +30,12 @@ from device.protocol.downlink import (
     KioskSetupMessage,
     RosterEntry,
 )
+from device.protocol.endpoints import BrokerUrl
 from device.protocol.ids import new_message_id
+from device.screen.app import create_app
 from device.screen.screen import Screen
+from device.screen.serve import ServeOptions, build
+from device.screen.visit import IdlePolicy
 from device.screen.web import COOKIE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,3 +122,39 @@ def set_cookies(response: Response) -> dict[str, str]:
 
 def goes_to_welcome(response: Response) -> bool:
     return response.status_code == 303 and response.headers.get("location") == "/?ended=1"
+
+
+VIDEO_FILE_PROFILE = REPO / "firmware_configs" / "kiosk" / "video-file.yaml"
+
+
+@contextmanager
+def kiosk_screen(tmp_path: Path, videos: tuple[Path, Path] | None) -> Iterator[Kiosk]:
+    """`kiosk serve --camera-video face --camera-skin-video skin` (or `--no-camera`), without Bluetooth or network."""
+    face, skin = videos or (None, None)
+    config = AgentConfig(kiosk_id=KIOSK_ID, broker=BrokerUrl.parse("mqtt://127.0.0.1:1"), data_dir=tmp_path / "kiosk")
+    agent = KioskAgent(config)  # never started
+    options = ServeOptions(
+        port=0,
+        ble="off",
+        profiles=REPO / "firmware_configs" / "ble",
+        camera_profile=VIDEO_FILE_PROFILE if videos else None,
+        camera_video=face,
+        camera_seconds=1.0,
+        idle=IdlePolicy(),
+        clinic_name="Test kiosk",
+        camera_skin_video=skin,
+    )
+    screen = build(agent, options)
+    app = create_app(screen)
+    try:
+        with TestClient(app, base_url=BASE_URL, follow_redirects=False) as client:
+            kiosk = Kiosk(agent, screen, app, client)
+            yield kiosk
+            for other in kiosk.others:
+                other.close()
+    finally:
+        screen.notices.close()
+        agent.forwarder.close()
+        agent.forwarder.outbox.close()
+        agent.outbox.close()
+        agent.inbox.close()
