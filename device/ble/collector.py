@@ -40,6 +40,7 @@ from device.ble.profiles import DeviceProfile
 from device.ble.profiles import match as match_profile
 from device.ble.readings import Reading
 from device.ble.transport import Advertisement, BleError, GattConnection, InsufficientSecurity, Radio
+from device.protocol.envelope import DeviceKind
 from device.protocol.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class DevicePlan:
 
     profile_id: str
     measurements: tuple[int, ...]
+    kind: DeviceKind | None = None
     bonding: Literal["required", "optional", "none"] = "optional"
     stored_records: Literal["none", "on_connect", "racp"] = "none"
     set_clock: bool = True
@@ -79,6 +81,7 @@ class DevicePlan:
         return cls(
             profile_id=profile.id,
             measurements=tuple(int(u) for u in profile.measurements),
+            kind=profile.kind,
             bonding=profile.bonding,
             stored_records=profile.stored_records,
             set_clock=profile.clock.current_time_service,
@@ -523,7 +526,8 @@ class Collector:
             "value": reading.value,
             "unit": reading.unit,
             "effective": timed.effective.isoformat(),
-            "device": session.device,
+            # The kind is the plan's, not remembered with the device's identity: a ledger from before kinds.
+            "device": session.device if session.plan.kind is None else {**session.device, "kind": session.plan.kind},
             "flags": flags,
         }
         if timed.offset_s is not None:

@@ -41,18 +41,10 @@ from pydantic import (
 from device.ble.decoders import REGISTRY, uuid16
 from device.ble.errors import DecodeError
 from device.ble.transport import Advertisement
+from device.protocol.envelope import DeviceKind
 from device.yaml_config import ConfigError, Problem, load_located, load_model
 
-Kind = Literal[
-    "blood_pressure",
-    "pulse_oximeter",
-    "thermometer",
-    "weight_scale",
-    "body_composition",
-    "glucose",
-    "cgm",
-    "heart_rate",
-]
+Kind = DeviceKind
 Bonding = Literal["required", "optional", "none"]
 StoredRecords = Literal["none", "on_connect", "racp"]
 

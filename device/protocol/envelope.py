@@ -181,6 +181,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+# The kind of Bluetooth health device, named for the SIG service it measures with (device/ble/profiles.py
+# KIND_SERVICES gives each one's UUID). The same LOINC vital is a different IEEE 11073 term by device kind:
+# a pulse rate from a cuff, an oximeter or a chest strap.
+DeviceKind = Literal[
+    "blood_pressure",
+    "pulse_oximeter",
+    "thermometer",
+    "weight_scale",
+    "body_composition",
+    "glucose",
+    "cgm",
+    "heart_rate",
+]
+
+
 class DeviceRef(_Model):
     """The measuring device: who took the reading (not the kiosk that forwarded it)."""
 
@@ -190,6 +205,11 @@ class DeviceRef(_Model):
     model: str | None = Field(default=None, max_length=128)
     serial: str | None = Field(default=None, max_length=128)
     firmware: str | None = Field(default=None, max_length=64)
+    kind: DeviceKind | None = Field(
+        default=None,
+        description="For a Bluetooth health device: which kind, by the SIG service it measures with. Decides the "
+        "IEEE 11073 (MDC) term the hub gives its readings; absent, the hub gives LOINC only where terms differ.",
+    )
 
 
 def _known_vitals(schema: dict[str, Any]) -> None:
