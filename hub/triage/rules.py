@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from device.protocol.unit_conversion import in_unit
 from hub.triage.config import Rule
 
-# Conversions between the units VITALS allows for one code, into the rule's unit.
-_CONVERT: dict[tuple[str, str], Callable[[float], float]] = {
-    ("kPa", "mm[Hg]"): lambda v: v * 7.50062,
-    ("mm[Hg]", "kPa"): lambda v: v / 7.50062,
-    ("[degF]", "Cel"): lambda v: (v - 32) * 5 / 9,
-    ("Cel", "[degF]"): lambda v: v * 9 / 5 + 32,
-    ("[lb_av]", "kg"): lambda v: v * 0.45359237,
-    ("kg", "[lb_av]"): lambda v: v / 0.45359237,
-}
-
-
-def in_unit(value: float, unit: str, wanted: str) -> float | None:
-    """`value` expressed in `wanted`, or None when there is no conversion."""
-    if unit == wanted:
-        return value
-    convert = _CONVERT.get((unit, wanted))
-    return None if convert is None else convert(value)
+__all__ = ["Verdict", "in_unit", "judge", "silent_for"]
 
 
 @dataclass(frozen=True)
