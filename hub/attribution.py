@@ -83,23 +83,23 @@ def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
     """Decide up to `limit` undecided readings in one transaction; returns how many were decided."""
     with immediate(conn):
         rows = conn.execute(
-            "SELECT o.message_id, o.idx, o.subject, o.device_id, o.device_user, o.effective, k.clinic_id, "
+            "SELECT o.message_id, o.idx, o.subject, o.device_id, o.device_user, o.measured_ms, k.clinic_id, "
             "o.code, o.value, o.unit "
             "FROM observations o INDEXED BY observations_undecided LEFT JOIN kiosks k ON k.id = o.kiosk "
             "WHERE o.attribution IS NULL LIMIT ?",
             (limit,),
         ).fetchall()
-        by_clinic: dict[str, list[tuple[str, int, str | None, str, int | None, str]]] = defaultdict(list)
+        by_clinic: dict[str, list[tuple[str, int, str | None, str, int | None, int]]] = defaultdict(list)
         updates: list[tuple[object, ...]] = []
         measured = {(r[0], r[1]): (r[7], r[8], r[9]) for r in rows}
         attributed: list[triage.Reading] = []
-        for message_id, idx, subject, device_id, device_user, effective, clinic_id, *_ in rows:
+        for message_id, idx, subject, device_id, device_user, measured_ms, clinic_id, *_ in rows:
             if clinic_id is None:
                 updates.append(
                     ("no-clinic", None, None, None, "the kiosk belongs to no clinic yet", now, message_id, idx)
                 )
             else:
-                by_clinic[clinic_id].append((message_id, idx, subject, device_id, device_user, effective))
+                by_clinic[clinic_id].append((message_id, idx, subject, device_id, device_user, measured_ms))
         counts: dict[str, tuple[int, str]] = {}
         for clinic_id, items in by_clinic.items():
             codes = {subject for _, _, subject, _, _, _ in items if subject}
@@ -116,7 +116,7 @@ def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
                     [clinic_id, *chunk],
                 ):
                     patient_by_slot[(device_id, user)] = patient_id
-            for message_id, idx, subject, device_id, device_user, effective in items:
+            for message_id, idx, subject, device_id, device_user, measured_ms in items:
                 d = decide(
                     clinic_id=clinic_id,
                     subject=subject,
@@ -127,6 +127,7 @@ def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
                 )
                 updates.append((d.state, clinic_id, d.patient_id, d.how, d.note, now, message_id, idx))
                 if d.patient_id is not None:
+                    effective = triage.measured_at(measured_ms)  # on the hub's clock, not the kiosk's
                     _tally(counts, d.patient_id, effective)
                     code, value, unit = measured[(message_id, idx)]
                     attributed.append(triage.Reading(clinic_id, d.patient_id, code, value, unit, effective))
@@ -218,7 +219,7 @@ def assign(
     changed = 0
     for message_id, idx in keys:
         row = conn.execute(
-            "SELECT effective, device_id, device_user, device, code, value, unit FROM observations "
+            "SELECT measured_ms, device_id, device_user, device, code, value, unit FROM observations "
             "WHERE message_id = ? AND idx = ? "
             "AND clinic_id = ? AND attribution = 'queued'",
             (message_id, idx, clinic_id),
@@ -230,8 +231,9 @@ def assign(
             "attributed_by = ?, attributed_at = ? WHERE message_id = ? AND idx = ?",
             (patient_id, user_id, now, message_id, idx),
         )
-        _tally(counts, patient_id, row[0])
-        attributed.append(triage.Reading(clinic_id, patient_id, row[4], row[5], row[6], row[0]))
+        effective = triage.measured_at(row[0])  # on the hub's clock, not the kiosk's
+        _tally(counts, patient_id, effective)
+        attributed.append(triage.Reading(clinic_id, patient_id, row[4], row[5], row[6], effective))
         changed += 1
         if remember_slot and row[2] is not None and row[2] != UNKNOWN_USER:
             slots[(row[1], row[2])] = row[3]

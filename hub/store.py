@@ -455,6 +455,31 @@ MIGRATIONS: list[str] = [
     INSERT INTO kiosk_certs (serial, kiosk, not_after, issued_at)
         SELECT cert_serial, kiosk, cert_not_after, created_at FROM kiosk_identities;
     """,
+    # 17: when a reading was measured, on the hub's clock: the kiosk's stamp plus the kiosk's clock offset, in
+    # whole UTC milliseconds. Everything that orders or compares readings by time (FHIR date search and its
+    # order, triage's "in range now") needs the time the resource and the pages show, not the kiosk's raw
+    # clock, which may be hours off. Generated, so no writer can forget it and the old rows have it at once;
+    # SQLite keeps milliseconds of a time, and utc_iso writes milliseconds, so the two agree exactly.
+    """
+    ALTER TABLE observations ADD COLUMN measured_ms INTEGER GENERATED ALWAYS AS (
+        CAST(round((julianday(effective) - 2440587.5) * 86400000.0 + coalesce(clock_offset_ms, 0)) AS INTEGER)
+    ) VIRTUAL;
+    CREATE INDEX observations_clinic_measured ON observations (clinic_id, measured_ms)
+        WHERE attribution = 'attributed';
+    CREATE INDEX observations_patient_measured ON observations (patient_id, clinic_id, measured_ms)
+        WHERE attribution = 'attributed';
+    DROP INDEX observations_patient_code;
+    CREATE INDEX observations_patient_code ON observations (patient_id, clinic_id, code, measured_ms)
+        WHERE attribution = 'attributed';
+    -- The measurement time of the newest reading back in range: a late reading measured before it
+    -- (an old value that arrives after a newer one) must not turn the condition back on.
+    ALTER TABLE alerts ADD COLUMN in_range_at TEXT;
+    -- A patient's last reading, on the same corrected clock that every new one is now tallied in.
+    UPDATE patients SET last_reading_at = (
+        SELECT strftime('%Y-%m-%dT%H:%M:%fZ', max(o.measured_ms) / 1000.0, 'unixepoch') FROM observations o
+        WHERE o.patient_id = patients.id AND o.clinic_id = patients.clinic_id AND o.attribution = 'attributed'
+    ) WHERE last_reading_at IS NOT NULL;
+    """,
 ]
 
 

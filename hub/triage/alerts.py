@@ -5,6 +5,12 @@ alert instead of adding alerts (an alert storm of 10,000 readings is one alert p
 and condition); a condition that returns after staff resolved it re-opens the same alert,
 with its history kept in `alert_events`. A reading back in range marks the condition
 inactive but leaves the alert for a person to resolve: nothing clinical disappears on its own.
+
+"In range now" goes by when readings were measured (on the hub's clock: the kiosk's stamp plus its clock
+offset), never by when they arrived: a kiosk's backlog may come in hours late, and its clock may be hours
+off. An alert keeps the measurement time of its newest triggering reading (`triggered_at`) and of its newest
+reading back in range (`in_range_at`); the condition is active while the first is the newer (on a tie, the
+reading that came last decides).
 """
 
 from __future__ import annotations
@@ -29,11 +35,24 @@ class Reading:
     code: str
     value: float
     unit: str
-    effective: str  # UTC ISO-8601, as stored
+    effective: str  # when it was measured, on the hub's clock (`measured_at` of observations.measured_ms)
 
 
 class AlertError(ValueError):
     pass
+
+
+def measured_at(measured_ms: int) -> str:
+    """observations.measured_ms (the kiosk's stamp plus its clock offset, UTC ms) as the ISO text stored elsewhere."""
+    return utc_iso(datetime.fromtimestamp(measured_ms / 1000, UTC))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(at: datetime) -> int:
+    """A time as observations.measured_ms spells it: whole UTC milliseconds since 1970."""
+    return (at - _EPOCH) // timedelta(milliseconds=1)
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -110,9 +129,14 @@ def raise_alert(
     effective: str,
     now: float,
 ) -> str:
-    """Open, count on, or re-open the patient's alert for this condition; returns what happened."""
+    """Open, count on, or re-open the patient's alert for this condition; returns what happened.
+
+    `effective` is when the reading was measured. One measured before the alert's newest reading back in
+    range is counted but leaves the condition inactive, however late it arrives.
+    """
     row = conn.execute(
-        "SELECT id, state, triggered_at FROM alerts WHERE patient_id = ? AND rule_id = ?", (patient_id, rule_id)
+        "SELECT id, state, triggered_at, in_range_at FROM alerts WHERE patient_id = ? AND rule_id = ?",
+        (patient_id, rule_id),
     ).fetchone()
     if row is None:
         cur = conn.execute(
@@ -124,10 +148,11 @@ def raise_alert(
         assert cur.lastrowid is not None
         _event(conn, cur.lastrowid, now, "opened")
         return "opened"
-    alert_id, state, triggered_at = row
+    alert_id, state, triggered_at, in_range_at = row
     newer = effective >= triggered_at
+    current = in_range_at is None or effective >= in_range_at  # not measured before the newest in-range reading
     if state == "resolved":
-        if not newer:  # a late-arriving old reading is counted but does not undo a person's decision
+        if not (newer and current):  # a late-arriving old reading is counted but does not undo a person's decision
             conn.execute("UPDATE alerts SET trigger_count = trigger_count + 1 WHERE id = ?", (alert_id,))
             return "counted"
         conn.execute(
@@ -139,11 +164,11 @@ def raise_alert(
         )
         _event(conn, alert_id, now, "reopened")
         return "reopened"
-    if newer:
+    if newer:  # the newest triggering reading, though it may have been measured before one back in range
         conn.execute(
-            "UPDATE alerts SET condition_active = 1, trigger_count = trigger_count + 1, triggered_at = ?, "
+            "UPDATE alerts SET condition_active = ?, trigger_count = trigger_count + 1, triggered_at = ?, "
             "last_value = ?, last_unit = ?, title = ?, severity = ? WHERE id = ?",
-            (effective, value, unit, title, severity, alert_id),
+            (int(current), effective, value, unit, title, severity, alert_id),
         )
     else:
         conn.execute("UPDATE alerts SET trigger_count = trigger_count + 1 WHERE id = ?", (alert_id,))
@@ -151,11 +176,17 @@ def raise_alert(
 
 
 def calm(conn: sqlite3.Connection, patient_id: str, rule_id: str, effective: str) -> None:
-    """A newer reading no longer meets the condition: still an alert for a person, but marked back in range."""
+    """A reading measured at `effective` does not meet the condition.
+
+    When it is not older than the newest triggering reading the alert is marked back in range: still an alert
+    for a person. Either way it is remembered, also on a resolved alert, so that a triggering reading measured
+    before it and arriving later neither turns the condition back on nor re-opens the alert.
+    """
     conn.execute(
-        "UPDATE alerts SET condition_active = 0 WHERE patient_id = ? AND rule_id = ? AND state != 'resolved' "
-        "AND triggered_at <= ?",
-        (patient_id, rule_id, effective),
+        "UPDATE alerts SET in_range_at = max(coalesce(in_range_at, ''), ?1), "
+        "condition_active = CASE WHEN triggered_at <= ?1 THEN 0 ELSE condition_active END "
+        "WHERE patient_id = ?2 AND rule_id = ?3",
+        (effective, patient_id, rule_id),
     )
 
 
@@ -185,6 +216,7 @@ def on_attributed(conn: sqlite3.Connection, readings: Iterable[Reading], now: fl
 
 
 def _news2(conn: sqlite3.Connection, r: Reading, config: TriageConfig, now: float) -> int:
+    """The NEWS2 of the full set of vitals measured around `r` (within the window, in measured time)."""
     settings = config.news2
     at = datetime.fromisoformat(r.effective)
     window = timedelta(minutes=settings.window_minutes)
@@ -225,28 +257,37 @@ def _news2(conn: sqlite3.Connection, r: Reading, config: TriageConfig, now: floa
 def nearest_reading(
     conn: sqlite3.Connection, r: Reading, code: str, *, lo: str, hi: str, at: datetime
 ) -> tuple[float, str] | None:
-    """The patient's reading of `code` nearest `at` within [lo, hi] (the earlier on a tie): two index seeks."""
+    """The patient's reading of `code` measured nearest `at` within [lo, hi] (the earlier on a tie): two index seeks.
+
+    All four times are measurement times on the hub's clock (observations.measured_ms), as `r.effective` is.
+    """
     sql = (
-        "SELECT value, unit, effective FROM observations INDEXED BY observations_patient_code "
+        "SELECT value, unit, measured_ms FROM observations INDEXED BY observations_patient_code "
         "WHERE patient_id = ? AND clinic_id = ? AND attribution = 'attributed' AND code = ? "
-        "AND effective BETWEEN ? AND ? ORDER BY effective {} LIMIT 1"
+        "AND measured_ms BETWEEN ? AND ? ORDER BY measured_ms {} LIMIT 1"
     )
     key = (r.patient_id, r.clinic_id, code)
-    before = conn.execute(sql.format("DESC"), (*key, lo, r.effective)).fetchone()
-    after = conn.execute(sql.format("ASC"), (*key, r.effective, hi)).fetchone()
+    split = _ms(datetime.fromisoformat(r.effective))
+    before = conn.execute(sql.format("DESC"), (*key, _ms(datetime.fromisoformat(lo)), split)).fetchone()
+    after = conn.execute(sql.format("ASC"), (*key, split, _ms(datetime.fromisoformat(hi)))).fetchone()
     if before is None or after is None:
         found = before or after
         return None if found is None else (found[0], found[1])
+    at_ms = _ms(at)
 
-    def distance(row: tuple[float, str, str]) -> timedelta:
-        return abs(datetime.fromisoformat(row[2]) - at)
+    def distance(row: tuple[float, str, int]) -> int:
+        return abs(row[2] - at_ms)
 
     nearest = before if distance(before) <= distance(after) else after
     return nearest[0], nearest[1]
 
 
 def check_silence(conn: sqlite3.Connection, now: float) -> int:
-    """`no_reading_days` rules: patients who have sent readings before but none for that long."""
+    """`no_reading_days` rules: patients who have sent readings before but none for that long.
+
+    `last_reading_at` is when the patient's newest reading was measured on the hub's clock (hub.attribution
+    keeps it from observations.measured_ms), so it compares with `now` whatever a kiosk's clock said.
+    """
     changed = 0
     at = utc_iso(datetime.fromtimestamp(now, UTC))
     rows = conn.execute(

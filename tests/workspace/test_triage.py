@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from device.protocol.envelope import utc_iso
 from device.yaml_config import ConfigError, load_model
+from hub import attribution
+from hub.store import immediate
 from hub.triage import alerts, news2
 from hub.triage.config import DEFAULT, Rule, TriageConfig
 from hub.triage.rules import judge
+from hub.web.templating import utc_label
 from tests.workspace.world import NOW, World, day, obs, session_csrf
 
 OXIMETER = {"id": "ox-1", "type": "ble", "model": "3230"}
@@ -139,6 +143,100 @@ def test_resolved_alerts_reopen_when_the_condition_returns_and_calm_when_it_goes
     assert {"acknowledge_alert", "note_alert", "resolve_alert", "view_alert"} <= actions
 
 
+def send_spo2(world: World, value: float, when: datetime, *, kiosk: str | None = None,
+              subject: str | None = "N100", offset_ms: float = 250.0) -> str:  # fmt: skip
+    """One oximeter reading, stamped `when` by a kiosk whose clock is `offset_ms` behind the hub's."""
+    return world.send(kiosk or world.north.kiosk, [obs("59408-5", value, "%", when, device=OXIMETER)], subject=subject,
+                      offset_ms=offset_ms)  # fmt: skip
+
+
+def north_kiosk(world: World, kiosk_id: str) -> str:
+    """Another kiosk of North's, put in the clinic as an operator does."""
+    with immediate(world.store.db.conn):
+        attribution.assign_kiosk(world.store.db.conn, kiosk_id, "north-clinic", world.clock())
+    return kiosk_id
+
+
+def spo2_alert(world: World) -> dict[str, Any]:
+    conn = world.store.db.conn
+    (alert,) = [a for a in alerts.queue(conn, "north-clinic") if a["rule_id"] == "spo2-low"]
+    return alert
+
+
+def test_back_in_range_is_decided_by_measurement_time_not_by_arrival(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    """A late 86 % measured before the 97 % that brought SpO2 back in range leaves it back in range (issue 20.7)."""
+    t1 = day(1) + timedelta(hours=2)
+    t2, t3, t4 = t1 + timedelta(hours=1), t1 + timedelta(hours=2), t1 + timedelta(hours=3)
+    send_spo2(world, 86, t1)
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 1, 0, 1)
+    send_spo2(world, 97, t3)
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 1, 0, 0)
+    send_spo2(world, 86, t2)  # measured before the 97 %, arrives after it
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 2, 0, 0)  # counted, still back in range
+    provider = client_as(world.north.provider)
+    alert_id = spo2_alert(world)["id"]
+    assert "2 readings met this condition, back in range now" in provider.get("/triage").text
+    measured = utc_label(utc_iso(t2 + timedelta(milliseconds=250)))  # the kiosk's stamp plus its clock offset
+    assert f"the latest measured {measured}: 86 %; back in range now." in provider.get(f"/triage/{alert_id}").text
+    # The mirror: an 86 % measured after the 97 % is out of range again, whenever it arrives.
+    send_spo2(world, 86, t4)
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 3, 0, 1)
+    measured = utc_label(utc_iso(t4 + timedelta(milliseconds=250)))
+    assert f"the latest measured {measured}: 86 %; still out of range." in provider.get(f"/triage/{alert_id}").text
+
+
+def test_a_resolved_alert_is_not_reopened_by_a_reading_measured_before_the_one_back_in_range(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    t1 = day(1) + timedelta(hours=2)
+    t2, t3, t4 = t1 + timedelta(hours=1), t1 + timedelta(hours=2), t1 + timedelta(hours=3)
+    send_spo2(world, 86, t1)
+    provider = client_as(world.north.provider)
+    alert_id = spo2_alert(world)["id"]
+    assert provider.post(f"/triage/{alert_id}/resolve", data={"csrf_token": session_csrf(provider)}).status_code == 303
+    send_spo2(world, 97, t3)  # back in range after the person resolved it
+    send_spo2(world, 86, t2)  # measured before that, arrives after: counted, the decision stands
+    assert alert_rows(world, "N100")["spo2-low"][:3] == ("resolved", 2, 0)
+    send_spo2(world, 86, t4)  # measured after the 97 %: the condition is back, the same alert re-opens
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 3, 1, 1)
+
+
+def test_readings_are_ordered_by_the_hub_clock_not_the_kiosk_stamp(
+    world: World, client_as: Callable[[str], TestClient]
+) -> None:
+    """A kiosk whose clock is 3 h behind: its stamps are 3 h early, its offset puts them right."""
+    conn = world.store.db.conn
+    behind = north_kiosk(world, "kiosk-north-behind")
+    three_hours = 3 * 3600 * 1000.0
+    t = day(1) + timedelta(hours=2)
+    send_spo2(world, 86, t)
+    send_spo2(world, 97, t + timedelta(hours=1))
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 1, 0, 0)
+    # Stamped t - 1 h by the slow clock, before both readings above; measured t + 2 h, after them.
+    send_spo2(world, 86, t - timedelta(hours=1), kiosk=behind, offset_ms=three_hours)
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 2, 0, 1)
+    assert spo2_alert(world)["triggered_at"] == utc_iso(t + timedelta(hours=2))
+    send_spo2(world, 97, t + timedelta(hours=3))
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 2, 0, 0)
+    # The same through the queue: stamped t + 1 h (before the 97 %), measured t + 4 h (after it); staff assign it.
+    send_spo2(world, 86, t + timedelta(hours=1), kiosk=behind, subject=None, offset_ms=three_hours)
+    (waiting,) = [r for r in attribution.queue(conn, "north-clinic") if r["kiosk"] == behind]
+    provider = client_as(world.north.provider)
+    done = provider.post("/queue/assign", data={"csrf_token": session_csrf(provider),
+                                                "key": [f"{waiting['message_id']}:{waiting['idx']}"],
+                                                "patient_code": "N100"})  # fmt: skip
+    assert done.status_code == 303
+    assert alert_rows(world, "N100")["spo2-low"] == ("open", 3, 0, 1)
+    assert spo2_alert(world)["triggered_at"] == utc_iso(t + timedelta(hours=4))
+    page = provider.get(f"/triage/{spo2_alert(world)['id']}").text
+    assert f"the latest measured {utc_label(utc_iso(t + timedelta(hours=4)))}: 86 %; still out of range." in page
+    # The patient's last reading, which the no-reading rules compare with the hub's clock, is on that clock too.
+    last = conn.execute("SELECT last_reading_at FROM patients WHERE id = ?", (world.north.patients["N100"],))
+    assert last.fetchone()[0] == utc_iso(t + timedelta(hours=4))
+
+
 def test_news2_from_a_full_set_of_kiosk_vitals(world: World) -> None:
     t = day(1)
     world.send(world.north.kiosk, [
@@ -235,27 +333,40 @@ def test_rules_are_checked_set_and_overridden_from_the_command_line(
 
 
 def test_news2_takes_each_vital_nearest_the_reading_as_the_full_scan_did(world: World) -> None:
-    """The two index seeks per vital find what ordering the whole window by distance found (the old query)."""
+    """The two index seeks per vital find what ordering the whole window by distance finds, in measured time.
+
+    Half the readings come from a kiosk whose clock is 3 h behind: their stamps are 3 h early, and only their
+    corrected times (the stamp plus the kiosk's offset) put them in and out of the window where they belong.
+    """
     rng = random.Random(15)
+    behind = north_kiosk(world, "kiosk-north-behind")
     codes = [("9279-1", "/min", 18), ("59408-5", "%", 95), ("8480-6", "mm[Hg]", 120), ("8867-4", "/min", 70)]
     start = day(5)
-    readings = []
+    readings: dict[str, list[dict[str, Any]]] = {world.north.kiosk: [], behind: []}
     for second in sorted(rng.sample(range(3 * 3600), 300)):
         code, unit, value = rng.choice(codes)
-        readings.append(obs(code, value + rng.randint(-5, 5), unit, start + timedelta(seconds=second), device=OXIMETER))
-    world.send(world.north.kiosk, readings, subject="N100")
+        kiosk = rng.choice([world.north.kiosk, behind])
+        stamp = start + timedelta(seconds=second) - (timedelta(hours=3) if kiosk == behind else timedelta())
+        readings[kiosk].append(obs(code, value + rng.randint(-5, 5), unit, stamp, device=OXIMETER))
+    world.send(world.north.kiosk, readings[world.north.kiosk], subject="N100")  # offset 250 ms
+    world.send(behind, readings[behind], subject="N100", offset_ms=3 * 3600 * 1000.0)
     conn, patient = world.store.db.conn, world.north.patients["N100"]
+
+    def ms(when: datetime) -> int:
+        return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
     for _ in range(60):
-        at = start + timedelta(seconds=rng.randrange(3 * 3600), milliseconds=250)  # never equidistant from two
-        lo, hi = utc_iso(at - timedelta(minutes=60)), utc_iso(at + timedelta(minutes=60))
+        # Readings are measured at whole seconds, or 250 ms past: a probe 100 ms past is never equidistant from two.
+        at = start + timedelta(seconds=rng.randrange(3 * 3600), milliseconds=100)
+        lo, hi = at - timedelta(minutes=60), at + timedelta(minutes=60)
         probe = alerts.Reading("north-clinic", patient, "8867-4", 0.0, "/min", utc_iso(at))
         for code, _, _ in codes:
             full_scan = conn.execute(
                 "SELECT value, unit FROM observations WHERE patient_id = ? AND clinic_id = ? "
-                "AND attribution = 'attributed' AND effective BETWEEN ? AND ? AND code = ? "
-                "ORDER BY abs(julianday(effective) - julianday(?)) LIMIT 1",
-                (patient, "north-clinic", lo, hi, code, utc_iso(at)),
+                "AND attribution = 'attributed' AND measured_ms BETWEEN ? AND ? AND code = ? "
+                "ORDER BY abs(measured_ms - ?) LIMIT 1",
+                (patient, "north-clinic", ms(lo), ms(hi), code, ms(at)),
             ).fetchone()
-            assert alerts.nearest_reading(conn, probe, code, lo=lo, hi=hi, at=at) == (
+            assert alerts.nearest_reading(conn, probe, code, lo=utc_iso(lo), hi=utc_iso(hi), at=at) == (
                 tuple(full_scan) if full_scan else None
             )
