@@ -2,8 +2,9 @@
 live-consult WebSockets.
 
 Every route needs a logged-in person (pages) or an API token (JSON API), except the short
-list in EXEMPT_PATHS/EXEMPT_PREFIXES: health probes, the API's own documentation (no data),
-the login steps and static files. A test enumerates the routes and holds the app to that.
+list in EXEMPT_PATHS/EXEMPT_PREFIXES: health probes, the API's own documentation and the FHIR
+CapabilityStatement (no data; a FHIR client reads it before it authenticates), the login steps and
+static files. A test enumerates the routes and holds the app to that.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub import __version__
@@ -26,15 +29,16 @@ from hub.accounts import passwords
 from hub.api.routes import api_router
 from hub.api.schemas import Health
 from hub.consults.relay import Relay
+from hub.fhir import errors as fhir_errors
 from hub.fhir import routes as fhir_routes
 from hub.web.routes import admin, cases, consults, fleet, login, patients, queue, rpm, signaling, triage
 from hub.web.security import LoginRequired
 from hub.web.templating import TEMPLATES
 from hub.workspace import WebSettings, Workspace
 
-EXEMPT_PATHS = frozenset(
-    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/login", "/login/totp"}
-)
+EXEMPT_PATHS = frozenset({
+    "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/fhir/metadata", "/login", "/login/totp",
+})  # fmt: skip
 EXEMPT_PREFIXES = ("/static/",)
 # The WebSockets (/ws/kiosk, /ws/consults/{id}) are not exempt, and no middleware authenticates here: every
 # HTTP route authenticates through its dependencies (require_user, require_scope), and a WebSocket cannot
@@ -168,10 +172,18 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        if fhir_errors.is_fhir(request):  # an OperationOutcome, for FHIR clients, whatever the error
+            return fhir_errors.for_http_error(request, exc.status_code, exc.detail, exc.headers)
         if _wants_html(request) and exc.status_code in (400, 401, 403, 404, 409, 422, 429):
             context: dict[str, Any] = {"status": exc.status_code, "detail": exc.detail, "user": None}
             return TEMPLATES.TemplateResponse(request, "error.html", context, status_code=exc.status_code)
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if fhir_errors.is_fhir(request):
+            return fhir_errors.for_validation_error(exc.errors())
+        return await request_validation_exception_handler(request, exc)
 
     app.add_middleware(SecurityHeaders)
     return app

@@ -146,6 +146,8 @@ def api_token(db: Path, *scopes: str, clinic: str | None = None, name: str = "te
         wanted = list(scopes) or list(tokens.SCOPES)
         if clinic is not None:
             wanted = [s for s in wanted if s != "dead-letters:read"]
+        elif not scopes:
+            wanted = [s for s in wanted if s != "fhir:read"]  # a clinic's scope only
         return tokens.create(store.db.conn, name, clinic, wanted, time.time())
     finally:
         store.close()

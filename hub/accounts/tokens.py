@@ -50,6 +50,9 @@ def create(conn: sqlite3.Connection, name: str, clinic_id: str | None, scopes: l
         raise TokenError("a token needs at least one scope")
     if "dead-letters:read" in scopes and clinic_id is not None:
         raise TokenError("dead-letters:read is for operator tokens (no clinic): dead letters belong to no clinic")
+    if "fhir:read" in scopes and clinic_id is None:
+        # Refused here, not first when used: FHIR serves one clinic's patients, and an operator token has none.
+        raise TokenError("fhir:read is for a clinic's tokens: give --clinic (FHIR serves one clinic's patients)")
     if clinic_id is not None and conn.execute("SELECT 1 FROM clinics WHERE id = ?", (clinic_id,)).fetchone() is None:
         raise TokenError(f"no clinic {clinic_id!r}")
     token = PREFIX + secrets.token_urlsafe(32)

@@ -14,8 +14,10 @@ references, so the tests check those too.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
+from device.protocol.unit_conversion import in_unit
 from device.protocol.vitals import VITALS
 
 LOINC = "http://loinc.org"
@@ -23,17 +25,18 @@ MDC = "urn:iso:std:iso:11073:10101"
 UCUM = "http://unitsofmeasure.org"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 GATEWAY_EXT = "http://hl7.org/fhir/uv/phd/StructureDefinition/GatewayDeviceExt"
-# Our own extension: the corrections applied to the measurement time (device clock vs kiosk, kiosk vs hub).
+# Our own extensions: the corrections applied to the measurement time (device clock vs kiosk, kiosk vs hub),
+# and a value as the device reported it when the profile's unit needed a conversion.
 CLOCK_EXT = "urn:telehealth-hub:fhir:StructureDefinition:clock-correction"
+AS_MEASURED_EXT = "urn:telehealth-hub:fhir:StructureDefinition:as-measured"
 HUB = "urn:telehealth-hub"
 
 BP_PANEL = "85354-9"
 NOT_VITAL_SIGNS = frozenset({"41653-7", "14743-9", "99504-3"})  # glucose: a measurement, not a vital sign
 BP_PARTS = {"8480-6": "systolic", "8462-4": "diastolic", "8478-0": "mean"}
 
-# LOINC -> (MDC code, MDC reference id), for readings a PHD (Bluetooth health device) measured.
+# LOINC -> (MDC code, MDC reference id), for readings a PHD (Bluetooth health device) measured, whatever its kind.
 MDC_CODES: dict[str, tuple[str, str]] = {
-    "8867-4": ("149546", "MDC_PULS_RATE_NON_INV"),
     "59408-5": ("150456", "MDC_PULS_OXIM_SAT_O2"),
     "8480-6": ("150021", "MDC_PRESS_BLD_NONINV_SYS"),
     "8462-4": ("150022", "MDC_PRESS_BLD_NONINV_DIA"),
@@ -45,8 +48,18 @@ MDC_CODES: dict[str, tuple[str, str]] = {
     "39156-5": ("188752", "MDC_RATIO_MASS_BODY_LEN_SQ"),
     "41982-0": ("188748", "MDC_BODY_FAT"),
     "41653-7": ("160184", "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD"),
+    "14743-9": ("160184", "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD"),
     "9279-1": ("151562", "MDC_RESP_RATE"),
 }
+# One LOINC vital, a different 11073 term by the kind of device that measured it (the device's `kind`, from
+# its Bluetooth SIG service): the cuff's pulse is non-invasive pulse rate, the oximeter's is taken from the
+# plethysmogram, the chest strap's is the heart's electrical rate. A device of unknown kind gets no MDC term.
+MDC_BY_KIND: dict[tuple[str, str], tuple[str, str]] = {
+    ("8867-4", "blood_pressure"): ("149546", "MDC_PULS_RATE_NON_INV"),
+    ("8867-4", "pulse_oximeter"): ("149530", "MDC_PULS_OXIM_PULS_RATE"),
+    ("8867-4", "heart_rate"): ("147842", "MDC_ECG_HEART_RATE"),
+}
+KIND_DEPENDENT = frozenset(code for code, _ in MDC_BY_KIND)
 
 # FHIR R4 vital-signs profiles by LOINC code.
 PROFILES: dict[str, str] = {
@@ -59,6 +72,20 @@ PROFILES: dict[str, str] = {
     "39156-5": "bmi",
     BP_PANEL: "bp",
 }
+# The UCUM units each profile allows (its required value set or fixed code), the first the one converted to.
+# Blood pressure: every component, the mean too (the bp profile fixes mm[Hg] for its sliced components).
+PROFILE_UNITS: dict[str, tuple[str, ...]] = {
+    "heartrate": ("/min",),
+    "resprate": ("/min",),
+    "oxygensat": ("%",),
+    "bodytemp": ("Cel", "[degF]"),
+    "bodyweight": ("kg", "g", "[lb_av]"),
+    "bodyheight": ("cm", "[in_i]"),
+    "bmi": ("kg/m2",),
+    "bp": ("mm[Hg]",),
+}
+# Significant decimals kept when converting into a profile's unit: a cuff's 0.1 kPa is 0.75 mm[Hg].
+_DECIMALS = {"mm[Hg]": 1, "cm": 1, "[in_i]": 2, "kg": 3, "Cel": 2}
 
 
 def profile_url(code: str) -> str | None:
@@ -128,19 +155,38 @@ def gateway(kiosk: str) -> dict[str, Any]:
     }
 
 
-def _coding(code: str, phd: bool) -> list[dict[str, Any]]:
+def _mdc(code: str, kind: str | None) -> tuple[str, str] | None:
+    if code in KIND_DEPENDENT:
+        return None if kind is None else MDC_BY_KIND.get((code, kind))
+    return MDC_CODES.get(code)
+
+
+def _coding(code: str, phd: bool, kind: str | None = None) -> list[dict[str, Any]]:
     spec = VITALS.get(code)
     coding = [{"system": LOINC, "code": code, **({"display": spec.name} if spec else {})}]
     if code == "59408-5":  # the R4 oxygensat profile requires 2708-6 beside the pulse-oximetry code
         coding.insert(0, {"system": LOINC, "code": "2708-6", "display": "Oxygen saturation in Arterial blood"})
-    if phd and code in MDC_CODES:
-        mdc, ref = MDC_CODES[code]
-        coding.append({"system": MDC, "code": mdc, "display": ref})
+    mdc = _mdc(code, kind) if phd else None
+    if mdc is not None:
+        coding.append({"system": MDC, "code": mdc[0], "display": mdc[1]})
     return coding
 
 
 def _quantity(value: float, unit: str) -> dict[str, Any]:
     return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def _profiled_quantity(value: float, unit: str, allowed: tuple[str, ...] | None) -> dict[str, Any] | None:
+    """The value in a unit the profile allows, the device's own value kept beside it; None if none converts."""
+    if allowed is None or unit in allowed:
+        return _quantity(value, unit)
+    wanted = allowed[0]
+    converted = in_unit(value, unit, wanted)
+    if converted is None:
+        return None
+    quantity = _quantity(round(converted, _DECIMALS.get(wanted, 3)), wanted)
+    quantity["extension"] = [{"url": AS_MEASURED_EXT, "valueQuantity": _quantity(value, unit)}]
+    return quantity
 
 
 def observation_id(message_id: str, idx: int) -> str:
@@ -152,17 +198,23 @@ def _phd_identifier(device: str, patient_id: str, effective: str, code: str, val
 
 
 def observation(group: list[dict[str, Any]], clinic_id: str) -> dict[str, Any]:
-    """One Observation from one reading, or from a cuff's systolic/diastolic/mean taken together (a BP panel)."""
+    """One Observation from one reading, or from a cuff's systolic/diastolic/mean taken together (a BP panel).
+
+    Each row carries `corrected`: its measurement time on the hub's clock (what the searches compare).
+    A vital sign claims its R4 profile only in the profile's units: a height in m is served in cm, a pressure
+    in kPa in mm[Hg], each with the device's own value in an extension; the PHD identifier keeps the device's.
+    """
     first = group[0]
     dev = first["device"]
     phd = dev.get("type") == "ble"
+    kind = dev.get("kind")
     bp = len(group) > 1 or first["code"] in BP_PARTS
     code = BP_PANEL if bp else first["code"]
     resource: dict[str, Any] = {
         "resourceType": "Observation",
         "id": observation_id(first["message_id"], first["idx"]),
         "status": "final",
-        "code": {"coding": _coding(code, phd)},
+        "code": {"coding": _coding(code, phd, kind)},
         "subject": {"reference": f"Patient/{patient_fhir_id(first['patient_id'])}"},
         "effectiveDateTime": first["corrected"],
         "device": {"reference": f"Device/{device_id(clinic_id, str(dev['id']))}"},
@@ -172,9 +224,8 @@ def observation(group: list[dict[str, Any]], clinic_id: str) -> dict[str, Any]:
     }
     if code not in NOT_VITAL_SIGNS:
         resource["category"] = [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs", "display": "Vital Signs"}]}]
-    url = profile_url(code)
-    if url:
-        resource["meta"] = {"profile": [url]}
+    profile = PROFILES.get(code)
+    allowed = PROFILE_UNITS.get(profile) if profile else None
     corrections = []
     if first.get("device_clock_offset_s") is not None:
         corrections.append(
@@ -184,14 +235,23 @@ def observation(group: list[dict[str, Any]], clinic_id: str) -> dict[str, Any]:
         corrections.append({"url": "hub-minus-kiosk-clock", "valueQuantity": _quantity(first["clock_offset_ms"], "ms")})
     if corrections:
         resource["extension"].append({"url": CLOCK_EXT, "extension": corrections})
+    rows = sorted(group, key=lambda r: list(BP_PARTS).index(r["code"])) if bp else group
+    quantities = [_profiled_quantity(r["value"], r["unit"], allowed) for r in rows]
+    if any(q is None for q in quantities):  # no conversion into the profile's unit: do not claim the profile
+        profile = None
+        quantities = [_quantity(r["value"], r["unit"]) for r in rows]
+    if profile == "bp" and not {"8480-6", "8462-4"} <= {r["code"] for r in rows}:
+        profile = None  # the bp profile requires both pressures; a cuff that sent one is a plain panel
+    if profile:
+        resource["meta"] = {"profile": [f"http://hl7.org/fhir/StructureDefinition/{profile}"]}
     if bp:
         resource["component"] = [
-            {"code": {"coding": _coding(r["code"], phd)}, "valueQuantity": _quantity(r["value"], r["unit"])}
-            for r in sorted(group, key=lambda r: list(BP_PARTS).index(r["code"]))
+            {"code": {"coding": _coding(r["code"], phd, kind)}, "valueQuantity": q}
+            for r, q in zip(rows, quantities, strict=True)
         ]
-        value = "/".join(f"{r['value']:g}" for r in group)
+        value = "/".join(f"{r['value']:g}" for r in rows)
     else:
-        resource["valueQuantity"] = _quantity(first["value"], first["unit"])
+        resource["valueQuantity"] = quantities[0]
         value = f"{first['value']:g}"
     if first.get("method"):
         resource["method"] = {"text": first["method"]}
@@ -215,16 +275,34 @@ def group_blood_pressure(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]
     return groups
 
 
-def bundle(resources: list[dict[str, Any]], base: str, total: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [
-            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-            for r in resources
-        ],
-    }
-    out["total"] = len(resources) if total is None else total
+def bundle(
+    resources: list[dict[str, Any]],
+    base: str,
+    *,
+    total: int,
+    links: Sequence[tuple[str, str]] = (),
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A searchset page: `total` is every match of the search, not the size of the page.
+
+    `notes` become an OperationOutcome entry (search mode `outcome`): what the server changed about the
+    search, e.g. a page size above its limit.
+    """
+    out: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total}
+    if links:
+        out["link"] = [{"relation": relation, "url": url} for relation, url in links]
+    entries = [
+        {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+        for r in resources
+    ]
+    if notes:
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "warning", "code": "informational", "diagnostics": n} for n in notes],
+        }
+        entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+    if entries:
+        out["entry"] = entries
     return out
 
 

@@ -1,15 +1,23 @@
-"""FHIR R4 REST (`/fhir`): Patient, Observation, Device, QuestionnaireResponse, and a clinic's bulk export.
+"""FHIR R4 REST (`/fhir`): Patient, Observation, Device, QuestionnaireResponse, a clinic's bulk export, and
+the CapabilityStatement (`/fhir/metadata`) that declares all of it.
 
 Clients authenticate with an API token that has the `fhir:read` scope and belongs to a
 clinic; everything they can reach is that clinic's, and every search, read and export is
-audited like a page view. Errors come back as OperationOutcome resources.
+audited like a page view. Every error under /fhir is an OperationOutcome (hub/fhir/errors.py,
+installed on the app for the auth and validation errors raised before a route runs).
+
+Searches page by resources, not stored rows: a blood-pressure panel is one Observation made of
+several readings, so a page of `_count` Observations never splits one, and `Bundle.total` counts
+every match. Observations are ordered and searched by their measurement time on the hub's clock
+(`observations.measured_ms`), the time their `effectiveDateTime` shows. A search parameter the
+server does not know is refused, not ignored: ignoring `subjct=` would answer with every patient.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -21,27 +29,22 @@ from hub import audit
 from hub.api.auth import TokenPrincipal, require_scope
 from hub.cases import questionnaire
 from hub.cases import store as case_store
+from hub.fhir import capability, search
 from hub.fhir import resources as fr
-from hub.review import corrected_seconds
+from hub.fhir.errors import FHIR_JSON, FhirError, outcome
 from hub.workspace import Workspace, from_request
 
-FHIR_JSON = "application/fhir+json"
 router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
 Ws = Annotated[Workspace, Depends(from_request)]
 Fhir = Annotated[TokenPrincipal, Depends(require_scope("fhir:read"))]
-
-
-class FhirError(Exception):
-    def __init__(self, status: int, code: str, text: str) -> None:
-        self.status, self.code, self.text = status, code, text
-
-
-def outcome(exc: FhirError) -> JSONResponse:
-    body = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": exc.code, "diagnostics": exc.text}],
-    }
-    return JSONResponse(body, status_code=exc.status, media_type=FHIR_JSON)
+Count = Annotated[
+    int | None, Query(alias="_count", description=f"page size, 0 for the total only (at most {search.MAX_COUNT})")
+]
+Offset = Annotated[
+    int, Query(alias="_offset", ge=0, le=10_000_000, description="matches to skip (the next link sets it)")
+]
+PatientParam = Annotated[str | None, Query(max_length=80, description="Patient/<id> or <id>")]
+PAGING = frozenset({"_count", "_offset", "_format"})
 
 
 def _fhir(body: dict[str, Any]) -> JSONResponse:
@@ -58,66 +61,28 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
-# -- rows ----------------------------------------------------------------------------------------
-
-_OBS_COLUMNS = [
-    "message_id", "idx", "kiosk", "code", "value", "unit", "effective", "clock_offset_ms", "device",
-    "device_clock_offset_s", "method", "patient_id",
-]  # fmt: skip
-
-
-def _observation_rows(
-    conn: sqlite3.Connection, clinic_id: str, where: str, params: list[Any], *, limit: int, offset: int
-) -> list[dict[str, Any]]:
-    cur = conn.execute(
-        f"SELECT {', '.join(_OBS_COLUMNS)} FROM observations WHERE clinic_id = ? AND attribution = 'attributed' "
-        f"{where} ORDER BY effective, message_id, idx LIMIT ? OFFSET ?",
-        [clinic_id, *params, limit, offset],
-    )
-    rows = []
-    for row in cur:
-        r = dict(zip(_OBS_COLUMNS, row, strict=True))
-        r["device"] = json.loads(r["device"])
-        r["corrected"] = utc_iso(datetime.fromtimestamp(corrected_seconds(r["effective"], r["clock_offset_ms"]), UTC))
-        rows.append(r)
-    return rows
+def _known_params(request: Request, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(request.query_params) - allowed - PAGING)
+    if unknown:
+        takes = ", ".join(sorted(allowed | PAGING))
+        raise FhirError(
+            400, "not-supported", f"unknown search parameter(s) {', '.join(unknown)}; this search takes {takes}"
+        )
+    fmt = request.query_params.get("_format")
+    if fmt is not None and fmt not in ("json", FHIR_JSON, "application/json"):
+        raise FhirError(406, "not-supported", f"_format {fmt!r}: this server writes JSON only")
 
 
-def _patient_ref(value: str) -> str:
-    return fr.patient_hub_id(value)
-
-
-def _codes(values: list[str]) -> list[str]:
-    codes: list[str] = []
-    for value in values:
-        for token in value.split(","):
-            system, bar, code = token.rpartition("|")
-            if bar and system not in (fr.LOINC, ""):
-                raise FhirError(400, "not-supported", f"code system {system!r}: only {fr.LOINC} is searchable")
-            codes.extend(list(fr.BP_PARTS) if code == fr.BP_PANEL else [code])
-    return codes
-
-
-_PREFIXES = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-
-
-def _dates(values: list[str]) -> tuple[str, list[Any]]:
-    where, params = "", []
-    for value in values:
-        prefix, text = (value[:2], value[2:]) if value[:2] in _PREFIXES else ("eq", value)
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            raise FhirError(
-                400, "invalid", f"date {value!r}: use a prefix (ge, gt, le, lt) and an ISO-8601 date"
-            ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        if prefix == "eq":
-            raise FhirError(400, "not-supported", "date needs a prefix: ge, gt, le or lt")
-        where += f" AND effective {_PREFIXES[prefix]} ?"
-        params.append(utc_iso(when))
-    return where, params
+def _page(request: Request, found: list[dict[str, Any]], *, total: int, count: int, offset: int,
+          notes: Sequence[str] = ()) -> JSONResponse:  # fmt: skip
+    """A searchset page with its links: self, first, previous and next, each a search of the same terms."""
+    url = request.url
+    links = [("self", str(url)), ("first", str(url.include_query_params(_offset=0)))]
+    if offset > 0 and count > 0:
+        links.append(("previous", str(url.include_query_params(_offset=max(0, offset - count)))))
+    if count > 0 and offset + count < total:
+        links.append(("next", str(url.include_query_params(_offset=offset + count))))
+    return _fhir(fr.bundle(found, _base(request), total=total, links=links, notes=notes))
 
 
 def _record(ws: Workspace, token: TokenPrincipal, action: str, *, patient_id: str | None = None,
@@ -126,17 +91,77 @@ def _record(ws: Workspace, token: TokenPrincipal, action: str, *, patient_id: st
         audit.record(w, token.actor, action, ws.now(), patient_id=patient_id, detail=detail)
 
 
+def _patient_ref(value: str) -> str:
+    return fr.patient_hub_id(value)
+
+
+# -- capability ----------------------------------------------------------------------------------
+
+
+@router.get("/metadata")
+def metadata(request: Request) -> Response:
+    """What this server supports (a CapabilityStatement); public, as FHIR clients ask it before logging in."""
+    return _fhir(capability.statement(_base(request)))
+
+
+# -- Observation rows ----------------------------------------------------------------------------
+
+_OBS_COLUMNS = [
+    "message_id", "idx", "kiosk", "code", "value", "unit", "effective", "clock_offset_ms", "device",
+    "device_clock_offset_s", "method", "patient_id", "measured_ms",
+]  # fmt: skip
+_BP = ", ".join(f"'{c}'" for c in fr.BP_PARTS)
+# One group per resource, as fr.group_blood_pressure forms them: a panel is the pressures of one message,
+# device and time; any other reading is its own.
+_GROUP_BY = f"message_id, CASE WHEN code IN ({_BP}) THEN device_id || char(31) || effective ELSE idx END"
+_ATTRIBUTED = "clinic_id = ? AND attribution = 'attributed'"
+
+
+def _row(values: Sequence[Any]) -> dict[str, Any]:
+    r = dict(zip(_OBS_COLUMNS, values, strict=True))
+    r["device"] = json.loads(r["device"])
+    r["corrected"] = utc_iso(datetime.fromtimestamp(r["measured_ms"] / 1000, UTC))
+    return r
+
+
+def _message_rows(conn: sqlite3.Connection, clinic_id: str, message_ids: Sequence[str]) -> list[dict[str, Any]]:
+    marks = ",".join("?" * len(message_ids))
+    cur = conn.execute(
+        f"SELECT {', '.join(_OBS_COLUMNS)} FROM observations WHERE {_ATTRIBUTED} AND message_id IN ({marks}) "
+        "ORDER BY message_id, idx",
+        [clinic_id, *message_ids],
+    )
+    return [_row(r) for r in cur]
+
+
+def _observation_groups(
+    conn: sqlite3.Connection, clinic_id: str, where: str, params: Sequence[Any], *, count: int, offset: int,
+    order: str,
+) -> tuple[int, list[list[dict[str, Any]]]]:  # fmt: skip
+    """The number of matching Observations, and one page of them (each a group of stored readings)."""
+    scope = f"FROM observations WHERE {_ATTRIBUTED}{where} GROUP BY {_GROUP_BY}"
+    (total,) = conn.execute(f"SELECT count(*) FROM (SELECT 1 {scope})", [clinic_id, *params]).fetchone()
+    if count == 0 or offset >= total:
+        return total, []
+    leaders = conn.execute(
+        f"SELECT message_id, min(idx), min(measured_ms) AS at {scope} "
+        f"ORDER BY at {order}, message_id {order}, min(idx) {order} LIMIT ? OFFSET ?",
+        [clinic_id, *params, count, offset],
+    ).fetchall()
+    rows = _message_rows(conn, clinic_id, sorted({m for m, _, _ in leaders}))
+    by_leader = {(g[0]["message_id"], g[0]["idx"]): g for g in fr.group_blood_pressure(rows)}
+    return total, [by_leader[(m, i)] for m, i, _ in leaders]
+
+
 # -- Patient -------------------------------------------------------------------------------------
 
 _PATIENT_COLUMNS = ["id", "clinic_id", "code", "name", "birth_date"]
 
 
-def _patients(
-    conn: sqlite3.Connection, clinic_id: str, where: str, params: list[Any], limit: int = 1000
-) -> list[dict[str, Any]]:
+def _patients(conn: sqlite3.Connection, clinic_id: str, where: str, params: list[Any]) -> list[dict[str, Any]]:
     cur = conn.execute(
-        f"SELECT {', '.join(_PATIENT_COLUMNS)} FROM patients WHERE clinic_id = ? {where} ORDER BY name, id LIMIT ?",
-        [clinic_id, *params, limit],
+        f"SELECT {', '.join(_PATIENT_COLUMNS)} FROM patients WHERE clinic_id = ? {where} ORDER BY name, id",
+        [clinic_id, *params],
     )
     return [dict(zip(_PATIENT_COLUMNS, r, strict=True)) for r in cur]
 
@@ -149,10 +174,14 @@ def search_patients(
     _id: Annotated[str | None, Query(alias="_id", max_length=64)] = None,
     identifier: Annotated[str | None, Query(max_length=200, description="[system|]check-in code")] = None,
     name: Annotated[str | None, Query(max_length=100)] = None,
+    count: Count = None,
+    offset: Offset = 0,
 ) -> Response:
     """Search the clinic's patients by id, identifier (the kiosk check-in code) or name (contains)."""
     try:
+        _known_params(request, frozenset({"_id", "identifier", "name"}))
         clinic_id = _clinic(token)
+        size, notes = search.count(count)
         where, params = "", []
         if _id:
             where += " AND id = ?"
@@ -163,11 +192,12 @@ def search_patients(
         if name:
             where += " AND name LIKE ?"
             params.append(f"%{name}%")
-        found = [fr.patient(p) for p in _patients(ws.conn(), clinic_id, where, params)]
-    except FhirError as exc:
+        matches = _patients(ws.conn(), clinic_id, where, params)
+    except (FhirError, search.SearchError) as exc:
         return outcome(exc)
+    found = [fr.patient(p) for p in matches[offset : offset + size]]
     _record(ws, token, "fhir_search_patient", detail={"results": len(found)})
-    return _fhir(fr.bundle(found, _base(request)))
+    return _page(request, found, total=len(matches), count=size, offset=offset, notes=notes)
 
 
 @router.get("/Patient/{patient_id}")
@@ -191,38 +221,38 @@ def search_observations(
     request: Request,
     token: Fhir,
     ws: Ws,
-    patient: Annotated[str | None, Query(max_length=80, description="Patient/<id> or <id>")] = None,
+    patient: PatientParam = None,
     code: Annotated[list[str] | None, Query(description="[http://loinc.org|]code, comma-separated for any")] = None,
-    date: Annotated[list[str] | None, Query(description="ge/gt/le/lt + ISO-8601, repeatable")] = None,
-    count: Annotated[int, Query(alias="_count", ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(alias="_offset", ge=0, le=10_000_000)] = 0,
+    date: Annotated[list[str] | None, Query(description="[prefix]date: eq ne gt ge lt le sa eb; repeatable")] = None,
+    sort: Annotated[str | None, Query(alias="_sort", description="date (oldest first, the default) or -date")] = None,
+    count: Count = None,
+    offset: Offset = 0,
 ) -> Response:
     """The clinic's readings as Observations (blood pressure as one panel with components), oldest first."""
     try:
+        _known_params(request, frozenset({"patient", "subject", "code", "date", "_sort"}))
         clinic_id = _clinic(token)
+        size, notes = search.count(count)
+        order = search.sort(sort)
+        subject = patient or request.query_params.get("subject")
         where, params = "", []
-        if patient:
+        if subject:
             where += " AND patient_id = ?"
-            params.append(_patient_ref(patient))
+            params.append(_patient_ref(subject))
         if code:
-            codes = _codes(code)
+            codes = search.codes(code)
             where += f" AND code IN ({','.join('?' * len(codes))})"
             params += codes
-        date_where, date_params = _dates(date or [])
-        rows = _observation_rows(
-            ws.conn(), clinic_id, where + date_where, params + date_params, limit=count + 1, offset=offset
+        dates = search.date_filter(date or [])
+        total, groups = _observation_groups(
+            ws.conn(), clinic_id, where + dates.sql, [*params, *dates.params], count=size, offset=offset, order=order
         )
-    except FhirError as exc:
+    except (FhirError, search.SearchError) as exc:
         return outcome(exc)
-    more = len(rows) > count
-    found = [fr.observation(g, clinic_id) for g in fr.group_blood_pressure(rows[:count])]
-    patient_id = _patient_ref(patient) if patient else None
+    found = [fr.observation(g, clinic_id) for g in groups]
+    patient_id = _patient_ref(subject) if subject else None
     _record(ws, token, "fhir_search_observation", patient_id=patient_id, detail={"results": len(found)})
-    body = fr.bundle(found, _base(request))
-    if more:
-        nxt = request.url.include_query_params(_offset=offset + count)
-        body["link"] = [{"relation": "next", "url": str(nxt)}]
-    return _fhir(body)
+    return _page(request, found, total=total, count=size, offset=offset, notes=notes)
 
 
 @router.get("/Observation/{observation_id}")
@@ -232,11 +262,10 @@ def read_observation(token: Fhir, ws: Ws, observation_id: str) -> Response:
         head, _, idx = observation_id.removeprefix("obs-").rpartition("-")
         if not observation_id.startswith("obs-") or not idx.isdigit():
             raise FhirError(404, "not-found", "no such Observation")
-        rows = _observation_rows(ws.conn(), clinic_id, " AND message_id = ?", [head], limit=1000, offset=0)
-        first = [r for r in rows if r["idx"] == int(idx)]
-        if not first:
+        groups = fr.group_blood_pressure(_message_rows(ws.conn(), clinic_id, [head]))
+        group = next((g for g in groups if any(r["idx"] == int(idx) for r in g)), None)
+        if group is None:
             raise FhirError(404, "not-found", "no such Observation")
-        group = next(g for g in fr.group_blood_pressure(rows) if g[0]["idx"] == first[0]["idx"] or first[0] in g)
         if group[0]["idx"] != int(idx):
             raise FhirError(
                 404, "not-found", f"that reading is part of Observation {fr.observation_id(head, group[0]['idx'])}"
@@ -251,7 +280,7 @@ def read_observation(token: Fhir, ws: Ws, observation_id: str) -> Response:
 
 
 def _devices(conn: sqlite3.Connection, clinic_id: str, patient_id: str | None) -> list[dict[str, Any]]:
-    where, params = "clinic_id = ? AND attribution = 'attributed'", [clinic_id]
+    where, params = _ATTRIBUTED, [clinic_id]
     if patient_id:
         where += " AND patient_id = ?"
         params.append(patient_id)
@@ -271,22 +300,38 @@ def search_devices(
     token: Fhir,
     ws: Ws,
     patient: Annotated[str | None, Query(max_length=80, description="devices that measured this patient")] = None,
+    count: Count = None,
+    offset: Offset = 0,
 ) -> Response:
     """Measuring devices and the kiosks (gateways) that forwarded their readings."""
     try:
-        found = _devices(ws.conn(), _clinic(token), _patient_ref(patient) if patient else None)
-    except FhirError as exc:
+        _known_params(request, frozenset({"patient"}))
+        size, notes = search.count(count)
+        matches = _devices(ws.conn(), _clinic(token), _patient_ref(patient) if patient else None)
+    except (FhirError, search.SearchError) as exc:
         return outcome(exc)
     _record(ws, token, "fhir_search_device", patient_id=_patient_ref(patient) if patient else None)
-    return _fhir(fr.bundle(found, _base(request)))
+    return _page(request, matches[offset : offset + size], total=len(matches), count=size, offset=offset, notes=notes)
+
+
+@router.get("/Device/{device_id}")
+def read_device(token: Fhir, ws: Ws, device_id: str) -> Response:
+    try:
+        found = [d for d in _devices(ws.conn(), _clinic(token), None) if d["id"] == device_id]
+        if not found:
+            raise FhirError(404, "not-found", "no such Device")
+    except FhirError as exc:
+        return outcome(exc)
+    _record(ws, token, "fhir_read_device")
+    return _fhir(found[0])
 
 
 # -- QuestionnaireResponse (asynchronous cases) ----------------------------------------------------
 
 
-def _responses(
+def _case_ids(
     conn: sqlite3.Connection, clinic_id: str, patient_id: str | None, case_id: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[str]:
     where, params = "clinic_id = ? AND patient_id IS NOT NULL", [clinic_id]
     if patient_id:
         where += " AND patient_id = ?"
@@ -294,8 +339,12 @@ def _responses(
     if case_id:
         where += " AND id = ?"
         params.append(case_id)
+    return [cid for (cid,) in conn.execute(f"SELECT id FROM cases WHERE {where} ORDER BY received_at, id", params)]
+
+
+def _responses(conn: sqlite3.Connection, clinic_id: str, case_ids: Sequence[str]) -> list[dict[str, Any]]:
     out = []
-    for (cid,) in conn.execute(f"SELECT id FROM cases WHERE {where} ORDER BY received_at", params).fetchall():
+    for cid in case_ids:
         case = case_store.get(conn, clinic_id, cid)
         assert case is not None
         q = questionnaire.lookup(conn, clinic_id, case["questionnaire_id"], case["questionnaire_version"])
@@ -309,23 +358,31 @@ def search_responses(
     request: Request,
     token: Fhir,
     ws: Ws,
-    patient: Annotated[str | None, Query(max_length=80, description="Patient/<id> or <id>")] = None,
+    patient: PatientParam = None,
+    count: Count = None,
+    offset: Offset = 0,
 ) -> Response:
     """Asynchronous cases as QuestionnaireResponses (answers, the patient's words, photo ids)."""
     try:
-        found = _responses(ws.conn(), _clinic(token), _patient_ref(patient) if patient else None)
-    except FhirError as exc:
+        _known_params(request, frozenset({"patient"}))
+        size, notes = search.count(count)
+        clinic_id = _clinic(token)
+        ids = _case_ids(ws.conn(), clinic_id, _patient_ref(patient) if patient else None)
+        found = _responses(ws.conn(), clinic_id, ids[offset : offset + size])
+    except (FhirError, search.SearchError) as exc:
         return outcome(exc)
     _record(ws, token, "fhir_search_questionnaire_response", patient_id=_patient_ref(patient) if patient else None)
-    return _fhir(fr.bundle(found, _base(request)))
+    return _page(request, found, total=len(ids), count=size, offset=offset, notes=notes)
 
 
 @router.get("/QuestionnaireResponse/{response_id}")
 def read_response(token: Fhir, ws: Ws, response_id: str) -> Response:
     try:
-        found = _responses(ws.conn(), _clinic(token), None, response_id.removeprefix("case-"))
-        if not found or not response_id.startswith("case-"):
+        clinic_id = _clinic(token)
+        ids = _case_ids(ws.conn(), clinic_id, None, response_id.removeprefix("case-"))
+        if not ids or not response_id.startswith("case-"):
             raise FhirError(404, "not-found", "no such QuestionnaireResponse")
+        found = _responses(ws.conn(), clinic_id, ids)
     except FhirError as exc:
         return outcome(exc)
     _record(ws, token, "fhir_read_questionnaire_response")
@@ -334,14 +391,52 @@ def read_response(token: Fhir, ws: Ws, response_id: str) -> Response:
 
 # -- bulk export ---------------------------------------------------------------------------------
 
+EXPORT_BATCH = 5000
+
+
+def _all_observation_groups(conn: sqlite3.Connection, clinic_id: str) -> Iterator[list[dict[str, Any]]]:
+    """Every Observation of the clinic in measurement order, read in batches that end on a whole message.
+
+    Keyset paging on (measured_ms, message_id): a panel's readings share both, so a batch that stops inside
+    a message leaves that message to the next batch whole.
+    """
+    after: tuple[int, str] | None = None
+    while True:
+        where, params = "", []
+        if after is not None:
+            where, params = " AND (measured_ms, message_id) > (?, ?)", list(after)
+        cur = conn.execute(
+            f"SELECT {', '.join(_OBS_COLUMNS)} FROM observations WHERE {_ATTRIBUTED}{where} "
+            "ORDER BY measured_ms, message_id, idx LIMIT ?",
+            [clinic_id, *params, EXPORT_BATCH],
+        )
+        rows = [_row(r) for r in cur]
+        if not rows:
+            return
+        last = (rows[-1]["measured_ms"], rows[-1]["message_id"])
+        if len(rows) == EXPORT_BATCH:
+            whole = [r for r in rows if (r["measured_ms"], r["message_id"]) != last]
+            if whole:
+                rows, last = whole, (whole[-1]["measured_ms"], whole[-1]["message_id"])
+            else:  # one message's readings fill the batch: take all of them
+                rows = [
+                    _row(r) for r in conn.execute(
+                        f"SELECT {', '.join(_OBS_COLUMNS)} FROM observations WHERE {_ATTRIBUTED} "
+                        "AND measured_ms = ? AND message_id = ? ORDER BY idx", [clinic_id, *last],
+                    )
+                ]  # fmt: skip
+        yield from fr.group_blood_pressure(rows)
+        after = last
+
 
 @router.get("/$export", responses={200: {"content": {"application/fhir+ndjson": {}}}})
-def export(token: Fhir, ws: Ws) -> Response:
-    """Everything of the clinic, one resource per line (NDJSON): Patients, Devices, then Observations.
+def export(request: Request, token: Fhir, ws: Ws) -> Response:
+    """Everything of the clinic, one resource per line (NDJSON): Patients, Devices, cases, then Observations.
 
     Synchronous, streamed: the FHIR Bulk Data kick-off/poll protocol is not implemented.
     """
     try:
+        _known_params(request, frozenset())
         clinic_id = _clinic(token)
     except FhirError as exc:
         return outcome(exc)
@@ -349,23 +444,13 @@ def export(token: Fhir, ws: Ws) -> Response:
     conn = ws.conn()
 
     def lines() -> Iterator[bytes]:
-        for p in _patients(conn, clinic_id, "", [], limit=10_000_000):
+        for p in _patients(conn, clinic_id, "", []):
             yield json.dumps(fr.patient(p)).encode() + b"\n"
         for d in _devices(conn, clinic_id, None):
             yield json.dumps(d).encode() + b"\n"
-        for r in _responses(conn, clinic_id, None):
+        for r in _responses(conn, clinic_id, _case_ids(conn, clinic_id, None)):
             yield json.dumps(r).encode() + b"\n"
-        offset = 0
-        while rows := _observation_rows(conn, clinic_id, "", [], limit=5000, offset=offset):
-            offset += len(rows)
-            # A panel split across two pages is completed from the next page's start.
-            while rows[-1]["code"] in fr.BP_PARTS:
-                extra = _observation_rows(conn, clinic_id, "", [], limit=1, offset=offset)
-                if not extra or extra[0]["message_id"] != rows[-1]["message_id"]:
-                    break
-                rows += extra
-                offset += 1
-            for group in fr.group_blood_pressure(rows):
-                yield json.dumps(fr.observation(group, clinic_id)).encode() + b"\n"
+        for group in _all_observation_groups(conn, clinic_id):
+            yield json.dumps(fr.observation(group, clinic_id)).encode() + b"\n"
 
     return StreamingResponse(lines(), media_type="application/fhir+ndjson")

@@ -98,7 +98,7 @@ def test_search_by_patient_code_and_date(fhir: TestClient, world: World) -> None
         ("date", "ge2026-11-17T00:00:00Z"), ("date", "lt2026-11-19T00:00:00Z")]))  # fmt: skip
     assert len(window) == 3  # days 3 and 2 from the cuff, and the camera reading of day 2
     paged = fhir.get("/fhir/Observation", params={"patient": alice, "_count": 4}).json()
-    assert len(paged["entry"]) <= 4 and paged["link"][0]["relation"] == "next"
+    assert len(paged["entry"]) == 4 and "next" in {link["relation"] for link in paged["link"]}
     (patient,) = entries(fhir.get("/fhir/Patient", params={"identifier": "N100"}))
     assert patient["id"] == fr.patient_fhir_id(alice) and patient["birthDate"] == "1970-01-01"
     assert validated(fhir.get(f"/fhir/Patient/{patient['id']}").json()) == patient
@@ -119,8 +119,6 @@ def test_another_clinic_is_out_of_reach_and_errors_are_operation_outcomes(
     assert entries(fhir.get("/fhir/Device", params={"patient": zed})) == []
     bad = fhir.get("/fhir/Observation", params={"date": "yesterday"})
     assert bad.status_code == 400 and "date" in bad.json()["issue"][0]["diagnostics"]
-    operator = TestClient(app, headers={"Authorization": f"Bearer {api_token(world.db, 'fhir:read')}"})
-    assert operator.get("/fhir/Patient").status_code == 403
     no_scope = TestClient(app, headers={"Authorization": f"Bearer {api_token(world.db, 'kiosks:read')}"})
     assert no_scope.get("/fhir/Patient").status_code == 403
     actions = [r[0] for r in world.store.db.conn.execute("SELECT action FROM audit WHERE actor = 'token:north-ehr'")]

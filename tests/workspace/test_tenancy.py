@@ -21,6 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 from hub import attribution
 from hub.app import EXEMPT_PATHS, EXEMPT_PREFIXES
 from hub.consults import store as consults
+from hub.fhir import resources as fr
 from hub.store import immediate
 from hub.triage import alerts
 from tests.harness import api_token
@@ -130,6 +131,7 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
         "patient_id": south_patient,
         "user_id": str(world.south.user_ids[world.south.provider]),
         "kiosk_id": world.south.kiosk,
+        "device_id": fr.kiosk_device_id(world.south.kiosk),  # South's kiosk as a FHIR Device
         "attachment_id": attachment,
         "consult_id": waiting_consult(world, world.south.kiosk, "S100"),
     }

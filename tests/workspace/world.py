@@ -51,7 +51,8 @@ class Clinic:
     user_ids: dict[str, int] = field(default_factory=dict)
 
 
-CUFF = {"id": "AA:BB:CC:00:00:01", "type": "ble", "manufacturer": "A&D Medical", "model": "UA-651BLE", "serial": "S1"}
+CUFF = {"id": "AA:BB:CC:00:00:01", "type": "ble", "manufacturer": "A&D Medical", "model": "UA-651BLE", "serial": "S1",
+        "kind": "blood_pressure"}  # fmt: skip
 CAMERA = {"id": "kiosk-camera-0", "type": "camera", "model": "Camera Module 3"}
 
 
