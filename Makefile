@@ -63,6 +63,21 @@ turn:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq coturn; }
 
+# The independent FHIR R4 oracle the tests run (tests/fhir_oracle.py -> tests/fhir_validator: HL7's JSON Schema and
+# vital-signs profiles, @medplum/core's validator). Debian's nodejs and npm only when node is missing (@medplum/core
+# 4.5.2 needs Node >= 20.19: older is refused here); `npm ci` only when package-lock.json is newer than the last one.
+FHIR_VALIDATOR := tests/fhir_validator
+.PHONY: fhir-validator
+fhir-validator:
+	@command -v node >/dev/null 2>&1 || { \
+	  echo "installing Debian's nodejs and npm"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' || { \
+	  echo "tests/fhir_validator needs Node >= 20.19, this is $$(node --version)"; exit 1; }
+	@[ $(FHIR_VALIDATOR)/node_modules/.installed -nt $(FHIR_VALIDATOR)/package-lock.json ] || { \
+	  npm ci --prefix $(FHIR_VALIDATOR) --no-audit --no-fund && touch $(FHIR_VALIDATOR)/node_modules/.installed; }
+
 demo: $(STAMP) broker
 	$(BIN)/hub demo
 
@@ -73,7 +88,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) broker browser turn lint typecheck sbom
+test: $(STAMP) broker browser turn fhir-validator lint typecheck sbom
 	$(BIN)/pytest
 
 bench: $(STAMP) broker browser
