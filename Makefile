@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e '.[dev]'
 	$(BIN)/pip check
+	$(BIN)/kiosk camera assets fetch
 	touch $(STAMP)
 
 # Resolve pyproject.toml's dependencies afresh in a scratch venv and pin the result.

