@@ -8,10 +8,22 @@ Per window (10 s, stepped by 1 s): a chrominance projection (POS by default, CHR
 alternative) cancels most of the intensity and specular changes that motion and light cause,
 a band-pass keeps 42-210 /min, and a harmonic-sum spectrum picks the pulse's fundamental (a PPG
 wave has a strong second harmonic that a plain peak picker mistakes for the rate). The
-background region goes through the same projection: a peak it shares with the skin is the light
-(mains or display flicker), not a pulse, and is masked out before the estimate. A window that is
-dark, moving, faceless or weak gives no value and says why; the measurement reports only when
-enough windows agree, and otherwise abstains with the reason the patient can act on.
+background region is where the light shows: see below. A window that is dark, moving, faceless
+or weak gives no value and says why; the measurement reports only when enough windows agree,
+and otherwise abstains with the reason the patient can act on.
+
+Pulse or nothing: a heart rate nobody has is the worst answer this can give, because a provider
+would trust it. A lamp that flickers inside the band lights the skin and the background alike, and
+in both by the same fraction of each colour channel (the ratio cancels the surface's own colour),
+so each line the background shows in the band is fitted as a sinusoid and removed from the skin's
+relative colour change before anything else (`cancel_light`); a pulse is in the skin only and
+survives that. What is left at the chosen rate
+must then look like blood: its colour change in the blood-volume direction of de Haan & van Leest
+2014 (green strongest, red and blue in phase with it), and standing out of the band's floor. A
+coloured lamp fails the first, noise the second; the windows must still agree. A rate within the
+main lobe of a lamp's line (or of twice it) is not reported at all: there the two cannot be told
+apart. The masking this replaced cut the background's peaks out of the skin's spectrum a bin or
+so wide, and left the line's skirts to be read as a pulse 5 /min off the lamp.
 """
 
 from __future__ import annotations
@@ -78,6 +90,13 @@ class RppgConfig:
     min_valid_windows: int = 3
     min_valid_fraction: float = 0.5
     max_spread_bpm: float = 8.0  # windows disagreeing more than this (IQR) are not a measurement
+    # Pulse-or-nothing: how pulse-like the colour change at the chosen rate must be (cosine with the
+    # blood-volume direction, after the light is taken out), and how strong against the rest of the band.
+    min_pbv_cosine: float = 0.9
+    # Without a background to take the light from (a face too close to the camera), a green or white lamp's
+    # colour change looks like blood's: then windows that all sit within this of one rate are a lamp's
+    # constant frequency, not a heart's, whose rate drifts from one 10 s window to the next.
+    min_unreferenced_spread_bpm: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,8 @@ class Window:
     bpm: float | None
     snr_db: float | None
     reason: str | None  # why no value (None when there is one)
+    # The background was there, and clear enough to have shown a light as strong as the skin's change.
+    referenced: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,9 @@ class Estimate:
     windows: list[Window] = field(default_factory=list)
     abstained: str | None = None
 
+
+# Blood-volume-pulse signature in normalised RGB (de Haan & van Leest 2014, Physiol Meas 35:1913), unit length.
+PBV = np.array([0.33, 0.77, 0.53]) / float(np.linalg.norm([0.33, 0.77, 0.53]))
 
 # -- the signal chain: pure functions -------------------------------------------------------
 
@@ -159,17 +183,80 @@ def _near(freqs: Array, centre: float, half_width: float) -> NDArray[np.bool_]:
     return np.abs(freqs - centre) <= half_width
 
 
-def flicker_mask(freqs: Array, background_power: Array, band_hz: tuple[float, float]) -> NDArray[np.bool_]:
-    """Frequencies where the background itself pulses: a light, not a heart. True = keep."""
-    in_band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
-    keep = np.ones_like(freqs, dtype=bool)
-    band = background_power[in_band]
-    if band.size == 0 or not np.any(band > 0):
-        return keep
-    floor = np.median(band)
-    for f in freqs[in_band][band > 20.0 * floor]:
-        keep &= ~_near(freqs, f, 0.08)
-    return keep
+def relative(rgb: Array) -> Array:
+    """Each channel as its change relative to its own mean: a light's share, independent of the surface."""
+    mean = rgb.mean(axis=0)
+    return np.asarray(rgb / np.where(mean > 0, mean, 1.0) - 1.0, dtype=np.float64)
+
+
+def _sinusoids(hz: Sequence[float], n: int, fps: float) -> Array:
+    t = np.arange(n) / fps
+    return np.column_stack([f(2 * np.pi * h * t) for h in hz for f in (np.cos, np.sin)])
+
+
+def _remove(x: Array, basis: Array) -> Array:
+    coef, *_ = np.linalg.lstsq(basis, x - x.mean(axis=0), rcond=None)
+    return np.asarray(x - basis @ coef, dtype=np.float64)
+
+
+def lamp_lines(
+    background: Array, fps: float, band_hz: tuple[float, float], *, ratio: float = 10.0, most: int = 3
+) -> list[float]:
+    """The frequencies of the lights flickering in the band, as the background shows them (strongest first).
+
+    One at a time: the strongest line of the background's relative change (all channels' power), if it stands
+    `ratio` times over the band's median, is located between bins (a parabola through the log power) and
+    its sinusoid removed before looking again, so a line's own side lobes are never taken for more lamps.
+    """
+    x = np.column_stack([bandpass(c, fps, band_hz) for c in relative(background).T])
+    n_fft = 4 * len(x)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / fps)
+    in_band = np.flatnonzero((freqs >= band_hz[0]) & (freqs <= band_hz[1]))
+    found: list[float] = []
+    for _ in range(most):
+        power = (np.abs(np.fft.rfft(x * np.hanning(len(x))[:, None], n_fft, axis=0)) ** 2).sum(axis=1)
+        k = int(in_band[np.argmax(power[in_band])])
+        if power[k] <= ratio * float(np.median(power[in_band])) or not 0 < k < len(power) - 1:
+            break
+        a, b, c = np.log(power[k - 1 : k + 2] + 1e-30)
+        shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
+        found.append(float(freqs[k] + shift * (freqs[1] - freqs[0])))
+        x = _remove(x, _sinusoids(found[-1:], len(x), fps))
+    return found
+
+
+def cancel_light(skin: Array, background: Array, fps: float, band_hz: tuple[float, float]) -> tuple[Array, list[float]]:
+    """The skin's colour with the lights the background shows taken out, and their frequencies.
+
+    A lamp flickering in the band shows in the background as spectral lines (the pulse never does); at each
+    line's frequency the skin's relative change is fitted with a sine and a cosine, per channel, over the whole
+    window, and removed. A fitted sinusoid takes the line's leakage with it, which masking bins never did (a
+    mask left the line's skirts to be read as a pulse near the lamp), and nothing of the background's own
+    noise enters the skin. A pulse at another rate is nearly orthogonal to those sinusoids over the window and
+    stays; a pulse at the lamp's rate is removed with it, and the caller abstains there.
+    """
+    lamps = lamp_lines(background, fps, band_hz)
+    if not lamps:
+        return skin, []
+    cleaned = (1.0 + _remove(relative(skin), _sinusoids(lamps, len(skin), fps))) * skin.mean(axis=0)
+    return np.asarray(cleaned, dtype=np.float64), lamps
+
+
+def pbv_cosine(skin: Array, f_hz: float, fps: float, band_hz: tuple[float, float]) -> float:
+    """How much the skin's colour change at `f_hz` looks like blood: the cosine of its direction with PBV.
+
+    Each channel's Fourier coefficient at the rate (relative units, Hann-weighted), turned so green's is real
+    and positive; a pulse moves all three in phase, green most. Noise points anywhere; a red, blue or amber
+    lamp points at its own colour.
+    """
+    s = np.column_stack([bandpass(c, fps, band_hz) for c in relative(skin).T])
+    t = np.arange(len(s)) / fps
+    coef = (s * (np.hanning(len(s)) * np.exp(-2j * np.pi * f_hz * t))[:, None]).sum(axis=0)
+    if abs(coef[1]) == 0:
+        return 0.0
+    aligned = (coef * np.conj(coef[1]) / abs(coef[1])).real
+    norm = float(np.linalg.norm(aligned))
+    return float(aligned @ PBV / norm) if norm > 0 else 0.0
 
 
 def pulse_rate(
@@ -227,39 +314,54 @@ def _gate(samples: Sequence[Sample], config: RppgConfig) -> str | None:
     return None
 
 
-def analyse_window(samples: Sequence[Sample], config: RppgConfig) -> Window:
-    start, end = samples[0].t, samples[-1].t
+def _traces(samples: Sequence[Sample], config: RppgConfig) -> tuple[Array, Array | None] | str:
+    """The skin's and the background's colour on the uniform grid, or why the window has none."""
     reason = _gate(samples, config)
     if reason is not None:
-        return Window(start, end, None, None, reason)
+        return reason
     faces = [s for s in samples if s.face_found and np.all(np.isfinite(s.skin_rgb))]
     times = np.array([s.t for s in faces])
     try:
         _, skin = resample_uniform(times, np.array([s.skin_rgb for s in faces], dtype=np.float64), config.fps)
-        # The background may be out of the frame (a close face): then there is nothing to mask with.
-        seen = [s for s in faces if np.all(np.isfinite(s.background_rgb))]
+        # The background may be out of the frame (a close face): then there is nothing to take the light from.
         background = None
-        if len(seen) == len(faces):
+        if all(np.all(np.isfinite(s.background_rgb)) for s in faces):
             _, background = resample_uniform(
                 times, np.array([s.background_rgb for s in faces], dtype=np.float64), config.fps
             )
     except GapError:  # the face (or the camera) was gone long enough to miss a beat
-        return Window(start, end, None, None, FACE_NOT_FOUND if len(faces) < len(samples) else SIGNAL_TOO_WEAK)
+        return FACE_NOT_FOUND if len(faces) < len(samples) else SIGNAL_TOO_WEAK
     if len(skin) < config.fps * 4 or np.any(skin.mean(axis=0) <= 0):
-        return Window(start, end, None, None, SIGNAL_TOO_WEAK)
-    pulse = _project(skin, config)
-    freqs, _ = spectrum(pulse, config.fps)
-    keep = np.ones_like(freqs, dtype=bool)
-    if background is not None and np.all(background.mean(axis=0) > 0):
-        _, background_power = spectrum(_project(background, config), config.fps)
-        keep = flicker_mask(freqs, background_power, config.band_hz)
-    found = pulse_rate(pulse, config.fps, config.band_hz, keep)
-    if found is None:
-        return Window(start, end, None, None, LIGHT_FLICKER if not keep.all() else SIGNAL_TOO_WEAK)
-    bpm, snr = found
-    if snr < config.min_snr_db:
-        return Window(start, end, None, snr, LIGHT_FLICKER if not keep.all() else SIGNAL_TOO_WEAK)
-    return Window(start, end, bpm, snr, None)
+        return SIGNAL_TOO_WEAK
+    if background is not None and not np.all(background.mean(axis=0) > 0):
+        background = None
+    return skin, background
+
+
+def analyse_window(samples: Sequence[Sample], config: RppgConfig) -> Window:
+    start, end = samples[0].t, samples[-1].t
+    traces = _traces(samples, config)
+    if isinstance(traces, str):
+        return Window(start, end, None, None, traces)
+    skin, background = traces
+    lamps: list[float] = []
+    if background is not None:
+        skin, lamps = cancel_light(skin, background, config.fps, config.band_hz)
+    referenced = background is not None
+    found = pulse_rate(_project(skin, config), config.fps, config.band_hz)
+    bpm, snr = found if found is not None else (None, None)
+    reason = None
+    lobe = 2.0 * config.fps / len(skin)
+    if bpm is None or snr is None or snr < config.min_snr_db:
+        reason = LIGHT_FLICKER if lamps else SIGNAL_TOO_WEAK
+    # At a lamp's rate (or at twice it: a line's harmonic left over) a pulse cannot be told from the light.
+    elif any(abs(bpm / 60.0 / k - hz) < lobe for hz in lamps for k in (1, 2)):
+        reason = LIGHT_FLICKER
+    elif pbv_cosine(skin, bpm / 60.0, config.fps, config.band_hz) < config.min_pbv_cosine:
+        reason = LIGHT_FLICKER if lamps else SIGNAL_TOO_WEAK
+    if reason is not None:
+        return Window(start, end, None, snr, reason, referenced)
+    return Window(start, end, bpm, snr, None, referenced)
 
 
 class _Windowing(Protocol):
@@ -310,10 +412,18 @@ def summarise(
 def estimate_heart_rate(samples: Sequence[Sample], config: RppgConfig | None = None) -> Estimate:
     """Per-window estimates and a final value, or an abstention with the most common reason."""
     config = config or RppgConfig()
-    return summarise(
-        [analyse_window(w, config) for w in windows_of(samples, config)],
+    windows = [analyse_window(w, config) for w in windows_of(samples, config)]
+    found = summarise(
+        windows,
         min_valid=config.min_valid_windows,
         min_fraction=config.min_valid_fraction,
         max_spread=config.max_spread_bpm,
         clear_snr_db=10.0,
     )
+    valid = [w.bpm for w in windows if w.bpm is not None]
+    unreferenced = not any(w.referenced for w in windows if w.bpm is not None)
+    if found.bpm is not None:
+        spread = max(valid) - min(valid)
+        if unreferenced and spread < config.min_unreferenced_spread_bpm:
+            return Estimate(None, 0.0, windows, LIGHT_FLICKER)
+    return found
