@@ -10,13 +10,12 @@ the blood-volume colour direction, on the skin only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from device.camera.rppg import LIGHT_FLICKER, SIGNAL_TOO_WEAK, estimate_heart_rate
 from device.camera.synthetic import PBV_RGB
+from tests.camera.test_rppg import S as Frame  # one frame of the tracker's means, as the estimator reads it
 
 LAMPS = {"white": (1.0, 1.0, 1.0), "red": (1.0, 0.25, 0.15), "green": (0.3, 1.0, 0.35), "blue": (0.2, 0.35, 1.0),
          "amber": (1.0, 0.7, 0.2)}  # fmt: skip
@@ -24,16 +23,6 @@ MONK = {1: (0xF6, 0xED, 0xE4), 6: (0xA0, 0x7E, 0x56), 10: (0x29, 0x24, 0x20)}  #
 WALL = (140.0, 135.0, 125.0)
 NAN3 = (float("nan"),) * 3
 PBV = np.asarray(PBV_RGB) / np.linalg.norm(PBV_RGB)  # the blood-volume colour direction, unit length
-
-
-@dataclass(frozen=True)
-class Frame:
-    t: float
-    skin_rgb: tuple[float, float, float]
-    background_rgb: tuple[float, float, float]
-    motion_px: float = 0.5
-    brightness: float = 120.0
-    face_found: bool = True
 
 
 def scene(
@@ -67,7 +56,7 @@ def scene(
     skin += rng.normal(0, noise, skin.shape)
     wall += rng.normal(0, wall_noise, wall.shape)
     return [
-        Frame(float(ti), tuple(s), tuple(w) if background else NAN3)  # type: ignore[arg-type]
+        Frame(float(ti), tuple(s), tuple(w) if background else NAN3)
         for ti, s, w in zip(t, skin, wall, strict=True)
     ]
 
