@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -129,6 +130,8 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     purge.add_argument("--config", type=Path, default=None, help="hub.yaml with a `retention` section (else defaults)")
     purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
 
+    _backup_arguments(sub)
+
     bench_parser = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
     bench.add_arguments(bench_sub.add_parser("ingest", help="bare subscriber vs full ingest path, latency, drain"))
@@ -176,6 +179,8 @@ def _main(argv: list[str] | None = None) -> int:
         "ingest": _ingest,
         "bench": lambda a: benches[a.bench](a),
         "retention": _retention,
+        "backup": _backup,
+        "restore": _restore,
         **dict.fromkeys(("clinics", "users", "kiosks", "patients", "token", "triage", "questionnaires"), admin_cli.run),
     }
     return commands[args.command](args)
@@ -202,6 +207,74 @@ def _retention(args: argparse.Namespace) -> int:
     print(f"clinical records: {clinical}")
     for what, n in counts.items():
         print(f"{verb} {n} {what}")
+    return 0
+
+
+def _backup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    save = sub.add_parser(
+        "backup", help="write one owner-only archive of the hub's database and CA, consistent while it serves"
+    )
+    save.add_argument("--data", type=Path, default=Path("data/hub"), help="the hub's data folder")
+    save.add_argument(
+        "--to", type=Path, default=None, metavar="FILE",
+        help="the archive to write, never overwritten (default: hub-backup-<UTC time>.tar.gz here)",
+    )  # fmt: skip
+    save.add_argument("--json", action="store_true", help="print the summary as JSON")
+    load = sub.add_parser("restore", help="make a data folder the hub in a backup archive (the hub stopped)")
+    load.add_argument("--data", type=Path, required=True, help="the data folder to restore into")
+    load.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE", help="the archive")
+    load.add_argument(
+        "--force", action="store_true",
+        help="replace a folder that already holds a hub (it is kept beside it as .NAME.before-restore-<time>)",
+    )  # fmt: skip
+    load.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from hub import backup  # noqa: PLC0415 - only for this command
+
+    target = args.to if args.to is not None else backup.default_archive(datetime.now(UTC))
+    try:
+        done = backup.backup(args.data, target)
+    except backup.BackupError as exc:
+        print(f"hub backup: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the folder cannot be written, the disk filled: one line, no traceback
+        print(f"hub backup: {exc}; no archive was written", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(done.summary(), indent=2))
+    else:
+        m = done.manifest
+        print(f"wrote {done.archive} ({done.bytes} bytes in {done.seconds:.1f} s), mode 0600 (owner only)")
+        print(f"holds: {', '.join(x.path for x in m.members)} (schema {m.schema_version}, hub {m.hub_version})")
+        print(f"recovery point: {m.created.isoformat()} (everything committed before it is in the archive)")
+        print("it holds patient data and the CA's private key: keep it owner-only and encrypted, never world-readable")
+    if done.audited is not None:
+        print(f"hub backup: warning: not in the audit log ({done.audited})", file=sys.stderr)
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from hub import backup  # noqa: PLC0415 - only for this command
+
+    try:
+        done = backup.restore(args.source, args.data, force=args.force)
+    except backup.BackupError as exc:
+        print(f"hub restore: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"hub restore: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(done.summary(), indent=2))
+        return 0
+    m = done.manifest
+    print(f"restored {args.source} into {done.data_dir} in {done.seconds:.1f} s")
+    print(f"recovery point: {m.created.isoformat()} (schema {m.schema_version}, made by hub {m.hub_version})")
+    if done.replaced is not None:
+        print(f"the folder it replaced is kept at {done.replaced}: delete it once the restored hub runs")
+    print(f"next: start the hub on {done.data_dir}; kiosks reconnect and resend what it never receipted")
     return 0
 
 
