@@ -86,7 +86,12 @@ class RppgConfig:
     min_snr_db: float = 0.0  # de Haan's SNR: pulse (and harmonic) energy against the rest of the band
     min_face_fraction: float = 0.9
     max_motion_px_per_frame: float = 3.0  # median box motion at 30 fps; more is a moving head
-    min_brightness: float = 40.0  # mean luma of the face, 0-255
+    # "Too dark" is about the light, not the skin: the darkest skin (Monk 10, luma 37 under light that puts a wall
+    # at 140) is darker than a light face in a dim room. So a face is too dark when its own luma is under
+    # `min_skin_luma` (too few levels for a pulse of a few tenths of a percent), or under `min_brightness` while
+    # the background is dim too.
+    min_brightness: float = 40.0  # mean luma, 0-255, below which the room counts as dim
+    min_skin_luma: float = 15.0
     min_valid_windows: int = 3
     min_valid_fraction: float = 0.5
     max_spread_bpm: float = 8.0  # windows disagreeing more than this (IQR) are not a measurement
@@ -120,6 +125,8 @@ class Estimate:
 
 # Blood-volume-pulse signature in normalised RGB (de Haan & van Leest 2014, Physiol Meas 35:1913), unit length.
 PBV = np.array([0.33, 0.77, 0.53]) / float(np.linalg.norm([0.33, 0.77, 0.53]))
+
+LUMA = np.array([0.299, 0.587, 0.114])  # BT.601, as the tracker's `brightness`
 
 # -- the signal chain: pure functions -------------------------------------------------------
 
@@ -307,7 +314,10 @@ def _gate(samples: Sequence[Sample], config: RppgConfig) -> str | None:
     if found.mean() < config.min_face_fraction:
         return FACE_NOT_FOUND
     faces = [s for s in samples if s.face_found]
-    if np.mean([s.brightness for s in faces]) < config.min_brightness:
+    skin = float(np.mean([s.brightness for s in faces]))
+    walls = [s.background_rgb for s in faces if np.all(np.isfinite(s.background_rgb))]
+    room = float(np.mean(np.asarray(walls) @ LUMA)) if walls else skin
+    if skin < config.min_skin_luma or (skin < config.min_brightness and room < config.min_brightness):
         return TOO_DARK
     if np.median([s.motion_px for s in faces]) > config.max_motion_px_per_frame:
         return TOO_MUCH_MOVEMENT

@@ -7,7 +7,7 @@ noise, jittered and dropped frames, motion, darkness, no face).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -117,7 +117,7 @@ def test_noise_alone_abstains() -> None:
     ("sample", "reason"),
     [
         ({"face_found": False}, FACE_NOT_FOUND),
-        ({"brightness": 20.0}, TOO_DARK),
+        ({"brightness": 12.0}, TOO_DARK),  # too few levels for any pulse, whatever the room
         ({"motion_px": 9.0}, TOO_MUCH_MOVEMENT),
     ],
 )
@@ -137,3 +137,12 @@ def test_windows_step_by_capture_time_not_by_frame_count() -> None:
     starts = [w.start for w in result.windows]
     assert len(starts) == 10 or len(starts) == 11
     assert np.allclose(np.diff(starts), 1.0, atol=0.15)
+
+
+def test_dark_skin_in_a_lit_room_is_not_too_dark_but_a_dim_room_is() -> None:
+    # Monk 10 skin has a luma of about 37 where a wall is at 94: the light is fine, the skin is dark.
+    lit = estimate_heart_rate(trace(72.0, brightness=37.0))
+    assert lit.abstained is None and lit.bpm == pytest.approx(72.0, abs=1.5)
+    dim = [replace(s, background_rgb=(s.background_rgb[0] * 0.3, s.background_rgb[1] * 0.3, s.background_rgb[2] * 0.3))
+           for s in trace(72.0, brightness=30.0)]  # fmt: skip
+    assert estimate_heart_rate(dim).abstained == TOO_DARK
