@@ -1,52 +1,76 @@
 """From camera frames to the per-frame signals camera vitals need: skin colour, background, motion, breathing.
 
-This sits between the frame source and the rPPG/breathing DSP. Three measured traps shape it
-(docs: shared field notes, Camera section):
+This sits between the frame source and the rPPG/breathing DSP. Faces are found by BlazeFace
+(device/camera/detector.py): OpenCV's stock Haar cascade, used first, lost faces whose skin was darkened
+towards Monk 10 while BlazeFace found every one (the measurement is in detector.py's docstring and
+tests/camera/test_detector.py). Three measured traps shape the rest (docs: shared field notes, Camera section):
 
-* Haar detection costs 12-24 ms a frame at 640x480 here, so the face is detected about once a second on a
-  half-size grey frame and followed in between with Lucas-Kanade optical flow.
+* Detection costs more than following: BlazeFace is 3-4 ms a call here (Haar was 10-22 ms), optical flow
+  and the regions about 2.5 ms together, so the face is detected about once a second and followed in between with
+  Lucas-Kanade optical flow. While tracking, the detector looks only at a square 3.5 box widths around the
+  box; a search looks at the whole frame and refines what it finds through that same square. A face must
+  also show open eyes (detector.eye_contrast): BlazeFace, made sensitive to dark faces, scores the back of
+  the synthetic dark-haired head up to 0.75, as high as some real faces, but finds no eyes on it.
 * Re-detecting every N frames makes the box jump and plants a false peak at fps/N, right inside the
   heart-rate band for N = fps. A new detection therefore never moves the box at once: only the part of its
-  disagreement beyond Haar's own scatter (a dead band) is corrected, half of it, as a linear ramp over the
-  next ~0.7 s, and the detection interval is dithered so whatever residue remains is not a spectral line.
-  On the synthetic videos, snapping to every detection put as much noise into the skin trace as the pulse
-  itself; this keeps it about ten times lower (tests/camera/test_synthetic_and_face.py).
+  disagreement beyond the detector's own scatter (a dead band: position, size and roll) is corrected, half of
+  it, as a linear ramp over the next ~0.7 s, and the detection interval is dithered so whatever residue
+  remains is not a spectral line. On the synthetic videos, snapping to every BlazeFace detection put 4-5
+  times more noise into the skin trace than the dead band does (as much as half to all of the pulse); with
+  the dead band the noise is that of a box never corrected at all (tests/camera/test_synthetic_and_face.py).
 * Pixel-snapped ROI edges add colour noise whenever the box moves. Regions are resampled bilinearly at
   float positions on the face-aligned box (translation, scale and roll), and the skin mask is soft, so a
   sub-pixel move changes the mean smoothly.
 
-Speed, 640x480, OpenCV on one thread, on these 2-core shared machines: 240-400 frames/s for extract with a
-detection about once a second (about 3 ms a frame: two pyramidal LK passes for the forward-backward check,
-a phase correlation for the shoulders, five small region resamples; a detection is ~10 ms, near the box
-only while tracking, full frame only while searching).
+Speed, 640x480, OpenCV on one thread, on these 2-core shared machines: 370-450 frames/s for extract with a
+detection about once a second when the machine is quiet (2.5 ms a frame on the synthetic videos), 180-300
+with the other core busy (a median 3.4 ms over the photo_faces.py kiosk videos). Per frame: two pyramidal LK
+passes for the forward-backward check, a phase correlation for the shoulders, five small region resamples;
+a BlazeFace run is 3-4 ms, two when a search finds a face, so detection adds about 0.1 ms a frame on
+average.
 
-Regions are fractions of the face box (side = the Haar box width; u to the right and v downwards, measured
-from the box centre, in box widths). They were placed for OpenCV's stock frontal cascade, whose box spans
-roughly hairline to chin with the eyes at about 0.39 of its height; they were checked on the synthetic faces
-(device/camera/synthetic.py) and need checking on real recordings:
+Regions are fractions of the face box: BlazeFace's box centre and width (u to the right and v downwards from
+the box centre, in box widths), upright unless the line through the eye keypoints is rolled by more than
+8 degrees (then by the excess; optical flow follows roll either way). The box is about square and spans
+roughly mid-forehead to the chin, with the eyes at v = -0.21 to -0.27 and the nose tip near v = 0; it scales
+the regions because it scattered no more than the eye distance and does not shrink when the head turns.
+The keypoints' roll is not trusted fully because on the astronaut photograph darkened to Monk 9-10 all six
+keypoints turned together 6-9 degrees further than at her own tone, which swung the forehead region onto
+her fringe. Placed by drawing the regions on the two real photographs (device/camera/assets.py), the
+photo_faces.py kiosk videos of both at every Monk level, and the synthetic faces of every tone
+(device/camera/synthetic.py), and checked against photo_faces.py's skin mask: on both photographs at all ten
+Monk levels each cheek region is 99-100 % skin and the forehead 99-100 %, except the astronaut at Monk 9 and
+10 (86 and 76 %: her low fringe leaves a narrow forehead, and there her box sits 0.04 box widths higher);
+the background regions are 0 % skin (tests/camera/test_synthetic_and_face.py). The forehead is the
+compromise: 0.01 box widths higher loses the astronaut's forehead to her fringe, 0.01 lower takes in the
+synthetic face's brows (the skin mask drops them, but they raised the skin trace's noise by a third). They
+need checking on kiosk recordings:
 
 =============  =====================  ===================  =================================================
 region         centre (u, v)          size (w x h)         why
 =============  =====================  ===================  =================================================
-forehead       (0, -0.315)            0.30 x 0.09          thin skin, little motion, above the brows
-left cheek     (-0.22, +0.055)        0.18 x 0.16          below the eye, beside the nose, above the mouth
-right cheek    (+0.22, +0.055)        0.18 x 0.16          mirror image
-background     (+-0.80, -0.10)        0.30 x 0.40          beside the head: light changes without the pulse
-upper body     (0, +0.90)             2.60 x 0.60          shoulders' outline: breathing moves it vertically
+forehead       (0, -0.405)            0.26 x 0.06          thin skin, little motion, just above the brows:
+                                                           below a low fringe or a cap's brim
+left cheek     (-0.24, -0.02)         0.19 x 0.16          below the eye (and a glasses rim), beside the
+                                                           nose, above the mouth
+right cheek    (+0.24, -0.02)         0.19 x 0.16          mirror image
+background     (+-0.92, -0.24)        0.35 x 0.46          beside the head: light changes without the pulse
+upper body     (0, +0.87)             3.00 x 0.70          shoulders' outline: breathing moves it vertically
 =============  =====================  ===================  =================================================
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
+
+from device.camera.detector import SCORE_THRESHOLD, Detection, FaceDetector, eye_contrast
 
 F32 = NDArray[np.float32]
 F64 = NDArray[np.float64]
@@ -78,15 +102,15 @@ class Region:
     h: float
 
 
-FOREHEAD = Region("forehead", 0.0, -0.315, 0.30, 0.09)
-LEFT_CHEEK = Region("left_cheek", -0.22, 0.055, 0.18, 0.16)
-RIGHT_CHEEK = Region("right_cheek", 0.22, 0.055, 0.18, 0.16)
+FOREHEAD = Region("forehead", 0.0, -0.405, 0.26, 0.06)
+LEFT_CHEEK = Region("left_cheek", -0.24, -0.02, 0.19, 0.16)
+RIGHT_CHEEK = Region("right_cheek", 0.24, -0.02, 0.19, 0.16)
 SKIN_REGIONS = (FOREHEAD, LEFT_CHEEK, RIGHT_CHEEK)
 BACKGROUND_REGIONS = (
-    Region("background_left", -0.80, -0.10, 0.30, 0.40),
-    Region("background_right", 0.80, -0.10, 0.30, 0.40),
+    Region("background_left", -0.92, -0.24, 0.35, 0.46),
+    Region("background_right", 0.92, -0.24, 0.35, 0.46),
 )
-UPPER_BODY = Region("upper_body", 0.0, 0.90, 2.60, 0.60)
+UPPER_BODY = Region("upper_body", 0.0, 0.87, 3.0, 0.70)
 
 
 @dataclass(frozen=True)
@@ -128,42 +152,42 @@ class TrackerConfig:
     detect_interval_s: float = 1.0  # while tracking
     detect_interval_dither: float = 0.25  # +- fraction, so detections do not form a spectral line
     search_interval_s: float = 0.2  # while no face is tracked
-    detect_scale: float = 0.5  # Haar runs on a grey frame this much smaller
-    detect_search_fraction: float = 2.2  # while tracking, search a square this many box widths around the box
-    min_face_fraction: float = 0.2  # smallest face, as a fraction of the frame height
-    haar_scale_factor: float = 1.1
-    haar_min_neighbors: int = 4
+    # While tracking (and to refine an acquisition), the detector sees only a square this many box widths
+    # around the box: the face fills more of its 128x128 input, for the same cost. 3.5 scored faces highest
+    # (0.91-0.95 on both photographs, own tone and darkened, and on the synthetic faces, against 0.80-0.92
+    # at 2.5 and 3); the scatter of box and keypoints was the same from 2.5 to 3.5.
+    detect_search_fraction: float = 3.5
+    min_face_fraction: float = 0.15  # smallest face box (BlazeFace width), as a fraction of the frame height
+    score_threshold: float = SCORE_THRESHOLD  # 0.7: see device/camera/detector.py
+    # A face the vitals can use looks at the camera with its eyes open: detector.eye_contrast at least this
+    # (faces of every Monk level gave 0.33 or more even at 30 % light, the back of the synthetic head, which
+    # BlazeFace scores up to 0.75, at most 0.22). Dark glasses or closed eyes read as "face not found".
+    min_eye_contrast: float = 0.27
+    model_path: str | None = None  # None: the installed asset (device/camera/assets.py)
     max_features: int = 48
     min_features: int = 8  # fewer surviving points than this: the track is lost
     reseed_below: int = 24  # fewer than this: pick new points inside the box
     lk_window: int = 15
     lk_levels: int = 2
     fb_max_error_px: float = 0.7  # forward-backward check for each tracked point
-    # Haar boxes scatter by about 5 % of the face size in position and 10 % in size between frames, while
-    # optical flow is sub-pixel: a detection corrects only the part of its disagreement beyond that scatter.
-    correction_deadband: float = 0.06  # box widths
-    size_deadband: float = 0.12  # log of the size ratio
+    # BlazeFace boxes scatter by about 1 % of the face size in position, 1.5-2 % in size and 1-1.5 degrees in
+    # roll between frames of a still face (real photographs with sensor noise and small shifts), while
+    # optical flow is sub-pixel: a detection corrects only the part of its disagreement beyond about three
+    # times that scatter.
+    correction_deadband: float = 0.03  # box widths
+    size_deadband: float = 0.05  # log of the size ratio
+    roll_deadband_deg: float = 4.0
+    # The eye line's roll is believed only beyond this much: patients sit about upright, and on the astronaut
+    # photograph darkened to Monk 9-10 all six keypoints turned together 6-9 degrees further than at her own
+    # tone, which swung the forehead region onto her fringe.
+    upright_band_deg: float = 8.0
     correction_gain: float = 0.5  # fraction of the disagreement beyond the dead band to correct
     correction_s: float = 0.7  # spread over this long (linear ramp)
     reacquire_fraction: float = 0.35  # a detection this far off (box widths) is a new acquisition
-    # Consecutive Haar misses before "face not found" although optical flow still holds on: the cascade misses
-    # single frames (more often on dark skin in dim light), and a lost track costs the whole signal window.
+    # Consecutive missed detections before "face not found" although optical flow still holds on: a lost
+    # track costs the whole signal window, so one unlucky frame (a blink, a hand) must not end it.
     max_missed_detections: int = 3
-    # Local contrast equalisation before Haar: a dark, matte face against a lighter wall (our renderer before
-    # it drew specular highlights) was missed in 32 of 60 frames without it and in none with it.
-    detect_clahe: bool = True
     seed: int = 0
-    cascade_path: str = field(default_factory=lambda: cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
-
-
-@functools.lru_cache(maxsize=4)
-def _cascade(path: str) -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise RuntimeError(
-            f"cannot load the Haar cascade {path!r}: opencv-python 5.x ships none; install opencv-python<5"
-        )
-    return cascade
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -262,15 +286,15 @@ def _upper_body_rect(box: FaceBox, shape: tuple[int, ...]) -> tuple[int, int, in
 
 @dataclass
 class _Correction:
-    """A detection's disagreement, applied as a linear ramp in time: (dx, dy, dlog_size) per second."""
+    """A detection's disagreement, applied as a linear ramp in time: (dx, dy, dlog_size, droll_deg) per second."""
 
-    rate: tuple[float, float, float]
+    rate: tuple[float, float, float, float]
     start: float
     end: float
 
-    def amount(self, t0: float, t1: float) -> tuple[float, float, float]:
+    def amount(self, t0: float, t1: float) -> tuple[float, float, float, float]:
         span = max(0.0, min(t1, self.end) - max(t0, self.start))
-        return self.rate[0] * span, self.rate[1] * span, self.rate[2] * span
+        return self.rate[0] * span, self.rate[1] * span, self.rate[2] * span, self.rate[3] * span
 
 
 class FaceTracker:
@@ -278,8 +302,8 @@ class FaceTracker:
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
-        self._cascade = _cascade(self.config.cascade_path)
-        self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
+        model = self.config.model_path
+        self._detector = FaceDetector(model, score_threshold=self.config.score_threshold)
         self._rng = np.random.default_rng(self.config.seed)
         self._box: FaceBox | None = None
         self._points: F32 | None = None
@@ -292,8 +316,7 @@ class FaceTracker:
         self._body: _UpperBody | None = None
         self._body_anchor: FaceBox | None = None
         self._body_last = 0.0
-        self._frame_height = 480
-        self.detections = 0  # Haar runs, for benchmarks
+        self.detections = 0  # detection attempts (one or two BlazeFace runs each), for benchmarks
 
     @property
     def box(self) -> FaceBox | None:
@@ -307,12 +330,11 @@ class FaceTracker:
         """Advance by one frame and measure it."""
         image, t = frame.image, float(frame.t)
         grey = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
-        self._frame_height = grey.shape[0]
         before = self._box
         if self._box is not None and self._prev_grey is not None:
             self._track(self._prev_grey, grey)
         if t >= self._next_detect:
-            self._detect(grey, t)
+            self._detect(image, grey, t)
         if self._box is not None and self._prev_t is not None:
             self._apply_correction(self._prev_t, t)
         if self._box is not None and (self._points is None or len(self._points) < self.config.reseed_below):
@@ -390,7 +412,7 @@ class FaceTracker:
 
     # -- detection --------------------------------------------------------------------------------------------
 
-    def _detect(self, grey: U8, t: float) -> None:
+    def _detect(self, image: U8, grey: U8, t: float) -> None:
         cfg = self.config
         self.detections += 1
         if self._box is None:
@@ -398,8 +420,8 @@ class FaceTracker:
         else:
             dither = 1.0 + cfg.detect_interval_dither * float(self._rng.uniform(-1.0, 1.0))
             self._next_detect = t + cfg.detect_interval_s * dither
-        faces = self._haar(grey, self._box)
-        if not faces:
+        face = self._find(image, self._box)
+        if face is None:
             self._missed += 1
             if self._box is not None and self._missed >= cfg.max_missed_detections:
                 self._lose()
@@ -407,48 +429,61 @@ class FaceTracker:
             return
         self._missed = 0
         if self._box is None:
-            self._acquire(faces[0], grey)
+            self._acquire(face, grey)
             return
         tracked = self._box
-        nearest = min(faces, key=lambda f: math.hypot(f.cx - tracked.cx, f.cy - tracked.cy))
-        error = (nearest.cx - tracked.cx, nearest.cy - tracked.cy, math.log(nearest.size / tracked.size))
+        error = (face.cx - tracked.cx, face.cy - tracked.cy, math.log(face.size / tracked.size))
+        roll_error = (face.angle_deg - tracked.angle_deg + 180.0) % 360.0 - 180.0
         if math.hypot(error[0], error[1]) > cfg.reacquire_fraction * tracked.size or abs(error[2]) > 0.4:
-            self._acquire(nearest, grey)
+            self._acquire(face, grey)
             return
         shrink = _soft_threshold(math.hypot(error[0], error[1]), cfg.correction_deadband * tracked.size)
         size_step = math.copysign(_soft_threshold(abs(error[2]), cfg.size_deadband) * abs(error[2]), error[2])
+        roll_step = math.copysign(_soft_threshold(abs(roll_error), cfg.roll_deadband_deg) * abs(roll_error), roll_error)
         gain = cfg.correction_gain / cfg.correction_s
-        rate = (error[0] * shrink * gain, error[1] * shrink * gain, size_step * gain)
-        if rate != (0.0, 0.0, 0.0):
+        rate = (error[0] * shrink * gain, error[1] * shrink * gain, size_step * gain, roll_step * gain)
+        if rate != (0.0, 0.0, 0.0, 0.0):
             self._correction = _Correction(rate=rate, start=t, end=t + cfg.correction_s)
         self._points = None  # fresh points on the face as it looks now
 
-    def _haar(self, grey: U8, around: FaceBox | None = None) -> list[FaceBox]:
-        """Faces in the frame, or only near the tracked box (a quarter of the cost, fewer false positives),
-        best supported first."""
+    def _find(self, image: U8, around: FaceBox | None) -> FaceBox | None:
+        """The face, as a box on BlazeFace's geometry: centre and width of its box, roll of its eye line.
+
+        While tracking, only a square `detect_search_fraction` box widths around the tracked box is searched
+        (fewer false positives; the face is larger in the detector's input), and the face nearest the box is
+        taken. While searching, the whole frame is, the largest face big enough is taken (the patient, not
+        someone passing behind), and it is looked at again through the square around it, so that an
+        acquisition and the later corrections come from the same view of the face and do not disagree by a
+        systematic offset (on the dark synthetic face the whole frame's box was 5 % narrower than the
+        square's, and its eye line rolled 5.5 degrees against the square's 3). Either way the face must show
+        open eyes (`min_eye_contrast`), measured on the square's finer keypoints.
+        """
         cfg = self.config
-        x0, y0 = 0, 0
-        if around is not None:
-            half = cfg.detect_search_fraction * around.size / 2
-            height, width = grey.shape[:2]
-            x0, y0 = max(0, int(around.cx - half)), max(0, int(around.cy - half))
-            grey = grey[y0 : min(height, int(around.cy + half)), x0 : min(width, int(around.cx + half))]
-        small = cv2.resize(grey, None, fx=cfg.detect_scale, fy=cfg.detect_scale, interpolation=cv2.INTER_AREA)
-        if cfg.detect_clahe:
-            small = self._clahe.apply(small)
-        min_side = max(20, int(cfg.min_face_fraction * cfg.detect_scale * self._frame_height))
-        if small.shape[0] < min_side or small.shape[1] < min_side:
-            return []
-        rects, neighbours = self._cascade.detectMultiScale2(
-            small, scaleFactor=cfg.haar_scale_factor, minNeighbors=cfg.haar_min_neighbors, minSize=(min_side, min_side)
-        )
-        scale = 1.0 / cfg.detect_scale
-        faces = [
-            (int(n), FaceBox(cx=x0 + (x + w / 2) * scale, cy=y0 + (y + h / 2) * scale, size=w * scale))
-            for (x, y, w, h), n in zip(rects, neighbours, strict=True)
-        ]
-        # Most supporting neighbours first: a real face collects tens, a textured wall a handful.
-        return [face for _, face in sorted(faces, key=lambda f: -f[0])]
+        min_width = cfg.min_face_fraction * image.shape[0]
+        if around is None:
+            found = [f for f in self._detector.detect(image) if f.width >= min_width]
+            if not found:
+                return None
+            coarse = max(found, key=lambda f: f.width)
+            return self._look_around(image, self._box_of(coarse))
+        return self._look_around(image, around)
+
+    def _look_around(self, image: U8, around: FaceBox) -> FaceBox | None:
+        side = self.config.detect_search_fraction * around.size
+        faces = self._detector.detect(image, (around.cx - side / 2, around.cy - side / 2, side))
+        if not faces:
+            return None
+        nearest = min(faces, key=lambda f: math.hypot(f.cx - around.cx, f.cy - around.cy))
+        if eye_contrast(image, nearest) < self.config.min_eye_contrast:
+            return None  # no open eyes where the eyes should be: not a face to measure (see TrackerConfig)
+        return self._box_of(nearest)
+
+    def _box_of(self, face: Detection) -> FaceBox:
+        """BlazeFace's box centre and width (as steady as the eye distance for scale, and not shortened when
+        the head turns), rolled by the part of the eye line's roll beyond `upright_band_deg`."""
+        band = self.config.upright_band_deg
+        roll = math.copysign(max(0.0, abs(face.roll_deg) - band), face.roll_deg)
+        return FaceBox(cx=face.cx, cy=face.cy, size=face.width, angle_deg=roll)
 
     def _acquire(self, box: FaceBox, grey: U8) -> None:
         """Start (or restart) a track: the one place the box may jump, since the signal restarts anyway."""
@@ -459,9 +494,9 @@ class FaceTracker:
     def _apply_correction(self, t0: float, t1: float) -> None:
         if self._correction is None or self._box is None:
             return
-        dx, dy, dlog = self._correction.amount(t0, t1)
+        dx, dy, dlog, droll = self._correction.amount(t0, t1)
         b = self._box
-        self._box = FaceBox(cx=b.cx + dx, cy=b.cy + dy, size=b.size * math.exp(dlog), angle_deg=b.angle_deg)
+        self._box = FaceBox(cx=b.cx + dx, cy=b.cy + dy, size=b.size * math.exp(dlog), angle_deg=b.angle_deg + droll)
         if t1 >= self._correction.end:
             self._correction = None
 

@@ -53,22 +53,32 @@ not a 12 MP Laplacian).
   24) and overexposed x1.6 (99.5 % clipped) are flagged. Blur is not reported with an exposure problem:
   the contrast the Laplacian measures is what bad exposure destroys, and "hold still" is the wrong advice
   when the fix is light.
-* **A face** is looked for with OpenCV's stock frontal Haar cascade on a 480 px wide grey copy, faces at
-  least a tenth of the shorter side, kept when more than `FACE_MIN_NEIGHBORS` = 12 raw detections support
-  it. Synthetic faces of all six skin types, sharp, blurred (1-4 px) or overexposed (x1.4), collected at
-  least 25; fifteen synthetic skin textures (three tones, five seeds) under the same changes at most 6.
-  No contrast equalisation, unlike the vitals tracker (face.py): CLAHE raised the strongest false
-  detection on blurred skin from 6 to 13 against a weakest face of 27, and only helped on frames far
-  too dark to pass anyway (x0.3). A face is a privacy problem only when the photo should show skin
-  elsewhere: `allow_face=True` skips the check for a rash on the face.
+* **A face** is looked for with BlazeFace (device/camera/detector.py). OpenCV's Haar cascade, used first,
+  missed darker faces: on the two real photographs tone-shifted along the Monk scale (photo_faces.py), with
+  small shifts, rolls and noise, the Haar check as it was set here found the astronaut in 73 % of 30
+  variants at MST-7 and in none at MST-8 to 10; BlazeFace found every one (both checks found Grace Hopper at
+  every level). BlazeFace sees a 128x128 square, so it looks at the colour analysis copy whole (letterboxed)
+  and through overlapping square tiles two thirds of the shorter side wide, half a tile apart (6 on a
+  640x480 copy: 7 runs, about 25 ms on a quiet machine). Both photographs pasted small into a skin photo were
+  found from a face box a tenth of the shorter side wide at their own tone and MST-5, and an eighth at MST-10
+  (the Haar check's smallest face was a tenth); a face found by several windows is counted once. A face
+  counts when it scores at least `FACE_MIN_SCORE`, the detector's own 0.7: the photographs at their own tone
+  and at every Monk level, sharp, blurred (1-4 px) or overexposed (x1.4), scored 0.75 or more (under 0.8
+  only the astronaut at MST-9 and 10 blurred 4 px), synthetic faces of all six types under the same changes
+  0.86 or more; fifteen synthetic skin textures (three tones, five seeds) under the same changes at most
+  0.67, sixty more seeds, sharp, at most 0.64 (the tiles, which see the texture magnified, give the
+  highest). The margins are narrow both ways: real rash photos may move the line. A face is a privacy
+  problem only when the photo should show skin elsewhere: `allow_face=True` skips the check for a rash on
+  the face.
 * **Resolution** below `MIN_SHORT_SIDE` x `MIN_LONG_SIDE` (480 x 640, the kiosk camera's VGA) is
   `too_small`: below it a 5 mm lesion on a forearm filling the frame spans only a few pixels.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -77,6 +87,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from device.camera.detector import SCORE_THRESHOLD, Detection, FaceDetector
 from device.camera.face import FrameLike
 
 U8 = NDArray[np.uint8]
@@ -98,10 +109,8 @@ MAX_CLIPPED_FRACTION: Final = 0.2
 MIN_SHORT_SIDE: Final = 480
 MIN_LONG_SIDE: Final = 640
 
-FACE_DETECT_WIDTH: Final = 480
-FACE_MIN_NEIGHBORS: Final = 12
-FACE_MIN_FRACTION: Final = 0.1  # of the shorter side of the detection copy
-HAAR_FRONTAL_FACE: Final[str] = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
+FACE_MIN_SCORE: Final = SCORE_THRESHOLD  # BlazeFace score, 0.7 (see the module docstring)
+FACE_TILE_FRACTION: Final = 2 / 3  # tile side, of the analysis copy's shorter side
 
 MEDIA_TYPE: Final = "image/jpeg"
 # A JPEG declaring more pixels than this is refused before decoding: a few hundred bytes can declare
@@ -206,6 +215,7 @@ def _analysis_copy(bgr: U8) -> U8:
 class _Measures:
     """What one pass over the analysis copy yields: all `assess` needs except the face search."""
 
+    small: U8  # the analysis copy (BGR)
     grey: U8
     laplacian_var: float
     sharpness: float
@@ -229,6 +239,7 @@ def _measure(bgr: U8) -> _Measures:
     laplacian_var = float(cv2.Laplacian(grey, cv2.CV_64F).var())
     mean_luma = float(grey.mean())
     return _Measures(
+        small=small,
         grey=grey,
         laplacian_var=laplacian_var,
         sharpness=laplacian_var * (128.0 / max(mean_luma, 1.0)) ** 2,
@@ -246,37 +257,54 @@ def sharpness(image: U8) -> float:
     return _measure(_as_bgr(image)).sharpness
 
 
-@functools.lru_cache(maxsize=1)
-def _face_cascade() -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(HAAR_FRONTAL_FACE)
-    if cascade.empty():
-        raise RuntimeError(
-            f"cannot load the Haar cascade {HAAR_FRONTAL_FACE!r}: opencv-python 5.x ships none; install opencv-python<5"
-        )
-    return cascade
+_detectors = threading.local()
 
 
-def _count_faces(grey: U8) -> int:
-    """Frontal faces in the analysis copy's grey image (see the module docstring for the settings)."""
-    height, width = grey.shape
-    scale = min(1.0, FACE_DETECT_WIDTH / width)
-    small = cv2.resize(
-        grey, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
-    )
-    min_side = max(24, int(FACE_MIN_FRACTION * min(small.shape)))
-    if min(small.shape) < min_side:
-        return 0
-    rects, _ = _face_cascade().detectMultiScale2(
-        small, scaleFactor=1.1, minNeighbors=FACE_MIN_NEIGHBORS, minSize=(min_side, min_side)
-    )
-    return len(rects)
+def _detector() -> FaceDetector:
+    """One BlazeFace network per thread (a cv2.dnn.Net is not shared between threads); assets.AssetError
+    saying how to fetch the model if it is missing."""
+    detector: FaceDetector | None = getattr(_detectors, "detector", None)
+    if detector is None:
+        detector = FaceDetector(score_threshold=FACE_MIN_SCORE)
+        _detectors.detector = detector
+    return detector
+
+
+def _face_windows(height: int, width: int) -> list[tuple[float, float, float] | None]:
+    """The whole copy (None: letterboxed) and overlapping square tiles, half a tile apart, covering it."""
+    side = max(1.0, FACE_TILE_FRACTION * min(height, width))
+    windows: list[tuple[float, float, float] | None] = [None]
+    nx = max(1, math.ceil((width - side) / (side / 2)) + 1)
+    ny = max(1, math.ceil((height - side) / (side / 2)) + 1)
+    for y in np.linspace(0.0, max(0.0, height - side), ny):
+        for x in np.linspace(0.0, max(0.0, width - side), nx):
+            windows.append((float(x), float(y), side))
+    return windows
+
+
+def _count_faces(small: U8) -> int:
+    """Faces in the analysis copy (BGR), each counted once however many windows found it."""
+    detector = _detector()
+    found = [face for window in _face_windows(*small.shape[:2]) for face in detector.detect(small, window)]
+    kept: list[Detection] = []
+    for face in sorted(found, key=lambda f: -f.score):
+        if all(_overlap(face, other) <= 0.3 for other in kept):
+            kept.append(face)
+    return len(kept)
+
+
+def _overlap(a: Detection, b: Detection) -> float:
+    """Intersection over the smaller box: a face cut by a tile's edge still matches the whole one."""
+    ix = max(0.0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
+    iy = max(0.0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
+    return ix * iy / max(1e-9, min(a.width * a.height, b.width * b.height))
 
 
 def assess(image: U8, *, allow_face: bool = False) -> PhotoCheck:
     """Check a BGR photo (HxWx3 uint8; grey and BGRA are accepted) and say what the patient should fix.
 
     `allow_face=True` is for a photo that is meant to show the face (a rash on the cheek): the face check
-    is skipped rather than ignored, since it is the slow part (4-70 ms here on a 480 px copy, most on busy texture).
+    is skipped rather than ignored, since it is the slow part (about 25 ms here: seven BlazeFace runs).
     """
     bgr = _as_bgr(image)
     height, width = bgr.shape[:2]
@@ -292,7 +320,7 @@ def assess(image: U8, *, allow_face: bool = False) -> PhotoCheck:
     }
     codes: list[ProblemCode] = []
     if not allow_face:
-        faces = _count_faces(m.grey)
+        faces = _count_faces(m.small)
         metrics["faces"] = float(faces)
         if faces:
             codes.append("face_in_frame")
@@ -311,7 +339,7 @@ def best_frame(frames: Iterable[FrameLike], *, seconds: float = 2.0, allow_face:
 
     Frames are read for `seconds` of capture time from the first one (`Frame.t`), and no further: a live
     camera's iterator is never drained. Each frame costs one analysis pass (about 9 ms at 640x480 here); only the
-    best one is kept in memory, and only it gets the face search, because Haar costs 4-70 ms a frame
+    best one is kept in memory, and only it gets the face search, because that costs about 25 ms a frame
     here and a face in a 2 s burst is in every frame of it. Well-exposed frames rank above badly exposed
     ones whatever their sharpness (exposure makes the sharpness numbers incomparable); if none is well
     exposed, the sharpest is returned and its check says what to fix.

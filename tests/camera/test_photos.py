@@ -1,8 +1,9 @@
 """Case photos: the checks a patient sees, the burst picker, and that only pixels leave the kiosk.
 
-Images are synthetic: a skin texture drawn here (what a rash photo should look like, no face in it) and
-one frame of the synthetic face video (what it should not). Everything is small and cached; the file
-runs in a few seconds.
+Images are mostly synthetic: a skin texture (what a rash photo should look like, no face in it) and one frame
+of the synthetic face video (what it should not); the face check also sees the two real photographs
+(device/camera/assets.py), tone-shifted to Monk 10 by device/camera/photo_faces.py. Everything is small and
+cached; the file runs in a few seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from device.camera.photo_faces import PHOTO_NAMES, PHOTOS, PhotoName, photo, toned_photo
 from device.camera.photos import (
     MIN_SHARPNESS,
     PhotoCheck,
@@ -134,6 +136,29 @@ def test_a_face_in_the_photo_is_flagged_unless_the_photo_is_of_the_face(tone: Fi
     allowed = assess(_face(tone), allow_face=True)
     assert allowed.ok
     assert "faces" not in allowed.metrics
+
+
+@pytest.mark.parametrize("tone", [None, 10], ids=["own tone", "MST-10"])
+@pytest.mark.parametrize("name", PHOTO_NAMES)
+def test_a_real_face_in_a_corner_of_a_rash_photo_is_flagged_light_or_dark(name: PhotoName, tone: int | None) -> None:
+    """A real face (one of the two photographs, at its own tone or tone-shifted to Monk 10) pasted into a corner
+    of a skin photo, its face box 15 % of the shorter side wide: too small for the whole-copy look, found by a
+    tile. The Haar check used before missed the astronaut at MST-10 even at her photograph's full size."""
+    source = (
+        photo(name) if tone is None else np.clip(np.rint(np.asarray(toned_photo(name, tone))), 0, 255).astype(np.uint8)
+    )
+    rig = PHOTOS[name]
+    scale = 0.15 * 960 / rig.face_width
+    half = 1.2 * rig.face_width
+    x, y = rig.face_center
+    crop = source[max(0, int(y - half)) : int(y + half), max(0, int(x - half)) : int(x + half)]
+    crop = np.asarray(cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    image = _skin().copy()
+    h, w = crop.shape[:2]
+    image[960 - 40 - h : 960 - 40, 1280 - 50 - w : 1280 - 50] = crop
+    check = assess(image)
+    assert check.codes[0] == "face_in_frame"
+    assert check.metrics["faces"] == 1
 
 
 def test_a_small_photo_is_too_small() -> None:
