@@ -199,20 +199,41 @@ def _add_bench_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     vitals = bench_sub.add_parser(
         "camera-vitals",
-        help="camera heart and breathing rate on synthetic faces: accuracy by skin tone and condition, speed",
+        help="camera heart and breathing rate on faces with a known pulse: accuracy by skin tone and condition, "
+        "no-pulse controls, speed",
     )
     vitals.add_argument(
-        "--seconds", type=float, default=None, help="length of each video (default 30; 14 with --quick)"
+        "--faces",
+        choices=["photo", "synthetic", "both"],
+        default="photo",
+        help="real photographs tone-shifted over the Monk scale (default), the stylised synthetic faces, or both",
     )
     vitals.add_argument(
-        "--tones", default=None, help="Fitzpatrick types, e.g. I,IV,VI (default all; I,VI with --quick)"
+        "--seconds", type=float, default=None, help="length of each video with a pulse (default 24; 14 with --quick)"
     )
     vitals.add_argument(
-        "--conditions", default=None, help="static,moderate,hard (default all three; static with --quick)"
+        "--tones",
+        default=None,
+        help="Monk levels 1-10 and/or Fitzpatrick types I-VI, e.g. 1,5,10 (default Monk 1-10 for photo faces, "
+        "Fitzpatrick I-VI for synthetic ones; 1,10 and I,VI with --quick)",
+    )
+    vitals.add_argument(
+        "--conditions",
+        default=None,
+        help="static,moderate,hard,low_light,talking,exposure (synthetic faces: the first three; default all; "
+        "static with --quick)",
+    )
+    vitals.add_argument("--photos", default=None, help="astronaut,hopper (default both, alternating)")
+    vitals.add_argument(
+        "--controls",
+        default=None,
+        help="no-pulse controls to run, by name (default all; a few with --quick; 'none' for none)",
     )
     vitals.add_argument("--repeats", type=int, default=1, help="videos per skin tone and condition")
     vitals.add_argument("--seed", type=int, default=0, help="draws the heart and breathing rates and the videos' seeds")
-    vitals.add_argument("--quick", action="store_true", help="smoke test: two tones, static only, 14 s videos")
+    vitals.add_argument(
+        "--quick", action="store_true", help="smoke test: two tones, static only, 14 s videos, five controls"
+    )
     vitals.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     vitals.set_defaults(bench_handler=_bench_camera_vitals)
     consult = bench_sub.add_parser(
