@@ -228,20 +228,24 @@ def _ramp(x: F32, lo: float, hi: float) -> F32:
 
 
 def _skin_weights(patch: F32) -> tuple[F32, F32]:
-    """Soft YCrCb skin mask (and luma): a hard threshold would flip pixels in and out as the box moves.
+    """Soft skin mask (and luma): a hard threshold would flip pixels in and out as the box moves.
 
-    Cr 130-180 and Cb below 135 hold for skin of every Fitzpatrick type (the darkest swatches are the
-    closest to the limits); pixels much darker than the region's median (brows, hair, nostrils) are dropped
-    because dark-brown hair has skin-like chroma.
+    The regions sit on skin by the detector's keypoints, so skin is what most of a region is: a pixel counts
+    by how close its chroma (YCrCb) is to the region's median chroma, not by fixed chroma limits. Fixed limits
+    (Cr 130-134 as a ramp) weighed the lightest and the darkest Monk swatches (Cr 133-137 and 131-133) by
+    noise, and a green lamp's cast put light skin under them altogether; the skin's pulse then drifted off
+    the blood-volume direction. Pixels much darker than the region's median (brows, hair, nostrils) are
+    dropped by luma, since dark-brown hair has skin-like chroma; clipped highlights too.
     """
     b, g, r = patch[..., 0], patch[..., 1], patch[..., 2]
     y = 0.299 * r + 0.587 * g + 0.114 * b
     cr = 0.713 * (r - y) + 128.0
     cb = 0.564 * (b - y) + 128.0
     median_y = float(np.median(y))
-    weight = _ramp(cr, 130.0, 134.0) * (1.0 - _ramp(cr, 176.0, 180.0)) * (1.0 - _ramp(cb, 131.0, 135.0))
-    weight = weight * _ramp(y, max(20.0, 0.55 * median_y), max(25.0, 0.7 * median_y)) * (1.0 - _ramp(y, 250.0, 254.0))
-    return weight, y
+    distance = np.hypot(cr - float(np.median(cr)), cb - float(np.median(cb)))
+    weight = 1.0 - _ramp(distance, 8.0, 14.0)
+    weight = weight * _ramp(y, max(8.0, 0.55 * median_y), max(12.0, 0.7 * median_y)) * (1.0 - _ramp(y, 250.0, 254.0))
+    return np.asarray(weight, dtype=np.float32), y
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ class RppgConfig:
     # Pulse-or-nothing: how pulse-like the colour change at the chosen rate must be (cosine with the
     # blood-volume direction, after the light is taken out), and how strong against the rest of the band.
     min_pbv_cosine: float = 0.9
+    min_colour_cosine: float = 0.7  # of the colour part alone (see pbv_cosine)
+    candidates: int = 3  # strongest rates tried per window
     # Without a background to take the light from (a face too close to the camera), a green or white lamp's
     # colour change looks like blood's: then windows that all sit within this of one rate are a lamp's
     # constant frequency, not a heart's, whose rate drifts from one 10 s window to the next.
@@ -225,6 +227,11 @@ def lamp_lines(
         k = int(in_band[np.argmax(power[in_band])])
         if power[k] <= ratio * float(np.median(power[in_band])) or not 0 < k < len(power) - 1:
             break
+        # A line is narrow: 0.3 Hz away a sinusoid's power is down by its window's side lobes (> 30 dB for
+        # Hann), a step's (a camera's exposure change) or a drift's by far less. Those are not lamps.
+        beside = np.interp([freqs[k] - 0.3, freqs[k] + 0.3], freqs, power)
+        if power[k] < ratio * float(beside.mean()):
+            break
         a, b, c = np.log(power[k - 1 : k + 2] + 1e-30)
         shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
         found.append(float(freqs[k] + shift * (freqs[1] - freqs[0])))
@@ -249,40 +256,48 @@ def cancel_light(skin: Array, background: Array, fps: float, band_hz: tuple[floa
     return np.asarray(cleaned, dtype=np.float64), lamps
 
 
-def pbv_cosine(skin: Array, f_hz: float, fps: float, band_hz: tuple[float, float]) -> float:
-    """How much the skin's colour change at `f_hz` looks like blood: the cosine of its direction with PBV.
+def pbv_cosine(skin: Array, f_hz: float, fps: float, band_hz: tuple[float, float]) -> tuple[float, float]:
+    """How much the skin's colour change at `f_hz` looks like blood: (cosine with PBV, cosine of its colour part).
 
     Each channel's Fourier coefficient at the rate (relative units, Hann-weighted), turned so green's is real
     and positive; a pulse moves all three in phase, green most. Noise points anywhere; a red, blue or amber
-    lamp points at its own colour.
+    lamp points at its own colour. PBV is close to the grey axis (cosine 0.95), so a change of brightness
+    alone (a head moving over its own shading with each breath) also scores high on the first; the second
+    takes the grey part out of both and compares what colour is left (green up, red down, for blood), and is 0
+    when almost nothing is left.
     """
     s = np.column_stack([bandpass(c, fps, band_hz) for c in relative(skin).T])
     t = np.arange(len(s)) / fps
     coef = (s * (np.hanning(len(s)) * np.exp(-2j * np.pi * f_hz * t))[:, None]).sum(axis=0)
     if abs(coef[1]) == 0:
-        return 0.0
+        return 0.0, 0.0
     aligned = (coef * np.conj(coef[1]) / abs(coef[1])).real
     norm = float(np.linalg.norm(aligned))
-    return float(aligned @ PBV / norm) if norm > 0 else 0.0
+    if norm == 0:
+        return 0.0, 0.0
+    colour, pbv_colour = aligned - aligned.mean(), PBV - PBV.mean()
+    # A pulse's colour part is a third of the whole (|PBV - mean| / |PBV|); a tenth is brightness with noise.
+    if float(np.linalg.norm(colour)) < 0.1 * norm:
+        return float(aligned @ PBV / norm), 0.0
+    return float(aligned @ PBV / norm), float(colour @ pbv_colour / np.linalg.norm(colour) / np.linalg.norm(pbv_colour))
 
 
 def pulse_rate(
     x: Array, fps: float, band_hz: tuple[float, float], keep: NDArray[np.bool_] | None = None
 ) -> tuple[float, float] | None:
-    """(rate in /min, SNR in dB) of the strongest harmonic series in the band, or None.
+    """(rate in /min, SNR in dB) of the strongest harmonic series in the band (among `keep`), or None.
 
     Harmonic sum: a candidate f scores P(f) + P(2f)/2. A PPG wave with a strong dicrotic notch puts
     much of its power at 2f; picking the plain peak would then double the rate.
     SNR after de Haan & Jeanne: power near f and its harmonics against the rest of 0.5-4 Hz.
     """
     freqs, power = spectrum(x, fps)
-    if keep is not None:
-        power = np.where(keep, power, 0.0)
+    choice = power if keep is None else np.where(keep, power, 0.0)
     in_band = np.flatnonzero((freqs >= band_hz[0]) & (freqs <= band_hz[1]))
-    if in_band.size == 0 or not np.any(power[in_band] > 0):
+    if in_band.size == 0 or not np.any(choice[in_band] > 0):
         return None
-    doubled = np.interp(2.0 * freqs[in_band], freqs, power)
-    best = int(in_band[np.argmax(power[in_band] + 0.5 * doubled)])
+    doubled = np.interp(2.0 * freqs[in_band], freqs, choice)
+    best = int(in_band[np.argmax(choice[in_band] + 0.5 * doubled)])
     f0 = float(freqs[best])
     # The Hann window's main lobe is +-2/T wide: narrower "signal" bins would count the pulse's own
     # leakage as noise. Every harmonic in range is pulse, not noise (a PPG wave is far from a sine).
@@ -290,7 +305,7 @@ def pulse_rate(
     signal_bins = np.zeros_like(freqs, dtype=bool)
     for k in range(1, 5):
         signal_bins |= _near(freqs, k * f0, half)
-    wide = (freqs >= 0.5) & (freqs <= 4.0) & (keep if keep is not None else True)
+    wide = (freqs >= 0.5) & (freqs <= 4.0)  # a candidate passed over is still not pulse: it counts as noise
     noise = float(power[wide & ~signal_bins].sum())
     energy = float(power[wide & signal_bins].sum())
     if energy <= 0:
@@ -330,6 +345,8 @@ def _traces(samples: Sequence[Sample], config: RppgConfig) -> tuple[Array, Array
     if reason is not None:
         return reason
     faces = [s for s in samples if s.face_found and np.all(np.isfinite(s.skin_rgb))]
+    if len(faces) < config.fps * 4:  # a face, but no skin colour to read on it (e.g. a strong green cast)
+        return SIGNAL_TOO_WEAK
     times = np.array([s.t for s in faces])
     try:
         _, skin = resample_uniform(times, np.array([s.skin_rgb for s in faces], dtype=np.float64), config.fps)
@@ -358,20 +375,26 @@ def analyse_window(samples: Sequence[Sample], config: RppgConfig) -> Window:
     if background is not None:
         skin, lamps = cancel_light(skin, background, config.fps, config.band_hz)
     referenced = background is not None
-    found = pulse_rate(_project(skin, config), config.fps, config.band_hz)
-    bpm, snr = found if found is not None else (None, None)
-    reason = None
-    lobe = 2.0 * config.fps / len(skin)
-    if bpm is None or snr is None or snr < config.min_snr_db:
-        reason = LIGHT_FLICKER if lamps else SIGNAL_TOO_WEAK
-    # At a lamp's rate (or at twice it: a line's harmonic left over) a pulse cannot be told from the light.
-    elif any(abs(bpm / 60.0 / k - hz) < lobe for hz in lamps for k in (1, 2)):
-        reason = LIGHT_FLICKER
-    elif pbv_cosine(skin, bpm / 60.0, config.fps, config.band_hz) < config.min_pbv_cosine:
-        reason = LIGHT_FLICKER if lamps else SIGNAL_TOO_WEAK
-    if reason is not None:
-        return Window(start, end, None, snr, reason, referenced)
-    return Window(start, end, bpm, snr, None, referenced)
+    pulse = _project(skin, config)
+    freqs, _ = spectrum(pulse, config.fps)
+    keep = np.ones_like(freqs, dtype=bool)
+    lobe = config.fps / len(skin)  # a lamp's sinusoid is out: only its own bin is beyond telling apart
+    reason, snr = (LIGHT_FLICKER if lamps else SIGNAL_TOO_WEAK), None
+    # The strongest rate that looks like a pulse, among the few strongest: breathing's motion can put a
+    # harmonic over a weak pulse (dark skin), and it fails the colour test where the pulse passes it.
+    for _ in range(config.candidates):
+        found = pulse_rate(pulse, config.fps, config.band_hz, keep)
+        if found is None or found[1] < config.min_snr_db:
+            break
+        bpm, snr = found
+        keep &= ~_near(freqs, bpm / 60.0, 2.0 * config.fps / len(skin))
+        if any(abs(bpm / 60.0 / k - hz) < lobe for hz in lamps for k in (1, 2)):
+            reason = LIGHT_FLICKER  # at a lamp's rate (or twice it) a pulse cannot be told from the light
+            continue
+        whole, colour = pbv_cosine(skin, bpm / 60.0, config.fps, config.band_hz)
+        if whole >= config.min_pbv_cosine and colour >= config.min_colour_cosine:
+            return Window(start, end, bpm, snr, None, referenced)
+    return Window(start, end, None, snr, reason, referenced)
 
 
 class _Windowing(Protocol):

@@ -56,8 +56,7 @@ def scene(
     skin += rng.normal(0, noise, skin.shape)
     wall += rng.normal(0, wall_noise, wall.shape)
     return [
-        Frame(float(ti), tuple(s), tuple(w) if background else NAN3)
-        for ti, s, w in zip(t, skin, wall, strict=True)
+        Frame(float(ti), tuple(s), tuple(w) if background else NAN3) for ti, s, w in zip(t, skin, wall, strict=True)
     ]
 
 
