@@ -14,18 +14,20 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub import __version__
+from hub import __version__, metrics
 from hub.accounts import passwords
+from hub.api.auth import TokenPrincipal, require_scope
 from hub.api.routes import api_router
 from hub.api.schemas import Health
 from hub.consults.relay import Relay
@@ -157,6 +159,23 @@ def create_app(
         if not ok:
             response.status_code = 503
         return Health(status="ok" if ok else "unavailable", checks=checks)
+
+    registry, app.state.metrics = metrics.build_registry(ws)
+
+    @app.get(
+        "/api/v1/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}}, 403: {}},
+    )
+    def prometheus_metrics(token: Annotated[TokenPrincipal, Depends(require_scope("metrics:read"))]) -> Response:
+        """The hub's metrics in Prometheus' text format (hub/metrics.py): ingest, dead letters, kiosks, work waiting.
+
+        No health data, but the whole fleet's shape: an operator token (no clinic) with `metrics:read`.
+        """
+        if token.clinic_id is not None:
+            raise HTTPException(403, "metrics describe the whole hub: they need an operator token (no clinic)")
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api_router())
     app.include_router(fhir_routes.router)

@@ -18,6 +18,8 @@ SCOPES: dict[str, str] = {
     "attachments:read": "read kiosks' files (case photos)",
     "dead-letters:read": "read refused messages (operator tokens only)",
     "fhir:read": "read the clinic's patients, devices and readings as FHIR R4 (clinic tokens only)",
+    # The whole hub's figures (no health data, but the fleet's shape): refused to a clinic's token when used.
+    "metrics:read": "scrape the hub's Prometheus metrics at /api/v1/metrics (operator tokens only)",
 }
 PREFIX = "the_"  # recognisable in a leaked-secret scan
 
