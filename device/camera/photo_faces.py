@@ -67,7 +67,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from device.camera import assets
-from device.camera.source import timestamps_path
 from device.camera.synthetic import (
     _PBV,
     _SYS_MU,
@@ -79,10 +78,10 @@ from device.camera.synthetic import (
     _beats,
     _capture_times,
     _illumination,
-    _open_writer,
     _pulse,
     _respiration,
     _sway,
+    write_frames,
 )
 
 F32 = NDArray[np.float32]
@@ -964,28 +963,5 @@ def no_pulse(spec: PhotoSpec) -> PhotoSpec:
 def write_video(spec: PhotoSpec, path: Path | str) -> WrittenVideo:
     """Render to a lossless video plus `<video>.timestamps.json` with every frame's capture time, as
     synthetic.write_video does (`kiosk camera vitals` reads both)."""
-    timeline = spec.timeline()
-    writer, target, codec, lossless = _open_writer(Path(path), timeline)
-    times: list[float] = []
-    try:
-        for t, image in render_frames(spec):
-            writer.write(image)
-            times.append(round(t, 6))
-    finally:
-        writer.release()
-    _, nominal, dropped = _capture_times(timeline)
-    sidecar = {
-        "version": 1,
-        "video": target.name,
-        "codec": codec,
-        "lossless": lossless,
-        "fps_nominal": spec.fps,
-        "frames": len(times),
-        "timestamps": times,
-        "nominal_index": [int(i) for i in nominal],
-        "dropped_nominal_index": [int(i) for i in dropped],
-        "spec": json.loads(json.dumps(asdict(spec), default=str)),
-    }
-    stamps = timestamps_path(target)
-    stamps.write_text(json.dumps(sidecar, indent=1))
-    return WrittenVideo(path=target, timestamps_path=stamps, codec=codec, lossless=lossless, frames=len(times))
+    described = json.loads(json.dumps(asdict(spec), default=str))
+    return write_frames(render_frames(spec), Path(path), spec.timeline(), described)

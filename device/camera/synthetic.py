@@ -719,26 +719,34 @@ def write_video(spec: SyntheticSpec, path: Path | str) -> WrittenVideo:
     Dropped frames are simply not written and jittered times are recorded as they were: the container's
     constant frame rate is nominal only, so readers must take times from the sidecar.
     """
-    writer, target, codec, lossless = _open_writer(Path(path), spec)
+    return write_frames(render_frames(spec), Path(path), spec, asdict(spec))
+
+
+def write_frames(
+    frames: Iterator[tuple[float, U8]], path: Path, timeline: SyntheticSpec, described: dict[str, Any]
+) -> WrittenVideo:
+    """Frames (capture time, image) of a scene whose capture times `timeline` plans, to a lossless video and
+    its timestamps sidecar; `described` is what the sidecar records of the scene. Shared by every renderer."""
+    writer, target, codec, lossless = _open_writer(path, timeline)
     times: list[float] = []
     try:
-        for t, image in render_frames(spec):
+        for t, image in frames:
             writer.write(image)
             times.append(round(t, 6))
     finally:
         writer.release()
-    plan_truth = _capture_times(spec)
+    _, nominal, dropped = _capture_times(timeline)
     sidecar = {
         "version": 1,
         "video": target.name,
         "codec": codec,
         "lossless": lossless,
-        "fps_nominal": spec.fps,
+        "fps_nominal": timeline.fps,
         "frames": len(times),
         "timestamps": times,
-        "nominal_index": [int(i) for i in plan_truth[1]],
-        "dropped_nominal_index": [int(i) for i in plan_truth[2]],
-        "spec": asdict(spec),
+        "nominal_index": [int(i) for i in nominal],
+        "dropped_nominal_index": [int(i) for i in dropped],
+        "spec": described,
     }
     stamps = timestamps_path(target)
     stamps.write_text(json.dumps(sidecar, indent=1))
