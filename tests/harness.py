@@ -11,8 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from device.outbox import Outbox
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import encode
 from device.simulate import single_reading
+from hub.broker import free_port
 from hub.ingest import IngestConfig, IngestWorker
 from hub.store import HubStore
 
@@ -151,3 +155,51 @@ def api_token(db: Path, *scopes: str, clinic: str | None = None, name: str = "te
         return tokens.create(store.db.conn, name, clinic, wanted, time.time())
     finally:
         store.close()
+
+
+@dataclass
+class HubProcess:
+    """`hub serve` as a real process on free ports (or the broker ports it is given), logging to `log`."""
+
+    data: Path
+    log: Path
+    broker_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hub.cli", "serve", "--data", str(self.data), "--port", str(self.port),
+                 "--broker-port", str(self.broker_port), "--mqtt-port", str(self.mqtt_port), "--workers", "1"],
+                cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def readyz(self) -> tuple[int, dict[str, object]] | None:
+        """/readyz's status and body; None while nothing answers. A hub that exited is an error, with its log."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"hub serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+        except OSError:
+            return None
+
+    def ready(self) -> bool:
+        answer = self.readyz()
+        return answer is not None and answer[0] == 200
+
+    def wait_ready(self) -> dict[str, object]:
+        wait_until(self.ready, 90, "hub serve to be ready", interval=0.2)
+        answer = self.readyz()
+        assert answer is not None
+        return answer[1]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(90)

@@ -23,10 +23,7 @@ import sys
 import tarfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,7 +41,7 @@ from hub.fleet.identities import FleetPaths
 from hub.fleet.pki import HubCA
 from hub.store import MIGRATIONS, HubStore
 from tests.fleet import agent_overrides, provision
-from tests.harness import REPO, kiosk_agent, wait_until
+from tests.harness import REPO, HubProcess, kiosk_agent, wait_until
 
 KIOSKS = ("kiosk-a", "kiosk-b")
 FAST = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "connect_timeout_s": 3.0}
@@ -53,40 +50,12 @@ FAST = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "connect_timeout_s": 3.0}
 # -- the restore drill -------------------------------------------------------------------------------
 
 
-@dataclass
-class Serve:
-    """`hub serve` as a process, on the broker ports it is given."""
+class Serve(HubProcess):
+    """A hub the drill loses: stopping it also stops a broker a failure left behind."""
 
-    data: Path
-    log: Path
-    broker_port: int
-    mqtt_port: int
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "serve", "--data", str(self.data), "--port", str(self.port),
-                 "--broker-port", str(self.broker_port), "--mqtt-port", str(self.mqtt_port), "--workers", "1"],
-                cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"hub serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as response:
-                return bool(response.status == 200)
-        except (urllib.error.HTTPError, OSError):
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(90)
-        MosquittoProcess(self.data / "broker")._stop_orphan()  # one a failure left behind
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        super().stop(sig)
+        MosquittoProcess(self.data / "broker")._stop_orphan()
 
 
 class Stream(threading.Thread):

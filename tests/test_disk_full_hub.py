@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import os
 import random
@@ -27,12 +26,8 @@ import re
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,7 +49,7 @@ from hub.service import HubService, ServeConfig
 from hub.store import HubStore, immediate
 from hub.workspace import Workspace
 from tests.diskfull import fill, small_tmpfs
-from tests.harness import REPO, assert_delivered_exactly_once, hub_count, kiosk_agent, running, wait_until
+from tests.harness import HubProcess, assert_delivered_exactly_once, hub_count, kiosk_agent, running, wait_until
 
 pytestmark = pytest.mark.slow
 FAST = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0, "connect_timeout_s": 3.0}
@@ -421,55 +416,10 @@ def _mtimes(data: Path) -> dict[str, int]:
     }
 
 
-@dataclass
-class Serve:
-    data: Path
-    log: Path
-    port: int = field(default_factory=free_port)
-    broker_port: int = field(default_factory=free_port)
-    mqtt_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "serve", "--data", str(self.data), "--port", str(self.port),
-                 "--broker-port", str(self.broker_port), "--mqtt-port", str(self.mqtt_port), "--workers", "1"],
-                cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def readyz(self) -> tuple[int, dict[str, object]] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-        except OSError:
-            return None
-
-    def wait_ready(self) -> dict[str, object]:
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"hub serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            answer = self.readyz()
-            return answer is not None and answer[0] == 200
-
-        wait_until(ready, 90, "hub serve to be ready", interval=0.2)
-        answer = self.readyz()
-        assert answer is not None
-        return answer[1]
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(90)
-
-
 def test_hub_serve_starts_on_a_full_disk_and_a_start_with_nothing_changed_writes_nothing(tmp_path: Path) -> None:
     """It rewrote the broker's files (new salt, new CRL signature, the config) at every start and died of ENOSPC."""
     with small_tmpfs(tmp_path / "disk", 16 << 20) as disk:
-        hub = Serve(disk / "hub", tmp_path / "serve.log")
+        hub = HubProcess(disk / "hub", tmp_path / "serve.log")
         try:
             hub.start()  # the first start creates the CA, the broker's certificate, files and configuration
             hub.wait_ready()
