@@ -64,6 +64,16 @@ turn:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq coturn; }
 
+# Debian's PostgreSQL server binaries: the tests start their own clusters from them in temp folders, on free ports
+# (tests/postgres.py), beside whatever server the machine runs. Debian starts a cluster of its own on install;
+# nothing here uses it. Installed only when missing.
+.PHONY: postgres
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
+
 # The independent FHIR R4 oracle the tests run (tests/fhir_oracle.py -> tests/fhir_validator: HL7's JSON Schema and
 # vital-signs profiles, @medplum/core's validator). Debian's nodejs and npm only when node is missing (@medplum/core
 # 4.5.2 needs Node >= 20.19: older is refused here); `npm ci` only when package-lock.json is newer than the last one.
@@ -89,10 +99,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) broker browser turn fhir-validator lint typecheck sbom
+test: $(STAMP) broker browser turn postgres fhir-validator lint typecheck sbom
 	$(BIN)/pytest
 
-bench: $(STAMP) broker browser
+bench: $(STAMP) broker browser postgres
 	$(BIN)/hub bench ingest --rounds 3
 	$(BIN)/hub bench kiosk-idle
 	$(BIN)/hub bench workspace

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -23,10 +22,11 @@ from hub.accounts import kiosk_credentials, passwords, tokens, users
 from hub.audit import Actor
 from hub.cases import questionnaire
 from hub.cases.questionnaire import Questionnaire
+from hub.db import Connection, immediate, location
 from hub.fleet import cli as fleet_cli
 from hub.fleet.identities import IdentityError
 from hub.fleet.remote_config import ConfigChangeError
-from hub.store import HubStore, immediate
+from hub.store import HubStore
 from hub.triage import alerts as triage
 from hub.triage.config import PatientOverrides, TriageConfig
 
@@ -36,6 +36,7 @@ CLI = Actor("cli", None)
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     def data(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", type=Path, default=Path("data/hub"), help="the hub's data folder")
+        location.add_argument(p)
 
     clinics = sub.add_parser("clinics", help="clinics (tenants)").add_subparsers(dest="action", required=True)
     p = clinics.add_parser("add", help="create a clinic")
@@ -174,23 +175,23 @@ def _check_file(args: argparse.Namespace) -> str:
 
 
 def _with_store(args: argparse.Namespace) -> str:
-    store = HubStore(args.data / "hub.db")
+    store = HubStore(location.for_data(args.data, args.database))
     try:
-        out = _query(store.db.conn, args)
+        out = _query(store.conn, args)
         if out is None:
             secret = None
             if args.command == "users":
                 secret = _password(args)
             elif args.command == "patients" and not args.clear:
                 secret = _pin(args)
-            with immediate(store.db.conn) as conn:
+            with immediate(store.conn) as conn:
                 out = _change(conn, args, time.time(), secret)
         return out
     finally:
         store.close()
 
 
-def _query(conn: sqlite3.Connection, args: argparse.Namespace) -> str | None:
+def _query(conn: Connection, args: argparse.Namespace) -> str | None:
     """The read-only commands' output; None for the commands that change something."""
     if args.command == "clinics" and args.action == "list":
         return "\n".join(f"{clinic_id}\t{name}" for clinic_id, name in users.clinics(conn))
@@ -201,7 +202,7 @@ def _query(conn: sqlite3.Connection, args: argparse.Namespace) -> str | None:
     return None
 
 
-def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secret: str | None) -> str:
+def _change(conn: Connection, args: argparse.Namespace, now: float, secret: str | None) -> str:
     """`secret`: the new account's password, or the hash of the patient's new kiosk PIN."""
     if args.command == "users":
         assert secret is not None
@@ -220,7 +221,7 @@ def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secr
         n = attribution.assign_kiosk(conn, args.kiosk_id, args.clinic_id, now)
         audit.record(conn, CLI, "assign_kiosk", now, clinic_id=args.clinic_id, target=f"kiosk:{args.kiosk_id}")
         return f"kiosk {args.kiosk_id} now belongs to {args.clinic_id}; {n} waiting reading(s) will be attributed"
-    others: dict[str, Callable[[sqlite3.Connection, argparse.Namespace, float], str]] = {
+    others: dict[str, Callable[[Connection, argparse.Namespace, float], str]] = {
         "clinics": _change_clinics,
         "triage": _change_triage,
         "questionnaires": _change_questionnaires,
@@ -229,7 +230,7 @@ def _change(conn: sqlite3.Connection, args: argparse.Namespace, now: float, secr
     return others[args.command](conn, args, now)
 
 
-def _change_kiosk_credential(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+def _change_kiosk_credential(conn: Connection, args: argparse.Namespace, now: float) -> str:
     """The kiosk's identity on its consult socket; the secret is printed, never stored or audited."""
     row = conn.execute("SELECT clinic_id FROM kiosks WHERE id = ?", (args.kiosk,)).fetchone()
     clinic_id = row[0] if row else None
@@ -243,7 +244,7 @@ def _change_kiosk_credential(conn: sqlite3.Connection, args: argparse.Namespace,
     return f"kiosk {args.kiosk}: credential revoked"
 
 
-def _change_clinics(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+def _change_clinics(conn: Connection, args: argparse.Namespace, now: float) -> str:
     if args.action == "kiosk-pin":
         required = args.state == "on"
         n = kiosk_setup.set_pin_required(conn, args.clinic, required, now)
@@ -254,7 +255,7 @@ def _change_clinics(conn: sqlite3.Connection, args: argparse.Namespace, now: flo
     return f"clinic {args.clinic_id} created"
 
 
-def _change_questionnaires(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+def _change_questionnaires(conn: Connection, args: argparse.Namespace, now: float) -> str:
     if users.clinic_name(conn, args.clinic) is None:
         raise ValueError(f"no clinic {args.clinic!r}")
     q = load_model(args.file, Questionnaire, document="a questionnaire")
@@ -265,7 +266,7 @@ def _change_questionnaires(conn: sqlite3.Connection, args: argparse.Namespace, n
     return f"clinic {args.clinic}: questionnaire {q.id} version {q.version}; {n} kiosk(s) will get it"
 
 
-def _change_patient_pin(conn: sqlite3.Connection, args: argparse.Namespace, now: float, pin_hash: str | None) -> str:
+def _change_patient_pin(conn: Connection, args: argparse.Namespace, now: float, pin_hash: str | None) -> str:
     row = conn.execute("SELECT id FROM patients WHERE clinic_id = ? AND code = ?", (args.clinic, args.code)).fetchone()
     if row is None:
         raise ValueError(f"no patient with check-in code {args.code!r} at clinic {args.clinic!r}")
@@ -276,7 +277,7 @@ def _change_patient_pin(conn: sqlite3.Connection, args: argparse.Namespace, now:
     return f"patient {args.code} of {args.clinic}: kiosk PIN {done}; {n} kiosk(s) will get the new setup"
 
 
-def _change_token(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+def _change_token(conn: Connection, args: argparse.Namespace, now: float) -> str:
     if args.action == "create":
         token = tokens.create(conn, args.name, args.clinic, args.scope, now)
         audit.record(conn, CLI, "create_token", now, clinic_id=args.clinic, target=f"token:{args.name}")
@@ -289,7 +290,7 @@ def _change_token(conn: sqlite3.Connection, args: argparse.Namespace, now: float
     raise ValueError(f"unknown command {args.command} {args.action}")
 
 
-def _change_triage(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+def _change_triage(conn: Connection, args: argparse.Namespace, now: float) -> str:
     if args.action == "set":
         if users.clinic_name(conn, args.clinic) is None:
             raise ValueError(f"no clinic {args.clinic!r}")

@@ -9,7 +9,6 @@ static files. A test enumerates the routes and holds the app to that.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +30,7 @@ from hub.api.auth import TokenPrincipal, require_scope
 from hub.api.routes import api_router
 from hub.api.schemas import Health
 from hub.consults.relay import Relay
+from hub.db import DatabaseError, Location
 from hub.fhir import errors as fhir_errors
 from hub.fhir import routes as fhir_routes
 from hub.web.routes import admin, cases, consults, fleet, login, patients, queue, rpm, signaling, triage
@@ -103,7 +103,7 @@ def _wants_html(request: Request) -> bool:
 
 
 def create_app(
-    db_path: str | Path,
+    db_path: str | Path | Location,
     *,
     broker_ready: Callable[[], bool] = lambda: True,
     store_problem: Callable[[], str | None] | None = None,
@@ -150,7 +150,7 @@ def create_app(
         try:
             ws.reader().ping()
             checks["database"] = "ok"
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             checks["database"] = f"error: {type(exc).__name__}: {exc}"
         if store_problem is not None:
             checks["store"] = store_problem() or "ok"

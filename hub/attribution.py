@@ -15,14 +15,13 @@ operator assigns it.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hub import kiosk_setup
 from hub.cases import store as cases
-from hub.store import immediate
+from hub.db import Connection, immediate
 from hub.triage import alerts as triage
 
 UNKNOWN_USER = 255  # the Bluetooth SIG's "unknown user" index
@@ -65,11 +64,11 @@ def decide(  # noqa: PLR0911 - one return per rule reads best
     return Decision("queued", None, None, "taken without a check-in")
 
 
-def _bump_patients(conn: sqlite3.Connection, latest: Mapping[str, tuple[int, str]]) -> None:
+def _bump_patients(conn: Connection, latest: Mapping[str, tuple[int, str]]) -> None:
     for patient_id, (n, last) in latest.items():
         conn.execute(
             "UPDATE patients SET reading_count = reading_count + ?, "
-            "last_reading_at = max(coalesce(last_reading_at, ''), ?) WHERE id = ?",
+            "last_reading_at = greatest(last_reading_at, ?) WHERE id = ?",
             (n, last, patient_id),
         )
 
@@ -79,7 +78,7 @@ def _tally(into: dict[str, tuple[int, str]], patient_id: str, effective: str) ->
     into[patient_id] = (n + 1, max(last, effective))
 
 
-def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
+def run_once(conn: Connection, now: float, limit: int = 5000) -> int:
     """Decide up to `limit` undecided readings in one transaction; returns how many were decided."""
     with immediate(conn):
         rows = conn.execute(
@@ -143,7 +142,7 @@ def run_once(conn: sqlite3.Connection, now: float, limit: int = 5000) -> int:
     return len(rows)
 
 
-def _lookup(conn: sqlite3.Connection, sql: str, clinic_id: str, keys: Iterable[str]) -> dict[str, str]:
+def _lookup(conn: Connection, sql: str, clinic_id: str, keys: Iterable[str]) -> dict[str, str]:
     keys = sorted(keys)
     found: dict[str, str] = {}
     for start in range(0, len(keys), 400):
@@ -152,14 +151,14 @@ def _lookup(conn: sqlite3.Connection, sql: str, clinic_id: str, keys: Iterable[s
     return found
 
 
-def run_until_done(conn: sqlite3.Connection, now: float) -> int:
+def run_until_done(conn: Connection, now: float) -> int:
     total = 0
     while n := run_once(conn, now):
         total += n
     return total
 
 
-def reconsider_code(conn: sqlite3.Connection, clinic_id: str, code: str) -> int:
+def reconsider_code(conn: Connection, clinic_id: str, code: str) -> int:
     """A patient was just registered with this check-in code: readings queued for it get decided again."""
     cur = conn.execute(
         "UPDATE observations SET attribution = NULL WHERE clinic_id = ? AND attribution = 'queued' AND subject = ? "
@@ -169,7 +168,7 @@ def reconsider_code(conn: sqlite3.Connection, clinic_id: str, code: str) -> int:
     return cur.rowcount
 
 
-def assign_kiosk(conn: sqlite3.Connection, kiosk_id: str, clinic_id: str, now: float) -> int:
+def assign_kiosk(conn: Connection, kiosk_id: str, clinic_id: str, now: float) -> int:
     """Put a kiosk in a clinic; its parked readings are then decided for that clinic.
 
     The kiosk is sent the clinic's setup (roster, questionnaire) in the same transaction.
@@ -198,7 +197,7 @@ def parse_key(text: str) -> Key:
 
 
 def assign(
-    conn: sqlite3.Connection,
+    conn: Connection,
     clinic_id: str,
     keys: list[Key],
     *,
@@ -242,7 +241,8 @@ def assign(
     for (device_id, user), device in slots.items():
         conn.execute(
             "INSERT INTO device_user_slots (clinic_id, device_id, device_user, patient_id, device, created_by, "
-            "created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET patient_id = excluded.patient_id, "
+            "created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (clinic_id, device_id, device_user) "
+            "DO UPDATE SET patient_id = excluded.patient_id, "
             "device = excluded.device, created_by = excluded.created_by, created_at = excluded.created_at",
             (clinic_id, device_id, user, patient_id, device, user_id, now),
         )
@@ -255,7 +255,7 @@ def assign(
     return changed
 
 
-def slots_of(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> list[dict[str, object]]:
+def slots_of(conn: Connection, clinic_id: str, patient_id: str) -> list[dict[str, object]]:
     """The shared-device user slots mapped to a patient, with the device as it was when the slot was mapped."""
     rows = conn.execute(
         "SELECT device_id, device_user, created_at, device FROM device_user_slots "
@@ -265,7 +265,7 @@ def slots_of(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> list[
     return [{"device_id": r[0], "device_user": r[1], "created_at": r[2], "device": r[3]} for r in rows]
 
 
-def unmap_slot(conn: sqlite3.Connection, clinic_id: str, patient_id: str, device_id: str, device_user: int) -> bool:
+def unmap_slot(conn: Connection, clinic_id: str, patient_id: str, device_id: str, device_user: int) -> bool:
     """Readings already attributed stay; later readings from the slot wait in the queue again."""
     cur = conn.execute(
         "DELETE FROM device_user_slots WHERE clinic_id = ? AND patient_id = ? AND device_id = ? AND device_user = ?",
@@ -274,7 +274,7 @@ def unmap_slot(conn: sqlite3.Connection, clinic_id: str, patient_id: str, device
     return cur.rowcount == 1
 
 
-def discard(conn: sqlite3.Connection, clinic_id: str, keys: list[Key], *, reason: str, user_id: int, now: float) -> int:
+def discard(conn: Connection, clinic_id: str, keys: list[Key], *, reason: str, user_id: int, now: float) -> int:
     changed = 0
     for message_id, idx in keys:
         cur = conn.execute(
@@ -287,7 +287,7 @@ def discard(conn: sqlite3.Connection, clinic_id: str, keys: list[Key], *, reason
     return changed
 
 
-def queue(conn: sqlite3.Connection, clinic_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, object]]:
+def queue(conn: Connection, clinic_id: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, object]]:
     cols = [
         "message_id", "idx", "kiosk", "code", "value", "unit", "effective", "device", "subject",
         "device_user", "attribution_note",
@@ -300,7 +300,7 @@ def queue(conn: sqlite3.Connection, clinic_id: str, *, limit: int = 100, offset:
     return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
-def queue_size(conn: sqlite3.Connection, clinic_id: str) -> int:
+def queue_size(conn: Connection, clinic_id: str) -> int:
     return int(
         conn.execute(
             "SELECT count(*) FROM observations INDEXED BY observations_queue "

@@ -7,9 +7,10 @@ using the application cannot rewrite it. Entries name actions and ids, never hea
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+from hub.db import Connection
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Actor:
 
 
 def record(
-    conn: sqlite3.Connection,
+    conn: Connection,
     actor: Actor,
     action: str,
     now: float,
@@ -60,13 +61,13 @@ class AuditFilter:
 
 
 def entries(
-    conn: sqlite3.Connection, clinic_id: str, f: AuditFilter, *, limit: int = 200, before_id: int | None = None
+    conn: Connection, clinic_id: str, f: AuditFilter, *, limit: int = 200, before_id: int | None = None
 ) -> list[dict[str, Any]]:
     """A clinic's entries, newest first, filtered; page on with `before_id`."""
     where = ["a.clinic_id = ?"]
     params: list[Any] = [clinic_id]
-    if f.actor:
-        where.append("a.actor LIKE ?")
+    if f.actor:  # case-insensitive, as SQLite's LIKE is (PostgreSQL's is not)
+        where.append("lower(a.actor) LIKE lower(?)")
         params.append(f"%{f.actor}%")
     if f.action:
         where.append("a.action = ?")
@@ -93,7 +94,7 @@ def entries(
     return [dict(zip(cols, row, strict=True)) for row in cur]
 
 
-def actions(conn: sqlite3.Connection, clinic_id: str) -> list[str]:
+def actions(conn: Connection, clinic_id: str) -> list[str]:
     return [
         r[0] for r in conn.execute("SELECT DISTINCT action FROM audit WHERE clinic_id = ? ORDER BY 1", (clinic_id,))
     ]

@@ -52,8 +52,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 import hub
 from hub import audit
+from hub.db import immediate
+from hub.db.schema import MIGRATIONS
 from hub.fleet.identities import FleetPaths
-from hub.store import MIGRATIONS, HubStore, immediate
+from hub.store import HubStore
 
 FORMAT = "telehealth-hub-backup"
 FORMAT_VERSION = 1
@@ -514,11 +516,11 @@ def _after_restore(db: Path, archive_name: str, manifest: Manifest) -> None:
             raise BackupError(f"{DB} is at schema {version}, its manifest says {manifest.schema_version}")
         store = HubStore(db)
         try:
-            with immediate(store.db.conn) as conn:
+            with immediate(store.conn) as writing:
                 now = time.time()
-                conn.execute("UPDATE kiosks SET online = 0, presence_at = ? WHERE online = 1", (now,))
+                writing.execute("UPDATE kiosks SET online = 0, presence_at = ? WHERE online = 1", (now,))
                 detail = {"archive": archive_name, "recovery_point": manifest.created.isoformat()}
-                audit.record(conn, CLI, "restore", now, detail=detail)
+                audit.record(writing, CLI, "restore", now, detail=detail)
         finally:
             store.close()
     except sqlite3.Error as exc:

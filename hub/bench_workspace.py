@@ -71,6 +71,7 @@ from device.protocol.envelope import encode, parse_envelope, utc_iso
 from hub import attribution, audit, patients, review
 from hub.accounts import passwords, sessions, users
 from hub.bench import sigterm_as_exit
+from hub.db import Connection
 from hub.store import Accepted, HubStore
 from hub.web.routes.patients import PAGE, RANGES
 from hub.workspace import WebSettings, Workspace
@@ -439,7 +440,7 @@ def _kiosks() -> list[Kiosk]:
     return [*main, Kiosk.make("bench-other-kiosk-1", OTHER_CLINIC, 100)]
 
 
-def _existing(conn: sqlite3.Connection, config: Config) -> bool:
+def _existing(conn: Connection, config: Config) -> bool:
     """True when the database already holds this configuration's data; refuses a different one."""
     if users.clinic_name(conn, CLINIC) is None:
         if conn.execute("SELECT count(*) FROM observations").fetchone()[0]:
@@ -455,7 +456,7 @@ def _existing(conn: sqlite3.Connection, config: Config) -> bool:
     return True
 
 
-def _setup(conn: sqlite3.Connection, specs: list[PatientSpec], kiosks: list[Kiosk], pw: str) -> None:
+def _setup(conn: Connection, specs: list[PatientSpec], kiosks: list[Kiosk], pw: str) -> None:
     """Clinics, the provider who logs in (and two colleagues whose history is in the audit log), patients, kiosks."""
     now = time.time()
     with _txn(conn):
@@ -489,7 +490,7 @@ def _setup(conn: sqlite3.Connection, specs: list[PatientSpec], kiosks: list[Kios
             )  # fmt: skip
 
 
-def _audit_history(conn: sqlite3.Connection, rows: int, rng: random.Random, now: float) -> None:
+def _audit_history(conn: Connection, rows: int, rng: random.Random, now: float) -> None:
     """A year of the clinic's audit log, as audit.record writes it: patient views, trend views, list views, logins.
 
     The log is append-only and never pruned, so a year into use it is the largest table after
@@ -529,7 +530,7 @@ def _audit_history(conn: sqlite3.Connection, rows: int, rng: random.Random, now:
             batch.clear()
 
 
-def _insert(conn: sqlite3.Connection, plan: list[MsgSpec], rows: _Rows, sample: list[str], total: int) -> None:
+def _insert(conn: Connection, plan: list[MsgSpec], rows: _Rows, sample: list[str], total: int) -> None:
     """Messages and observations, MESSAGES_PER_TXN messages a transaction, with the INSERTs commit_batch uses."""
     step = max(1, len(plan) // FIDELITY_SAMPLE)
     done = 0
@@ -563,7 +564,7 @@ def load(config: Config, db: Path, password: str, scratch: Path) -> LoadReport:
     """Fill `db` (or reuse it), attribute every reading with the real pass, and check fidelity on a sample."""
     store = HubStore(db)
     try:
-        conn = store.db.conn
+        conn = store.conn
         if _existing(conn, config):
             user = users.by_email(conn, PROVIDER_EMAIL)
             if user is None:
@@ -606,17 +607,17 @@ def load(config: Config, db: Path, password: str, scratch: Path) -> LoadReport:
     try:
         log.info("attribution pass over %s readings", f"{config.readings:,}")
         t0 = time.perf_counter()
-        decided = attribution.run_until_done(store.db.conn, time.time())
+        decided = attribution.run_until_done(store.conn, time.time())
         attr_s = time.perf_counter() - t0
-        checked = check_fidelity(store.db.conn, sample, scratch)
-        messages = store.db.conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        checked = check_fidelity(store.conn, sample, scratch)
+        messages = store.conn.execute("SELECT count(*) FROM messages").fetchone()[0]
     finally:
         store.close()
     return LoadReport(False, load_s, messages, insert_s, audit_s, attr_s, decided, checked, _size(db))
 
 
 @contextlib.contextmanager
-def _txn(conn: sqlite3.Connection) -> Iterator[None]:
+def _txn(conn: Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -637,7 +638,7 @@ OBSERVATION_COLUMNS = (
 )
 
 
-def check_fidelity(conn: sqlite3.Connection, message_ids: list[str], scratch: Path) -> int:
+def check_fidelity(conn: Connection, message_ids: list[str], scratch: Path) -> int:
     """Re-commit stored messages through the real parse_envelope + commit_batch; every column must match.
 
     This is what makes the fast loader trustworthy: the raw envelope is canonical (encode()
@@ -667,11 +668,11 @@ def check_fidelity(conn: sqlite3.Connection, message_ids: list[str], scratch: Pa
         ref.commit_batch(accepted, [])
         for message_id in message_ids:
             query = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?"
-            if ref.db.conn.execute(query, (message_id,)).fetchone() != stored[message_id]:
+            if ref.conn.execute(query, (message_id,)).fetchone() != stored[message_id]:
                 raise BenchError(f"message {message_id}: its messages row differs from what commit_batch writes")
             obs = f"SELECT {OBSERVATION_COLUMNS} FROM observations WHERE message_id = ? ORDER BY idx"
             ours = conn.execute(obs, (message_id,)).fetchall()
-            theirs = ref.db.conn.execute(obs, (message_id,)).fetchall()
+            theirs = ref.conn.execute(obs, (message_id,)).fetchall()
             if ours != theirs:
                 raise BenchError(f"message {message_id}: observations differ from commit_batch's\n{ours}\n{theirs}")
     finally:
@@ -681,7 +682,7 @@ def check_fidelity(conn: sqlite3.Connection, message_ids: list[str], scratch: Pa
     return len(message_ids)
 
 
-def counts(conn: sqlite3.Connection) -> dict[str, int]:
+def counts(conn: Connection) -> dict[str, int]:
     """What is in the database, and whether every reading went to a patient of its kiosk's clinic."""
 
     def one(sql: str, *params: Any) -> int:
@@ -852,7 +853,7 @@ class Targets:
     new_scale_ids: list[str]
 
     @classmethod
-    def pick(cls, conn: sqlite3.Connection, n: int, rng: random.Random) -> Targets:
+    def pick(cls, conn: Connection, n: int, rng: random.Random) -> Targets:
         rows = conn.execute("SELECT id, name FROM patients WHERE clinic_id = ? ORDER BY id", (CLINIC,)).fetchall()
         chosen = rng.sample(rows, min(n, len(rows)))
         fragments = []

@@ -22,12 +22,13 @@ from device.protocol.endpoints import BrokerUrl
 from device.yaml_config import ConfigError
 from hub import admin_cli, bench, bench_idle, bench_workspace, demo_data
 from hub.consults.ice import IceConfig, read_secret
+from hub.db import immediate, location
 from hub.fleet.identities import FleetPaths, add_kiosk, write_broker_files
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 from hub.ingest_pool import default_workers
 from hub.retention import Retention
 from hub.service import DEFAULT_BROKER_PORT, HubService, ServeConfig
-from hub.store import HubStore, immediate
+from hub.store import HubStore
 
 log = logging.getLogger("hub")
 
@@ -51,6 +52,7 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     def serve_args(p: argparse.ArgumentParser) -> None:
         p.set_defaults(retention=Retention())  # only from the configuration file: no flag
         p.add_argument("--data", type=Path, default=Path("data/hub"), help="folder for database, broker, tokens")
+        location.add_argument(p)
         p.add_argument("--broker", type=_broker, default=None, help="external broker mqtt[s]://host:port")
         p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
         p.add_argument(
@@ -112,6 +114,7 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
 
     ingest = sub.add_parser("ingest", help="run one ingest worker only (beside others, on a shared subscription)")
     ingest.add_argument("--data", type=Path, default=Path("data/hub"))
+    location.add_argument(ingest)
     ingest.add_argument("--broker", type=_broker, required=True)
     ingest.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
     ingest.add_argument(
@@ -127,6 +130,7 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     keep_sub = keep.add_subparsers(dest="action", required=True)
     purge = keep_sub.add_parser("apply", help="purge now (hub serve also does, every six hours)")
     purge.add_argument("--data", type=Path, default=Path("data/hub"))
+    location.add_argument(purge)
     purge.add_argument("--config", type=Path, default=None, help="hub.yaml with a `retention` section (else defaults)")
     purge.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
 
@@ -197,9 +201,9 @@ def _retention(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             return 2
         policy = checked.config.retention
-    store = HubStore(args.data / "hub.db")
+    store = HubStore(location.for_data(args.data, args.database))
     try:
-        counts = retention.apply(store.db.conn, policy, time.time(), dry_run=args.dry_run)
+        counts = retention.apply(store.conn, policy, time.time(), dry_run=args.dry_run)
     finally:
         store.close()
     verb = "would purge" if args.dry_run else "purged"
@@ -298,6 +302,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_config(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(
         data_dir=args.data,
+        database=location.for_data(args.data, args.database),
         broker=args.broker,
         broker_port=args.broker_port,
         http_host=args.host,
@@ -329,7 +334,7 @@ def _ingest(args: argparse.Namespace) -> int:
         ca_file=str(args.broker_ca) if args.broker_ca else None,
         fleet_data=args.data,
     )
-    worker = IngestWorker(args.data / "hub.db", config)
+    worker = IngestWorker(location.for_data(args.data, args.database), config)
     tune_gc_for_ingest()
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
@@ -344,13 +349,13 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"hub demo: {exc}", file=sys.stderr)
         return 2
     kiosk_data = args.data.parent / "kiosk"
-    store = HubStore(service.db_path)
+    store = HubStore(service.database)
     try:
         logins = demo_data.seed(store, args.kiosk_id, datetime.now(UTC))
         # The demo kiosk is provisioned as a real one is (`hub kiosks add`, then `kiosk provision`), afresh each
         # run: it reaches the broker over TLS with its certificate and password, and the hub with its credential.
         fleet = FleetPaths(args.data)
-        with immediate(store.db.conn) as conn:
+        with immediate(store.conn) as conn:
             now = time.time()
             bundle = add_kiosk(
                 conn, fleet, args.kiosk_id, broker_url=service.kiosk_broker_url, hub_url=service.base_url,

@@ -19,7 +19,8 @@ from device.protocol.envelope import ClockInfo, build_envelope, encode
 from device.protocol.ids import new_message_id
 from hub import attribution, kiosk_setup, patients
 from hub.accounts import passwords, users
-from hub.store import Accepted, HubStore, immediate
+from hub.db import immediate
+from hub.store import Accepted, HubStore
 
 CLINIC_ID = "demo-clinic"
 ADMIN_EMAIL = "admin@demo-clinic.example"
@@ -50,7 +51,7 @@ def _password() -> str:
 def seed(store: HubStore, live_kiosk: str, now: datetime, rng: random.Random | None = None) -> DemoLogins:
     """Idempotent: a second run keeps the data and only issues fresh passwords (printed, never stored plain)."""
     rng = rng or random.Random(7)
-    conn = store.db.conn
+    conn = store.conn
     ts = now.timestamp()
     admin_pw, provider_pw = _password(), _password()
     fresh = users.clinic_name(conn, CLINIC_ID) is None

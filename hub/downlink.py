@@ -12,18 +12,18 @@ arrive after a fresh one). `delivered_at` keeps meaning "the kiosk said it store
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from device.protocol.downlink import CaseAnswerBody, CaseAnswerMessage, KioskSetupBody, KioskSetupMessage
 from device.protocol.ids import new_message_id
+from hub.db import Connection
 
 FIRST_RESEND_S = 30.0
 MAX_RESEND_S = 600.0
 
 
-def enqueue_case_answer(conn: sqlite3.Connection, kiosk: str, body: CaseAnswerBody, now: float) -> str:
+def enqueue_case_answer(conn: Connection, kiosk: str, body: CaseAnswerBody, now: float) -> str:
     message = CaseAnswerMessage(id=new_message_id(), kiosk=kiosk, created=datetime.fromtimestamp(now, UTC), body=body)
     conn.execute(
         "INSERT INTO downlink (id, kiosk, kind, case_id, body, created_at) VALUES (?,?,?,?,?,?)",
@@ -32,7 +32,7 @@ def enqueue_case_answer(conn: sqlite3.Connection, kiosk: str, body: CaseAnswerBo
     return message.id
 
 
-def enqueue_kiosk_setup(conn: sqlite3.Connection, kiosk: str, body: KioskSetupBody, now: float) -> str:
+def enqueue_kiosk_setup(conn: Connection, kiosk: str, body: KioskSetupBody, now: float) -> str:
     """Queue a setup for the kiosk; its older setups not yet delivered are superseded and never sent again."""
     message = KioskSetupMessage(id=new_message_id(), kiosk=kiosk, created=datetime.fromtimestamp(now, UTC), body=body)
     conn.execute(
@@ -58,7 +58,7 @@ def resend_after(attempts: int) -> float:
     return float(min(FIRST_RESEND_S * 2 ** max(0, attempts - 1), MAX_RESEND_S))
 
 
-def due(conn: sqlite3.Connection, now: float, limit: int = 200) -> list[Pending]:
+def due(conn: Connection, now: float, limit: int = 200) -> list[Pending]:
     rows = conn.execute(
         "SELECT id, kiosk, body, attempts, last_sent_at FROM downlink INDEXED BY downlink_pending "
         "WHERE delivered_at IS NULL AND superseded_by IS NULL ORDER BY created_at LIMIT ?",
@@ -68,13 +68,13 @@ def due(conn: sqlite3.Connection, now: float, limit: int = 200) -> list[Pending]
     return out[:limit]
 
 
-def mark_sent(conn: sqlite3.Connection, ids: list[str], now: float) -> None:
+def mark_sent(conn: Connection, ids: list[str], now: float) -> None:
     conn.executemany(
         "UPDATE downlink SET attempts = attempts + 1, last_sent_at = ? WHERE id = ?", [(now, i) for i in ids]
     )
 
 
-def mark_delivered(conn: sqlite3.Connection, kiosk: str, ids: list[str], now: float) -> int:
+def mark_delivered(conn: Connection, kiosk: str, ids: list[str], now: float) -> int:
     """Only the kiosk a message was for can acknowledge it; the case shows when its answer arrived."""
     delivered = 0
     for message_id in ids:
@@ -91,7 +91,7 @@ def mark_delivered(conn: sqlite3.Connection, kiosk: str, ids: list[str], now: fl
     return delivered
 
 
-def kiosk_online(conn: sqlite3.Connection, kiosk: str) -> int:
+def kiosk_online(conn: Connection, kiosk: str) -> int:
     """The kiosk is back: whatever it still lacks goes out at the next chance, not after the backoff."""
     cur = conn.execute(
         "UPDATE downlink SET last_sent_at = NULL WHERE kiosk = ? AND delivered_at IS NULL AND superseded_by IS NULL",

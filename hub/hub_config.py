@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from device.yaml_config import ConfigError, Problem, load_located
+from hub.db.location import LocationError, PostgresLocation
+from hub.db.location import parse as parse_location
 from hub.ingest_pool import default_workers
 from hub.retention import Retention
 from hub.service import DEFAULT_BROKER_PORT
@@ -33,6 +35,23 @@ class HubFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: Path = Path("/var/lib/telehealth-hub")
+    # A postgresql:// URL (several hub instances share one server) or a SQLite file; none: DATA/hub.db. Keep the
+    # password out of this file: libpq reads it from ~/.pgpass, $PGPASSFILE, or `?passfile=` in the URL.
+    database: str | None = None
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            where = parse_location(value)
+        except LocationError as exc:
+            raise ValueError(str(exc)) from None
+        if isinstance(where, PostgresLocation) and where.describe() != value:
+            raise ValueError("a password in the URL: put it in ~/.pgpass or a passfile instead (`?passfile=PATH`)")
+        return value
+
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default_factory=default_workers, ge=1, le=16)

@@ -28,7 +28,6 @@ import gc
 import json
 import logging
 import select
-import sqlite3
 import ssl
 import threading
 import time
@@ -54,8 +53,9 @@ from device.protocol.topics import DELIVERED, RENEW
 from device.protocol.transport import corked, has_buffered_input, no_delay
 from hub import audit, downlink
 from hub.audit import Actor
+from hub.db import DatabaseError, Location, immediate
 from hub.fleet import remote_config
-from hub.store import CommitResult, HubStore, immediate
+from hub.store import CommitResult, HubStore
 from hub.uplink import Limits, Sorted, classify
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Outage:
         self.failures += 1
         if cause == self.cause:
             return False
-        trace = None if isinstance(exc, sqlite3.Error | OSError) else exc
+        trace = None if isinstance(exc, DatabaseError | OSError) else exc
         if self.cause is None:
             self.since, self._started, self.failures = time.time(), time.monotonic(), 1
             self.outages += 1
@@ -221,7 +221,7 @@ class _Pending(Sorted):
 class IngestWorker:
     def __init__(
         self,
-        store_path: str | Path,
+        store_path: str | Path | Location,
         config: IngestConfig,
         *,
         connected: ReadyFlag | None = None,
@@ -500,7 +500,7 @@ class IngestWorker:
             return
         now = time.time()
         try:
-            with immediate(self.store.db.conn) as conn:
+            with immediate(self.store.conn) as conn:
                 pending = downlink.due(conn, now)
                 for item in pending:
                     self._client.publish(Topics.message(item.kiosk), item.body, qos=1)
@@ -509,7 +509,7 @@ class IngestWorker:
                 for config in configs:  # retained: a kiosk offline now gets it when it subscribes
                     self._client.publish(Topics.config(config.kiosk), config.body, qos=1, retain=True)
                 remote_config.mark_published(conn, configs)
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             self._downlink_outage.failed(exc)  # tried again at the next check
         else:
             self._downlink_outage.succeeded()
@@ -524,9 +524,9 @@ class IngestWorker:
             log.warning("a delivery ack on %s's topic names another kiosk: ignored", kiosk)
             return
         try:
-            with immediate(self.store.db.conn) as conn:
+            with immediate(self.store.conn) as conn:
                 downlink.mark_delivered(conn, kiosk, ack.ids, now)
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             self._delivered_outage.failed(exc)  # the kiosk will be sent the message again, and ack it again
         else:
             self._delivered_outage.succeeded()
@@ -545,7 +545,7 @@ class IngestWorker:
             from hub.fleet import identities  # noqa: PLC0415
 
             try:
-                with immediate(self.store.db.conn) as conn:
+                with immediate(self.store.conn) as conn:
                     issued = identities.renew_kiosk(
                         conn, identities.FleetPaths(self.config.fleet_data), kiosk, request, now
                     )
@@ -554,7 +554,7 @@ class IngestWorker:
             except identities.IdentityError as exc:
                 log.warning("kiosk %s: certificate renewal refused: %s", kiosk, exc)
                 reply = RenewalReply(request=request.request, error=str(exc))
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 self._renewal_outage.failed(exc)  # no reply: the kiosk asks again
                 return
             except Exception:  # a request no check foresaw must not take ingest down
@@ -579,7 +579,7 @@ class IngestWorker:
         try:
             self.store.set_presence(kiosk, online, now)
             if online and self.config.send_downlink:
-                with immediate(self.store.db.conn) as conn:
+                with immediate(self.store.conn) as conn:
                     downlink.kiosk_online(conn, kiosk)
                     # Again, in case the broker lost its retained copy: the kiosk ignores a version it runs.
                     conn.execute("UPDATE kiosk_configs SET published_version = 0 WHERE kiosk = ?", (kiosk,))

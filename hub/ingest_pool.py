@@ -26,6 +26,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 
 from device.protocol.retry import Backoff
+from hub.db import Location
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,9 @@ class WorkerState:
     problem: SharedText
 
 
-def _worker_main(db: Path, config: IngestConfig, state: WorkerState, parent_pid: int, log_level: int) -> None:
+def _worker_main(
+    db: Path | Location, config: IngestConfig, state: WorkerState, parent_pid: int, log_level: int
+) -> None:
     # A spawned process starts with no logging set up: without this, its info lines were lost.
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s {config.client_id} %(name)s: %(message)s")
     worker = IngestWorker(db, config, connected=state.connected, problem=state.problem)
@@ -143,7 +146,7 @@ class IngestPool:
     The broker binds client ids to logins: the user name, or the user name, a colon and a suffix.
     """
 
-    def __init__(self, db: Path, base: IngestConfig, count: int) -> None:
+    def __init__(self, db: Path | Location, base: IngestConfig, count: int) -> None:
         if count < 1:
             raise ValueError("at least one ingest worker")
         self.db = db

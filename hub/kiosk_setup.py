@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 
 from argon2 import PasswordHasher, Type
 
 from device.protocol.downlink import KioskSetupBody, RosterEntry
 from hub import downlink
 from hub.cases.questionnaire import GENERAL_INTAKE, Questionnaire
+from hub.db import Connection
 
 PIN_PATTERN = re.compile(r"[0-9]{4,8}")  # ASCII digits only: str.isdigit() would let "٣٤٥٦" through
 
@@ -44,7 +44,7 @@ def hash_pin(pin: str) -> str:
     return PIN_HASHER.hash(pin)
 
 
-def _questionnaire(conn: sqlite3.Connection, clinic_id: str) -> Questionnaire:
+def _questionnaire(conn: Connection, clinic_id: str) -> Questionnaire:
     """The clinic's most recently added questionnaire, else the built-in general intake."""
     row = conn.execute(
         "SELECT definition FROM questionnaires WHERE clinic_id = ? ORDER BY created_at DESC, version DESC, id DESC "
@@ -54,7 +54,7 @@ def _questionnaire(conn: sqlite3.Connection, clinic_id: str) -> Questionnaire:
     return GENERAL_INTAKE if row is None else Questionnaire.model_validate_json(row[0])
 
 
-def build(conn: sqlite3.Connection, clinic_id: str, now: float) -> KioskSetupBody:
+def build(conn: Connection, clinic_id: str, now: float) -> KioskSetupBody:
     """The clinic's setup as of now.
 
     `version` is `now` in milliseconds, but above every version already sent to a kiosk of
@@ -88,7 +88,7 @@ def digest(body: KioskSetupBody) -> str:
     return hashlib.sha256(body.model_dump_json(exclude={"version"}).encode()).hexdigest()
 
 
-def refresh(conn: sqlite3.Connection, clinic_id: str, now: float) -> int:
+def refresh(conn: Connection, clinic_id: str, now: float) -> int:
     """Queue a new setup for each kiosk of the clinic whose last one says something else; returns how many.
 
     Call it inside the transaction that changed the roster, a PIN, the PIN rule, the
@@ -117,7 +117,7 @@ def refresh(conn: sqlite3.Connection, clinic_id: str, now: float) -> int:
     return sent
 
 
-def set_pin(conn: sqlite3.Connection, clinic_id: str, patient_id: str, pin_hash: str | None, now: float) -> int:
+def set_pin(conn: Connection, clinic_id: str, patient_id: str, pin_hash: str | None, now: float) -> int:
     """Give a patient of the clinic a kiosk PIN (a `hash_pin` hash), or none; the kiosks are refreshed.
 
     LookupError when the patient is not at this clinic. Returns how many kiosks got a new setup.
@@ -130,7 +130,7 @@ def set_pin(conn: sqlite3.Connection, clinic_id: str, patient_id: str, pin_hash:
     return refresh(conn, clinic_id, now)
 
 
-def set_pin_required(conn: sqlite3.Connection, clinic_id: str, required: bool, now: float) -> int:
+def set_pin_required(conn: Connection, clinic_id: str, required: bool, now: float) -> int:
     """Whether every patient must enter a PIN after their code at this clinic's kiosks; the kiosks are refreshed."""
     cur = conn.execute("UPDATE clinics SET kiosk_pin_required = ? WHERE id = ?", (int(required), clinic_id))
     if cur.rowcount != 1:
@@ -138,12 +138,12 @@ def set_pin_required(conn: sqlite3.Connection, clinic_id: str, required: bool, n
     return refresh(conn, clinic_id, now)
 
 
-def pin_required(conn: sqlite3.Connection, clinic_id: str) -> bool:
+def pin_required(conn: Connection, clinic_id: str) -> bool:
     row = conn.execute("SELECT kiosk_pin_required FROM clinics WHERE id = ?", (clinic_id,)).fetchone()
     return bool(row and row[0])
 
 
-def without_pin(conn: sqlite3.Connection, clinic_id: str) -> int:
+def without_pin(conn: Connection, clinic_id: str) -> int:
     """How many of the clinic's patients have no kiosk PIN (they cannot check in while one is required)."""
     return int(
         conn.execute(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -45,6 +44,8 @@ from prometheus_client.registry import Collector
 
 from device.protocol.envelope import RESERVED_KINDS, Kind
 from hub import __version__
+from hub.db import Connection, DatabaseError, connect, engine_of
+from hub.db.lease import CLUSTER_JOBS, held_here
 from hub.web.routes.fleet import backlog_growing, kiosk_state
 from hub.workspace import Workspace
 
@@ -77,9 +78,9 @@ REASONS = (*(category for category, _ in REASON_PREFIXES), "other")
 # a job is held while its thread is alive. The web app and its consult relay are held by any process serving it.
 APP_JOBS = ("web", "consult-relay")
 THREAD_JOBS: dict[str, tuple[str, ...]] = {
-    # HubService._attribute: attribution twice a second, the triage sweep (silence, escalation) every minute,
-    # retention every six hours, and the embedded broker's certificate check twice a day.
-    "attribution": ("attribution", "triage-sweep", "retention"),
+    # HubService._attribute runs the cluster jobs (attribution, triage sweep, retention) this instance holds a lease
+    # on (hub/db/lease.py: added below), and the embedded broker's certificate check twice a day.
+    "attribution": (),
     # The ingest worker processes' supervisor; its first worker also sends the downlink (case answers, configs).
     "ingest-pool": ("ingest", "downlink"),
     "broker-supervisor": ("broker",),
@@ -106,6 +107,8 @@ def held_jobs(thread_names: Iterable[str]) -> list[str]:
     for thread, thread_jobs in THREAD_JOBS.items():
         if thread in names:
             jobs.extend(thread_jobs)
+    if "attribution" in names:
+        jobs.extend(job for job in CLUSTER_JOBS if job in held_here())
     if "attribution" in names and "broker-supervisor" in names:
         jobs.append("broker-certificate")  # the check runs beside attribution, for the embedded broker only
     return jobs
@@ -137,7 +140,7 @@ class _Snapshot:
     consults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CONSULT_STATES, 0))
 
 
-def _latest_commit(conn: sqlite3.Connection) -> float:
+def _latest_commit(conn: Connection) -> float:
     (latest,) = conn.execute("SELECT max(committed_at) FROM messages").fetchone()
     return 0.0 if latest is None else float(latest)  # an empty hub: every message to come is new
 
@@ -151,12 +154,12 @@ class HubCollector(Collector):
         self._lock = threading.Lock()  # one scrape at a time: each moves the commit counters on
         self._commits = _Commits()
         try:  # counted from now on; a database that cannot be read yet is asked again at the first scrape
-            conn = sqlite3.connect(f"file:{ws.db_path}?mode=ro", uri=True, timeout=30)
+            conn = connect(ws.location, read_only=True)
             try:
                 self._commits.latest = _latest_commit(conn)
             finally:
                 conn.close()
-        except sqlite3.Error:
+        except DatabaseError:
             log.debug("metrics: the database could not be read at start; counting from the first scrape")
 
     def collect(self) -> list[Metric]:
@@ -165,7 +168,7 @@ class HubCollector(Collector):
         with self._lock:
             try:
                 snapshot: _Snapshot | None = self._read()
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 log.warning("metrics: could not read the database: %s", type(exc).__name__)
                 snapshot = None
             families = list(self._identity())
@@ -190,7 +193,9 @@ class HubCollector(Collector):
         conn.execute("BEGIN")  # deferred: a read snapshot from the first SELECT on, no lock a writer waits for
         try:
             snap = _Snapshot(recent=self._read_commits(conn, now))
-            for reason, count in conn.execute("SELECT reason, total(count) FROM dead_letters GROUP BY reason"):
+            for reason, count in conn.execute(
+                "SELECT reason, coalesce(sum(count), 0) FROM dead_letters GROUP BY reason"
+            ):
                 snap.dead[reason_category(str(reason))] += int(count)
             self._read_kiosks(conn, now, snap)
             self._read_work(conn, snap)
@@ -199,22 +204,27 @@ class HubCollector(Collector):
                 conn.execute("ROLLBACK")  # nothing was written
         return snap
 
-    def _read_commits(self, conn: sqlite3.Connection, now: float) -> int:
+    def _read_commits(self, conn: Connection, now: float) -> int:
         """Add the messages committed after the newest one counted before; return how many came in the last
         minute. One query: a range of committed_at, one index range once that column has an index."""
         commits = self._commits
         if commits.latest is None:
             commits.latest = _latest_commit(conn)
         since, recent = commits.latest, now - RECENT_S
-        new = "committed_at > :since"
-        bucket_sums = ", ".join(
-            f"sum({new} AND committed_at - received_at <= :b{i})" for i in range(len(LATENCY_BUCKETS))
-        )
-        latency = f"CASE WHEN {new} THEN max(committed_at - received_at, 0) END"
+        # Portable SQL: a condition counted as CASE ... THEN 1 (SQLite would sum the boolean itself), positional
+        # parameters in the order they appear.
+        new = "committed_at > ?"
+        params: list[float] = []
+        bucket_sums = []
+        for bound in LATENCY_BUCKETS:
+            bucket_sums.append(f"sum(CASE WHEN {new} AND committed_at - received_at <= ? THEN 1 ELSE 0 END)")
+            params += [since, bound]
+        latency = f"CASE WHEN {new} THEN greatest(committed_at - received_at, 0) END"
         rows = conn.execute(
-            f"SELECT kind, sum({new}), max(committed_at), total({latency}), sum(committed_at > :recent), {bucket_sums} "
-            "FROM messages WHERE committed_at > min(:since, :recent) GROUP BY kind",
-            {"since": since, "recent": recent, **{f"b{i}": b for i, b in enumerate(LATENCY_BUCKETS)}},
+            f"SELECT kind, sum(CASE WHEN {new} THEN 1 ELSE 0 END), max(committed_at), coalesce(sum({latency}), 0), "
+            f"sum(CASE WHEN committed_at > ? THEN 1 ELSE 0 END), {', '.join(bucket_sums)} "
+            "FROM messages WHERE committed_at > least(?, ?) GROUP BY kind",
+            [since, since, recent, *params, since, recent],
         ).fetchall()
         last_minute = 0
         for kind, count, latest, latency_sum, in_last_minute, *buckets in rows:
@@ -230,7 +240,7 @@ class HubCollector(Collector):
             commits.latest = max(commits.latest, float(latest))
         return last_minute
 
-    def _read_kiosks(self, conn: sqlite3.Connection, now: float, snap: _Snapshot) -> None:
+    def _read_kiosks(self, conn: Connection, now: float, snap: _Snapshot) -> None:
         """Kiosks by the fleet page's own rules (state, growing backlog), and the backlogs they reported."""
         late_after_s = self.ws.settings.late_after_s
         rows = conn.execute(
@@ -244,13 +254,15 @@ class HubCollector(Collector):
                 snap.backlog_max = max(snap.backlog_max, int(backlog))
 
     @staticmethod
-    def _read_work(conn: sqlite3.Connection, snap: _Snapshot) -> None:
+    def _read_work(conn: Connection, snap: _Snapshot) -> None:
         """Open alerts, open cases, waiting and live consults: clinic by clinic through the queue indexes (CROSS
         JOIN keeps clinics the outer loop; SQLite otherwise walked the whole index)."""
+        # SQLite reads CROSS JOIN as "keep this loop order"; PostgreSQL has no ON for it and plans a JOIN itself.
+        join = "CROSS JOIN" if engine_of(conn) == "sqlite" else "JOIN"
         alert_states = ", ".join("?" * len(ALERT_STATES))
         for state, severity, count in conn.execute(
             "SELECT a.state, a.severity, count(*) FROM clinics c "
-            f"CROSS JOIN alerts a ON a.clinic_id = c.id AND a.state IN ({alert_states}) GROUP BY a.state, a.severity",
+            f"{join} alerts a ON a.clinic_id = c.id AND a.state IN ({alert_states}) GROUP BY a.state, a.severity",
             ALERT_STATES,
         ):
             if (state, severity) in snap.alerts:
@@ -258,7 +270,7 @@ class HubCollector(Collector):
         case_states = ", ".join("?" * len(CASE_STATES))
         for query in (  # a case from a kiosk no clinic holds yet has no clinic
             "SELECT s.state, count(*) FROM clinics c "
-            f"CROSS JOIN cases s ON s.clinic_id = c.id AND s.state IN ({case_states}) GROUP BY s.state",
+            f"{join} cases s ON s.clinic_id = c.id AND s.state IN ({case_states}) GROUP BY s.state",
             f"SELECT state, count(*) FROM cases WHERE clinic_id IS NULL AND state IN ({case_states}) GROUP BY state",
         ):
             for state, count in conn.execute(query, CASE_STATES):

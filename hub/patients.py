@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 import secrets
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from hub import kiosk_setup
+from hub.db import Connection
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # the kiosk check-in code, as the wire contract's `subject`
 
@@ -38,9 +38,7 @@ class Patient:
 _COLUMNS = "id, clinic_id, code, name, birth_date, reading_count, last_reading_at, kiosk_pin_hash IS NOT NULL"
 
 
-def create(
-    conn: sqlite3.Connection, clinic_id: str, *, code: str, name: str, birth_date: str | None, now: float
-) -> str:
+def create(conn: Connection, clinic_id: str, *, code: str, name: str, birth_date: str | None, now: float) -> str:
     if not CODE_PATTERN.match(code):
         raise PatientError(f"check-in code {code!r} may hold only letters, digits and . _ : - (at most 64)")
     if not name.strip():
@@ -51,13 +49,14 @@ def create(
         except ValueError:
             raise PatientError(f"birth date {birth_date!r} is not YYYY-MM-DD") from None
     patient_id = "pt_" + secrets.token_hex(8)
-    try:
-        conn.execute(
-            "INSERT INTO patients (id, clinic_id, code, name, birth_date, created_at) VALUES (?,?,?,?,?,?)",
-            (patient_id, clinic_id, code, name.strip(), birth_date or None, now),
-        )
-    except sqlite3.IntegrityError:
-        raise PatientError(f"check-in code {code!r} is already used at this clinic") from None
+    # ON CONFLICT rather than catching the error: on PostgreSQL a failed statement ends the caller's transaction.
+    cur = conn.execute(
+        "INSERT INTO patients (id, clinic_id, code, name, birth_date, created_at) VALUES (?,?,?,?,?,?) "
+        "ON CONFLICT (clinic_id, code) DO NOTHING",
+        (patient_id, clinic_id, code, name.strip(), birth_date or None, now),
+    )
+    if cur.rowcount != 1:
+        raise PatientError(f"check-in code {code!r} is already used at this clinic")
     kiosk_setup.refresh(conn, clinic_id, now)
     return patient_id
 
@@ -67,20 +66,24 @@ def _patient(row: Sequence[Any]) -> Patient:
     return Patient(id_, clinic_id, code, name, birth_date, reading_count, last_reading_at, bool(has_pin))
 
 
-def get(conn: sqlite3.Connection, clinic_id: str, patient_id: str) -> Patient | None:
+def get(conn: Connection, clinic_id: str, patient_id: str) -> Patient | None:
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM patients WHERE id = ? AND clinic_id = ?", (patient_id, clinic_id)
     ).fetchone()
     return None if row is None else _patient(row)
 
 
-def search(conn: sqlite3.Connection, clinic_id: str, q: str = "", *, offset: int = 0, limit: int = 50) -> list[Patient]:
-    """By name or check-in code, alphabetical; `q` matches a prefix of either, or any part of the name."""
+def search(conn: Connection, clinic_id: str, q: str = "", *, offset: int = 0, limit: int = 50) -> list[Patient]:
+    """By name or check-in code, alphabetical; `q` matches a prefix of either, or any part of the name.
+
+    Case-insensitive on both engines: SQLite's LIKE ignores ASCII case, PostgreSQL's does not, so both sides
+    are lowered.
+    """
     if q.strip():
         like = q.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = conn.execute(
             f"SELECT {_COLUMNS} FROM patients "
-            "WHERE clinic_id = ? AND (name LIKE ? ESCAPE '\\' OR code LIKE ? ESCAPE '\\') "
+            "WHERE clinic_id = ? AND (lower(name) LIKE lower(?) ESCAPE '\\' OR lower(code) LIKE lower(?) ESCAPE '\\') "
             "ORDER BY name, id LIMIT ? OFFSET ?",
             (clinic_id, f"%{like}%", f"{like}%", limit, offset),
         )
@@ -92,5 +95,5 @@ def search(conn: sqlite3.Connection, clinic_id: str, q: str = "", *, offset: int
     return [_patient(r) for r in rows]
 
 
-def count(conn: sqlite3.Connection, clinic_id: str) -> int:
+def count(conn: Connection, clinic_id: str) -> int:
     return int(conn.execute("SELECT count(*) FROM patients WHERE clinic_id = ?", (clinic_id,)).fetchone()[0])

@@ -10,19 +10,19 @@ minors), so the hub never chooses it. Even then an open case, an open alert or a
 is never purged. The audit log is append-only (migration 5) and outlives everything here:
 the clinic archives it, the hub never deletes it.
 
-Purged rows are overwritten, not only unlinked: the purge runs with `secure_delete` and
+Purged rows are overwritten, not only unlinked: on SQLite the purge runs with `secure_delete` and
 truncates the write-ahead log, so the bytes leave the database file as well as its tables.
+PostgreSQL has no such setting: there the server's vacuum reclaims the purged rows' space.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub import audit
-from hub.store import immediate
+from hub.db import Connection, engine_of, immediate
 
 DAY_S = 86_400.0
 
@@ -48,7 +48,18 @@ class Retention(BaseModel):
 class Rule:
     table: str
     what: str
-    where: str  # rows older than the cutoff `:cutoff`, and done with
+    where: str  # rows older than the cutoff `:cutoff`, and done with; `{case_attachments}`: see _CASE_ATTACHMENTS
+
+    def sql(self, engine: str) -> str:
+        """The condition for `engine`, each `:cutoff` a `?` placeholder (the parameters: `cutoff` that many times)."""
+        return self.where.replace("{case_attachments}", _CASE_ATTACHMENTS[engine]).replace(":cutoff", "?")
+
+
+# A case's attachment ids (a JSON array of text) as rows with a `value` column: JSON is where the engines differ.
+_CASE_ATTACHMENTS = {
+    "sqlite": "json_each(cases.attachments)",
+    "postgresql": "jsonb_array_elements_text(cases.attachments::jsonb)",
+}
 
 
 TRANSPORT: dict[str, list[Rule]] = {
@@ -81,7 +92,7 @@ CLINICAL: list[Rule] = [
         "attachments",
         "photos",
         "first_chunk_at < :cutoff AND id NOT IN "
-        "(SELECT value FROM cases, json_each(cases.attachments) WHERE NOT (state = 'closed' AND closed_at < :cutoff))",
+        "(SELECT value FROM cases, {case_attachments} WHERE NOT (state = 'closed' AND closed_at < :cutoff))",
     ),
     Rule("cases", "closed cases", "state = 'closed' AND closed_at < :cutoff"),
     Rule("consults", "consult records", "state = 'ended' AND ended_at < :cutoff"),
@@ -106,26 +117,31 @@ def plan(policy: Retention, now: float) -> list[tuple[Rule, float]]:
     return rules
 
 
-def apply(conn: sqlite3.Connection, policy: Retention, now: float, *, dry_run: bool = False) -> dict[str, int]:
+def apply(conn: Connection, policy: Retention, now: float, *, dry_run: bool = False) -> dict[str, int]:
     """Purge what the policy says is past keeping; return how many rows of each kind (or would be, on a dry run).
 
     One transaction: a crash leaves all or nothing. The counts, never the contents, go to the audit log.
     """
     counts: dict[str, int] = {}
-    conn.execute("PRAGMA secure_delete = ON")
+    engine = engine_of(conn)
+    sqlite = engine == "sqlite"  # secure_delete and the WAL checkpoint are SQLite's own (PRAGMAs)
+    if sqlite:
+        conn.execute("PRAGMA secure_delete = ON")
     try:
         with immediate(conn):
             for rule, cutoff in plan(policy, now):
                 verb = "SELECT count(*) FROM" if dry_run else "DELETE FROM"
-                cursor = conn.execute(f"{verb} {rule.table} WHERE {rule.where}", {"cutoff": cutoff})
+                where = rule.sql(engine)
+                cursor = conn.execute(f"{verb} {rule.table} WHERE {where}", [cutoff] * where.count("?"))
                 removed = cursor.fetchone()[0] if dry_run else cursor.rowcount
                 counts[rule.what] = counts.get(rule.what, 0) + removed
             if not dry_run and any(counts.values()):
                 purged = {k: v for k, v in counts.items() if v}
                 audit.record(conn, audit.Actor("system", None), "retention.purge", now, detail=purged)
     finally:
-        conn.execute("PRAGMA secure_delete = OFF")
-    if not dry_run and any(counts.values()):
+        if sqlite:
+            conn.execute("PRAGMA secure_delete = OFF")
+    if sqlite and not dry_run and any(counts.values()):
         # The old pages also sit in the write-ahead log until a checkpoint copies and truncates it.
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return counts

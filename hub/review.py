@@ -9,12 +9,12 @@ Bluetooth devices' readings, because they are estimates with a different error.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from device.protocol.vitals import VITALS
+from hub.db import Connection
 
 
 @dataclass(frozen=True)
@@ -75,18 +75,23 @@ class TimeRange:
         return _iso(self.since), _iso(self.until)
 
 
-def trends(conn: sqlite3.Connection, clinic_id: str, patient_id: str, rng: TimeRange) -> dict[str, Any]:
+def trends(conn: Connection, clinic_id: str, patient_id: str, rng: TimeRange) -> dict[str, Any]:
     """The JSON the trend charts draw (contract in hub/web/static/trends.js)."""
     lo, hi = rng.query
     rows = conn.execute(
-        "SELECT code, unit, value, effective, clock_offset_ms, json_extract(device, '$.type') "
+        "SELECT code, unit, value, effective, clock_offset_ms, device "
         "FROM observations INDEXED BY observations_patient "
         "WHERE patient_id = ? AND clinic_id = ? AND attribution = 'attributed' AND effective >= ? AND effective < ? "
         "ORDER BY code, effective",
         (patient_id, clinic_id, lo, hi),
     ).fetchall()
     charts: dict[tuple[str, str], dict[str, Any]] = {}
-    for code, unit, value, effective, offset_ms, device_type in rows:
+    types: dict[str, Any] = {}  # the device's type, read once per distinct device description
+    for code, unit, value, effective, offset_ms, device in rows:
+        if device not in types:
+            described = json.loads(device)
+            types[device] = described.get("type") if isinstance(described, dict) else None
+        device_type = types[device]
         t = corrected_seconds(effective, offset_ms)
         chart = charts.get((code, unit))
         if chart is None:
@@ -117,7 +122,7 @@ READING_COLUMNS = [
 
 
 def readings(
-    conn: sqlite3.Connection,
+    conn: Connection,
     clinic_id: str,
     patient_id: str,
     rng: TimeRange | None = None,

@@ -17,12 +17,13 @@ exportable, because a claim must be backed by what it counts.
 
 from __future__ import annotations
 
-import sqlite3
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from device.protocol.envelope import utc_iso
 from hub.consults import store as consults
+from hub.db import Connection
 
 EPISODE_GAP_S = 10 * 60
 DAYS_FULL, DAYS_TIER = 16, 2
@@ -140,17 +141,27 @@ class Month:
         return "met (20+ min)" if m >= MINUTES_FULL else ("10-minute tier" if m >= MINUTES_TIER else "not met")
 
 
-def month_for(conn: sqlite3.Connection, clinic_id: str, patient_id: str, month: str) -> Month:
+def month_for(conn: Connection, clinic_id: str, patient_id: str, month: str) -> Month:
     start, end = month_bounds(month)
     lo, hi = utc_iso(start), utc_iso(end)
     result = Month(patient_id, month)
+    # Each day with the devices that measured on it (a few per day): which of them count is read from the
+    # device's JSON here, the same on both engines, rather than in SQL (json_extract is SQLite's alone).
     rows = conn.execute(
-        "SELECT DISTINCT substr(effective, 1, 10) FROM observations INDEXED BY observations_patient "
-        "WHERE patient_id = ? AND clinic_id = ? AND attribution = 'attributed' AND effective >= ? AND effective < ? "
-        "AND json_extract(device, '$.type') NOT IN ('camera', 'manual') ORDER BY 1",
+        "SELECT DISTINCT substr(effective, 1, 10), device FROM observations INDEXED BY observations_patient "
+        "WHERE patient_id = ? AND clinic_id = ? AND attribution = 'attributed' AND effective >= ? AND effective < ?",
         (patient_id, clinic_id, lo, hi),
-    )
-    result.days = [date.fromisoformat(r[0]) for r in rows]
+    ).fetchall()
+    counted: dict[str, bool] = {}
+    days: set[str] = set()
+    for day, device in rows:
+        if device not in counted:
+            described = json.loads(device)
+            kind = described.get("type") if isinstance(described, dict) else None
+            counted[device] = kind is not None and kind not in ("camera", "manual")
+        if counted[device]:
+            days.add(day)
+    result.days = [date.fromisoformat(d) for d in sorted(days)]
     marks = ",".join("?" * len(WORK_ACTIONS))
     events = conn.execute(
         f"SELECT at, actor, action FROM audit WHERE patient_id = ? AND clinic_id = ? AND at >= ? AND at < ? "
@@ -174,7 +185,7 @@ def month_for(conn: sqlite3.Connection, clinic_id: str, patient_id: str, month: 
 
 
 def log_time(
-    conn: sqlite3.Connection, clinic_id: str, patient_id: str, *, user_id: int, minutes: float, activity: str,
+    conn: Connection, clinic_id: str, patient_id: str, *, user_id: int, minutes: float, activity: str,
     at: float,
 ) -> None:  # fmt: skip
     if not 0 < minutes <= 240:

@@ -13,10 +13,10 @@ of it comes back by itself when space returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -32,12 +32,14 @@ from hub.app import create_app
 from hub.broker import BrokerSupervisor, KioskListener, MosquittoProcess
 from hub.consults.ice import IceConfig
 from hub.consults.settings import ConsultSettings
+from hub.db import DatabaseError, Location, OperationalError, PostgresLocation, SqliteLocation, immediate, is_broken
+from hub.db.lease import Leases
 from hub.fleet.broker_auth import INGEST_USER
 from hub.fleet.identities import FleetPaths, ensure_server_cert, ingest_password, write_broker_files
 from hub.ingest import IngestConfig, Outage
 from hub.ingest_pool import IngestPool, default_workers
 from hub.retention import Retention
-from hub.store import HubStore, immediate
+from hub.store import HubStore
 from hub.triage import alerts as triage
 from hub.workspace import WebSettings
 
@@ -62,6 +64,7 @@ DEFAULT_BROKER_PORT = 18830  # not 1883: a system Mosquitto often already holds 
 @dataclass
 class ServeConfig:
     data_dir: Path
+    database: Location | None = None  # None: the SQLite file hub.db in data_dir
     broker: BrokerUrl | None = None
     broker_port: int = DEFAULT_BROKER_PORT
     http_host: str = "127.0.0.1"
@@ -106,7 +109,7 @@ class HubService:
         config.check()
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db_path = config.data_dir / "hub.db"
+        self.database: Location = config.database or SqliteLocation(config.data_dir / "hub.db")
         self._open_store()
         self.supervisor: BrokerSupervisor | None = None
         username, password = config.broker_user, config.broker_password
@@ -124,7 +127,7 @@ class HubService:
         else:
             self.broker_url = config.broker
         self.ingest = IngestPool(
-            self.db_path,
+            self.database,
             IngestConfig(
                 broker=self.broker_url,
                 client_id="hub-ingest",
@@ -147,7 +150,7 @@ class HubService:
         # Set once systemd has been told READY=1; status lines (STATUS=...) follow it, never precede it.
         self.announced = threading.Event()
         self.app = create_app(
-            self.db_path, broker_ready=self.broker_ready, store_problem=self.store_problem, settings=settings
+            self.database, broker_ready=self.broker_ready, store_problem=self.store_problem, settings=settings
         )
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -164,14 +167,17 @@ class HubService:
         """
         outage = Outage(
             "cannot open the database", "the database opened",
-            consequence="waiting for disk space before starting", logger=log,
+            consequence="waiting for the database (disk space, or its server) before starting", logger=log,
         )  # fmt: skip
         while True:
             try:
-                HubStore(self.db_path).close()
-            except sqlite3.OperationalError as exc:
+                HubStore(self.database).close()
+            except OperationalError as exc:
                 name = getattr(exc, "sqlite_errorname", "") or ""
-                if name != "SQLITE_FULL" and not name.startswith("SQLITE_IOERR"):
+                # A PostgreSQL server not up yet, or unreachable, is waited for the same way: a hub started before
+                # its database (a host booting, a failover in progress) comes up when the server does.
+                server = isinstance(self.database, PostgresLocation)
+                if not server and name != "SQLITE_FULL" and not name.startswith("SQLITE_IOERR"):
                     raise
                 outage.failed(exc)
                 extend_us = int(OPEN_EXTEND_S * 1_000_000)
@@ -183,11 +189,11 @@ class HubService:
 
     def _prepare_broker_files(self, fleet: FleetPaths) -> None:
         """The embedded broker's CA-signed certificate and its password, ACL and revocation files, from the database."""
-        store = HubStore(self.db_path)
+        store = HubStore(self.database)
         try:
             now = time.time()
             ensure_server_cert(fleet, self.mqtt_names, now=now)
-            write_broker_files(store.db.conn, fleet, now=now)
+            write_broker_files(store.conn, fleet, now=now)
         finally:
             store.close()
 
@@ -237,35 +243,45 @@ class HubService:
         logged once when it starts failing and once when it works again, never once per attempt.
         """
         store: HubStore | None = None
+        leases: Leases | None = None
         next_sweep = 0.0
         next_retention = time.monotonic() + RETENTION_FIRST_S
         next_renewal = time.monotonic() + RENEWAL_CHECK_S
         try:
             while not self._stopping.is_set():
                 decided = 0
+                held: set[str] = set()
                 try:
                     if store is None:
-                        store = HubStore(self.db_path)
-                    decided = attribution.run_once(store.db.conn, time.time(), limit=ATTRIBUTION_BATCH)
-                except sqlite3.Error as exc:
+                        store = HubStore(self.database)
+                        leases = Leases(store.conn)
+                    assert leases is not None
+                    # Several instances on one PostgreSQL: each job runs on the one instance that holds it.
+                    held = leases.take()
+                    if "attribution" in held:
+                        decided = attribution.run_once(store.conn, time.time(), limit=ATTRIBUTION_BATCH)
+                except DatabaseError as exc:
                     self._attribution.failed(exc)
+                    store, leases = self._drop_if_broken(store, leases)
                 else:
                     self._attribution.succeeded()
-                if store is not None and time.monotonic() >= next_sweep:
+                if store is not None and "triage-sweep" in held and time.monotonic() >= next_sweep:
                     try:
                         self._triage_sweep(store)
-                    except sqlite3.Error as exc:
+                    except DatabaseError as exc:
                         self._triage.failed(exc)  # tried again at the next turn, not in a minute
+                        store, leases = self._drop_if_broken(store, leases)
                     else:
                         self._triage.succeeded()
                         next_sweep = time.monotonic() + TRIAGE_SWEEP_S
-                if store is not None and time.monotonic() >= next_retention:
+                if store is not None and "retention" in held and time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + RETENTION_SWEEP_S
                     try:
                         self._retention_sweep(store)
-                    except sqlite3.Error as exc:
+                    except DatabaseError as exc:
                         self._retention.failed(exc)
                         next_retention = time.monotonic() + RETENTION_FIRST_S  # a purge frees room: soon again
+                        store, leases = self._drop_if_broken(store, leases)
                     else:
                         self._retention.succeeded()
                 if time.monotonic() >= next_renewal:
@@ -275,8 +291,23 @@ class HubService:
                 if decided == 0:
                     self._stopping.wait(ATTRIBUTION_INTERVAL_S)
         finally:
+            if leases is not None:
+                with contextlib.suppress(*DatabaseError):
+                    leases.release_all()
             if store is not None:
                 store.close()
+
+    @staticmethod
+    def _drop_if_broken(store: HubStore | None, leases: Leases | None) -> tuple[HubStore | None, Leases | None]:
+        """A PostgreSQL session that ended (server restart, failover, network) is opened again at the next turn;
+        the jobs it held were released with it, and are asked for again."""
+        if store is None or not is_broken(store.conn):
+            return store, leases
+        if leases is not None:
+            leases.lost()
+        with contextlib.suppress(*DatabaseError):
+            store.close()
+        return None, None
 
     def renew_broker_cert(self, now: float) -> bool:
         """Issue the embedded broker's certificate again if it nears its end, and restart the broker to serve it."""
@@ -293,7 +324,7 @@ class HubService:
         return renewed
 
     def _retention_sweep(self, store: HubStore) -> None:
-        purged = retention.apply(store.db.conn, self.config.retention, time.time())
+        purged = retention.apply(store.conn, self.config.retention, time.time())
         if any(purged.values()):
             log.info("retention: purged %s", ", ".join(f"{n} {what}" for what, n in purged.items() if n))
 
@@ -301,7 +332,7 @@ class HubService:
     def _triage_sweep(store: HubStore) -> None:
         """What no reading triggers: patients gone quiet, and alerts nobody acknowledged in time."""
         now = time.time()
-        with immediate(store.db.conn) as conn:
+        with immediate(store.conn) as conn:
             triage.check_silence(conn, now)
             escalated = triage.escalate(conn, now)
         if escalated:

@@ -1,12 +1,9 @@
-"""The hub's SQLite database: schema, migrations, the batched ingest commit, and queries.
+"""What ingest stores: the batched commit of the kiosks' envelopes, and the queries over what it stored.
 
-Opened through sqlite-utils (schema introspection, queries, row dicts). The ingest hot
-path uses the same connection's ``executemany`` inside one ``BEGIN IMMEDIATE``
-transaction per batch: sqlite-utils' ``insert_all`` measured ~48k rows/s here against
-~120k for ``executemany``, and each envelope writes two to three rows.
-
-``synchronous=FULL``: a receipt tells the kiosk to delete its copy, so the commit it
-follows must survive a power cut, not only a process crash.
+The schema and its migrations are in hub/db/schema.py; the connection (SQLite or PostgreSQL) in
+hub/db. The hot path writes with ``executemany`` inside one write transaction per batch
+(``executemany`` measured ~120k rows/s on SQLite here against ~48k for sqlite-utils'
+``insert_all``, and each envelope writes two to three rows).
 """
 
 from __future__ import annotations
@@ -15,15 +12,12 @@ import fcntl
 import hashlib
 import json
 import os
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from device.protocol.envelope import (
     AnyEnvelope,
@@ -33,460 +27,8 @@ from device.protocol.envelope import (
     StatusEnvelope,
     utc_iso,
 )
-
-MIGRATIONS: list[str] = [
-    # 1: the spine
-    """
-    CREATE TABLE kiosks (
-        id TEXT PRIMARY KEY,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        last_seq INTEGER NOT NULL DEFAULT 0,
-        online INTEGER,
-        presence_at REAL,
-        software_version TEXT,
-        outbox_backlog INTEGER,
-        alerts TEXT NOT NULL DEFAULT '[]',
-        last_status_at REAL,
-        clock_offset_ms REAL
-    );
-    CREATE TABLE messages (
-        id TEXT PRIMARY KEY,
-        kiosk TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        device_time TEXT NOT NULL,
-        clock_offset_ms REAL,
-        received_at REAL NOT NULL,
-        committed_at REAL NOT NULL,
-        raw TEXT NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX messages_kiosk_seq ON messages (kiosk, seq);
-    CREATE TABLE observations (
-        message_id TEXT NOT NULL,
-        idx INTEGER NOT NULL,
-        kiosk TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        code TEXT NOT NULL,
-        value REAL NOT NULL,
-        unit TEXT NOT NULL,
-        effective TEXT NOT NULL,
-        clock_offset_ms REAL,
-        device_id TEXT NOT NULL,
-        device TEXT NOT NULL,
-        flags TEXT NOT NULL,
-        PRIMARY KEY (message_id, idx)
-    ) WITHOUT ROWID;
-    CREATE INDEX observations_kiosk_code_time ON observations (kiosk, code, effective);
-    CREATE INDEX observations_kiosk_time ON observations (kiosk, effective);
-    CREATE TABLE dead_letters (
-        id INTEGER PRIMARY KEY,
-        sha256 TEXT NOT NULL UNIQUE,
-        topic TEXT NOT NULL,
-        kiosk_hint TEXT,
-        message_id TEXT,
-        reason TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        raw BLOB NOT NULL,
-        raw_truncated INTEGER NOT NULL,
-        first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        count INTEGER NOT NULL
-    );
-    """,
-    # 2: Bluetooth readings carry their patient, device user slot, record number and device-clock offset
-    """
-    ALTER TABLE observations ADD COLUMN subject TEXT;
-    ALTER TABLE observations ADD COLUMN device_user INTEGER;
-    ALTER TABLE observations ADD COLUMN device_sequence INTEGER;
-    ALTER TABLE observations ADD COLUMN device_clock_offset_s REAL;
-    CREATE INDEX observations_subject_time ON observations (subject, effective);
-    """,
-    # 3: derived values (camera vitals) carry how they were computed and how sure the estimator was
-    """
-    ALTER TABLE observations ADD COLUMN method TEXT;
-    ALTER TABLE observations ADD COLUMN quality REAL;
-    """,
-    # 4: files (case photos), sent in chunks and assembled here once all have arrived
-    """
-    CREATE TABLE attachment_chunks (
-        attachment TEXT NOT NULL,
-        idx INTEGER NOT NULL,
-        count INTEGER NOT NULL,
-        kiosk TEXT NOT NULL,
-        data BLOB NOT NULL,
-        PRIMARY KEY (attachment, idx)
-    ) WITHOUT ROWID;
-    CREATE TABLE attachments (
-        id TEXT PRIMARY KEY,
-        kiosk TEXT NOT NULL,
-        subject TEXT,
-        media_type TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        status TEXT NOT NULL,
-        data BLOB,
-        first_chunk_at REAL NOT NULL,
-        completed_at REAL
-    );
-    CREATE INDEX attachments_kiosk ON attachments (kiosk, first_chunk_at);
-    """,
-    # 5: the provider workspace: clinics, people, sessions, API tokens, patients, attribution, audit
-    """
-    CREATE TABLE clinics (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    ALTER TABLE kiosks ADD COLUMN clinic_id TEXT REFERENCES clinics (id);
-    CREATE TABLE users (
-        id INTEGER PRIMARY KEY,
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        name TEXT NOT NULL,
-        role TEXT NOT NULL CHECK (role IN ('provider', 'clinic_admin')),
-        password_hash TEXT NOT NULL,
-        totp_secret TEXT,
-        totp_last_step INTEGER,
-        disabled_at REAL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        stage TEXT NOT NULL CHECK (stage IN ('mfa', 'active')),
-        csrf TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        last_seen REAL NOT NULL,
-        ended_at REAL,
-        end_reason TEXT,
-        ip TEXT,
-        user_agent TEXT
-    ) WITHOUT ROWID;
-    CREATE INDEX sessions_user ON sessions (user_id, ended_at);
-    CREATE TABLE login_failures (
-        key TEXT NOT NULL,
-        at REAL NOT NULL
-    );
-    CREATE INDEX login_failures_key ON login_failures (key, at);
-    CREATE TABLE api_tokens (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        clinic_id TEXT REFERENCES clinics (id),
-        scopes TEXT NOT NULL,
-        token_sha256 TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL,
-        last_used_at REAL,
-        revoked_at REAL
-    );
-    CREATE TABLE patients (
-        id TEXT PRIMARY KEY,
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        code TEXT NOT NULL,
-        name TEXT NOT NULL,
-        birth_date TEXT,
-        created_at REAL NOT NULL,
-        reading_count INTEGER NOT NULL DEFAULT 0,
-        last_reading_at TEXT,
-        UNIQUE (clinic_id, code)
-    );
-    CREATE INDEX patients_clinic_name ON patients (clinic_id, name);
-    CREATE TABLE device_user_slots (
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        device_id TEXT NOT NULL,
-        device_user INTEGER NOT NULL,
-        patient_id TEXT NOT NULL REFERENCES patients (id),
-        device TEXT NOT NULL,
-        created_by INTEGER REFERENCES users (id),
-        created_at REAL NOT NULL,
-        PRIMARY KEY (clinic_id, device_id, device_user)
-    ) WITHOUT ROWID;
-    ALTER TABLE observations ADD COLUMN attribution TEXT;
-    ALTER TABLE observations ADD COLUMN clinic_id TEXT;
-    ALTER TABLE observations ADD COLUMN patient_id TEXT;
-    ALTER TABLE observations ADD COLUMN attribution_how TEXT;
-    ALTER TABLE observations ADD COLUMN attribution_note TEXT;
-    ALTER TABLE observations ADD COLUMN attributed_by INTEGER;
-    ALTER TABLE observations ADD COLUMN attributed_at REAL;
-    -- Attribution replaces looking readings up by check-in code; one index fewer for ingest to keep.
-    DROP INDEX observations_subject_time;
-    CREATE INDEX observations_undecided ON observations (kiosk) WHERE attribution IS NULL;
-    CREATE INDEX observations_patient ON observations (patient_id, clinic_id, effective)
-        WHERE attribution = 'attributed';
-    CREATE INDEX observations_queue ON observations (clinic_id, effective) WHERE attribution = 'queued';
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        clinic_id TEXT,
-        actor_user INTEGER,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        patient_id TEXT,
-        target TEXT,
-        ip TEXT,
-        detail TEXT
-    );
-    CREATE INDEX audit_clinic_at ON audit (clinic_id, at);
-    CREATE INDEX audit_patient_at ON audit (patient_id, at);
-    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-    """,
-    # 6: triage: alert rules per clinic and patient, the alerts they raise, and what staff did about them
-    """
-    CREATE TABLE triage_configs (
-        clinic_id TEXT PRIMARY KEY REFERENCES clinics (id),
-        config TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        updated_by TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE patient_triage_overrides (
-        patient_id TEXT PRIMARY KEY REFERENCES patients (id),
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        rules TEXT NOT NULL,
-        updated_by TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE alerts (
-        id INTEGER PRIMARY KEY,
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        patient_id TEXT NOT NULL REFERENCES patients (id),
-        rule_id TEXT NOT NULL,
-        title TEXT NOT NULL,
-        severity TEXT NOT NULL CHECK (severity IN ('low', 'medium', 'high')),
-        state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
-        condition_active INTEGER NOT NULL,
-        trigger_count INTEGER NOT NULL,
-        triggered_at TEXT NOT NULL,
-        last_value REAL,
-        last_unit TEXT,
-        first_opened_at REAL NOT NULL,
-        opened_at REAL NOT NULL,
-        reopened INTEGER NOT NULL DEFAULT 0,
-        acknowledged_by INTEGER REFERENCES users (id),
-        acknowledged_at REAL,
-        assigned_to INTEGER REFERENCES users (id),
-        resolved_by INTEGER REFERENCES users (id),
-        resolved_at REAL,
-        escalated_at REAL,
-        UNIQUE (patient_id, rule_id)
-    );
-    CREATE INDEX alerts_queue ON alerts (clinic_id, state, opened_at);
-    CREATE TABLE alert_events (
-        id INTEGER PRIMARY KEY,
-        alert_id INTEGER NOT NULL REFERENCES alerts (id),
-        at REAL NOT NULL,
-        event TEXT NOT NULL,
-        user_id INTEGER REFERENCES users (id),
-        note TEXT
-    );
-    CREATE INDEX alert_events_alert ON alert_events (alert_id, at);
-    """,
-    # 7: asynchronous cases: what the patient sent, and the provider's handling and answer
-    """
-    CREATE TABLE cases (
-        id TEXT PRIMARY KEY,
-        message_id TEXT NOT NULL,
-        kiosk TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        clinic_id TEXT REFERENCES clinics (id),
-        patient_id TEXT REFERENCES patients (id),
-        questionnaire_id TEXT NOT NULL,
-        questionnaire_version INTEGER NOT NULL,
-        answers TEXT NOT NULL,
-        text TEXT NOT NULL,
-        attachments TEXT NOT NULL,
-        vitals TEXT NOT NULL,
-        created TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('new', 'in_review', 'answered', 'closed')),
-        reviewer INTEGER REFERENCES users (id),
-        review_started_at REAL,
-        answer TEXT,
-        answered_by INTEGER REFERENCES users (id),
-        answered_at REAL,
-        delivered_at REAL,
-        closed_by INTEGER REFERENCES users (id),
-        closed_at REAL
-    );
-    CREATE INDEX cases_queue ON cases (clinic_id, state, received_at);
-    CREATE INDEX cases_unmatched ON cases (kiosk) WHERE patient_id IS NULL;
-    """,
-    # 8: messages the hub must get to a kiosk exactly once (case answers), kept until the kiosk has them
-    """
-    CREATE TABLE downlink (
-        id TEXT PRIMARY KEY,
-        kiosk TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        case_id TEXT REFERENCES cases (id),
-        body TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_sent_at REAL,
-        delivered_at REAL
-    ) WITHOUT ROWID;
-    CREATE INDEX downlink_pending ON downlink (kiosk) WHERE delivered_at IS NULL;
-    """,
-    # 9: remote-monitoring time a provider logs by hand (calls, care coordination) beside what the audit log shows
-    """
-    CREATE TABLE rpm_time (
-        id INTEGER PRIMARY KEY,
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        patient_id TEXT NOT NULL REFERENCES patients (id),
-        user_id INTEGER NOT NULL REFERENCES users (id),
-        at REAL NOT NULL,
-        minutes REAL NOT NULL CHECK (minutes > 0 AND minutes <= 240),
-        activity TEXT NOT NULL
-    );
-    CREATE INDEX rpm_time_patient ON rpm_time (patient_id, at);
-    """,
-    # 10: a clinic's own intake questionnaires (immutable versions; built-in ones ship as YAML files)
-    """
-    CREATE TABLE questionnaires (
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        definition TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (clinic_id, id, version)
-    ) WITHOUT ROWID;
-    """,
-    # 11: kiosk setup (roster with optional PIN hashes, questionnaire) pushed to each kiosk of a clinic
-    """
-    ALTER TABLE patients ADD COLUMN kiosk_pin_hash TEXT;
-    ALTER TABLE clinics ADD COLUMN kiosk_pin_required INTEGER NOT NULL DEFAULT 0;
-    -- What was last enqueued for each kiosk: a refresh with the same content (version aside) sends nothing.
-    CREATE TABLE kiosk_setups (
-        kiosk TEXT PRIMARY KEY,
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        digest TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        message_id TEXT NOT NULL,
-        enqueued_at REAL NOT NULL
-    ) WITHOUT ROWID;
-    -- A newer setup replaces an undelivered older one: the older is superseded (never sent again), not "delivered".
-    ALTER TABLE downlink ADD COLUMN superseded_by TEXT;
-    DROP INDEX downlink_pending;
-    CREATE INDEX downlink_pending ON downlink (kiosk) WHERE delivered_at IS NULL AND superseded_by IS NULL;
-    """,
-    # 12: live video consults (the record; media never passes through the hub) and the kiosks' own credentials
-    """
-    CREATE TABLE consults (
-        id TEXT PRIMARY KEY,  -- the UUID the kiosk chose: a repeated request is the same consult
-        clinic_id TEXT NOT NULL REFERENCES clinics (id),
-        kiosk TEXT NOT NULL,
-        subject TEXT NOT NULL,  -- the check-in code
-        patient_id TEXT REFERENCES patients (id),  -- NULL: no patient of the clinic has that code (yet)
-        language TEXT NOT NULL,
-        vitals TEXT NOT NULL,  -- JSON: the readings the kiosk sent with the request
-        state TEXT NOT NULL CHECK (state IN ('waiting', 'live', 'ended')),
-        requested_at REAL NOT NULL,
-        joined_at REAL,
-        provider_user_id INTEGER REFERENCES users (id),
-        ended_at REAL,
-        reason TEXT CHECK (reason IN ('finished', 'cancelled', 'peer_gone', 'failed', 'declined')),
-        ended_by TEXT CHECK (ended_by IN ('kiosk', 'provider', 'hub')),
-        CHECK ((state = 'ended') = (ended_at IS NOT NULL)),
-        CHECK ((state = 'waiting') = (joined_at IS NULL) OR state = 'ended')
-    );
-    CREATE INDEX consults_waiting ON consults (clinic_id, requested_at) WHERE state = 'waiting';
-    CREATE INDEX consults_handled ON consults (clinic_id, ended_at) WHERE joined_at IS NOT NULL;
-    CREATE INDEX consults_patient ON consults (patient_id, joined_at);
-    CREATE INDEX consults_open ON consults (kiosk) WHERE state != 'ended';
-    CREATE TABLE kiosk_credentials (
-        kiosk TEXT PRIMARY KEY,
-        token_sha256 TEXT NOT NULL UNIQUE,  -- the secret itself is printed once and never stored
-        created_at REAL NOT NULL,
-        revoked_at REAL
-    ) WITHOUT ROWID;
-    """,
-    # 13: provisioned kiosk identities (hub.fleet.identities) and the CA's revocation list.
-    """
-    CREATE TABLE kiosk_identities (
-        kiosk TEXT PRIMARY KEY,
-        cert_serial TEXT NOT NULL,  -- hex: serials are up to 159 bits, SQLite integers 64
-        cert_not_after REAL NOT NULL,
-        mqtt_password_hash TEXT NOT NULL,  -- the $7$ PBKDF2 form Mosquitto's password file holds
-        created_at REAL NOT NULL,
-        revoked_at REAL
-    ) WITHOUT ROWID;
-    CREATE TABLE revoked_certs (
-        serial TEXT PRIMARY KEY,
-        kiosk TEXT NOT NULL,
-        revoked_at REAL NOT NULL
-    ) WITHOUT ROWID;
-    """,
-    # 14: remote configuration (hub.fleet.remote_config): what each kiosk should run, and what it reports.
-    """
-    CREATE TABLE kiosk_configs (
-        kiosk TEXT PRIMARY KEY,
-        version INTEGER NOT NULL,
-        body TEXT NOT NULL,  -- the RemoteConfig JSON, published retained on kiosk/{id}/down/config
-        created_at REAL NOT NULL,
-        published_version INTEGER NOT NULL DEFAULT 0
-    ) WITHOUT ROWID;
-    ALTER TABLE kiosks ADD COLUMN config_version INTEGER;
-    ALTER TABLE kiosks ADD COLUMN config_error TEXT;
-    -- The backlog some minutes back (hub.web.routes.fleet.backlog_growing compares it with now).
-    ALTER TABLE kiosks ADD COLUMN backlog_base INTEGER;
-    ALTER TABLE kiosks ADD COLUMN backlog_base_at REAL;
-    """,
-    # 15: NEWS2 looks up a patient's reading of one vital nearest a time. Through observations_patient it
-    # walked every reading of the hour on either side, of all vitals, five times per new reading: an
-    # oximeter sending every second made that quadratic. Partial like it: ingest never writes to it.
-    """
-    CREATE INDEX observations_patient_code ON observations (patient_id, clinic_id, code, effective)
-        WHERE attribution = 'attributed';
-    """,
-    # 16: every certificate issued to each kiosk. A renewal leaves the previous one valid until it ends, so
-    # revoking or replacing a kiosk must put all of them on the revocation list, not only the newest.
-    """
-    CREATE TABLE kiosk_certs (
-        serial TEXT PRIMARY KEY,  -- hex, as kiosk_identities.cert_serial
-        kiosk TEXT NOT NULL,
-        not_after REAL NOT NULL,
-        issued_at REAL NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX kiosk_certs_kiosk ON kiosk_certs (kiosk);
-    INSERT INTO kiosk_certs (serial, kiosk, not_after, issued_at)
-        SELECT cert_serial, kiosk, cert_not_after, created_at FROM kiosk_identities;
-    """,
-    # 17: when a reading was measured, on the hub's clock: the kiosk's stamp plus the kiosk's clock offset, in
-    # whole UTC milliseconds. Everything that orders or compares readings by time (FHIR date search and its
-    # order, triage's "in range now") needs the time the resource and the pages show, not the kiosk's raw
-    # clock, which may be hours off. Generated, so no writer can forget it and the old rows have it at once;
-    # SQLite keeps milliseconds of a time, and utc_iso writes milliseconds, so the two agree exactly.
-    """
-    ALTER TABLE observations ADD COLUMN measured_ms INTEGER GENERATED ALWAYS AS (
-        CAST(round((julianday(effective) - 2440587.5) * 86400000.0 + coalesce(clock_offset_ms, 0)) AS INTEGER)
-    ) VIRTUAL;
-    CREATE INDEX observations_clinic_measured ON observations (clinic_id, measured_ms)
-        WHERE attribution = 'attributed';
-    CREATE INDEX observations_patient_measured ON observations (patient_id, clinic_id, measured_ms)
-        WHERE attribution = 'attributed';
-    DROP INDEX observations_patient_code;
-    CREATE INDEX observations_patient_code ON observations (patient_id, clinic_id, code, measured_ms)
-        WHERE attribution = 'attributed';
-    -- The measurement time of the newest reading back in range: a late reading measured before it
-    -- (an old value that arrives after a newer one) must not turn the condition back on.
-    ALTER TABLE alerts ADD COLUMN in_range_at TEXT;
-    -- A patient's last reading, on the same corrected clock that every new one is now tallied in.
-    UPDATE patients SET last_reading_at = (
-        SELECT strftime('%Y-%m-%dT%H:%M:%fZ', max(o.measured_ms) / 1000.0, 'unixepoch') FROM observations o
-        WHERE o.patient_id = patients.id AND o.clinic_id = patients.clinic_id AND o.attribution = 'attributed'
-    ) WHERE last_reading_at IS NOT NULL;
-    """,
-    # 18: what was committed since a moment (the metrics' ingest counters at each scrape, retention's purge by
-    # age) without reading the whole table: 0.1 s per 500,000 messages on every scrape before, under 1 ms now.
-    """
-    CREATE INDEX messages_committed ON messages (committed_at);
-    """,
-]
-
+from hub.db import Connection, Location, OperationalError, SqliteLocation, connect, immediate, migrate, rows_as_dicts
+from hub.db import parse as parse_location
 
 BACKLOG_WINDOW_S = 600.0  # how far back a kiosk's backlog is compared, to call it growing
 
@@ -556,90 +98,23 @@ class CommitResult:
     poisoned: list[Poisoned] = field(default_factory=list)
 
 
-def connect(path: str | Path) -> sqlite_utils.Database:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")  # on a database already in WAL mode: a read, nothing written
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
-    except BaseException:
-        conn.close()  # e.g. a disk too full for SQLite's shared-memory index: the caller may try again
-        raise
-    return sqlite_utils.Database(conn)
-
-
-@contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction, taken at once (BEGIN IMMEDIATE: no upgrade deadlock between writers).
-
-    On an error the error itself is what the caller gets. SQLite may have ended the transaction
-    already (it rolls back by itself on SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM, in a statement or
-    in the COMMIT), and a ROLLBACK then fails with "cannot rollback - no transaction is active", which
-    used to replace "database or disk is full". So only a transaction still open is rolled back, and
-    a rollback that fails too is noted on the original error, never raised in its place.
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException as exc:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error as rollback_failed:
-                exc.add_note(f"the rollback after it failed too: {rollback_failed}")
-        raise
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split a migration into statements; a trigger's body holds semicolons, so ask SQLite where each one ends."""
-    buffer = ""
-    for part in script.split(";"):
-        buffer += part + ";"
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip(" \n;"):
-                yield buffer
-            buffer = ""
-
-
-def _user_version(conn: sqlite3.Connection) -> int:
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    return int(version)
-
-
-def migrate(db: sqlite_utils.Database) -> int:
-    """Apply pending migrations (recorded in PRAGMA user_version); several workers may race here.
-
-    A database that is up to date is only read, never locked for writing: opening it writes
-    nothing, so the hub starts on a full disk when nothing changed (journal_mode=WAL on a WAL
-    database is a read too).
-    """
-    if _user_version(db.conn) >= len(MIGRATIONS):
-        return len(MIGRATIONS)
-    with immediate(db.conn) as conn:
-        version = _user_version(conn)  # again under the write lock: another worker may have migrated meanwhile
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in _statements(script):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-    return len(MIGRATIONS)
-
-
 class StoreReader:
     """The read queries, over any connection to the hub database (request threads each have their own)."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self.db = db
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return rows_as_dicts(self.conn.execute(sql, params))
 
     def kiosks(self, clinic_id: str | None = None) -> list[dict[str, Any]]:
         """All kiosks, or one clinic's."""
         if clinic_id is None:
-            return list(self.db.query("SELECT * FROM kiosks ORDER BY id"))
-        return list(self.db.query("SELECT * FROM kiosks WHERE clinic_id = ? ORDER BY id", [clinic_id]))
+            return self._dicts("SELECT * FROM kiosks ORDER BY id")
+        return self._dicts("SELECT * FROM kiosks WHERE clinic_id = ? ORDER BY id", [clinic_id])
 
     def kiosk(self, kiosk_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM kiosks WHERE id = ?", [kiosk_id]))
+        rows = self._dicts("SELECT * FROM kiosks WHERE id = ?", [kiosk_id])
         return rows[0] if rows else None
 
     def observations(
@@ -652,55 +127,51 @@ class StoreReader:
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         """A kiosk's observations in kiosk order (seq, then position in the envelope)."""
-        where = ["kiosk = :kiosk"]
-        params: dict[str, Any] = {"kiosk": kiosk, "limit": limit}
+        where = ["kiosk = ?"]
+        params: list[Any] = [kiosk]
         if code:
-            where.append("code = :code")
-            params["code"] = code
+            where.append("code = ?")
+            params.append(code)
         if since:
-            where.append("effective >= :since")
-            params["since"] = since
+            where.append("effective >= ?")
+            params.append(since)
         if until:
-            where.append("effective < :until")
-            params["until"] = until
+            where.append("effective < ?")
+            params.append(until)
         sql = (
             "SELECT message_id, idx, seq, code, value, unit, effective, clock_offset_ms, device_id, device, flags, "
             "subject, device_user, device_sequence, device_clock_offset_s, method, quality "
-            f"FROM observations WHERE {' AND '.join(where)} ORDER BY seq, idx LIMIT :limit"
+            f"FROM observations WHERE {' AND '.join(where)} ORDER BY seq, idx LIMIT ?"
         )
-        return list(self.db.query(sql, params))
+        return self._dicts(sql, [*params, limit])
 
     def attachments(self, kiosk: str) -> list[dict[str, Any]]:
         """A kiosk's files, newest first, without their bytes."""
-        return list(
-            self.db.query(
-                "SELECT id, kiosk, subject, media_type, size, sha256, status, first_chunk_at, completed_at "
-                "FROM attachments WHERE kiosk = ? ORDER BY first_chunk_at DESC",
-                [kiosk],
-            )
+        return self._dicts(
+            "SELECT id, kiosk, subject, media_type, size, sha256, status, first_chunk_at, completed_at "
+            "FROM attachments WHERE kiosk = ? ORDER BY first_chunk_at DESC",
+            [kiosk],
         )
 
     def attachment(self, attachment_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT * FROM attachments WHERE id = ?", [attachment_id]))
+        rows = self._dicts("SELECT * FROM attachments WHERE id = ?", [attachment_id])
         return rows[0] if rows else None
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "SELECT id, topic, kiosk_hint, message_id, reason, size, raw_truncated, first_seen, last_seen, count, "
-                "raw FROM dead_letters ORDER BY last_seen DESC LIMIT ?",
-                [limit],
-            )
+        return self._dicts(
+            "SELECT id, topic, kiosk_hint, message_id, reason, size, raw_truncated, first_seen, last_seen, count, "
+            "raw FROM dead_letters ORDER BY last_seen DESC LIMIT ?",
+            [limit],
         )
 
     def counts(self) -> dict[str, int]:
         return {
-            t: self.db.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            t: self.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in ("kiosks", "messages", "observations", "dead_letters")
         }
 
     def ping(self) -> None:
-        self.db.conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+        self.conn.execute("SELECT 1 FROM messages LIMIT 1").fetchall()
 
 
 # One message's rows, all but the commit time (known only once the write lock is held):
@@ -795,20 +266,26 @@ def _text(value: object) -> str:
 
 
 class IngestTurn:
-    """Ingest workers take turns at the database through a lock file before they ask SQLite.
+    """Ingest workers take turns at a SQLite file through a lock file before they ask SQLite.
 
     Two workers' commits contend for SQLite's one write lock. SQLite's busy handler
     polls for it with growing sleeps (up to 100 ms each), so the waiting worker often
     slept on well after the other had committed; a blocking flock is handed over by the
     kernel the moment the holder lets go. Other writers (the web app's audit rows,
-    attribution) still meet ingest only at SQLite's own lock.
+    attribution) still meet ingest only at SQLite's own lock. PostgreSQL's writers queue
+    on its advisory lock, which is handed over the same way (hub/db/postgres.py).
     """
 
-    def __init__(self, db_path: Path) -> None:
-        self._fd = os.open(f"{db_path}-ingest.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def __init__(self, db_path: Path | None) -> None:
+        self._fd = (
+            None if db_path is None else os.open(f"{db_path}-ingest.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        )
 
     @contextmanager
     def held(self) -> Iterator[None]:
+        if self._fd is None:
+            yield
+            return
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             yield
@@ -816,27 +293,35 @@ class IngestTurn:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
 
 
 class HubStore(StoreReader):
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        super().__init__(connect(self.path))
+    def __init__(self, where: str | Path | Location) -> None:
+        self.location = parse_location(where)
+        super().__init__(connect(self.location))
         try:
-            migrate(self.db)
-            self._turn = IngestTurn(self.path)
+            migrate(self.conn)
+            self._turn = IngestTurn(self.location.path if isinstance(self.location, SqliteLocation) else None)
         except BaseException:
-            self.db.conn.close()
+            self.conn.close()
             raise
 
+    @property
+    def path(self) -> Path:
+        """The SQLite file (for what only a file has: its size, its folder); a PostgreSQL store has none."""
+        if not isinstance(self.location, SqliteLocation):
+            raise TypeError(f"{self.location.describe()} is not a SQLite file")
+        return self.location.path
+
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
         self._turn.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._turn.held(), immediate(self.db.conn) as conn:
+    def _transaction(self) -> Iterator[Connection]:
+        with self._turn.held(), immediate(self.conn) as conn:
             yield conn
 
     # -- ingest --------------------------------------------------------------------------
@@ -849,8 +334,8 @@ class HubStore(StoreReader):
         An envelope the database cannot hold (an integer past SQLite's 64 bits, a time that
         cannot be turned to UTC: whatever the contract lets through and storage does not)
         would fail every retry of its batch, and hold up every kiosk whose messages share
-        it. So a failure that is not the database's own (`sqlite3.OperationalError`: locked,
-        full, I/O; raised for the caller to retry) is taken to be the batch's content: the
+        it. So a failure that is not the database's own (an `OperationalError`: locked,
+        full, I/O, connection lost; raised for the caller to retry) is taken to be the batch's content: the
         envelopes at fault are found, dead-lettered and reported in `poisoned`, and the rest
         is stored. The common path pays nothing for it.
 
@@ -858,7 +343,7 @@ class HubStore(StoreReader):
         """
         try:
             return self._commit(accepted, dead, now)
-        except sqlite3.OperationalError:
+        except OperationalError:
             raise
         except Exception:  # noqa: BLE001 - any other failure is the content's, narrowed down there
             return self._commit_isolating(accepted, dead, now)
@@ -899,7 +384,7 @@ class HubStore(StoreReader):
                 try:
                     ordered = sorted(part, key=lambda a: a.envelope.id)
                     written = self._write(conn, ordered, _build_rows(ordered), committed_at)
-                except sqlite3.OperationalError:
+                except OperationalError:
                     raise  # the database's trouble: the whole transaction is rolled back, the caller retries
                 except Exception as exc:  # noqa: BLE001 - the content's: narrowed down below
                     # A statement's error undoes only that statement, so the savepoint is still there.
@@ -922,7 +407,7 @@ class HubStore(StoreReader):
         return CommitResult([a.envelope.id for a in new], duplicates, conflicts, poisoned)
 
     def _write(
-        self, conn: sqlite3.Connection, accepted: list[Accepted], rows: dict[str, _Rows], committed_at: float
+        self, conn: Connection, accepted: list[Accepted], rows: dict[str, _Rows], committed_at: float
     ) -> tuple[list[Accepted], list[str], list[Accepted]]:
         """Write the envelopes not stored yet, inside the caller's transaction: (new, duplicate ids, conflicts)."""
         stored = self._stored_raw(conn, list(rows))
@@ -947,7 +432,7 @@ class HubStore(StoreReader):
         return new, duplicates, conflicts
 
     @staticmethod
-    def _stored_raw(conn: sqlite3.Connection, ids: list[str]) -> dict[str, bytes]:
+    def _stored_raw(conn: Connection, ids: list[str]) -> dict[str, bytes]:
         """Raw bytes of the ids already stored (duplicates are rare, so this reads little)."""
         found: dict[str, bytes] = {}
         for start in range(0, len(ids), 500):
@@ -960,7 +445,7 @@ class HubStore(StoreReader):
         return found
 
     @staticmethod
-    def _insert_messages(conn: sqlite3.Connection, rows: list[_Rows], committed_at: float) -> None:
+    def _insert_messages(conn: Connection, rows: list[_Rows], committed_at: float) -> None:
         conn.executemany(
             "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
             [(*head, committed_at, raw) for head, raw, _ in rows],
@@ -973,7 +458,7 @@ class HubStore(StoreReader):
         )
 
     @staticmethod
-    def _store_chunks(conn: sqlite3.Connection, chunks: list[AttachmentEnvelope], now: float) -> None:
+    def _store_chunks(conn: Connection, chunks: list[AttachmentEnvelope], now: float) -> None:
         """Keep each chunk; when a file's last chunk is in, assemble it and check size and hash.
 
         A file whose bytes do not match what the kiosk announced is kept as `corrupt` (never served
@@ -1013,7 +498,7 @@ class HubStore(StoreReader):
             conn.execute("DELETE FROM attachment_chunks WHERE attachment = ?", (attachment,))
 
     @staticmethod
-    def _store_cases(conn: sqlite3.Connection, cases: list[CaseEnvelope], now: float) -> None:
+    def _store_cases(conn: Connection, cases: list[CaseEnvelope], now: float) -> None:
         """Keep each case once (a kiosk resending it changes nothing); its patient is found by attribution."""
         for env in cases:
             p = env.payload
@@ -1038,7 +523,7 @@ class HubStore(StoreReader):
             )
 
     @staticmethod
-    def _update_kiosks(conn: sqlite3.Connection, items: list[Accepted], now: float) -> None:
+    def _update_kiosks(conn: Connection, items: list[Accepted], now: float) -> None:
         latest: dict[str, AnyEnvelope] = {}
         status: dict[str, StatusEnvelope] = {}
         for item in items:
@@ -1051,8 +536,8 @@ class HubStore(StoreReader):
             conn.execute(
                 "INSERT INTO kiosks (id, first_seen, last_seen, last_seq, clock_offset_ms) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, "
-                "last_seq = max(last_seq, excluded.last_seq), "
-                "clock_offset_ms = coalesce(excluded.clock_offset_ms, clock_offset_ms)",
+                "last_seq = greatest(kiosks.last_seq, excluded.last_seq), "
+                "clock_offset_ms = coalesce(excluded.clock_offset_ms, kiosks.clock_offset_ms)",
                 (kiosk, now, now, env.seq, env.clock.offset_ms),
             )
         for kiosk, st in status.items():
@@ -1084,7 +569,7 @@ class HubStore(StoreReader):
             )
 
     @staticmethod
-    def _insert_dead(conn: sqlite3.Connection, dead: list[DeadLetter]) -> None:
+    def _insert_dead(conn: Connection, dead: list[DeadLetter]) -> None:
         """Store dead letters; every value is coerced to what its column holds, so that this, the last
         resort for a bad message, cannot fail on the message too (a lone surrogate in a claimed id,
         say) and hold up the batch around it."""
@@ -1092,7 +577,7 @@ class HubStore(StoreReader):
             conn.execute(
                 "INSERT INTO dead_letters (sha256, topic, kiosk_hint, message_id, reason, size, raw, raw_truncated, "
                 "first_seen, last_seen, count) VALUES (?,?,?,?,?,?,?,?,?,?,1) "
-                "ON CONFLICT (sha256) DO UPDATE SET count = count + 1, last_seen = excluded.last_seen",
+                "ON CONFLICT (sha256) DO UPDATE SET count = dead_letters.count + 1, last_seen = excluded.last_seen",
                 (
                     _text(d.sha256),
                     _text(d.topic),
@@ -1120,12 +605,12 @@ class HubStore(StoreReader):
             conn.execute(
                 "INSERT INTO kiosks (id, first_seen, last_seen, online, presence_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (id) DO UPDATE SET online = excluded.online, presence_at = excluded.presence_at, "
-                "last_seen = CASE WHEN excluded.online THEN excluded.last_seen ELSE last_seen END",
+                "last_seen = CASE WHEN excluded.online = 1 THEN excluded.last_seen ELSE kiosks.last_seen END",
                 (kiosk, at, at, int(online), at),
             )
 
     def raw_messages(self, kiosk: str) -> Iterable[tuple[int, str]]:
         return [
             (int(s), str(r))
-            for s, r in self.db.conn.execute("SELECT seq, raw FROM messages WHERE kiosk = ? ORDER BY seq", (kiosk,))
+            for s, r in self.conn.execute("SELECT seq, raw FROM messages WHERE kiosk = ? ORDER BY seq", (kiosk,))
         ]

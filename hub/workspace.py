@@ -8,7 +8,6 @@ time, not by sleeping.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -16,13 +15,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlite_utils
 from fastapi import Request
 
 from hub.accounts.sessions import SessionPolicy
 from hub.accounts.throttle import ThrottlePolicy
 from hub.consults.settings import ConsultSettings
-from hub.store import HubStore, StoreReader, immediate
+from hub.db import Connection, Location, SqliteLocation, connect, immediate, is_broken
+from hub.db import parse as parse_location
+from hub.store import HubStore, StoreReader
 
 
 @dataclass(frozen=True)
@@ -51,32 +51,40 @@ def from_request(request: Request) -> Workspace:
 
 class Workspace:
     def __init__(
-        self, db_path: str | Path, settings: WebSettings | None = None, clock: Callable[[], float] = time.time
+        self, where: str | Path | Location, settings: WebSettings | None = None, clock: Callable[[], float] = time.time
     ) -> None:
-        self.db_path = Path(db_path)
+        self.location = parse_location(where)
         self.settings = settings or WebSettings()
         self.clock = clock
-        HubStore(self.db_path).close()  # create and migrate once, before any request thread opens it
+        HubStore(self.location).close()  # create and migrate once, before any request thread opens it
         self._local = threading.local()
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file (what SQLite-only tools such as the online backup are given)."""
+        if not isinstance(self.location, SqliteLocation):
+            raise TypeError(f"{self.location.describe()} is not a SQLite file")
+        return self.location.path
 
     def now(self) -> float:
         return self.clock()
 
-    def conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(str(self.db_path), isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=FULL")
+    def conn(self) -> Connection:
+        """This thread's connection; a PostgreSQL session the server or the network ended is opened again."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or is_broken(conn):
+            if conn is not None:
+                conn.close()
+            conn = connect(self.location)
             # Closed when its thread ends (the thread-local is released); request threads come and go.
             self._local.conn = conn
+            self._local.reader = StoreReader(conn)
         return conn
 
     def reader(self) -> StoreReader:
-        reader: StoreReader | None = getattr(self._local, "reader", None)
-        if reader is None:
-            reader = self._local.reader = StoreReader(sqlite_utils.Database(self.conn()))
+        self.conn()
+        reader: StoreReader = self._local.reader
         return reader
 
-    def write(self) -> AbstractContextManager[sqlite3.Connection]:
+    def write(self) -> AbstractContextManager[Connection]:
         return immediate(self.conn())

@@ -9,8 +9,10 @@ import pytest
 
 from device.protocol.endpoints import BrokerUrl
 from hub.broker import MosquittoProcess
+from hub.db import Location, PostgresLocation, SqliteLocation
 from hub.fleet.broker_plugin import CACHE_ENV
 from tests.fleet import Fleet, running_fleet
+from tests.postgres import PostgresServer
 
 # The broker plugin is compiled once for every broker of the run (its file name carries the source's hash),
 # not once per test's data folder.
@@ -38,3 +40,29 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """Two provisioned kiosks and the hub's locked-down broker (tests/fleet.py)."""
     with running_fleet(tmp_path) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster per test process (tests/postgres.py); each test takes a database of its own."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+STORES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=STORES)
+def hub_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Location]:
+    """The hub's store, once on each engine: a SQLite file in the test's folder, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield SqliteLocation(tmp_path / "hub.db")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.fresh_database()
+    yield PostgresLocation(url)
+    server.drop(url.rsplit("/", 1)[1])

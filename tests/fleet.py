@@ -22,10 +22,11 @@ from device.identity import KioskIdentity, import_bundle
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.provisioning import ProvisioningBundle
 from hub.broker import KioskListener, MosquittoProcess, free_port
+from hub.db import immediate
 from hub.fleet.broker_auth import INGEST_USER
 from hub.fleet.identities import FleetPaths, add_kiosk, ensure_server_cert, ingest_password, write_broker_files
 from hub.ingest import IngestWorker
-from hub.store import HubStore, immediate
+from hub.store import HubStore
 from tests.harness import ingest_thread
 
 
@@ -58,7 +59,7 @@ def provision(
 ) -> tuple[ProvisioningBundle, KioskIdentity]:
     store = HubStore(fleet_hub / "hub.db")
     try:
-        with immediate(store.db.conn) as conn:
+        with immediate(store.conn) as conn:
             bundle = add_kiosk(conn, paths, kiosk, broker_url=url, hub_url=None, clinic_id=None, now=time.time())
             write_broker_files(conn, paths, now=time.time())
     finally:

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import encode
 from device.simulate import single_reading
 from hub.broker import free_port
+from hub.db import DatabaseError, Location, SqliteLocation, connect
+from hub.db import parse as parse_location
 from hub.ingest import IngestConfig, IngestWorker
 from hub.store import HubStore
 
@@ -41,7 +42,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
 
 
 @contextmanager
-def ingest_thread(db: Path, broker: BrokerUrl, **overrides: object) -> Iterator[IngestWorker]:
+def ingest_thread(db: Path | Location, broker: BrokerUrl, **overrides: object) -> Iterator[IngestWorker]:
     with running(IngestWorker(db, IngestConfig(broker=broker, **overrides))) as worker:  # type: ignore[arg-type]
         yield worker
 
@@ -70,7 +71,7 @@ def kiosk_agent(data: Path, kiosk_id: str, broker: BrokerUrl, **overrides: objec
         agent.stop()
 
 
-def hub_rows(db: Path, kiosk: str) -> list[tuple[int, str]]:
+def hub_rows(db: Path | Location, kiosk: str) -> list[tuple[int, str]]:
     store = HubStore(db)
     try:
         return list(store.raw_messages(kiosk))
@@ -95,14 +96,15 @@ def sigkill(proc: subprocess.Popen[str]) -> None:
     proc.wait(10)
 
 
-def hub_count(db: Path, kiosk: str) -> int:
+def hub_count(db: Path | Location, kiosk: str) -> int:
     """Rows stored for a kiosk, read without taking the writer's lock."""
-    if not db.exists():
+    where = parse_location(db)
+    if isinstance(where, SqliteLocation) and not where.path.exists():
         return 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    conn = connect(where, read_only=True)
     try:
         return int(conn.execute("SELECT count(*) FROM messages WHERE kiosk = ?", (kiosk,)).fetchone()[0])
-    except sqlite3.OperationalError:  # the schema is not there yet
+    except DatabaseError:  # the schema is not there yet
         return 0
     finally:
         conn.close()
@@ -124,7 +126,7 @@ class Producer(threading.Thread):
             time.sleep(self.interval)
 
 
-def assert_delivered_exactly_once(db: Path, kiosk: str, sent: list[bytes], *, gapless: bool = True) -> None:
+def assert_delivered_exactly_once(db: Path | Location, kiosk: str, sent: list[bytes], *, gapless: bool = True) -> None:
     """What the provider's database must hold after any fault: every reading once, in kiosk order, unaltered."""
     rows = [(s, raw) for s, raw in hub_rows(db, kiosk) if json.loads(raw)["kind"] == "observations"]
     seqs = [s for s, _ in rows]
@@ -141,7 +143,7 @@ def assert_delivered_exactly_once(db: Path, kiosk: str, sent: list[bytes], *, ga
         assert all_seqs == list(range(all_seqs[0], all_seqs[0] + len(all_seqs))), "per-kiosk sequence has gaps"
 
 
-def api_token(db: Path, *scopes: str, clinic: str | None = None, name: str = "test") -> str:
+def api_token(db: Path | Location, *scopes: str, clinic: str | None = None, name: str = "test") -> str:
     """A real API token in the hub database (an operator's when no clinic is given)."""
     from hub.accounts import tokens
 
@@ -152,7 +154,7 @@ def api_token(db: Path, *scopes: str, clinic: str | None = None, name: str = "te
             wanted = [s for s in wanted if s != "dead-letters:read"]
         elif not scopes:
             wanted = [s for s in wanted if s != "fhir:read"]  # a clinic's scope only
-        return tokens.create(store.db.conn, name, clinic, wanted, time.time())
+        return tokens.create(store.conn, name, clinic, wanted, time.time())
     finally:
         store.close()
 

@@ -129,8 +129,8 @@ def test_a_token_needs_the_scope_of_the_route_and_stops_working_when_revoked(db:
     assert refused.status_code == 403 and "observations:read" in refused.json()["detail"]
     assert client.get("/api/v1/dead-letters", headers=headers).status_code == 403
     store = HubStore(db)
-    (row,) = [t for t in tokens.listing(store.db.conn) if t["name"] == "fleet-dashboard"]
+    (row,) = [t for t in tokens.listing(store.conn) if t["name"] == "fleet-dashboard"]
     assert row["last_used_at"] is not None and "secret" not in row and kiosks_only not in str(row)
-    assert tokens.revoke(store.db.conn, int(str(row["id"])), 0.0)
+    assert tokens.revoke(store.conn, int(str(row["id"])), 0.0)
     store.close()
     assert client.get("/api/v1/kiosks", headers=headers).status_code == 401

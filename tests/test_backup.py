@@ -37,9 +37,10 @@ from device.simulate import single_reading
 from hub import backup
 from hub.broker import MosquittoProcess, free_port
 from hub.cli import main as hub_main
+from hub.db.schema import MIGRATIONS
 from hub.fleet.identities import FleetPaths
 from hub.fleet.pki import HubCA
-from hub.store import MIGRATIONS, HubStore
+from hub.store import HubStore
 from tests.fleet import agent_overrides, provision
 from tests.harness import REPO, HubProcess, kiosk_agent, wait_until
 
@@ -234,7 +235,7 @@ def small_hub(folder: Path) -> str:
     """A hub folder with its database (one kiosk, one audit row) and CA; returns the kiosk's id."""
     store = HubStore(folder / "hub.db")
     try:
-        store.db.conn.execute(
+        store.conn.execute(
             "INSERT INTO kiosks (id, first_seen, last_seen, online, presence_at) VALUES ('k-1', 1, 1, 1, 1)"
         )
     finally:

@@ -17,10 +17,11 @@ from cryptography import x509
 
 from device.identity import import_bundle
 from hub.broker import free_port
+from hub.db import immediate
 from hub.fleet.identities import FleetPaths, add_kiosk, write_broker_files
 from hub.fleet.pki import RENEW_DAYS, SERVER_DAYS, HubCA, write_private
 from hub.service import HubService, ServeConfig
-from hub.store import HubStore, immediate
+from hub.store import HubStore
 
 DAY = 86_400.0
 
@@ -46,9 +47,9 @@ def test_the_broker_certificate_is_renewed_before_it_ends_and_served(tmp_path: P
         ServeConfig(data_dir=data, broker_port=free_port(), http_port=free_port(), mqtt_port=mqtt_port, workers=1)
     )
     assert service.supervisor is not None
-    store = HubStore(service.db_path)
+    store = HubStore(service.database)
     try:
-        with immediate(store.db.conn) as conn:
+        with immediate(store.conn) as conn:
             bundle = add_kiosk(conn, FleetPaths(data), "k-renew", broker_url=service.kiosk_broker_url,
                                hub_url=None, clinic_id=None, now=time.time())  # fmt: skip
             write_broker_files(conn, FleetPaths(data), now=time.time())

@@ -44,9 +44,10 @@ from device.protocol.retry import Backoff
 from device.simulate import single_reading
 from hub.app import create_app
 from hub.broker import MosquittoProcess, free_port
+from hub.db import immediate
 from hub.ingest import IngestConfig, IngestWorker
 from hub.service import HubService, ServeConfig
-from hub.store import HubStore, immediate
+from hub.store import HubStore
 from hub.workspace import Workspace
 from tests.diskfull import fill, small_tmpfs
 from tests.harness import HubProcess, assert_delivered_exactly_once, hub_count, kiosk_agent, running, wait_until
@@ -118,7 +119,7 @@ class PageLimitedWorker(IngestWorker):
         self.full = threading.Event()
 
     def _flush(self) -> None:
-        conn = self.store.db.conn
+        conn = self.store.conn
         if self.full.is_set():
             (pages,) = conn.execute("PRAGMA page_count").fetchone()
             conn.execute(f"PRAGMA max_page_count = {int(pages)}")
@@ -175,7 +176,7 @@ def test_store_seam_immediate_reraises_the_full_database_error_not_the_rollbacks
     "cannot rollback - no transaction is active" in place of "database or disk is full"."""
     store = HubStore(tmp_path / "hub.db")
     try:
-        conn = store.db.conn
+        conn = store.conn
         conn.execute("CREATE TABLE filler (data BLOB)")
         (pages,) = conn.execute("PRAGMA page_count").fetchone()
         conn.execute(f"PRAGMA max_page_count = {int(pages)}")

@@ -7,7 +7,8 @@ from pathlib import Path
 from device.protocol.downlink import CaseAnswerBody
 from device.protocol.endpoints import BrokerUrl
 from hub import downlink
-from hub.store import HubStore, immediate
+from hub.db import immediate
+from hub.store import HubStore
 from tests.harness import ingest_thread, kiosk_agent, wait_until
 
 FAST = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0, "connect_timeout_s": 3.0}
@@ -17,7 +18,7 @@ CASE = "0b1e8c2a-1111-4222-8333-444455556666"
 def answer_for(db: Path, kiosk: str, message: str) -> str:
     store = HubStore(db)
     try:
-        with immediate(store.db.conn) as conn:
+        with immediate(store.conn) as conn:
             body = CaseAnswerBody(case=CASE, subject="P1", message=message, plan="", request="none")
             return downlink.enqueue_case_answer(conn, kiosk, body, 0.0)
     finally:
@@ -27,7 +28,7 @@ def answer_for(db: Path, kiosk: str, message: str) -> str:
 def delivered(db: Path, message_id: str) -> bool:
     store = HubStore(db)
     try:
-        row = store.db.conn.execute("SELECT delivered_at FROM downlink WHERE id = ?", (message_id,)).fetchone()
+        row = store.conn.execute("SELECT delivered_at FROM downlink WHERE id = ?", (message_id,)).fetchone()
         return row is not None and row[0] is not None
     finally:
         store.close()
@@ -58,7 +59,7 @@ def test_a_resent_message_is_stored_once_and_acknowledged_again(tmp_path: Path, 
         message_id = answer_for(db, "k-dup", "Take your tablets.")
         wait_until(lambda: delivered(db, message_id), 20, "the first delivery")
         store = HubStore(db)
-        with immediate(store.db.conn) as conn:  # as if the kiosk's ack had been lost: the hub sends it again
+        with immediate(store.conn) as conn:  # as if the kiosk's ack had been lost: the hub sends it again
             conn.execute("UPDATE downlink SET delivered_at = NULL, last_sent_at = NULL WHERE id = ?", (message_id,))
         store.close()
         wait_until(lambda: delivered(db, message_id), 20, "the repeat to be acknowledged")

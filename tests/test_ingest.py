@@ -18,6 +18,7 @@ from device.protocol import Topics, parse_receipt
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import encode
 from device.simulate import DEVICES, single_reading
+from hub.db import Location
 from hub.store import HubStore
 from tests.harness import hub_rows, ingest_thread, kiosk_agent, wait_until
 
@@ -31,8 +32,10 @@ def client(url: BrokerUrl, name: str) -> mqtt.Client:
     return c
 
 
-def test_readings_arrive_exactly_once_in_order_byte_for_byte(tmp_path: Path, broker_url: BrokerUrl) -> None:
-    db = tmp_path / "hub.db"
+def test_readings_arrive_exactly_once_in_order_byte_for_byte(
+    hub_database: Location, tmp_path: Path, broker_url: BrokerUrl
+) -> None:
+    db = hub_database
     rng = random.Random(1)
     with ingest_thread(db, broker_url), kiosk_agent(tmp_path / "k1", "k1", broker_url, heartbeat_s=3600) as agent:
         sent = [
@@ -50,8 +53,8 @@ def test_readings_arrive_exactly_once_in_order_byte_for_byte(tmp_path: Path, bro
     assert kiosk is not None and kiosk["software_version"] == "0.1.0" and kiosk["online"] == 0
 
 
-def test_a_backlog_is_drained_in_batches(tmp_path: Path, broker_url: BrokerUrl) -> None:
-    db = tmp_path / "hub.db"
+def test_a_backlog_is_drained_in_batches(hub_database: Location, tmp_path: Path, broker_url: BrokerUrl) -> None:
+    db = hub_database
     rng = random.Random(2)
     box = Outbox(tmp_path / "k2" / "outbox.db", "k2")
     sent = box.enqueue_many([("observations", single_reading(rng, datetime.now(UTC)))] * 3000)
@@ -63,8 +66,10 @@ def test_a_backlog_is_drained_in_batches(tmp_path: Path, broker_url: BrokerUrl) 
     assert [s for s, _ in hub_rows(db, "k2") if s <= 3000] == [e.seq for e in sent]
 
 
-def test_duplicates_are_absorbed_and_receipted_again(tmp_path: Path, broker_url: BrokerUrl) -> None:
-    db = tmp_path / "hub.db"
+def test_duplicates_are_absorbed_and_receipted_again(
+    hub_database: Location, tmp_path: Path, broker_url: BrokerUrl
+) -> None:
+    db = hub_database
     box = Outbox(tmp_path / "o.db", "k3")
     env = box.enqueue("observations", single_reading(random.Random(3), datetime.now(UTC)))
     receipts: list[list[str]] = []
@@ -84,8 +89,10 @@ def test_duplicates_are_absorbed_and_receipted_again(tmp_path: Path, broker_url:
     assert HubStore(db).counts()["observations"] == 1
 
 
-def test_garbage_is_dead_lettered_and_ingest_goes_on(tmp_path: Path, broker_url: BrokerUrl) -> None:
-    db = tmp_path / "hub.db"
+def test_garbage_is_dead_lettered_and_ingest_goes_on(
+    hub_database: Location, tmp_path: Path, broker_url: BrokerUrl
+) -> None:
+    db = hub_database
     box = Outbox(tmp_path / "o.db", "k4")
     good = box.enqueue("observations", single_reading(random.Random(4), datetime.now(UTC)))
     other = Outbox(tmp_path / "o2.db", "k5").enqueue(
@@ -138,9 +145,11 @@ def test_garbage_is_dead_lettered_and_ingest_goes_on(tmp_path: Path, broker_url:
     assert any(r.id == other.id and "does not match topic kiosk" in r.reason for r in rejected)
 
 
-def test_rejected_items_leave_the_outbox_into_the_rejected_table(tmp_path: Path, broker_url: BrokerUrl) -> None:
+def test_rejected_items_leave_the_outbox_into_the_rejected_table(
+    hub_database: Location, tmp_path: Path, broker_url: BrokerUrl
+) -> None:
     """A kiosk running an older contract: the hub refuses, the kiosk keeps the item for staff and alerts."""
-    db = tmp_path / "hub.db"
+    db = hub_database
     with kiosk_agent(tmp_path / "k6", "k6", broker_url, heartbeat_s=3600) as agent:
         env = agent.outbox.enqueue("observations", single_reading(random.Random(6), datetime.now(UTC)))
         # Simulate a hub-side rule the kiosk does not know: corrupt the stored body's unit.
@@ -156,9 +165,11 @@ def test_rejected_items_leave_the_outbox_into_the_rejected_table(tmp_path: Path,
     assert hub_rows(db, "k6") == [] or all(json.loads(r)["kind"] == "status" for _, r in hub_rows(db, "k6"))
 
 
-def test_workers_side_by_side_share_the_load_exactly_once(tmp_path: Path, broker_url: BrokerUrl) -> None:
+def test_workers_side_by_side_share_the_load_exactly_once(
+    hub_database: Location, tmp_path: Path, broker_url: BrokerUrl
+) -> None:
     """Two ingest workers on one shared subscription: the broker splits the stream, SQLite serialises commits."""
-    db = tmp_path / "hub.db"
+    db = hub_database
     rng = random.Random(8)
     sent: dict[str, list[bytes]] = {}
     for kiosk in ("a", "b", "c", "d"):
@@ -183,8 +194,10 @@ def test_workers_side_by_side_share_the_load_exactly_once(tmp_path: Path, broker
         assert stored == bodies
 
 
-def test_an_id_reused_for_other_content_is_refused_not_merged(tmp_path: Path, broker_url: BrokerUrl) -> None:
-    db = tmp_path / "hub.db"
+def test_an_id_reused_for_other_content_is_refused_not_merged(
+    hub_database: Location, tmp_path: Path, broker_url: BrokerUrl
+) -> None:
+    db = hub_database
     box = Outbox(tmp_path / "o.db", "k7")
     env = box.enqueue("observations", single_reading(random.Random(9), datetime.now(UTC)))
     original = encode(env)
@@ -208,8 +221,8 @@ def test_an_id_reused_for_other_content_is_refused_not_merged(tmp_path: Path, br
     assert "already stored with different content" in HubStore(db).dead_letters()[0]["reason"]
 
 
-def test_presence_follows_the_last_will(tmp_path: Path, broker_url: BrokerUrl) -> None:
-    db = tmp_path / "hub.db"
+def test_presence_follows_the_last_will(hub_database: Location, tmp_path: Path, broker_url: BrokerUrl) -> None:
+    db = hub_database
     with ingest_thread(db, broker_url):
         with kiosk_agent(tmp_path / "k8", "k8", broker_url, heartbeat_s=3600) as agent:
             assert agent.forwarder.connected.wait(10)
@@ -224,13 +237,13 @@ def test_presence_follows_the_last_will(tmp_path: Path, broker_url: BrokerUrl) -
 
 
 def test_readings_taken_while_a_message_awaits_its_receipt_leave_together_and_the_next_leaves_at_once(
-    tmp_path: Path, broker_url: BrokerUrl
+    hub_database: Location, tmp_path: Path, broker_url: BrokerUrl
 ) -> None:
     """While anything is in flight the forwarder is not woken per reading; the receipt sends what piled up.
 
     The poll interval is a minute, so a reading that missed its wake-up would wait that long.
     """
-    db = tmp_path / "hub.db"
+    db = hub_database
     rng = random.Random(11)
     box = Outbox(tmp_path / "q" / "outbox.db", "q")
     forwarder = Forwarder(

@@ -118,7 +118,7 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
 
 
 def stored_raw(store: HubStore, message_id: str) -> list[bytes]:
-    return [r[0].encode() for r in store.db.conn.execute("SELECT raw FROM messages WHERE id = ?", (message_id,))]
+    return [r[0].encode() for r in store.conn.execute("SELECT raw FROM messages WHERE id = ?", (message_id,))]
 
 
 def ingest(store: HubStore, topic: str, payload: bytes) -> Sorted:
@@ -197,9 +197,9 @@ def test_hostile_shapes_are_dead_lettered_with_a_reason(store: HubStore, seeds: 
 def test_every_dead_letter_of_the_fuzzing_is_in_the_table(store: HubStore) -> None:
     """The dead letters really landed where a person looks (after the fuzz tests above, same module)."""
     assert SEEN["accepted"] > 50, "the mutations hardly ever left an envelope valid: the stored path went unfuzzed"
-    count = store.db.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+    count = store.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
     assert count > 100
-    empty = store.db.conn.execute("SELECT count(*) FROM dead_letters WHERE reason = ''").fetchone()[0]
+    empty = store.conn.execute("SELECT count(*) FROM dead_letters WHERE reason = ''").fetchone()[0]
     assert empty == 0
 
 
@@ -233,13 +233,13 @@ def test_parsers_either_parse_or_say_what_is_wrong(what: str, parse: Callable[[b
 
 
 def test_the_fuzzed_database_is_still_sound(store: HubStore) -> None:
-    assert store.db.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with pytest.raises(sqlite3.IntegrityError):  # the exactly-once guard is the primary key itself
-        row = store.db.conn.execute("SELECT * FROM messages LIMIT 1").fetchone()
+        row = store.conn.execute("SELECT * FROM messages LIMIT 1").fetchone()
         if row is None:
             pytest.fail("the fuzzing stored no valid envelope at all")
         marks = ",".join("?" * len(row))
-        store.db.conn.execute(f"INSERT INTO messages VALUES ({marks})", row)
+        store.conn.execute(f"INSERT INTO messages VALUES ({marks})", row)
 
 
 def test_one_id_twice_in_one_batch_with_other_content_stores_the_first_and_refuses_the_second(
@@ -254,7 +254,7 @@ def test_one_id_twice_in_one_batch_with_other_content_stores_the_first_and_refus
         batch = ingest(store, f"kiosk/{KIOSK}/up/batch", b"\n".join([first, second]))
         assert len(batch.accepted) == 2
         assert stored_raw(store, doc["id"]) == [first]
-        letters = store.db.conn.execute("SELECT raw, reason FROM dead_letters").fetchall()
+        letters = store.conn.execute("SELECT raw, reason FROM dead_letters").fetchall()
         assert [(raw, "different content" in reason) for raw, reason in letters] == [(second, True)]
     finally:
         store.close()

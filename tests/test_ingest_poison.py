@@ -120,11 +120,11 @@ POISONS: dict[str, tuple[Callable[[random.Random], Accepted], str]] = {
 
 
 def message_ids(store: HubStore) -> list[str]:
-    return [r[0] for r in store.db.conn.execute("SELECT id FROM messages ORDER BY id")]
+    return [r[0] for r in store.conn.execute("SELECT id FROM messages ORDER BY id")]
 
 
 def dead_letters(store: HubStore) -> list[tuple[Any, ...]]:
-    return list(store.db.conn.execute("SELECT message_id, kiosk_hint, reason, count, raw FROM dead_letters"))
+    return list(store.conn.execute("SELECT message_id, kiosk_hint, reason, count, raw FROM dead_letters"))
 
 
 # -- the store ---------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_finding_one_poison_in_a_full_batch_takes_a_few_attempts_and_one_commit(
     rng = random.Random(4)
     batch = [accepted(reading(KIOSK_B, seq, rng)) for seq in range(1, 1001)]
     statements: list[str] = []
-    store.db.conn.set_trace_callback(statements.append)
+    store.conn.set_trace_callback(statements.append)
 
     store.commit_batch(batch[:500], [])
     assert "SAVEPOINT ingest_part" not in statements and statements.count("COMMIT") == 1  # the common path

@@ -34,9 +34,10 @@ from device.renewal import finish_pending, make_request
 from device.simulate import single_reading
 from hub.broker import free_port
 from hub.cli import main as hub_main
+from hub.db import immediate
 from hub.fleet.identities import FleetPaths, IdentityError, add_kiosk, renew_kiosk, revoke_kiosk, write_broker_files
 from hub.service import HubService, ServeConfig
-from hub.store import HubStore, immediate
+from hub.store import HubStore
 from tests.fleet import Probe, agent_overrides
 from tests.harness import assert_delivered_exactly_once, kiosk_agent, wait_until
 
@@ -46,7 +47,7 @@ DAY = 86_400.0
 def _provision(data: Path, kiosk: str, broker_url: str, dest: Path, *, days_ago: float) -> KioskIdentity:
     store = HubStore(data / "hub.db")
     try:
-        with immediate(store.db.conn) as conn:
+        with immediate(store.conn) as conn:
             bundle = add_kiosk(conn, FleetPaths(data), kiosk, broker_url=broker_url, hub_url=None, clinic_id=None,
                                now=time.time() - days_ago * DAY)  # fmt: skip
             write_broker_files(conn, FleetPaths(data), now=time.time())
@@ -125,10 +126,10 @@ def _renew_and_go_on(
     assert ident.key_file.stat().st_mode & 0o777 == 0o600
     assert pair_matches(ident.cert_file, ident.key_file)
     assert not (kiosk_dir / "identity" / "kiosk.pem.new").exists()
-    store = HubStore(service.db_path)
+    store = HubStore(service.database)
     try:
-        (serial,) = store.db.conn.execute("SELECT cert_serial FROM kiosk_identities WHERE kiosk = 'lobby-1'").fetchone()
-        actions = store.db.conn.execute("SELECT actor, action FROM audit WHERE target = 'kiosk:lobby-1'").fetchall()
+        (serial,) = store.conn.execute("SELECT cert_serial FROM kiosk_identities WHERE kiosk = 'lobby-1'").fetchone()
+        actions = store.conn.execute("SELECT actor, action FROM audit WHERE target = 'kiosk:lobby-1'").fetchall()
     finally:
         store.close()
     assert serial == format(new.serial_number, "x")
@@ -140,7 +141,7 @@ def _renew_and_go_on(
         sent = [encode(agent.outbox.enqueue("observations", single_reading(rng, dt.datetime.now(dt.UTC))))
                 for _ in range(5)]  # fmt: skip
         wait_until(lambda: agent.outbox.backlog().items == 0, 20, "delivery with the renewed certificate")
-    assert_delivered_exactly_once(service.db_path, "lobby-1", sent)
+    assert_delivered_exactly_once(service.database, "lobby-1", sent)
     # The old certificate still works until it ends: an agent not yet restarted is not cut off.
     still = _probe(url, ident, old_cert, old_key)
     assert still.connected.is_set(), still.connack
@@ -162,7 +163,7 @@ def hub(tmp_path: Path) -> Iterator[tuple[HubStore, FleetPaths]]:
 
 def _renew(hub: tuple[HubStore, FleetPaths], kiosk: str, request: RenewalRequest) -> x509.Certificate:
     store, paths = hub
-    with immediate(store.db.conn) as conn:
+    with immediate(store.conn) as conn:
         issued = renew_kiosk(conn, paths, kiosk, request, time.time())
     return x509.load_pem_x509_certificate(issued.cert_pem)
 
@@ -227,7 +228,7 @@ def test_the_hub_signs_only_a_due_request_for_the_kiosk_whose_key_signed_it(
     assert first.subject == again.subject and first.serial_number != again.serial_number
     # Revoked: nothing more is signed, and all three certificates are on the list.
     store, paths = hub
-    with immediate(store.db.conn) as conn:
+    with immediate(store.conn) as conn:
         revoke_kiosk(conn, "kiosk-a", time.time())
         write_broker_files(conn, paths, now=time.time())
     refused("kiosk-a", make_request(a, key), "no live identity")

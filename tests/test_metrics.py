@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -34,8 +33,10 @@ from hub import attribution, metrics, patients
 from hub.accounts import users
 from hub.app import create_app
 from hub.broker import free_port
+from hub.db import Location, SqliteLocation, connect, immediate, parse
+from hub.db.lease import Leases
 from hub.service import HubService, ServeConfig
-from hub.store import Accepted, HubStore, _conflict_letters, _unstorable, immediate
+from hub.store import Accepted, HubStore, _conflict_letters, _unstorable
 from hub.uplink import Limits, Sorted, classify
 from tests.harness import api_token, kiosk_agent, wait_until
 from tests.workspace.world import PASSWORD, login
@@ -85,8 +86,8 @@ def committed(samples: Samples) -> float:
     return sum(by_label(samples, "telehealth_hub_messages_committed_total", "kind").values())
 
 
-def db_count(db: Path, sql: str, *params: object) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+def db_count(db: Path | Location, sql: str, *params: object) -> int:
+    conn = connect(db, read_only=True)
     try:
         return int(conn.execute(sql, params).fetchone()[0])
     finally:
@@ -131,11 +132,11 @@ def stream(agent: KioskAgent, count: int, stop: threading.Event) -> threading.Th
     return t
 
 
-def prepare(db: Path) -> None:
+def prepare(db: Path | Location) -> None:
     """A clinic with a provider and a patient; the test's kiosks belong to it, so its fleet page shows them all."""
     store = HubStore(db)
     try:
-        with immediate(store.db.conn) as conn:
+        with immediate(store.conn) as conn:
             now = datetime.now(UTC).timestamp()
             users.create_clinic(conn, CLINIC, "Metrics Clinic", now)
             users.create_user(conn, clinic_id=CLINIC, email=PROVIDER, name="Doc", role="provider",
@@ -163,12 +164,16 @@ def delivered(agent: KioskAgent) -> bool:
 # -- the test the issue asks for -------------------------------------------------------
 
 
-def test_metrics_count_what_the_database_holds_while_kiosks_stream(tmp_path: Path, broker_url: BrokerUrl) -> None:
+def test_metrics_count_what_the_database_holds_while_kiosks_stream(
+    tmp_path: Path, broker_url: BrokerUrl, hub_database: Location
+) -> None:
     data = tmp_path / "hub"
-    db = data / "hub.db"
+    db: Path | Location = data / "hub.db" if isinstance(hub_database, SqliteLocation) else hub_database
     prepare(db)
     token = api_token(db, "metrics:read")
-    service = HubService(ServeConfig(data_dir=data, broker=broker_url, http_port=free_port(), workers=2))
+    service = HubService(
+        ServeConfig(data_dir=data, database=parse(db), broker=broker_url, http_port=free_port(), workers=2)
+    )
     ws = service.app.state.workspace
     ws.settings = replace(ws.settings, late_after_s=LATE_S)  # the fleet page's and the metrics' alike
     stop = threading.Event()
@@ -290,10 +295,10 @@ def test_metrics_count_what_the_database_holds_while_kiosks_stream(tmp_path: Pat
     stop.set()
 
 
-def assert_no_health_data_in_labels(db: Path, scraped: list[Samples]) -> None:
+def assert_no_health_data_in_labels(db: Path | Location, scraped: list[Samples]) -> None:
     """Every label of the hub's own metrics is from a short vocabulary (so no patient, kiosk or value can be one);
     and no label of any metric names a patient (id, check-in code) or is a reading's value."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = connect(db, read_only=True)
     try:
         patient = {str(v) for (v,) in conn.execute("SELECT id FROM patients UNION SELECT code FROM patients")}
         patient |= {str(v) for (v,) in conn.execute("SELECT DISTINCT subject FROM observations") if v}
@@ -329,8 +334,8 @@ def assert_no_health_data_in_labels(db: Path, scraped: list[Samples]) -> None:
 # -- small and fast --------------------------------------------------------------------
 
 
-def test_metrics_need_an_operator_token_with_their_scope(tmp_path: Path) -> None:
-    db = tmp_path / "hub.db"
+def test_metrics_need_an_operator_token_with_their_scope(hub_database: Location) -> None:
+    db = hub_database
     prepare(db)
     client = TestClient(create_app(db))
     path = "/api/v1/metrics"
@@ -367,8 +372,14 @@ def test_every_reason_ingest_writes_has_its_own_category() -> None:
                           "id_conflict", "unstorable"], reasons  # fmt: skip
 
 
-def test_jobs_follow_the_threads_that_run_them() -> None:
+def test_jobs_follow_the_threads_that_run_them(tmp_path: Path) -> None:
     assert metrics.held_jobs(["MainThread"]) == ["web", "consult-relay"]
+    conn = connect(tmp_path / "hub.db")
+    leases = Leases(conn)
+    assert metrics.held_jobs(["attribution"]) == ["web", "consult-relay"]  # the job thread holds no lease yet
+    leases.take()  # a SQLite hub is alone: it holds every cluster job
     served = metrics.held_jobs(["attribution", "ingest-pool", "broker-supervisor"])
+    leases.release_all()
+    conn.close()
     assert set(served) == {"web", "consult-relay", "attribution", "triage-sweep", "retention", "ingest", "downlink",
                            "broker", "broker-certificate"}  # fmt: skip

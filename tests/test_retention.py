@@ -47,7 +47,7 @@ def case(store: HubStore, box: Outbox, at: float, *, closed: bool) -> tuple[str,
         "created": datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z"),
     }, at)  # fmt: skip
     if closed:
-        store.db.conn.execute("UPDATE cases SET state = 'closed', closed_at = ? WHERE id = ?", (at, case_id))
+        store.conn.execute("UPDATE cases SET state = 'closed', closed_at = ? WHERE id = ?", (at, case_id))
     return case_id, str(photo["attachment"])
 
 
@@ -61,7 +61,7 @@ def world(tmp_path: Path) -> Iterator[tuple[HubStore, Outbox]]:
 
 
 def count(store: HubStore, sql: str, *params: object) -> int:
-    return int(store.db.conn.execute(f"SELECT count(*) FROM {sql}", params).fetchone()[0])
+    return int(store.conn.execute(f"SELECT count(*) FROM {sql}", params).fetchone()[0])
 
 
 def file_bytes(folder: Path) -> bytes:
@@ -80,7 +80,7 @@ def test_defaults_purge_leftovers_keep_the_record_and_leave_no_bytes(world: tupl
     reading = commit(
         store, box, "observations", single_reading(random.Random(1), datetime.fromtimestamp(OLD, UTC)), OLD
     )
-    conn = store.db.conn
+    conn = store.conn
     for name, delivered in (("d-old", OLD), ("d-waiting", None)):
         conn.execute(
             "INSERT INTO downlink (id, kiosk, kind, body, created_at, delivered_at) VALUES (?,?,?,?,?,?)",
@@ -123,7 +123,7 @@ def test_a_clinical_period_purges_closed_records_and_never_open_ones(world: tupl
     recent = commit(store, box, "observations", single_reading(rng, datetime.fromtimestamp(RECENT, UTC)), RECENT)
     closed_case, closed_photo = case(store, box, OLD, closed=True)
     open_case, open_photo = case(store, box, OLD, closed=False)
-    conn = store.db.conn
+    conn = store.conn
 
     dry = apply(conn, Retention(clinical_records_days=365), NOW, dry_run=True)
     assert dry["readings"] == 1 and dry["closed cases"] == 1 and dry["photos"] == 1

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 
 from device.protocol.topics import KIOSK_ID_PATTERN
+from hub.db import Connection
 
 PREFIX = "thk_"  # recognisable in a leaked-secret scan (API tokens are "the_")
 
@@ -25,7 +25,7 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def issue(conn: sqlite3.Connection, kiosk: str, now: float) -> str:
+def issue(conn: Connection, kiosk: str, now: float) -> str:
     """A new secret for the kiosk, replacing any earlier one (which stops working); returned once."""
     if not re.match(KIOSK_ID_PATTERN, kiosk) or kiosk.endswith("\n"):
         raise CredentialError(f"{kiosk!r} is not a kiosk id")
@@ -39,14 +39,14 @@ def issue(conn: sqlite3.Connection, kiosk: str, now: float) -> str:
     return secret
 
 
-def revoke(conn: sqlite3.Connection, kiosk: str, now: float) -> bool:
+def revoke(conn: Connection, kiosk: str, now: float) -> bool:
     cur = conn.execute(
         "UPDATE kiosk_credentials SET revoked_at = ? WHERE kiosk = ? AND revoked_at IS NULL", (now, kiosk)
     )
     return cur.rowcount == 1
 
 
-def kiosk_for(conn: sqlite3.Connection, secret: str) -> str | None:
+def kiosk_for(conn: Connection, secret: str) -> str | None:
     """The kiosk a presented secret belongs to; None for an unknown, replaced or revoked one."""
     if not secret.startswith(PREFIX) or len(secret) > 200:
         return None
@@ -56,7 +56,7 @@ def kiosk_for(conn: sqlite3.Connection, secret: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def still_valid(conn: sqlite3.Connection, kiosk: str, secret_sha256: str) -> bool:
+def still_valid(conn: Connection, kiosk: str, secret_sha256: str) -> bool:
     """Whether an open socket's credential is still the kiosk's live one (not revoked, not replaced)."""
     row = conn.execute(
         "SELECT 1 FROM kiosk_credentials WHERE kiosk = ? AND token_sha256 = ? AND revoked_at IS NULL",

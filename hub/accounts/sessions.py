@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from typing import Literal
+
+from hub.db import Connection
 
 Stage = Literal["mfa", "active"]
 
@@ -42,7 +43,7 @@ def token_id(token: str) -> str:
 
 
 def create(
-    conn: sqlite3.Connection, user_id: int, stage: Stage, now: float, *, ip: str | None, user_agent: str | None
+    conn: Connection, user_id: int, stage: Stage, now: float, *, ip: str | None, user_agent: str | None
 ) -> tuple[str, Session]:
     """A new session and the cookie token for it (returned once, never stored)."""
     token = secrets.token_urlsafe(32)
@@ -68,9 +69,7 @@ def expiry_reason(session: Session, now: float, policy: SessionPolicy) -> str | 
     return None
 
 
-def lookup(
-    conn: sqlite3.Connection, token: str, now: float, policy: SessionPolicy, *, touch: bool = True
-) -> Session | None:
+def lookup(conn: Connection, token: str, now: float, policy: SessionPolicy, *, touch: bool = True) -> Session | None:
     """The live session for a cookie token; an expired one is ended here and None returned.
 
     `touch=False` for a page's own background refreshes: a chart polling every few seconds
@@ -94,14 +93,14 @@ def lookup(
     return session
 
 
-def end(conn: sqlite3.Connection, session_id: str, now: float, reason: str) -> bool:
+def end(conn: Connection, session_id: str, now: float, reason: str) -> bool:
     cur = conn.execute(
         "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL", (now, reason, session_id)
     )
     return cur.rowcount == 1
 
 
-def end_all(conn: sqlite3.Connection, user_id: int, now: float, reason: str) -> int:
+def end_all(conn: Connection, user_id: int, now: float, reason: str) -> int:
     cur = conn.execute(
         "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE user_id = ? AND ended_at IS NULL",
         (now, reason, user_id),
@@ -109,7 +108,7 @@ def end_all(conn: sqlite3.Connection, user_id: int, now: float, reason: str) -> 
     return cur.rowcount
 
 
-def live_count(conn: sqlite3.Connection, user_id: int, now: float, policy: SessionPolicy) -> int:
+def live_count(conn: Connection, user_id: int, now: float, policy: SessionPolicy) -> int:
     (count,) = conn.execute(
         "SELECT count(*) FROM sessions WHERE user_id = ? AND ended_at IS NULL AND last_seen > ? AND created_at > ?",
         (user_id, now - policy.idle_s, now - policy.absolute_s),

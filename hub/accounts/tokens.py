@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
+
+from hub.db import Connection
 
 SCOPES: dict[str, str] = {
     "kiosks:read": "list kiosks and their status",
@@ -44,7 +45,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create(conn: sqlite3.Connection, name: str, clinic_id: str | None, scopes: list[str], now: float) -> str:
+def create(conn: Connection, name: str, clinic_id: str | None, scopes: list[str], now: float) -> str:
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise TokenError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
@@ -65,7 +66,7 @@ def create(conn: sqlite3.Connection, name: str, clinic_id: str | None, scopes: l
     return token
 
 
-def lookup(conn: sqlite3.Connection, token: str, now: float) -> ApiToken | None:
+def lookup(conn: Connection, token: str, now: float) -> ApiToken | None:
     row = conn.execute(
         "SELECT id, name, clinic_id, scopes, last_used_at FROM api_tokens "
         "WHERE token_sha256 = ? AND revoked_at IS NULL",
@@ -78,11 +79,12 @@ def lookup(conn: sqlite3.Connection, token: str, now: float) -> ApiToken | None:
     return ApiToken(row[0], row[1], row[2], frozenset(row[3].split()))
 
 
-def revoke(conn: sqlite3.Connection, token_id: int, now: float) -> bool:
+def revoke(conn: Connection, token_id: int, now: float) -> bool:
     cur = conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, token_id))
     return cur.rowcount == 1
 
 
-def listing(conn: sqlite3.Connection) -> list[dict[str, object]]:
+def listing(conn: Connection) -> list[dict[str, object]]:
     cols = ["id", "name", "clinic_id", "scopes", "created_at", "last_used_at", "revoked_at"]
-    return [dict(zip(cols, r, strict=True)) for r in conn.execute(f"SELECT {', '.join(cols)} FROM api_tokens")]
+    rows = conn.execute(f"SELECT {', '.join(cols)} FROM api_tokens ORDER BY id")
+    return [dict(zip(cols, r, strict=True)) for r in rows]

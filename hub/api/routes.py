@@ -19,6 +19,7 @@ from device.protocol.vitals import LOINC_PATTERN
 from hub import audit
 from hub.api.auth import TokenPrincipal, require_scope
 from hub.api.schemas import AttachmentOut, DeadLetterOut, KioskOut, ObservationOut
+from hub.web.security import refuse_nul
 from hub.workspace import Workspace, from_request
 
 
@@ -34,7 +35,7 @@ DeadRead = Annotated[TokenPrincipal, Depends(require_scope("dead-letters:read"))
 
 
 def api_router() -> APIRouter:
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(refuse_nul)])
 
     def visible(ws: Workspace, token: TokenPrincipal, kiosk_id: str) -> dict[str, Any]:
         """The kiosk, if this token may see it; otherwise 404 as if it did not exist."""

@@ -6,10 +6,9 @@ contract in `device.protocol.questionnaire`: the kiosk renders the same definiti
 
 from __future__ import annotations
 
-import sqlite3
-
 from device.intake import built_in, general_intake
 from device.protocol.questionnaire import EnableWhen, Item, ItemType, Questionnaire, problems, visible
+from hub.db import Connection
 
 __all__ = ["EnableWhen", "Item", "ItemType", "Questionnaire", "lookup", "problems", "store", "visible"]
 
@@ -17,9 +16,7 @@ BUILT_IN = built_in()
 GENERAL_INTAKE = general_intake()
 
 
-def lookup(
-    conn: sqlite3.Connection, clinic_id: str | None, questionnaire_id: str, version: int
-) -> Questionnaire | None:
+def lookup(conn: Connection, clinic_id: str | None, questionnaire_id: str, version: int) -> Questionnaire | None:
     """The clinic's own questionnaire of that id and version, else a built-in one."""
     if clinic_id is not None:
         row = conn.execute(
@@ -31,7 +28,7 @@ def lookup(
     return BUILT_IN.get((questionnaire_id, version))
 
 
-def store(conn: sqlite3.Connection, clinic_id: str, q: Questionnaire, by: str, now: float) -> None:
+def store(conn: Connection, clinic_id: str, q: Questionnaire, by: str, now: float) -> None:
     """Versions are immutable (cases name the version they answered): a changed questionnaire needs a new one."""
     row = conn.execute(
         "SELECT definition FROM questionnaires WHERE clinic_id = ? AND id = ? AND version = ?",

@@ -8,13 +8,13 @@ case comes first in the queue, like an escalated alert.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from device.protocol.downlink import CaseAnswerBody
 from hub import downlink
+from hub.db import Connection
 from hub.triage.alerts import clinic_config
 
 
@@ -34,7 +34,7 @@ class Answer(BaseModel):
     )
 
 
-def attribute(conn: sqlite3.Connection) -> int:
+def attribute(conn: Connection) -> int:
     """Give unmatched cases their clinic (from the kiosk) and patient (from the check-in code), when known."""
     rows = conn.execute(
         "SELECT c.id, c.subject, k.clinic_id FROM cases c INDEXED BY cases_unmatched "
@@ -68,18 +68,18 @@ def _row(r: tuple[Any, ...], respond_within_hours: float) -> dict[str, Any]:
     return case
 
 
-def _hours(conn: sqlite3.Connection, clinic_id: str) -> float:
+def _hours(conn: Connection, clinic_id: str) -> float:
     return clinic_config(conn, clinic_id).cases.respond_within_hours
 
 
-def get(conn: sqlite3.Connection, clinic_id: str, case_id: str) -> dict[str, Any] | None:
+def get(conn: Connection, clinic_id: str, case_id: str) -> dict[str, Any] | None:
     row = conn.execute(
         f"SELECT {', '.join(CASE_COLUMNS)} FROM cases WHERE id = ? AND clinic_id = ?", (case_id, clinic_id)
     ).fetchone()
     return None if row is None else _row(row, _hours(conn, clinic_id))
 
 
-def open_cases(conn: sqlite3.Connection, clinic_id: str) -> list[dict[str, Any]]:
+def open_cases(conn: Connection, clinic_id: str) -> list[dict[str, Any]]:
     """Cases waiting for a provider (new or in review), with the patient's name."""
     rows = conn.execute(
         f"SELECT {', '.join('c.' + c for c in CASE_COLUMNS)}, p.name, p.code FROM cases c "
@@ -91,7 +91,7 @@ def open_cases(conn: sqlite3.Connection, clinic_id: str) -> list[dict[str, Any]]
     return [{**_row(r[: len(CASE_COLUMNS)], hours), "patient_name": r[-2], "patient_code": r[-1]} for r in rows]
 
 
-def _state(conn: sqlite3.Connection, clinic_id: str, case_id: str) -> tuple[str, str | None]:
+def _state(conn: Connection, clinic_id: str, case_id: str) -> tuple[str, str | None]:
     row = conn.execute("SELECT state, patient_id FROM cases WHERE id = ? AND clinic_id = ?", (case_id, clinic_id))
     found = row.fetchone()
     if found is None:
@@ -99,7 +99,7 @@ def _state(conn: sqlite3.Connection, clinic_id: str, case_id: str) -> tuple[str,
     return str(found[0]), found[1]
 
 
-def start_review(conn: sqlite3.Connection, clinic_id: str, case_id: str, user_id: int, now: float) -> str | None:
+def start_review(conn: Connection, clinic_id: str, case_id: str, user_id: int, now: float) -> str | None:
     state, patient_id = _state(conn, clinic_id, case_id)
     if state != "new":
         raise CaseError(f"the case is {state.replace('_', ' ')}, not new")
@@ -110,9 +110,7 @@ def start_review(conn: sqlite3.Connection, clinic_id: str, case_id: str, user_id
     return patient_id
 
 
-def answer(
-    conn: sqlite3.Connection, clinic_id: str, case_id: str, reply: Answer, *, user_id: int, now: float
-) -> str | None:
+def answer(conn: Connection, clinic_id: str, case_id: str, reply: Answer, *, user_id: int, now: float) -> str | None:
     state, patient_id = _state(conn, clinic_id, case_id)
     if state not in ("new", "in_review"):
         raise CaseError(f"the case is {state.replace('_', ' ')} already")
@@ -129,7 +127,7 @@ def answer(
     return patient_id
 
 
-def close(conn: sqlite3.Connection, clinic_id: str, case_id: str, user_id: int, now: float) -> str | None:
+def close(conn: Connection, clinic_id: str, case_id: str, user_id: int, now: float) -> str | None:
     state, patient_id = _state(conn, clinic_id, case_id)
     if state != "answered":
         raise CaseError(f"only an answered case can be closed; this one is {state.replace('_', ' ')}")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from hub.audit import Actor
 from hub.consults import ice
 from hub.consults import store as consults
 from hub.consults.store import Consult, ConsultError, EndedBy
+from hub.db import Connection
 from hub.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ class Relay:
 
     @staticmethod
     def _audit_end(
-        w: sqlite3.Connection, consult: Consult, reason: Reason, by: EndedBy, actor: Actor | None, *, now: float
+        w: Connection, consult: Consult, reason: Reason, by: EndedBy, actor: Actor | None, *, now: float
     ) -> None:
         who = actor if actor is not None else Actor("hub", consult.clinic_id)
         who = Actor(who.label, consult.clinic_id, who.user_id, who.ip)

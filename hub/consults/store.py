@@ -9,13 +9,13 @@ The record holds who, when and how it ended; the vitals are the ones the kiosk s
 from __future__ import annotations
 
 import json
-import sqlite3
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from device.protocol.signaling import Reason, Vital
+from hub.db import Connection
 
 State = Literal["waiting", "live", "ended"]
 EndedBy = Literal["kiosk", "provider", "hub"]
@@ -59,13 +59,13 @@ def _consult(row: Sequence[Any]) -> Consult:
     return Consult(*values)
 
 
-def by_id(conn: sqlite3.Connection, consult_id: str) -> Consult | None:
+def by_id(conn: Connection, consult_id: str) -> Consult | None:
     """Any clinic's consult: for the relay, which checks the kiosk or provider itself. Pages use `get`."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM consults WHERE id = ?", (consult_id,)).fetchone()
     return None if row is None else _consult(row)
 
 
-def get(conn: sqlite3.Connection, clinic_id: str, consult_id: str) -> Consult | None:
+def get(conn: Connection, clinic_id: str, consult_id: str) -> Consult | None:
     """A consult of this clinic; another clinic's is not found, exactly like one that does not exist."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM consults WHERE id = ? AND clinic_id = ?", (consult_id, clinic_id)
@@ -74,7 +74,7 @@ def get(conn: sqlite3.Connection, clinic_id: str, consult_id: str) -> Consult | 
 
 
 def request(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     kiosk: str,
     consult_id: str,
@@ -118,7 +118,7 @@ def request(
     return created, True
 
 
-def waiting(conn: sqlite3.Connection, clinic_id: str) -> list[Consult]:
+def waiting(conn: Connection, clinic_id: str) -> list[Consult]:
     """The clinic's queue, first come first served."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM consults INDEXED BY consults_waiting "
@@ -128,7 +128,7 @@ def waiting(conn: sqlite3.Connection, clinic_id: str) -> list[Consult]:
     return [_consult(r) for r in rows]
 
 
-def waiting_count(conn: sqlite3.Connection, clinic_id: str) -> int:
+def waiting_count(conn: Connection, clinic_id: str) -> int:
     (n,) = conn.execute(
         "SELECT count(*) FROM consults INDEXED BY consults_waiting WHERE clinic_id = ? AND state = 'waiting'",
         (clinic_id,),
@@ -136,7 +136,7 @@ def waiting_count(conn: sqlite3.Connection, clinic_id: str) -> int:
     return int(n)
 
 
-def position(conn: sqlite3.Connection, consult: Consult) -> int | None:
+def position(conn: Connection, consult: Consult) -> int | None:
     """1 = next to be seen; None once the consult is no longer waiting."""
     if consult.state != "waiting":
         return None
@@ -148,7 +148,7 @@ def position(conn: sqlite3.Connection, consult: Consult) -> int | None:
     return int(ahead) + 1
 
 
-def median_handle_s(conn: sqlite3.Connection, clinic_id: str, now: float) -> float | None:
+def median_handle_s(conn: Connection, clinic_id: str, now: float) -> float | None:
     """The median length (join to end) of the clinic's last 20 finished calls of the past 30 days; None below 3."""
     rows = conn.execute(
         "SELECT ended_at - joined_at FROM consults INDEXED BY consults_handled "
@@ -161,7 +161,7 @@ def median_handle_s(conn: sqlite3.Connection, clinic_id: str, now: float) -> flo
     return float(statistics.median(max(0.0, float(r[0])) for r in rows))
 
 
-def estimate_s(conn: sqlite3.Connection, clinic_id: str, position: int, now: float) -> int | None:
+def estimate_s(conn: Connection, clinic_id: str, position: int, now: float) -> int | None:
     """How long the patient at `position` may wait: position x the median length of the clinic's recent calls.
 
     Why this is honest, and what it does not claim:
@@ -182,7 +182,7 @@ def estimate_from(median_s: float | None, position: int) -> int | None:
     return None if median_s is None else round(position * median_s)
 
 
-def join(conn: sqlite3.Connection, clinic_id: str, consult_id: str, *, user_id: int, now: float) -> str | None:
+def join(conn: Connection, clinic_id: str, consult_id: str, *, user_id: int, now: float) -> str | None:
     """A provider or clinic admin of the consult's clinic takes a waiting consult; returns the patient (audit).
 
     LookupError: no such consult at this clinic (another clinic's is "not found").
@@ -203,23 +203,21 @@ def join(conn: sqlite3.Connection, clinic_id: str, consult_id: str, *, user_id: 
     return consult.patient_id
 
 
-def end(
-    conn: sqlite3.Connection, consult_id: str, *, reason: Reason, by: EndedBy, now: float
-) -> tuple[Consult, bool] | None:
+def end(conn: Connection, consult_id: str, *, reason: Reason, by: EndedBy, now: float) -> tuple[Consult, bool] | None:
     """End a consult in any state; (the consult as it is now, whether this call ended it). None: no such consult.
 
     Idempotent: a consult that has ended keeps its first reason, time and author.
     """
-    conn.execute(
+    cur = conn.execute(
         "UPDATE consults SET state = 'ended', ended_at = ?, reason = ?, ended_by = ? WHERE id = ? AND state != 'ended'",
         (now, reason, by, consult_id),
     )
-    changed = conn.execute("SELECT changes()").fetchone()[0] == 1
+    changed = cur.rowcount == 1
     consult = by_id(conn, consult_id)
     return None if consult is None else (consult, changed)
 
 
-def open_for_kiosk(conn: sqlite3.Connection, kiosk: str) -> list[Consult]:
+def open_for_kiosk(conn: Connection, kiosk: str) -> list[Consult]:
     """The kiosk's consults that are waiting or live."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM consults INDEXED BY consults_open WHERE kiosk = ? AND state != 'ended' "
@@ -229,7 +227,7 @@ def open_for_kiosk(conn: sqlite3.Connection, kiosk: str) -> list[Consult]:
     return [_consult(r) for r in rows]
 
 
-def end_orphans(conn: sqlite3.Connection, now: float) -> list[Consult]:
+def end_orphans(conn: Connection, now: float) -> list[Consult]:
     """At start-up: consults left waiting or live by a hub that stopped; returns them as they were.
 
     Their sockets died with that hub, so they are over: a waiting one was cancelled, a live one lost its
@@ -244,7 +242,7 @@ def end_orphans(conn: sqlite3.Connection, now: float) -> list[Consult]:
 
 
 def calls_for_patient(
-    conn: sqlite3.Connection, clinic_id: str, patient_id: str, since: float, until: float
+    conn: Connection, clinic_id: str, patient_id: str, since: float, until: float
 ) -> list[dict[str, Any]]:
     """The patient's calls a provider held (joined, then ended by End or a dropped line), joined in [since, until):
     the interactive communication that counts toward remote-monitoring minutes (hub.rpm). A call that

@@ -16,7 +16,6 @@ server does not know is refused, not ignored: ignoring `subjct=` would answer wi
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -29,12 +28,14 @@ from hub import audit
 from hub.api.auth import TokenPrincipal, require_scope
 from hub.cases import questionnaire
 from hub.cases import store as case_store
+from hub.db import Connection
 from hub.fhir import capability, search
 from hub.fhir import resources as fr
 from hub.fhir.errors import FHIR_JSON, FhirError, outcome
+from hub.web.security import refuse_nul
 from hub.workspace import Workspace, from_request
 
-router = APIRouter(prefix="/fhir", tags=["FHIR R4"])
+router = APIRouter(prefix="/fhir", tags=["FHIR R4"], dependencies=[Depends(refuse_nul)])
 Ws = Annotated[Workspace, Depends(from_request)]
 Fhir = Annotated[TokenPrincipal, Depends(require_scope("fhir:read"))]
 Count = Annotated[
@@ -112,8 +113,14 @@ _OBS_COLUMNS = [
 ]  # fmt: skip
 _BP = ", ".join(f"'{c}'" for c in fr.BP_PARTS)
 # One group per resource, as fr.group_blood_pressure forms them: a panel is the pressures of one message,
-# device and time; any other reading is its own.
-_GROUP_BY = f"message_id, CASE WHEN code IN ({_BP}) THEN device_id || char(31) || effective ELSE idx END"
+# device and time; any other reading is its own. Three keys rather than one concatenated: a CASE must give
+# one type on PostgreSQL (text for a panel, an integer index otherwise would not), and both engines group
+# NULLs together, so a panel's rows share (device, time, NULL) and any other reading has its own index.
+_IS_BP = f"code IN ({_BP})"
+_GROUP_BY = (
+    f"message_id, CASE WHEN {_IS_BP} THEN device_id END, CASE WHEN {_IS_BP} THEN effective END, "
+    f"CASE WHEN {_IS_BP} THEN NULL ELSE idx END"
+)
 _ATTRIBUTED = "clinic_id = ? AND attribution = 'attributed'"
 
 
@@ -124,7 +131,7 @@ def _row(values: Sequence[Any]) -> dict[str, Any]:
     return r
 
 
-def _message_rows(conn: sqlite3.Connection, clinic_id: str, message_ids: Sequence[str]) -> list[dict[str, Any]]:
+def _message_rows(conn: Connection, clinic_id: str, message_ids: Sequence[str]) -> list[dict[str, Any]]:
     marks = ",".join("?" * len(message_ids))
     cur = conn.execute(
         f"SELECT {', '.join(_OBS_COLUMNS)} FROM observations WHERE {_ATTRIBUTED} AND message_id IN ({marks}) "
@@ -135,12 +142,12 @@ def _message_rows(conn: sqlite3.Connection, clinic_id: str, message_ids: Sequenc
 
 
 def _observation_groups(
-    conn: sqlite3.Connection, clinic_id: str, where: str, params: Sequence[Any], *, count: int, offset: int,
+    conn: Connection, clinic_id: str, where: str, params: Sequence[Any], *, count: int, offset: int,
     order: str,
 ) -> tuple[int, list[list[dict[str, Any]]]]:  # fmt: skip
     """The number of matching Observations, and one page of them (each a group of stored readings)."""
     scope = f"FROM observations WHERE {_ATTRIBUTED}{where} GROUP BY {_GROUP_BY}"
-    (total,) = conn.execute(f"SELECT count(*) FROM (SELECT 1 {scope})", [clinic_id, *params]).fetchone()
+    (total,) = conn.execute(f"SELECT count(*) FROM (SELECT 1 {scope}) AS matches", [clinic_id, *params]).fetchone()
     if count == 0 or offset >= total:
         return total, []
     leaders = conn.execute(
@@ -158,7 +165,7 @@ def _observation_groups(
 _PATIENT_COLUMNS = ["id", "clinic_id", "code", "name", "birth_date"]
 
 
-def _patients(conn: sqlite3.Connection, clinic_id: str, where: str, params: list[Any]) -> list[dict[str, Any]]:
+def _patients(conn: Connection, clinic_id: str, where: str, params: list[Any]) -> list[dict[str, Any]]:
     cur = conn.execute(
         f"SELECT {', '.join(_PATIENT_COLUMNS)} FROM patients WHERE clinic_id = ? {where} ORDER BY name, id",
         [clinic_id, *params],
@@ -189,8 +196,8 @@ def search_patients(
         if identifier:
             where += " AND code = ?"
             params.append(identifier.rpartition("|")[2])
-        if name:
-            where += " AND name LIKE ?"
+        if name:  # case-insensitive, as SQLite's LIKE is (PostgreSQL's is not)
+            where += " AND lower(name) LIKE lower(?)"
             params.append(f"%{name}%")
         matches = _patients(ws.conn(), clinic_id, where, params)
     except (FhirError, search.SearchError) as exc:
@@ -241,7 +248,8 @@ def search_observations(
             params.append(_patient_ref(subject))
         if code:
             codes = search.codes(code)
-            where += f" AND code IN ({','.join('?' * len(codes))})"
+            # No code the hub serves: nothing matches. `IN ()` says so on SQLite only (a syntax error on PostgreSQL).
+            where += f" AND code IN ({','.join('?' * len(codes))})" if codes else " AND 1 = 0"
             params += codes
         dates = search.date_filter(date or [])
         total, groups = _observation_groups(
@@ -279,7 +287,7 @@ def read_observation(token: Fhir, ws: Ws, observation_id: str) -> Response:
 # -- Device --------------------------------------------------------------------------------------
 
 
-def _devices(conn: sqlite3.Connection, clinic_id: str, patient_id: str | None) -> list[dict[str, Any]]:
+def _devices(conn: Connection, clinic_id: str, patient_id: str | None) -> list[dict[str, Any]]:
     where, params = _ATTRIBUTED, [clinic_id]
     if patient_id:
         where += " AND patient_id = ?"
@@ -329,9 +337,7 @@ def read_device(token: Fhir, ws: Ws, device_id: str) -> Response:
 # -- QuestionnaireResponse (asynchronous cases) ----------------------------------------------------
 
 
-def _case_ids(
-    conn: sqlite3.Connection, clinic_id: str, patient_id: str | None, case_id: str | None = None
-) -> list[str]:
+def _case_ids(conn: Connection, clinic_id: str, patient_id: str | None, case_id: str | None = None) -> list[str]:
     where, params = "clinic_id = ? AND patient_id IS NOT NULL", [clinic_id]
     if patient_id:
         where += " AND patient_id = ?"
@@ -342,7 +348,7 @@ def _case_ids(
     return [cid for (cid,) in conn.execute(f"SELECT id FROM cases WHERE {where} ORDER BY received_at, id", params)]
 
 
-def _responses(conn: sqlite3.Connection, clinic_id: str, case_ids: Sequence[str]) -> list[dict[str, Any]]:
+def _responses(conn: Connection, clinic_id: str, case_ids: Sequence[str]) -> list[dict[str, Any]]:
     out = []
     for cid in case_ids:
         case = case_store.get(conn, clinic_id, cid)
@@ -394,7 +400,7 @@ def read_response(token: Fhir, ws: Ws, response_id: str) -> Response:
 EXPORT_BATCH = 5000
 
 
-def _all_observation_groups(conn: sqlite3.Connection, clinic_id: str) -> Iterator[list[dict[str, Any]]]:
+def _all_observation_groups(conn: Connection, clinic_id: str) -> Iterator[list[dict[str, Any]]]:
     """Every Observation of the clinic in measurement order, read in batches that end on a whole message.
 
     Keyset paging on (measured_ms, message_id): a panel's readings share both, so a batch that stops inside

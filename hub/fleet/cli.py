@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import time
 from pathlib import Path
 
@@ -13,11 +12,12 @@ from device.protocol.remote_config import KioskSettings
 from hub import attribution, audit
 from hub.accounts import users
 from hub.audit import Actor
+from hub.db import Connection, immediate, location
 from hub.fleet import remote_config
 from hub.fleet.broker_auth import reload_broker
 from hub.fleet.identities import FleetPaths, add_kiosk, listing, revoke_kiosk, write_broker_files
 from hub.fleet.pki import write_private
-from hub.store import HubStore, immediate
+from hub.store import HubStore
 
 CLI = Actor("cli", None)
 ACTIONS = ("add", "revoke", "identities", "config")
@@ -53,7 +53,7 @@ def add_parsers(kiosks: argparse._SubParsersAction[argparse.ArgumentParser], dat
     )  # fmt: skip
 
 
-def _config(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> str:
+def _config(conn: Connection, args: argparse.Namespace, now: float) -> str:
     if args.set:
         pairs = [item.split("=", 1) for item in args.set]
         if any(len(p) != 2 for p in pairs):
@@ -77,9 +77,9 @@ def _config(conn: sqlite3.Connection, args: argparse.Namespace, now: float) -> s
 
 def run(args: argparse.Namespace) -> str:
     paths = FleetPaths(args.data)
-    store = HubStore(args.data / "hub.db")
+    store = HubStore(location.for_data(args.data, getattr(args, "database", None)))
     try:
-        conn = store.db.conn
+        conn = store.conn
         if args.action == "identities":
             return "\n".join(json.dumps(row) for row in listing(conn))
         now = time.time()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from device.protocol.renewal import RENEW_DAYS as KIOSK_RENEW_DAYS
 from device.protocol.renewal import RenewalRequest
 from device.protocol.topics import Topics
 from hub.accounts import kiosk_credentials
+from hub.db import Connection
 from hub.fleet import remote_config
 from hub.fleet.broker_auth import (
     HUB_USER_PREFIX,
@@ -70,7 +70,7 @@ def _now(now: float) -> dt.datetime:
 
 
 def add_kiosk(
-    conn: sqlite3.Connection,
+    conn: Connection,
     paths: FleetPaths,
     kiosk_id: str,
     *,
@@ -112,7 +112,7 @@ def add_kiosk(
     )
 
 
-def revoke_kiosk(conn: sqlite3.Connection, kiosk_id: str, now: float) -> None:
+def revoke_kiosk(conn: Connection, kiosk_id: str, now: float) -> None:
     row = conn.execute(
         "SELECT cert_serial FROM kiosk_identities WHERE kiosk = ? AND revoked_at IS NULL", (kiosk_id,)
     ).fetchone()
@@ -126,25 +126,23 @@ def revoke_kiosk(conn: sqlite3.Connection, kiosk_id: str, now: float) -> None:
     conn.execute("UPDATE kiosks SET online = 0, presence_at = ? WHERE id = ?", (now, kiosk_id))
 
 
-def _record_cert(conn: sqlite3.Connection, kiosk_id: str, issued: IssuedCert, now: float) -> None:
+def _record_cert(conn: Connection, kiosk_id: str, issued: IssuedCert, now: float) -> None:
     conn.execute(
         "INSERT INTO kiosk_certs (serial, kiosk, not_after, issued_at) VALUES (?,?,?,?)",
         (format(issued.serial, "x"), kiosk_id, issued.not_after.timestamp(), now),
     )
 
 
-def _revoke_certs(conn: sqlite3.Connection, kiosk_id: str, now: float) -> None:
+def _revoke_certs(conn: Connection, kiosk_id: str, now: float) -> None:
     """Every certificate the kiosk was ever issued, onto the revocation list (a renewed one's predecessor too)."""
     conn.execute(
-        "INSERT OR IGNORE INTO revoked_certs (serial, kiosk, revoked_at) "
-        "SELECT serial, kiosk, ? FROM kiosk_certs WHERE kiosk = ?",
+        "INSERT INTO revoked_certs (serial, kiosk, revoked_at) "
+        "SELECT serial, kiosk, ? FROM kiosk_certs WHERE kiosk = ? ON CONFLICT (serial) DO NOTHING",
         (now, kiosk_id),
     )
 
 
-def renew_kiosk(
-    conn: sqlite3.Connection, paths: FleetPaths, kiosk_id: str, request: RenewalRequest, now: float
-) -> IssuedCert:
+def renew_kiosk(conn: Connection, paths: FleetPaths, kiosk_id: str, request: RenewalRequest, now: float) -> IssuedCert:
     """A certificate for the new key in the kiosk's signing request, in the last RENEW_DAYS of its current one.
 
     `kiosk_id` is the one the broker authenticated (the request's topic), never a name from the request:
@@ -174,7 +172,7 @@ def renew_kiosk(
     return issued
 
 
-def _held_certificate(conn: sqlite3.Connection, ca: HubCA, kiosk_id: str, request: RenewalRequest) -> x509.Certificate:
+def _held_certificate(conn: Connection, ca: HubCA, kiosk_id: str, request: RenewalRequest) -> x509.Certificate:
     """The certificate the request says the kiosk holds: this CA's, the kiosk's, not revoked, and its key signed
     the request (a certificate alone is public and proves nothing)."""
     try:
@@ -218,7 +216,7 @@ def _requested_key(request: RenewalRequest, kiosk_id: str) -> ec.EllipticCurvePu
     return key
 
 
-def listing(conn: sqlite3.Connection) -> list[dict[str, object]]:
+def listing(conn: Connection) -> list[dict[str, object]]:
     return [
         {"kiosk": k, "cert_serial": s, "cert_not_after": _now(a).isoformat(), "revoked": r is not None}
         for k, s, a, r in conn.execute(
@@ -235,7 +233,7 @@ def ingest_password(paths: FleetPaths) -> str:
     return path.read_text().strip()
 
 
-def write_broker_files(conn: sqlite3.Connection, paths: FleetPaths, *, now: float) -> bool:
+def write_broker_files(conn: Connection, paths: FleetPaths, *, now: float) -> bool:
     """Password file, ACL and revocation list from the database: what the broker must enforce now.
 
     Only what changed is written (whether anything was is returned): `hub serve` calls this at every

@@ -8,25 +8,25 @@ the version it applied (or why it refused one) in its status; the fleet page com
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from device.protocol.remote_config import KioskSettings, RemoteConfig
 from device.protocol.topics import Topics
+from hub.db import Connection
 
 
 class ConfigChangeError(ValueError):
     pass
 
 
-def current(conn: sqlite3.Connection, kiosk: str) -> RemoteConfig | None:
+def current(conn: Connection, kiosk: str) -> RemoteConfig | None:
     """The kiosk's settings, or None if it has none (never set, or withdrawn when it was revoked)."""
     return _stored(conn, kiosk)[1]
 
 
-def _stored(conn: sqlite3.Connection, kiosk: str) -> tuple[int, RemoteConfig | None]:
+def _stored(conn: Connection, kiosk: str) -> tuple[int, RemoteConfig | None]:
     """The last version number used for the kiosk (0: none yet) and its settings, if not withdrawn."""
     row = conn.execute("SELECT version, body FROM kiosk_configs WHERE kiosk = ?", (kiosk,)).fetchone()
     if row is None:
@@ -34,7 +34,7 @@ def _stored(conn: sqlite3.Connection, kiosk: str) -> tuple[int, RemoteConfig | N
     return int(row[0]), RemoteConfig.model_validate_json(row[1]) if row[1] else None
 
 
-def withdraw(conn: sqlite3.Connection, kiosk: str) -> None:
+def withdraw(conn: Connection, kiosk: str) -> None:
     """A revoked kiosk's settings leave the broker: an empty retained message deletes the retained copy.
 
     Stored as a new version with an empty body, which the downlink sender publishes like any other;
@@ -43,7 +43,7 @@ def withdraw(conn: sqlite3.Connection, kiosk: str) -> None:
     conn.execute("UPDATE kiosk_configs SET version = version + 1, body = '' WHERE kiosk = ? AND body != ''", (kiosk,))
 
 
-def change(conn: sqlite3.Connection, kiosk: str, changes: dict[str, str], now: float) -> RemoteConfig:
+def change(conn: Connection, kiosk: str, changes: dict[str, str], now: float) -> RemoteConfig:
     """The kiosk's settings with `changes` (name=value, validated) as a new version."""
     if not Topics.is_valid_kiosk_id(kiosk):
         raise ConfigChangeError(f"{kiosk!r} is not a kiosk id")
@@ -81,15 +81,15 @@ class Unpublished:
     body: str
 
 
-def unpublished(conn: sqlite3.Connection) -> list[Unpublished]:
+def unpublished(conn: Connection) -> list[Unpublished]:
     return [
         Unpublished(k, int(v), str(b))
         for k, v, b in conn.execute("SELECT kiosk, version, body FROM kiosk_configs WHERE published_version < version")
     ]
 
 
-def mark_published(conn: sqlite3.Connection, done: list[Unpublished]) -> None:
+def mark_published(conn: Connection, done: list[Unpublished]) -> None:
     conn.executemany(
-        "UPDATE kiosk_configs SET published_version = max(published_version, ?) WHERE kiosk = ?",
+        "UPDATE kiosk_configs SET published_version = greatest(published_version, ?) WHERE kiosk = ?",
         [(u.version, u.kiosk) for u in done],
     )

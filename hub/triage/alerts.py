@@ -16,13 +16,13 @@ reading that came last decides).
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from device.protocol.envelope import utc_iso
+from hub.db import Connection
 from hub.triage import news2
 from hub.triage.config import DEFAULT, SEVERITY_RANK, Rule, TriageConfig
 from hub.triage.rules import in_unit, judge, silent_for
@@ -58,13 +58,13 @@ def _ms(at: datetime) -> int:
 # -- configuration -------------------------------------------------------------------------
 
 
-def clinic_config(conn: sqlite3.Connection, clinic_id: str) -> TriageConfig:
+def clinic_config(conn: Connection, clinic_id: str) -> TriageConfig:
     row = conn.execute("SELECT config FROM triage_configs WHERE clinic_id = ?", (clinic_id,)).fetchone()
     return DEFAULT if row is None else TriageConfig.model_validate_json(row[0])
 
 
 def patient_config(
-    conn: sqlite3.Connection, clinic_id: str, patient_id: str, *, base: TriageConfig | None = None
+    conn: Connection, clinic_id: str, patient_id: str, *, base: TriageConfig | None = None
 ) -> TriageConfig:
     """The clinic's rules with the patient's overrides; `base` saves reading the clinic's again in a sweep."""
     base = base or clinic_config(conn, clinic_id)
@@ -74,10 +74,10 @@ def patient_config(
     return base.with_overrides([Rule.model_validate(r) for r in json.loads(row[0])])
 
 
-def set_clinic_config(conn: sqlite3.Connection, clinic_id: str, config: TriageConfig, by: str, now: float) -> int:
+def set_clinic_config(conn: Connection, clinic_id: str, config: TriageConfig, by: str, now: float) -> int:
     conn.execute(
         "INSERT INTO triage_configs (clinic_id, config, version, updated_by, updated_at) VALUES (?,?,1,?,?) "
-        "ON CONFLICT (clinic_id) DO UPDATE SET config = excluded.config, version = version + 1, "
+        "ON CONFLICT (clinic_id) DO UPDATE SET config = excluded.config, version = triage_configs.version + 1, "
         "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
         (clinic_id, config.model_dump_json(), by, now),
     )
@@ -86,7 +86,7 @@ def set_clinic_config(conn: sqlite3.Connection, clinic_id: str, config: TriageCo
 
 
 def set_patient_overrides(
-    conn: sqlite3.Connection, clinic_id: str, patient_id: str, rules: list[Rule], *, by: str, now: float
+    conn: Connection, clinic_id: str, patient_id: str, rules: list[Rule], *, by: str, now: float
 ) -> None:
     known = {r.id for r in clinic_config(conn, clinic_id).rules}
     unknown = [r.id for r in rules if r.id not in known]
@@ -107,7 +107,7 @@ def set_patient_overrides(
 
 
 def _event(
-    conn: sqlite3.Connection, alert_id: int, now: float, event: str, *, user_id: int | None = None,
+    conn: Connection, alert_id: int, now: float, event: str, *, user_id: int | None = None,
     note: str | None = None,
 ) -> None:  # fmt: skip
     conn.execute(
@@ -117,7 +117,7 @@ def _event(
 
 
 def raise_alert(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     clinic_id: str,
     patient_id: str,
@@ -142,11 +142,11 @@ def raise_alert(
         cur = conn.execute(
             "INSERT INTO alerts (clinic_id, patient_id, rule_id, title, severity, state, condition_active, "
             "trigger_count, triggered_at, last_value, last_unit, first_opened_at, opened_at) "
-            "VALUES (?,?,?,?,?,'open',1,1,?,?,?,?,?)",
+            "VALUES (?,?,?,?,?,'open',1,1,?,?,?,?,?) RETURNING id",
             (clinic_id, patient_id, rule_id, title, severity, effective, value, unit, now, now),
         )
-        assert cur.lastrowid is not None
-        _event(conn, cur.lastrowid, now, "opened")
+        (alert_id,) = cur.fetchone()
+        _event(conn, int(alert_id), now, "opened")
         return "opened"
     alert_id, state, triggered_at, in_range_at = row
     newer = effective >= triggered_at
@@ -175,7 +175,7 @@ def raise_alert(
     return "counted"
 
 
-def calm(conn: sqlite3.Connection, patient_id: str, rule_id: str, effective: str) -> None:
+def calm(conn: Connection, patient_id: str, rule_id: str, effective: str) -> None:
     """A reading measured at `effective` does not meet the condition.
 
     When it is not older than the newest triggering reading the alert is marked back in range: still an alert
@@ -183,14 +183,14 @@ def calm(conn: sqlite3.Connection, patient_id: str, rule_id: str, effective: str
     before it and arriving later neither turns the condition back on nor re-opens the alert.
     """
     conn.execute(
-        "UPDATE alerts SET in_range_at = max(coalesce(in_range_at, ''), ?1), "
-        "condition_active = CASE WHEN triggered_at <= ?1 THEN 0 ELSE condition_active END "
-        "WHERE patient_id = ?2 AND rule_id = ?3",
-        (effective, patient_id, rule_id),
+        "UPDATE alerts SET in_range_at = greatest(in_range_at, ?), "
+        "condition_active = CASE WHEN triggered_at <= ? THEN 0 ELSE condition_active END "
+        "WHERE patient_id = ? AND rule_id = ?",
+        (effective, effective, patient_id, rule_id),
     )
 
 
-def on_attributed(conn: sqlite3.Connection, readings: Iterable[Reading], now: float) -> int:
+def on_attributed(conn: Connection, readings: Iterable[Reading], now: float) -> int:
     """Judge newly attributed readings against their patient's rules and NEWS2; returns alerts opened or re-opened."""
     configs: dict[str, TriageConfig] = {}
     changed = 0
@@ -215,7 +215,7 @@ def on_attributed(conn: sqlite3.Connection, readings: Iterable[Reading], now: fl
     return changed
 
 
-def _news2(conn: sqlite3.Connection, r: Reading, config: TriageConfig, now: float) -> int:
+def _news2(conn: Connection, r: Reading, config: TriageConfig, now: float) -> int:
     """The NEWS2 of the full set of vitals measured around `r` (within the window, in measured time)."""
     settings = config.news2
     at = datetime.fromisoformat(r.effective)
@@ -255,7 +255,7 @@ def _news2(conn: sqlite3.Connection, r: Reading, config: TriageConfig, now: floa
 
 
 def nearest_reading(
-    conn: sqlite3.Connection, r: Reading, code: str, *, lo: str, hi: str, at: datetime
+    conn: Connection, r: Reading, code: str, *, lo: str, hi: str, at: datetime
 ) -> tuple[float, str] | None:
     """The patient's reading of `code` measured nearest `at` within [lo, hi] (the earlier on a tie): two index seeks.
 
@@ -282,7 +282,7 @@ def nearest_reading(
     return nearest[0], nearest[1]
 
 
-def check_silence(conn: sqlite3.Connection, now: float) -> int:
+def check_silence(conn: Connection, now: float) -> int:
     """`no_reading_days` rules: patients who have sent readings before but none for that long.
 
     `last_reading_at` is when the patient's newest reading was measured on the hub's clock (hub.attribution
@@ -291,7 +291,7 @@ def check_silence(conn: sqlite3.Connection, now: float) -> int:
     changed = 0
     at = utc_iso(datetime.fromtimestamp(now, UTC))
     rows = conn.execute(
-        "SELECT clinic_id, id, last_reading_at FROM patients WHERE reading_count > 0 ORDER BY clinic_id"
+        "SELECT clinic_id, id, last_reading_at FROM patients WHERE reading_count > 0 ORDER BY clinic_id, id"
     ).fetchall()
     clinics: dict[str, TriageConfig] = {}
     for clinic_id, patient_id, last in rows:
@@ -312,12 +312,13 @@ def check_silence(conn: sqlite3.Connection, now: float) -> int:
     return changed
 
 
-def escalate(conn: sqlite3.Connection, now: float) -> list[int]:
+def escalate(conn: Connection, now: float) -> list[int]:
     """Alerts nobody acknowledged within the clinic's time for their severity: marked escalated, once per opening."""
     escalated = []
     configs: dict[str, TriageConfig] = {}
     for alert_id, clinic_id, severity, opened_at in conn.execute(
-        "SELECT id, clinic_id, severity, opened_at FROM alerts WHERE state = 'open' AND escalated_at IS NULL"
+        "SELECT id, clinic_id, severity, opened_at FROM alerts WHERE state = 'open' AND escalated_at IS NULL "
+        "ORDER BY id"
     ).fetchall():
         config = configs.get(clinic_id) or configs.setdefault(clinic_id, clinic_config(conn, clinic_id))
         if now - opened_at >= config.escalation.minutes(severity) * 60:
@@ -330,7 +331,7 @@ def escalate(conn: sqlite3.Connection, now: float) -> list[int]:
 # -- what staff do -------------------------------------------------------------------------------
 
 
-def _mine(conn: sqlite3.Connection, clinic_id: str, alert_id: int) -> tuple[str, str]:
+def _mine(conn: Connection, clinic_id: str, alert_id: int) -> tuple[str, str]:
     row = conn.execute("SELECT state, patient_id FROM alerts WHERE id = ? AND clinic_id = ?", (alert_id, clinic_id))
     found = row.fetchone()
     if found is None:
@@ -338,7 +339,7 @@ def _mine(conn: sqlite3.Connection, clinic_id: str, alert_id: int) -> tuple[str,
     return str(found[0]), str(found[1])
 
 
-def acknowledge(conn: sqlite3.Connection, clinic_id: str, alert_id: int, user_id: int, now: float) -> str:
+def acknowledge(conn: Connection, clinic_id: str, alert_id: int, user_id: int, now: float) -> str:
     state, patient_id = _mine(conn, clinic_id, alert_id)
     if state != "open":
         raise AlertError(f"the alert is {state}, not open")
@@ -350,7 +351,7 @@ def acknowledge(conn: sqlite3.Connection, clinic_id: str, alert_id: int, user_id
     return patient_id
 
 
-def assign(conn: sqlite3.Connection, clinic_id: str, alert_id: int, *, assignee: int, user_id: int, now: float) -> str:
+def assign(conn: Connection, clinic_id: str, alert_id: int, *, assignee: int, user_id: int, now: float) -> str:
     _, patient_id = _mine(conn, clinic_id, alert_id)
     ok = conn.execute(
         "SELECT 1 FROM users WHERE id = ? AND clinic_id = ? AND disabled_at IS NULL", (assignee, clinic_id)
@@ -362,7 +363,7 @@ def assign(conn: sqlite3.Connection, clinic_id: str, alert_id: int, *, assignee:
     return patient_id
 
 
-def add_note(conn: sqlite3.Connection, clinic_id: str, alert_id: int, *, text: str, user_id: int, now: float) -> str:
+def add_note(conn: Connection, clinic_id: str, alert_id: int, *, text: str, user_id: int, now: float) -> str:
     _, patient_id = _mine(conn, clinic_id, alert_id)
     if not text.strip():
         raise AlertError("the note is empty")
@@ -370,7 +371,7 @@ def add_note(conn: sqlite3.Connection, clinic_id: str, alert_id: int, *, text: s
     return patient_id
 
 
-def resolve(conn: sqlite3.Connection, clinic_id: str, alert_id: int, user_id: int, now: float) -> str:
+def resolve(conn: Connection, clinic_id: str, alert_id: int, user_id: int, now: float) -> str:
     state, patient_id = _mine(conn, clinic_id, alert_id)
     if state == "resolved":
         raise AlertError("the alert is resolved already")
@@ -388,11 +389,11 @@ ALERT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _alerts(conn: sqlite3.Connection, clinic_id: str, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+def _alerts(conn: Connection, clinic_id: str, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
     cols = ", ".join(f"a.{c}" for c in ALERT_COLUMNS)
     rows = conn.execute(
         f"SELECT {cols}, p.name, p.code, u.name FROM alerts a JOIN patients p ON p.id = a.patient_id "
-        f"LEFT JOIN users u ON u.id = a.assigned_to WHERE a.clinic_id = ? AND {where}",
+        f"LEFT JOIN users u ON u.id = a.assigned_to WHERE a.clinic_id = ? AND {where} ORDER BY a.id",
         (clinic_id, *params),
     ).fetchall()
     return [
@@ -402,20 +403,20 @@ def _alerts(conn: sqlite3.Connection, clinic_id: str, where: str, params: tuple[
     ]  # fmt: skip
 
 
-def queue(conn: sqlite3.Connection, clinic_id: str) -> list[dict[str, Any]]:
+def queue(conn: Connection, clinic_id: str) -> list[dict[str, Any]]:
     """The clinic's alerts waiting for a person, by urgency: escalated first, then severity, then the oldest."""
     out = _alerts(conn, clinic_id, "a.state IN ('open', 'acknowledged')", ())
     out.sort(key=lambda a: (a["escalated_at"] is None, SEVERITY_RANK[a["severity"]], a["opened_at"]))
     return out
 
 
-def get(conn: sqlite3.Connection, clinic_id: str, alert_id: int) -> dict[str, Any] | None:
+def get(conn: Connection, clinic_id: str, alert_id: int) -> dict[str, Any] | None:
     """One alert of the clinic, whatever its state."""
     found = _alerts(conn, clinic_id, "a.id = ?", (alert_id,))
     return found[0] if found else None
 
 
-def events(conn: sqlite3.Connection, clinic_id: str, alert_id: int) -> list[dict[str, Any]]:
+def events(conn: Connection, clinic_id: str, alert_id: int) -> list[dict[str, Any]]:
     _mine(conn, clinic_id, alert_id)
     rows = conn.execute(
         "SELECT e.at, e.event, u.name, e.note FROM alert_events e LEFT JOIN users u ON u.id = e.user_id "

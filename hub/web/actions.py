@@ -6,7 +6,6 @@ another clinic); the domain's own errors go back to the page as a message.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -14,11 +13,12 @@ from fastapi import HTTPException, Response
 from fastapi.responses import RedirectResponse
 
 from hub import audit
+from hub.db import Connection
 from hub.web.security import Principal
 from hub.workspace import Workspace
 
 # An action inside the caller's transaction; returns the patient concerned, for the audit log.
-Action = Callable[[sqlite3.Connection, float], str | None]
+Action = Callable[[Connection, float], str | None]
 
 
 def perform(

@@ -135,3 +135,14 @@ async def require_admin(principal: Principal = Depends(require_user)) -> Princip
 
 def new_login_csrf() -> str:
     return secrets.token_urlsafe(24)
+
+
+def refuse_nul(request: Request) -> None:
+    """A NUL character in a parameter or an id is refused (400) on either engine.
+
+    PostgreSQL's text cannot hold one (the query itself fails there), so nothing stored has one: refused
+    before any query, the answer is the same whichever engine the hub runs on.
+    """
+    values = [*request.path_params.values(), *(v for item in request.query_params.multi_items() for v in item)]
+    if any("\x00" in str(v) for v in values):
+        raise HTTPException(400, "a parameter holds a NUL character")

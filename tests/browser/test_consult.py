@@ -24,7 +24,7 @@ from device.protocol.endpoints import BrokerUrl
 from hub.accounts import kiosk_credentials
 from hub.consults.ice import IceConfig
 from hub.consults.settings import ConsultSettings
-from hub.store import immediate
+from hub.db import immediate
 from hub.workspace import WebSettings
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, DEFAULT_TIMEOUT_MS
 from tests.browser.kiosk import KioskProcess, LiveUpdatesHeld, kiosk_screen, rash_video
@@ -69,7 +69,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 
 def credential(site: Site, tmp_path: Path) -> Path:
-    conn = site.world.store.db.conn
+    conn = site.world.store.conn
     with immediate(conn):
         secret = kiosk_credentials.issue(conn, site.world.north.kiosk, site.clock())
     path = tmp_path / "kiosk-credential"

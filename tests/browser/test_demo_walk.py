@@ -33,7 +33,8 @@ from hub import attribution, demo_data
 from hub.accounts import kiosk_credentials
 from hub.cli import demo_camera_videos
 from hub.consults.settings import ConsultSettings
-from hub.store import HubStore, immediate
+from hub.db import immediate
+from hub.store import HubStore
 from tests.browser.conftest import DEFAULT_TIMEOUT_MS, _failed
 from tests.browser.kiosk import KioskProcess, kiosk_screen
 from tests.browser.site import Site
@@ -95,7 +96,7 @@ def attribution_pass(site: Site) -> Iterator[None]:
         store = HubStore(site.world.db)
         try:
             while not stop.wait(0.5):
-                attribution.run_until_done(store.db.conn, site.clock())
+                attribution.run_until_done(store.conn, site.clock())
         finally:
             store.close()
 
@@ -112,7 +113,7 @@ def demo_kiosk(
     site: Site, broker: BrokerUrl, tmp_path: Path, videos: tuple[Path, Path]
 ) -> AbstractContextManager[KioskProcess]:
     """`kiosk serve` as `hub demo` starts it: virtual devices, the demo camera, the hub for consults."""
-    conn = site.world.store.db.conn
+    conn = site.world.store.conn
     with immediate(conn):
         secret = kiosk_credentials.issue(conn, KIOSK_ID, site.clock())
     credential = tmp_path / "kiosk-credential"

@@ -92,7 +92,7 @@ def test_check_in_by_code_in_english_or_spanish_with_a_pin_where_the_patient_has
     screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
 ) -> None:
     from hub import kiosk_setup
-    from hub.store import immediate
+    from hub.db import immediate
 
     es = translations("es").gettext
     with (
@@ -102,7 +102,7 @@ def test_check_in_by_code_in_english_or_spanish_with_a_pin_where_the_patient_has
         wait_until(lambda: setup_version(kiosk) > 0, 20, "the clinic's setup to reach the kiosk")
         first = setup_version(kiosk)
         pin_hash = kiosk_setup.hash_pin("2468")
-        conn = site.world.store.db.conn
+        conn = site.world.store.conn
         with immediate(conn):
             kiosk_setup.set_pin(conn, site.world.north.id, site.world.north.patients["N101"], pin_hash, site.clock())
         wait_until(lambda: setup_version(kiosk) > first, 20, "the new roster (with the PIN) to reach the kiosk")
@@ -240,7 +240,7 @@ def test_a_case_with_a_photo_is_answered_by_a_provider_and_the_answer_is_read_at
         from hub import attribution
 
         wait_until(lambda: bool(hub(site, "SELECT 1 FROM cases WHERE subject = 'N100'")), 20, "the case at the hub")
-        attribution.run_until_done(site.world.store.db.conn, site.clock())
+        attribution.run_until_done(site.world.store.conn, site.clock())
         log_in(page, site, site.world.north.provider)
         page.get_by_role("link", name="Triage").click()
         page.get_by_role("link", name="Case: An itchy rash on my arm").click()
@@ -409,9 +409,9 @@ def open_every_branch(screen: Page, kiosk: KioskProcess, questionnaire: Question
 def kiosk_credential(site: Site, tmp_path: Path) -> Path:
     """The kiosk's own credential for the hub, so that "See a provider now" can put the patient in line."""
     from hub.accounts import kiosk_credentials
-    from hub.store import immediate
+    from hub.db import immediate
 
-    conn = site.world.store.db.conn
+    conn = site.world.store.conn
     with immediate(conn):
         secret = kiosk_credentials.issue(conn, site.world.north.kiosk, site.clock())
     path = tmp_path / "kiosk-credential"

@@ -63,7 +63,7 @@ def shot(page: Page, name: str) -> None:
 def stored_points(site: Site, patient_id: str, code: str) -> dict[str, int]:
     """What the database holds for the chart's default range (last 30 days), by source."""
     since = (NOW - timedelta(days=30)).isoformat().replace("+00:00", "Z")
-    rows = site.world.store.db.conn.execute(
+    rows = site.world.store.conn.execute(
         "SELECT json_extract(device, '$.type'), count(*) FROM observations "
         "WHERE patient_id = ? AND code = ? AND attribution = 'attributed' AND effective >= ? GROUP BY 1",
         (patient_id, code, since),
@@ -189,7 +189,7 @@ def test_every_page_passes_the_accessibility_rules(browser: Browser, site: Site,
     log_in(page, site, site.world.north.admin)
     alice = site.world.north.patients["N100"]
     site.world.send(site.world.north.kiosk, [obs("59408-5", 86, "%", NOW - timedelta(hours=2))], subject="N100")
-    alert_id = site.world.store.db.conn.execute("SELECT id FROM alerts").fetchone()[0]
+    alert_id = site.world.store.conn.execute("SELECT id FROM alerts").fetchone()[0]
     case_id = site.world.send_case(site.world.north.kiosk, "N100", text="A rash on my arm.")
     pages = ["/triage", f"/triage/{alert_id}", f"/cases/{case_id}", "/rpm", f"/patients/{alice}/rpm", "/patients",
              f"/patients/{alice}", "/queue", "/fleet", "/account"]  # fmt: skip
@@ -253,7 +253,7 @@ def test_a_case_from_the_kiosk_is_answered_in_the_browser_and_reaches_the_kiosk_
             })  # fmt: skip
             wait_until(lambda: agent.outbox.backlog().items == 0, 20, "the case to reach the hub")
         # The kiosk goes offline before anyone answers.
-        attribution.run_until_done(site.world.store.db.conn, site.clock())
+        attribution.run_until_done(site.world.store.conn, site.clock())
         log_in(page, site, site.world.north.provider)
         page.get_by_role("link", name="Triage").click()
         page.get_by_role("link", name="Case: Sore throat").click()
@@ -303,10 +303,10 @@ def test_units_are_written_as_clinicians_write_them_on_charts_tables_and_alerts(
 
 
 def test_a_no_reading_alert_says_since_when_and_counts_no_sweeps_as_readings(page: Page, site: Site) -> None:
-    from hub.store import immediate
+    from hub.db import immediate
     from hub.triage import alerts
 
-    conn = site.world.store.db.conn
+    conn = site.world.store.conn
     site.clock.advance(3 * 86400)  # the last readings were taken a day before NOW: four days without one
     for _ in range(12):  # the sweep runs every minute: twelve minutes of silence
         site.clock.advance(60)
@@ -352,9 +352,9 @@ def fake_kiosk(site: Site, request: dict[str, object]) -> Iterator[tuple[queue.Q
     """A kiosk on the hub's signaling socket (no media): it asks for a call, pings, keeps what the hub sends and
     sends what the test puts in its outbox."""
     from hub.accounts import kiosk_credentials
-    from hub.store import immediate
+    from hub.db import immediate
 
-    with immediate(site.world.store.db.conn) as conn:
+    with immediate(site.world.store.conn) as conn:
         secret = kiosk_credentials.issue(conn, site.world.north.kiosk, site.clock())
     outbox: queue.Queue[str] = queue.Queue()
     heard: list[dict[str, object]] = []

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from hub.app import create_app
+from hub.db import Location
 from tests.workspace.world import NOW, Clock, World, login, populate
 
 
@@ -17,8 +17,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def world(tmp_path: Path, clock: Clock) -> Iterator[World]:
-    w = World(tmp_path / "hub.db", clock)
+def world(hub_database: Location, clock: Clock) -> Iterator[World]:
+    """The two clinics, on each store (SQLite and PostgreSQL): every workspace test runs on both."""
+    w = World(hub_database, clock)
     populate(w)
     yield w
     w.close()

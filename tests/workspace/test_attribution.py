@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from hub import attribution, patients
 from hub.attribution import Decision, decide
-from hub.store import immediate
+from hub.db import immediate
 from tests.workspace.world import World, day, obs, session_csrf
 
 CODES = {"P1": "pt_a", "P2": "pt_b"}
@@ -42,7 +42,7 @@ def test_rules(clinic: str | None, subject: str | None, user: int | None, expect
 
 
 def attributed_to(world: World, message_id: str) -> list[tuple[str, str | None]]:
-    rows = world.store.db.conn.execute(
+    rows = world.store.conn.execute(
         "SELECT attribution, patient_id FROM observations WHERE message_id = ? ORDER BY idx", (message_id,)
     )
     return [(str(a), p) for a, p in rows]
@@ -51,7 +51,7 @@ def attributed_to(world: World, message_id: str) -> list[tuple[str, str | None]]
 def test_a_kiosk_without_a_clinic_parks_readings_until_it_is_assigned(world: World) -> None:
     m = world.send("kiosk-new", [obs("8867-4", 66, "/min", day(1))], subject="N100")
     assert attributed_to(world, m) == [("no-clinic", None)]
-    conn = world.store.db.conn
+    conn = world.store.conn
     with immediate(conn):
         assert attribution.assign_kiosk(conn, "kiosk-new", "north-clinic", world.clock()) == 1
     attribution.run_until_done(conn, world.clock())
@@ -66,8 +66,8 @@ def test_a_check_in_code_registered_later_picks_up_its_waiting_readings(
     admin = client_as(world.north.admin)
     made = admin.post("/patients", data={"csrf_token": session_csrf(admin), "code": "N777", "name": "Late Registrant"})
     assert made.status_code == 303
-    attribution.run_until_done(world.store.db.conn, world.clock())
-    patient = patients.search(world.store.db.conn, "north-clinic", "Late Registrant")[0]
+    attribution.run_until_done(world.store.conn, world.clock())
+    patient = patients.search(world.store.conn, "north-clinic", "Late Registrant")[0]
     assert attributed_to(world, m) == [("attributed", patient.id)]
     assert patient.reading_count == 1
 
@@ -75,7 +75,7 @@ def test_a_check_in_code_registered_later_picks_up_its_waiting_readings(
 def test_staff_assign_from_the_queue_and_remember_the_device_slot(
     world: World, client_as: Callable[[str], TestClient]
 ) -> None:
-    conn = world.store.db.conn
+    conn = world.store.conn
     waiting = attribution.queue(conn, "north-clinic")
     assert [(r["code"], r["device_user"]) for r in waiting] == [("8480-6", 2)]
     provider = client_as(world.north.provider)
@@ -112,7 +112,7 @@ def test_staff_assign_from_the_queue_and_remember_the_device_slot(
 def test_discarded_readings_leave_the_queue_and_appear_under_no_patient(
     world: World, client_as: Callable[[str], TestClient]
 ) -> None:
-    conn = world.store.db.conn
+    conn = world.store.conn
     (waiting,) = attribution.queue(conn, "north-clinic")
     provider = client_as(world.north.provider)
     key = f"{waiting['message_id']}:{waiting['idx']}"

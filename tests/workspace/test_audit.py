@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
 
+from hub.db import IntegrityError
 from tests.workspace.world import World, day, login, obs
 
 
 def audit_rows(world: World) -> list[tuple[str, str, str, str | None]]:
     return [
         (str(a), str(b), str(c), d)
-        for a, b, c, d in world.store.db.conn.execute(
-            "SELECT actor, action, outcome, patient_id FROM audit ORDER BY id"
-        )
+        for a, b, c, d in world.store.conn.execute("SELECT actor, action, outcome, patient_id FROM audit ORDER BY id")
     ]
 
 
@@ -43,10 +41,10 @@ def test_views_exports_logins_and_failed_logins_are_recorded(
 
 def test_the_log_refuses_to_be_rewritten(world: World, client_as: Callable[[str], TestClient]) -> None:
     client_as(world.north.provider).get("/patients")
-    conn = world.store.db.conn
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    conn = world.store.conn
+    with pytest.raises(IntegrityError, match="append-only"):
         conn.execute("UPDATE audit SET actor = 'someone else'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(IntegrityError, match="append-only"):
         conn.execute("DELETE FROM audit")
 
 
@@ -82,7 +80,7 @@ def test_no_health_data_reaches_the_application_logs_or_the_audit_details(
         assert admin.get(path).status_code == 200
     admin.get(f"/patients/{world.north.patients['N100']}/readings.csv")
     logged = caplog.text
-    details = " ".join(str(r) for r in world.store.db.conn.execute("SELECT * FROM audit"))
+    details = " ".join(str(r) for r in world.store.conn.execute("SELECT * FROM audit"))
     for planted in ("187.5", "173.25", "Alice North", "mm[Hg]", "correct horse"):
         assert planted not in logged, f"{planted!r} is in the application log"
         assert planted not in details, f"{planted!r} is in the audit log"

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from hub import downlink
 from hub.cases.questionnaire import GENERAL_INTAKE, EnableWhen, Item, Questionnaire, problems, visible
-from hub.store import immediate
+from hub.db import immediate
 from tests.workspace.world import World, day, obs, session_csrf
 
 ANSWERS: list[dict[str, Any]] = [
@@ -83,14 +83,14 @@ def test_a_case_with_photo_and_vitals_is_reviewed_answered_and_closed(
     assert done.status_code == 303
     page = provider.get(f"/cases/{case_id}").text
     assert "Rest and drink water." in page and "not yet delivered to the kiosk" in page and "more information" in page
-    (message_id,) = world.store.db.conn.execute("SELECT id FROM downlink WHERE case_id = ?", (case_id,)).fetchone()
-    with immediate(world.store.db.conn) as conn:
+    (message_id,) = world.store.conn.execute("SELECT id FROM downlink WHERE case_id = ?", (case_id,)).fetchone()
+    with immediate(world.store.conn) as conn:
         assert downlink.mark_delivered(conn, "kiosk-south", [message_id], world.clock()) == 0  # not its message
         assert downlink.mark_delivered(conn, world.north.kiosk, [message_id], world.clock()) == 1
     assert "delivered to the kiosk 2026-11-20" in provider.get(f"/cases/{case_id}").text
     assert "Case: Cough and fever" not in provider.get("/triage").text
     assert provider.post(f"/cases/{case_id}/close", data={"csrf_token": csrf}).status_code == 303
-    actions = [r[0] for r in world.store.db.conn.execute(
+    actions = [r[0] for r in world.store.conn.execute(
         "SELECT action FROM audit WHERE target = ? ORDER BY id", (f"case:{case_id}",))]  # fmt: skip
     assert [a for a in actions if a != "view_case"] == ["review_case", "answer_case", "close_case"]
 
@@ -115,7 +115,7 @@ def test_an_overdue_case_comes_first_and_an_unknown_check_in_waits_for_registrat
     admin.post("/patients", data={"csrf_token": session_csrf(admin), "code": "N999", "name": "New Comer"})
     from hub import attribution
 
-    attribution.run_until_done(world.store.db.conn, world.clock())
+    attribution.run_until_done(world.store.conn, world.clock())
     assert "New Comer" in provider.get(f"/cases/{stranger}").text
 
 
@@ -124,7 +124,7 @@ def test_a_clinic_adds_its_own_questionnaire_version_from_a_file(
 ) -> None:
     from hub.cli import main
 
-    data = ["--data", str(world.db.parent)]
+    data = world.cli_data()
     bad = tmp_path / "bad.yaml"
     head = "id: skin\nversion: 1\ntitle: Skin\nitems:\n"
     bad.write_text(head + "  - link_id: where\n    text: Where?\n    type: choice\n")

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -37,7 +36,7 @@ from hub.cli import main as hub_main
 from hub.consults import store as consults
 from hub.consults.ice import IceConfig, IceConfigError
 from hub.consults.settings import ConsultSettings
-from hub.store import immediate
+from hub.db import immediate
 from hub.workspace import WebSettings
 from tests.workspace.world import World, login, session_csrf
 
@@ -56,7 +55,7 @@ def make_app(world: World, **consult_settings: Any) -> FastAPI:
 
 
 def credential(world: World, kiosk: str) -> str:
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         return kiosk_credentials.issue(conn, kiosk, world.clock())
 
 
@@ -129,13 +128,13 @@ def pinging(socket: WebSocketTestSession, every_s: float = 0.2) -> Iterator[thre
 
 
 def consult_row(world: World, consult_id: str) -> consults.Consult:
-    found = consults.by_id(sqlite3.connect(world.db), consult_id)
+    found = consults.by_id(world.connect(), consult_id)
     assert found is not None
     return found
 
 
 def audit_actions(world: World, consult_id: str) -> list[tuple[str, str, str | None]]:
-    rows = sqlite3.connect(world.db).execute(
+    rows = world.connect().execute(
         "SELECT action, actor, detail FROM audit WHERE target = ? ORDER BY id", (f"consult:{consult_id}",)
     )
     return [(a, b, c) for a, b, c in rows]
@@ -174,7 +173,7 @@ def live_call(world: World, app: FastAPI, *, subject: str = "N100") -> Iterator[
 def test_a_kiosk_without_a_live_credential_is_refused_before_any_message_is_read(world: World) -> None:
     app = make_app(world)
     revoked = credential(world, world.north.kiosk)
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         assert kiosk_credentials.revoke(conn, world.north.kiosk, world.clock())
     replaced = credential(world, world.north.kiosk)
     credential(world, world.north.kiosk)  # a new secret: the one before stops working
@@ -183,28 +182,27 @@ def test_a_kiosk_without_a_live_credential_is_refused_before_any_message_is_read
         with kiosk_socket(app, secret) as k:
             k.send_text(ask(consult_id))  # sent at once: it must never be read
             assert closed_with(k) == 4401
-        assert consults.by_id(sqlite3.connect(world.db), consult_id) is None
+        assert consults.by_id(world.connect(), consult_id) is None
     with TestClient(app).websocket_connect("/ws/kiosk", headers={"authorization": "Basic a2lvc2s6cGFzcw=="}) as k:
         assert closed_with(k) == 4401
-    assert sqlite3.connect(world.db).execute("SELECT count(*) FROM consults").fetchone() == (0,)
+    assert world.connect().execute("SELECT count(*) FROM consults").fetchone() == (0,)
 
 
 def test_the_credential_is_printed_once_and_only_its_hash_is_kept(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = str(world.db.parent)
-    assert hub_main(["kiosks", "credential", "--kiosk", world.north.kiosk, "--data", data]) == 0
+    assert hub_main(["kiosks", "credential", "--kiosk", world.north.kiosk, *world.cli_data()]) == 0
     secret = capsys.readouterr().out.strip()
     assert secret.startswith("thk_")
-    conn = sqlite3.connect(world.db)
+    conn = world.connect()
     stored = conn.execute("SELECT token_sha256 FROM kiosk_credentials WHERE kiosk = ?", (world.north.kiosk,)).fetchone()
     assert stored == (hashlib.sha256(secret.encode()).hexdigest(),)
     assert secret not in json.dumps(conn.execute("SELECT * FROM audit").fetchall())
     assert kiosk_credentials.kiosk_for(conn, secret) == world.north.kiosk
-    assert hub_main(["kiosks", "revoke-credential", "--kiosk", world.north.kiosk, "--data", data]) == 0
+    assert hub_main(["kiosks", "revoke-credential", "--kiosk", world.north.kiosk, *world.cli_data()]) == 0
     assert kiosk_credentials.kiosk_for(conn, secret) is None
-    assert hub_main(["kiosks", "revoke-credential", "--kiosk", world.north.kiosk, "--data", data]) == 2
-    assert hub_main(["kiosks", "credential", "--kiosk", "bad id!", "--data", data]) == 2
+    assert hub_main(["kiosks", "revoke-credential", "--kiosk", world.north.kiosk, *world.cli_data()]) == 2
+    assert hub_main(["kiosks", "credential", "--kiosk", "bad id!", *world.cli_data()]) == 2
     actions = [r[0] for r in conn.execute("SELECT action FROM audit WHERE target = ?", (f"kiosk:{world.north.kiosk}",))]
     assert actions[-2:] == ["issue_kiosk_credential", "revoke_kiosk_credential"]
 
@@ -214,7 +212,7 @@ def test_a_revoked_credential_closes_the_open_socket_at_its_next_check(world: Wo
     with kiosk_socket(app, credential(world, world.north.kiosk)) as k, pinging(k):
         send(k, {"type": "ping"})
         assert _pool.submit(k.receive_json).result(5) == {"type": "pong"}
-        with immediate(world.store.db.conn) as conn:
+        with immediate(world.store.conn) as conn:
             kiosk_credentials.revoke(conn, world.north.kiosk, world.clock())
         assert closed_with(k) == 4401
 
@@ -223,7 +221,7 @@ def test_a_revoked_credential_closes_the_open_socket_at_its_next_check(world: Wo
 
 
 def test_requests_are_queued_in_order_and_every_waiting_kiosk_hears_the_change(world: World) -> None:
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         attribution.assign_kiosk(conn, SECOND_NORTH_KIOSK, "north-clinic", world.clock())
     app = make_app(world)
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
@@ -237,7 +235,7 @@ def test_requests_are_queued_in_order_and_every_waiting_kiosk_hears_the_change(w
             assert recv(a) == {"type": "queued", "consult": first, "position": 1, "estimate_s": None}
             a.send_text(ask(first, "N100"))  # the same request again (a retry): the same consult, same place
             assert recv(a)["position"] == 1
-            assert sqlite3.connect(world.db).execute("SELECT count(*) FROM consults").fetchone() == (2,)
+            assert world.connect().execute("SELECT count(*) FROM consults").fetchone() == (2,)
             send(a, {"type": "end", "consult": first, "reason": "cancelled"})  # the first patient gives up
             assert recv(b) == {"type": "queued", "consult": second, "position": 1, "estimate_s": None}
     gave_up = consult_row(world, first)
@@ -260,7 +258,7 @@ def test_a_kiosk_of_no_clinic_is_told_why_it_cannot_ask(world: World) -> None:
 
 
 def test_the_waiting_estimate_is_the_median_of_recent_finished_calls_and_none_without_enough(world: World) -> None:
-    conn = world.store.db.conn
+    conn = world.store.conn
     now = world.clock()
 
     def finished_call(minutes: float, ended_ago_s: float, reason: str = "finished") -> None:
@@ -326,9 +324,7 @@ def test_another_clinics_provider_cannot_see_join_or_open_the_call(world: World)
             f"/consults/{consult_id}/join", data={"csrf_token": session_csrf(admin)}
         ).headers["location"].replace("%20", "+")
     views = (
-        sqlite3.connect(world.db)
-        .execute("SELECT actor, detail FROM audit WHERE action = 'view_consults' ORDER BY id")
-        .fetchall()
+        world.connect().execute("SELECT actor, detail FROM audit WHERE action = 'view_consults' ORDER BY id").fetchall()
     )
     assert (world.north.provider, json.dumps({"consults": [consult_id]})) in views
     assert (world.south.provider, json.dumps({"consults": []})) in views
@@ -398,7 +394,7 @@ def test_join_offer_answer_messages_and_end_pass_between_the_two_sides(world: Wo
     ]  # fmt: skip
     assert trail[0][1] == f"kiosk:{world.north.kiosk}" and trail[1][1] == world.north.provider
     assert json.loads(trail[5][2] or "{}") == {"by": "provider", "reason": "finished"}
-    everything = json.dumps(sqlite3.connect(world.db).execute("SELECT * FROM audit").fetchall())
+    everything = json.dumps(world.connect().execute("SELECT * FROM audit").fetchall())
     for health in ("sit still", "151", "64.0", "mm[Hg]", TURN_SECRET, turn["credential"]):
         assert health not in everything
 
@@ -501,7 +497,7 @@ def test_garbage_and_oversized_messages_get_an_error_and_the_sockets_keep_workin
 
 
 def test_a_kiosk_cannot_offer_or_end_another_kiosks_consult(world: World) -> None:
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         attribution.assign_kiosk(conn, SECOND_NORTH_KIOSK, "north-clinic", world.clock())
     app = make_app(world)
     with live_call(world, app) as call, kiosk_socket(app, credential(world, SECOND_NORTH_KIOSK)) as other:
@@ -534,7 +530,7 @@ def test_a_second_window_cannot_take_over_the_call(world: World) -> None:
 def test_a_held_call_counts_toward_the_patients_monitoring_minutes_once(world: World) -> None:
     app = make_app(world)
     alice = world.north.patients["N100"]
-    conn = world.store.db.conn
+    conn = world.store.conn
     before = rpm.month_for(conn, "north-clinic", alice, "2026-11").minutes
     with live_call(world, app) as call:
         call.doc.get(f"/patients/{alice}")  # looking at the chart during the call is the call's time
@@ -561,7 +557,7 @@ def test_a_call_that_never_connected_does_not_count(world: World) -> None:
         world.clock.advance(5 * 60)
         send(call.kiosk, {"type": "end", "consult": call.id, "reason": "failed"})
         assert recv(call.provider) == {"type": "ended", "consult": call.id, "reason": "failed"}
-    assert rpm.month_for(world.store.db.conn, "north-clinic", world.north.patients["N100"], "2026-11").calls == []
+    assert rpm.month_for(world.store.conn, "north-clinic", world.north.patients["N100"], "2026-11").calls == []
     assert consult_row(world, call.id).ended_by == "kiosk"
 
 
@@ -576,7 +572,7 @@ def test_calls_and_episodes_are_counted_once_by_hand() -> None:
 
 
 def test_consults_left_open_by_a_stopped_hub_are_ended_at_start_up(world: World) -> None:
-    conn = world.store.db.conn
+    conn = world.store.conn
     waiting, live = str(uuid.uuid4()), str(uuid.uuid4())
     with immediate(conn) as w:
         for consult_id in (waiting, live):

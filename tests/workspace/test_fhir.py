@@ -121,7 +121,7 @@ def test_another_clinic_is_out_of_reach_and_errors_are_operation_outcomes(
     assert bad.status_code == 400 and "date" in bad.json()["issue"][0]["diagnostics"]
     no_scope = TestClient(app, headers={"Authorization": f"Bearer {api_token(world.db, 'kiosks:read')}"})
     assert no_scope.get("/fhir/Patient").status_code == 403
-    actions = [r[0] for r in world.store.db.conn.execute("SELECT action FROM audit WHERE actor = 'token:north-ehr'")]
+    actions = [r[0] for r in world.store.conn.execute("SELECT action FROM audit WHERE actor = 'token:north-ehr'")]
     assert {"fhir_search_observation", "fhir_search_device"} <= set(actions)
 
 

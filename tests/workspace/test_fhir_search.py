@@ -207,16 +207,15 @@ def test_every_error_under_fhir_is_an_operation_outcome(app: FastAPI, world: Wor
 
 
 def test_a_fhir_token_without_a_clinic_is_refused_when_created(tmp_path: Path, world: World) -> None:
-    data = world.db.parent
+    data = world.cli_data()
     hub = [sys.executable, "-m", "hub.cli"]
-    refused = subprocess.run([*hub, "token", "create", "--data", str(data), "--name", "ehr", "--scope", "fhir:read"],
+    refused = subprocess.run([*hub, "token", "create", *data, "--name", "ehr", "--scope", "fhir:read"],
                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert refused.returncode == 2 and "--clinic" in refused.stderr, refused.stderr
     with_clinic = [
         "token",
         "create",
-        "--data",
-        str(data),
+        *data,
         "--name",
         "ehr",
         "--scope",

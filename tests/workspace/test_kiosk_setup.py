@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,13 +15,13 @@ from device.protocol.downlink import KioskSetupBody, KioskSetupMessage, parse_me
 from hub import attribution, downlink, kiosk_setup
 from hub.cases import questionnaire
 from hub.cases.questionnaire import GENERAL_INTAKE, Item, Questionnaire
-from hub.store import immediate
+from hub.db import immediate
 from tests.workspace.world import World, session_csrf
 
 
 def setups(world: World, kiosk: str) -> list[tuple[str, KioskSetupBody, str | None, float | None]]:
     """Every setup queued for the kiosk, by version: (message id, body, superseded by, delivered at)."""
-    rows = world.store.db.conn.execute(
+    rows = world.store.conn.execute(
         "SELECT body, superseded_by, delivered_at FROM downlink WHERE kiosk = ? AND kind = 'kiosk_setup'", (kiosk,)
     ).fetchall()
     out = []
@@ -38,7 +37,7 @@ def latest(world: World, kiosk: str) -> KioskSetupBody:
 
 
 def due_ids(world: World) -> set[str]:
-    return {p.id for p in downlink.due(world.store.db.conn, world.clock() + 10**6)}
+    return {p.id for p in downlink.due(world.store.conn, world.clock() + 10**6)}
 
 
 def entry(body: KioskSetupBody, code: str) -> str | None:
@@ -53,7 +52,7 @@ def test_a_kiosk_assigned_to_a_clinic_gets_one_setup_with_every_patient_code(wor
     assert all(p.pin_hash is None for p in body.patients) and not body.pin_required
     assert body.questionnaire == GENERAL_INTAKE  # the clinic has none of its own
     assert superseded is None and delivered is None and message_id in due_ids(world)
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         attribution.assign_kiosk(conn, "kiosk-north-2", "north-clinic", world.clock())
     ((_, second, _, _),) = setups(world, "kiosk-north-2")
     assert [p.code for p in second.patients] == sorted(world.north.patients)
@@ -73,12 +72,12 @@ def test_a_new_patient_sends_a_new_version_and_the_older_one_is_no_longer_due(
     assert new[1].version > first.version and "N777" in [p.code for p in new[1].patients]
     assert first_id not in due_ids(world) and new[0] in due_ids(world)
     # Nothing changed since: a refresh queues nothing, and a repeated assignment neither.
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         assert kiosk_setup.refresh(conn, "north-clinic", world.clock() + 5) == 0
         attribution.assign_kiosk(conn, world.north.kiosk, "north-clinic", world.clock() + 6)
     assert len(setups(world, world.north.kiosk)) == 2
     # The kiosk cannot store a stale roster over a newer one: versions only grow, even if the clock goes back.
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         conn.execute("UPDATE clinics SET name = 'North Clinic (renamed)' WHERE id = 'north-clinic'")
         assert kiosk_setup.refresh(conn, "north-clinic", world.clock() - 3600) == 1
     assert latest(world, world.north.kiosk).version == new[1].version + 1
@@ -101,18 +100,18 @@ def test_a_pin_is_hashed_for_a_pi_sent_as_a_hash_and_never_shown_or_audited(
         argon2.PasswordHasher().verify(pin_hash, "246814")
     params = argon2.extract_parameters(pin_hash)
     assert (params.type, params.memory_cost, params.time_cost, params.parallelism) == (argon2.Type.ID, 19456, 2, 1)
-    audit = world.store.db.conn.execute(
+    audit = world.store.conn.execute(
         "SELECT action, patient_id, target, coalesce(detail, '') FROM audit WHERE action LIKE '%kiosk_pin%'"
     ).fetchall()
     assert audit == [("set_kiosk_pin", alice, "kiosk_pin", "")]
-    everything = " ".join(str(r) for r in world.store.db.conn.execute("SELECT * FROM audit"))
+    everything = " ".join(str(r) for r in world.store.conn.execute("SELECT * FROM audit"))
     assert "246813" not in everything and "$argon2" not in everything
 
     cleared = provider.post(f"/patients/{alice}/kiosk-pin/clear", data={"csrf_token": session_csrf(provider)})
     assert cleared.status_code == 303
     assert entry(latest(world, world.north.kiosk), "N100") is None
     assert "No kiosk PIN is set." in provider.get(f"/patients/{alice}").text
-    assert world.store.db.conn.execute("SELECT count(*) FROM audit WHERE action = 'clear_kiosk_pin'").fetchone() == (1,)
+    assert world.store.conn.execute("SELECT count(*) FROM audit WHERE action = 'clear_kiosk_pin'").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("pin", ["abcd", "123", "123456789", "12 34", "", "\u0663\u0664\u0665\u0666"])
@@ -137,7 +136,7 @@ def test_the_command_line_sets_and_clears_a_pin_from_stdin_and_switches_the_rule
 ) -> None:
     from hub.cli import main
 
-    data = ["--data", str(world.db.parent)]
+    data = world.cli_data()
     monkeypatch.setattr("sys.stdin", io.StringIO("1357\n"))
     assert main(["patients", "pin", *data, "--clinic", "north-clinic", "--code", "N101"]) == 0
     assert "1357" not in capsys.readouterr().out
@@ -153,7 +152,7 @@ def test_the_command_line_sets_and_clears_a_pin_from_stdin_and_switches_the_rule
     assert entry(latest(world, world.north.kiosk), "N101") is None
     assert main(["clinics", "kiosk-pin", *data, "--clinic", "north-clinic", "on"]) == 0
     assert latest(world, world.north.kiosk).pin_required and not latest(world, world.south.kiosk).pin_required
-    actions = [r[0] for r in world.store.db.conn.execute("SELECT action FROM audit WHERE actor = 'cli' ORDER BY id")]
+    actions = [r[0] for r in world.store.conn.execute("SELECT action FROM audit WHERE actor = 'cli' ORDER BY id")]
     assert actions == ["set_kiosk_pin", "clear_kiosk_pin", "set_kiosk_pin_required"]
 
 
@@ -168,9 +167,7 @@ def test_a_clinic_admin_switches_the_pin_requirement(world: World, client_as: Ca
     provider = client_as(world.north.provider)
     refused = provider.post("/admin/kiosk-pin", data={"csrf_token": session_csrf(provider), "state": "off"})
     assert refused.status_code == 403 and latest(world, world.north.kiosk).pin_required
-    (detail,) = world.store.db.conn.execute(
-        "SELECT detail FROM audit WHERE action = 'set_kiosk_pin_required'"
-    ).fetchone()
+    (detail,) = world.store.conn.execute("SELECT detail FROM audit WHERE action = 'set_kiosk_pin_required'").fetchone()
     assert detail == '{"required": true}'
 
 
@@ -187,7 +184,7 @@ def test_another_clinics_kiosk_never_receives_this_clinics_roster(
     for _, body, _, _ in south:
         assert body.clinic == "south-clinic" and {p.code for p in body.patients} == set(world.south.patients)
     # A kiosk moved to another clinic gets that clinic's roster; the old clinic's undelivered one is never sent.
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         attribution.assign_kiosk(conn, "kiosk-moving", "north-clinic", world.clock())
         attribution.assign_kiosk(conn, "kiosk-moving", "south-clinic", world.clock() + 1)
     (north_setup, south_setup) = setups(world, "kiosk-moving")
@@ -204,7 +201,7 @@ def test_the_clinics_newest_questionnaire_is_the_one_sent(
 ) -> None:
     from hub.cli import main
 
-    data = ["--data", str(world.db.parent)]
+    data = world.cli_data()
     why = Item(link_id="main", text="Why are you here?", type="text", required=True)
     first = Questionnaire(id="north-intake", version=1, title="North intake", items=[why])
     second = first.model_copy(update={"version": 2, "title": "North intake, revised"})
@@ -216,7 +213,7 @@ def test_the_clinics_newest_questionnaire_is_the_one_sent(
         assert latest(world, world.north.kiosk).questionnaire == q
     # Added later though with a lower version: "most recently added" wins, as the clinic meant it.
     older = Questionnaire(id="a-first-look", version=1, title="A first look", items=first.items)
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         questionnaire.store(conn, "north-clinic", older, "test", world.clock() + 10**9)
         assert kiosk_setup.refresh(conn, "north-clinic", world.clock()) == 1
     assert latest(world, world.north.kiosk).questionnaire == older
@@ -233,5 +230,5 @@ def test_the_check_in_card_shows_the_code_and_its_qr_code_to_its_own_clinic_only
     svg = card.text[card.text.index("<svg") : card.text.index("</svg>")]
     assert "<path" in svg
     assert client_as(world.south.provider).get(f"/patients/{alice}/card").status_code == 404
-    rows = sqlite3.connect(world.db).execute("SELECT patient_id FROM audit WHERE action = 'view_checkin_card'")
+    rows = world.connect().execute("SELECT patient_id FROM audit WHERE action = 'view_checkin_card'")
     assert rows.fetchall() == [(alice,)]

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 
 from device.outbox import Outbox
 from device.protocol.envelope import encode
+from hub.db import immediate
 from hub.fleet import remote_config
 from hub.fleet.identities import FleetPaths, add_kiosk, revoke_kiosk
-from hub.store import Accepted, immediate
+from hub.store import Accepted
 from hub.web.routes.fleet import backlog_growing, kiosk_state
 from tests.workspace.world import CAMERA, NOW, World, day, obs
 
@@ -133,12 +134,12 @@ def test_the_fleet_page_compares_the_wanted_config_with_what_the_kiosk_applied(
         return row.split(f'data-kiosk="{kiosk}"')[1].split("</tr>")[0]
 
     assert "defaults" in cell()
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         remote_config.change(conn, kiosk, {"heartbeat_s": "60"}, world.clock())
     assert "v0, v1 pending" in cell()
-    world.store.db.conn.execute("UPDATE kiosks SET config_version = 1 WHERE id = ?", (kiosk,))
+    world.store.conn.execute("UPDATE kiosks SET config_version = 1 WHERE id = ?", (kiosk,))
     assert ">v1<" in cell()
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         remote_config.change(conn, kiosk, {"heartbeat_s": "90"}, world.clock())
         conn.execute("UPDATE kiosks SET config_error = 'remote config: settings.heartbeat_s: too big' WHERE id = ?",
                      (kiosk,))  # fmt: skip
@@ -197,17 +198,17 @@ def test_the_fleet_page_warns_before_a_kiosk_certificate_ends_and_shows_a_revoke
         row = client_as(world.north.provider).get("/fleet/rows").text
         return row.split(f'data-kiosk="{kiosk}"')[1].split("</tr>")[0]
 
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         add_kiosk(conn, FleetPaths(tmp_path), kiosk, broker_url="mqtts://hub.example:8883", hub_url=None,
                   clinic_id=None, now=world.clock())  # fmt: skip
     assert "until 20" in cell() and "certificate ends" not in cell()
     one_day = 86_400.0
     ends = world.clock() + 10.5 * one_day
     move_end = "UPDATE kiosk_identities SET cert_not_after = ? WHERE kiosk = ?"
-    world.store.db.conn.execute(move_end, (ends, kiosk))
+    world.store.conn.execute(move_end, (ends, kiosk))
     assert "certificate ends in 10 days" in cell()
-    world.store.db.conn.execute(move_end, (ends - 11 * one_day, kiosk))
+    world.store.conn.execute(move_end, (ends - 11 * one_day, kiosk))
     assert "certificate expired" in cell()
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         revoke_kiosk(conn, kiosk, world.clock())
     assert ">revoked<" in cell()

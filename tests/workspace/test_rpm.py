@@ -30,7 +30,7 @@ def test_a_patients_month_counts_device_days_and_minutes_against_the_thresholds(
     world: World, client_as: Callable[[str], TestClient]
 ) -> None:
     alice = world.north.patients["N100"]
-    conn = world.store.db.conn
+    conn = world.store.conn
     month = rpm.month_for(conn, "north-clinic", alice, "2026-11")
     assert len(month.days) == 5 and month.days_status == "2-15 day tier"  # Nov 15-19 from the cuff
     # A camera estimate on a new day is not a device reading; eleven more cuff days make sixteen.

@@ -7,7 +7,6 @@ fails the test until someone says which of the other clinic's objects it must be
 from __future__ import annotations
 
 import re
-import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -21,8 +20,8 @@ from starlette.websockets import WebSocketDisconnect
 from hub import attribution
 from hub.app import EXEMPT_PATHS, EXEMPT_PREFIXES
 from hub.consults import store as consults
+from hub.db import immediate
 from hub.fhir import resources as fr
-from hub.store import immediate
 from hub.triage import alerts
 from tests.harness import api_token
 from tests.workspace.world import World, day, obs, session_csrf
@@ -49,7 +48,7 @@ def websocket_routes(app: FastAPI) -> list[str]:
 def waiting_consult(world: World, kiosk: str, subject: str) -> str:
     """A patient waiting for a live consult at the kiosk (as the kiosk's request leaves it)."""
     consult_id = str(uuid.uuid4())
-    with immediate(world.store.db.conn) as conn:
+    with immediate(world.store.conn) as conn:
         consults.request(conn, kiosk=kiosk, consult_id=consult_id, subject=subject, language="en", vitals=[],
                          now=world.clock())  # fmt: skip
     return consult_id
@@ -57,7 +56,7 @@ def waiting_consult(world: World, kiosk: str, subject: str) -> str:
 
 def south_state(world: World) -> list[Any]:
     """Everything of South's that a North request could change."""
-    conn = sqlite3.connect(world.db)
+    conn = world.connect()
     try:
         return [
             conn.execute("SELECT * FROM patients WHERE clinic_id = 'south-clinic' ORDER BY id").fetchall(),
@@ -111,13 +110,13 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
     app: FastAPI, world: World, client_as: Callable[[str], TestClient]
 ) -> None:
     attachment = world.send_file(world.south.kiosk, b"\xff\xd8south photo\xff\xd9", subject="S100")
-    south_queue = attribution.queue(world.store.db.conn, "south-clinic")
+    south_queue = attribution.queue(world.store.conn, "south-clinic")
     assert south_queue, "South needs a waiting reading to try to steal"
     south_key = f"{south_queue[0]['message_id']}:{south_queue[0]['idx']}"
     south_patient = next(iter(world.south.patients.values()))
     world.send(world.south.kiosk, [obs("59408-5", 85, "%", day(1))], subject="S100")
-    (south_alert,) = alerts.queue(world.store.db.conn, "south-clinic")
-    (message_id,) = world.store.db.conn.execute(
+    (south_alert,) = alerts.queue(world.store.conn, "south-clinic")
+    (message_id,) = world.store.conn.execute(
         "SELECT message_id FROM observations WHERE clinic_id = 'south-clinic' AND attribution = 'attributed' LIMIT 1"
     ).fetchone()
     south_observation = f"obs-{message_id}-0"
@@ -197,14 +196,14 @@ def test_another_clinics_provider_and_admin_are_refused_on_every_route(
 def test_the_queue_assign_of_another_clinics_reading_changes_nothing(
     world: World, client_as: Callable[[str], TestClient]
 ) -> None:
-    south_queue = attribution.queue(world.store.db.conn, "south-clinic")
+    south_queue = attribution.queue(world.store.conn, "south-clinic")
     key = f"{south_queue[0]['message_id']}:{south_queue[0]['idx']}"
     north = client_as(world.north.admin)
     response = north.post(
         "/queue/assign", data={"csrf_token": session_csrf(north), "key": [key], "patient_code": "N100"}
     )
     assert response.status_code == 303 and "Assigned+0+reading" in response.headers["location"]
-    assert attribution.queue_size(world.store.db.conn, "south-clinic") == len(south_queue)
+    assert attribution.queue_size(world.store.conn, "south-clinic") == len(south_queue)
 
 
 def test_every_state_change_without_the_csrf_token_is_refused(
@@ -212,7 +211,7 @@ def test_every_state_change_without_the_csrf_token_is_refused(
 ) -> None:
     admin = client_as(world.north.admin)
     world.send(world.north.kiosk, [obs("59408-5", 85, "%", day(1))], subject="N100")
-    (north_alert,) = alerts.queue(world.store.db.conn, "north-clinic")
+    (north_alert,) = alerts.queue(world.store.conn, "north-clinic")
     targets = {
         "patient_id": world.north.patients["N100"],
         "user_id": str(world.north.user_ids[world.north.provider]),
@@ -220,7 +219,7 @@ def test_every_state_change_without_the_csrf_token_is_refused(
         "case_id": world.send_case(world.north.kiosk, "N100", text="north case"),
         "consult_id": waiting_consult(world, world.north.kiosk, "N100"),
     }
-    before = sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone()
+    before = world.connect().execute("SELECT count(*) FROM audit").fetchone()
     changes = [(m, p) for m, p in routes(app) if m not in SAFE and not p.startswith(("/api/", "/fhir/"))]
     assert len(changes) >= 10
     for method, path in changes:
@@ -230,7 +229,7 @@ def test_every_state_change_without_the_csrf_token_is_refused(
         assert response.status_code == 403, f"{method} {path} without a CSRF token answered {response.status_code}"
         assert "CSRF" in response.json()["detail"]
     assert admin.get("/patients").status_code == 200  # the admin is still logged in: nothing happened
-    assert sqlite3.connect(world.db).execute("SELECT count(*) FROM audit").fetchone() == (before[0] + 1,)
+    assert world.connect().execute("SELECT count(*) FROM audit").fetchone() == (before[0] + 1,)
 
 
 def test_every_websocket_route_refuses_anyone_without_its_own_credential(

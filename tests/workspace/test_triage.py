@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from device.protocol.envelope import utc_iso
 from device.yaml_config import ConfigError, load_model
 from hub import attribution
-from hub.store import immediate
+from hub.db import immediate
 from hub.triage import alerts, news2
 from hub.triage.config import DEFAULT, Rule, TriageConfig
 from hub.triage.rules import judge
@@ -91,14 +91,14 @@ def test_a_rules_file_is_validated_with_file_and_line(tmp_path: Path) -> None:
 
 def alert_rows(world: World, patient_code: str) -> dict[str, tuple[str, int, int, int]]:
     pid = world.north.patients[patient_code]
-    rows = world.store.db.conn.execute(
+    rows = world.store.conn.execute(
         "SELECT rule_id, state, trigger_count, reopened, condition_active FROM alerts WHERE patient_id = ?", (pid,)
     )
     return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
 def test_an_alert_storm_is_one_alert_per_patient_and_condition(world: World) -> None:
-    before = world.store.db.conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
+    before = world.store.conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
     for code in ("N100", "N101"):
         for batch in range(5):  # 5,000 low SpO2 readings per patient, 1,000 per envelope
             t0 = NOW - timedelta(hours=10) + timedelta(minutes=batch * 100)
@@ -107,7 +107,7 @@ def test_an_alert_storm_is_one_alert_per_patient_and_condition(world: World) -> 
                 [obs("59408-5", 85, "%", t0 + timedelta(seconds=i), device=OXIMETER) for i in range(1000)],
                 subject=code,
             )
-    conn = world.store.db.conn
+    conn = world.store.conn
     assert conn.execute("SELECT count(*) FROM alerts").fetchone()[0] - before == 2
     for code in ("N100", "N101"):
         assert alert_rows(world, code)["spo2-low"] == ("open", 5000, 0, 1)
@@ -122,7 +122,7 @@ def test_resolved_alerts_reopen_when_the_condition_returns_and_calm_when_it_goes
                subject="N100")  # fmt: skip
     assert alert_rows(world, "N100")["spo2-low"] == ("open", 1, 0, 0)  # back in range, still for a person
     provider = client_as(world.north.provider)
-    (alert_id,) = [a["id"] for a in alerts.queue(world.store.db.conn, "north-clinic") if a["rule_id"] == "spo2-low"]
+    (alert_id,) = [a["id"] for a in alerts.queue(world.store.conn, "north-clinic") if a["rule_id"] == "spo2-low"]
     csrf = session_csrf(provider)
     assert provider.post(f"/triage/{alert_id}/acknowledge", data={"csrf_token": csrf}).status_code == 303
     assert (
@@ -138,7 +138,7 @@ def test_resolved_alerts_reopen_when_the_condition_returns_and_calm_when_it_goes
     page = provider.get(f"/triage/{alert_id}").text
     for event in ("opened", "acknowledged", "note", "Called, fine.", "resolved", "reopened"):
         assert event in page
-    actions = {r[0] for r in world.store.db.conn.execute("SELECT action FROM audit WHERE target = ?",
+    actions = {r[0] for r in world.store.conn.execute("SELECT action FROM audit WHERE target = ?",
                                                           (f"alert:{alert_id}",))}  # fmt: skip
     assert {"acknowledge_alert", "note_alert", "resolve_alert", "view_alert"} <= actions
 
@@ -152,13 +152,13 @@ def send_spo2(world: World, value: float, when: datetime, *, kiosk: str | None =
 
 def north_kiosk(world: World, kiosk_id: str) -> str:
     """Another kiosk of North's, put in the clinic as an operator does."""
-    with immediate(world.store.db.conn):
-        attribution.assign_kiosk(world.store.db.conn, kiosk_id, "north-clinic", world.clock())
+    with immediate(world.store.conn):
+        attribution.assign_kiosk(world.store.conn, kiosk_id, "north-clinic", world.clock())
     return kiosk_id
 
 
 def spo2_alert(world: World) -> dict[str, Any]:
-    conn = world.store.db.conn
+    conn = world.store.conn
     (alert,) = [a for a in alerts.queue(conn, "north-clinic") if a["rule_id"] == "spo2-low"]
     return alert
 
@@ -207,7 +207,7 @@ def test_readings_are_ordered_by_the_hub_clock_not_the_kiosk_stamp(
     world: World, client_as: Callable[[str], TestClient]
 ) -> None:
     """A kiosk whose clock is 3 h behind: its stamps are 3 h early, its offset puts them right."""
-    conn = world.store.db.conn
+    conn = world.store.conn
     behind = north_kiosk(world, "kiosk-north-behind")
     three_hours = 3 * 3600 * 1000.0
     t = day(1) + timedelta(hours=2)
@@ -246,7 +246,7 @@ def test_news2_from_a_full_set_of_kiosk_vitals(world: World) -> None:
         obs("8867-4", 105, "/min", t + timedelta(minutes=5)),
         obs("8310-5", 38.3, "Cel", t + timedelta(minutes=8), device={"id": "th", "type": "ble"}),
     ], subject="N101")  # fmt: skip
-    conn = world.store.db.conn
+    conn = world.store.conn
     row = conn.execute(
         "SELECT severity, last_value, title FROM alerts WHERE patient_id = ? AND rule_id = 'news2'",
         (world.north.patients["N101"],),
@@ -259,7 +259,7 @@ def test_news2_from_a_full_set_of_kiosk_vitals(world: World) -> None:
 
 
 def test_per_patient_overrides(world: World) -> None:
-    conn = world.store.db.conn
+    conn = world.store.conn
     alice, bob = world.north.patients["N100"], world.north.patients["N101"]
     conn.execute("BEGIN IMMEDIATE")
     alerts.set_patient_overrides(conn, "north-clinic", alice, [Rule(id="spo2-low", title="SpO2 below 85 % (COPD)",
@@ -278,7 +278,7 @@ def test_per_patient_overrides(world: World) -> None:
 
 
 def test_escalation_and_silence_are_found_by_the_sweep(world: World) -> None:
-    conn = world.store.db.conn
+    conn = world.store.conn
     world.send(world.north.kiosk, [obs("59408-5", 86, "%", day(1), device=OXIMETER)], subject="N100")
     world.send(world.north.kiosk, [obs("8867-4", 140, "/min", day(1))], subject="N101")
     now = world.clock()
@@ -310,7 +310,7 @@ def test_rules_are_checked_set_and_overridden_from_the_command_line(
 ) -> None:
     from hub.cli import main
 
-    data = ["--data", str(world.db.parent)]
+    data = world.cli_data()
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - {id: spo2-low, title: SpO2 below 92 %, severity: high, code: 59408-5, unit: '%', "
                      "below: 92}\ncases:\n  respond_within_hours: 4\n")  # fmt: skip
@@ -350,7 +350,7 @@ def test_news2_takes_each_vital_nearest_the_reading_as_the_full_scan_did(world: 
         readings[kiosk].append(obs(code, value + rng.randint(-5, 5), unit, stamp, device=OXIMETER))
     world.send(world.north.kiosk, readings[world.north.kiosk], subject="N100")  # offset 250 ms
     world.send(behind, readings[behind], subject="N100", offset_ms=3 * 3600 * 1000.0)
-    conn, patient = world.store.db.conn, world.north.patients["N100"]
+    conn, patient = world.store.conn, world.north.patients["N100"]
 
     def ms(when: datetime) -> int:
         return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)

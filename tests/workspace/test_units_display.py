@@ -58,7 +58,7 @@ def test_pages_show_mmhg_and_keep_ucum_in_the_data(world: World, client_as: Call
     queue = provider.get("/queue").text
     assert "151 mmHg" in queue and UCUM_ONLY.findall(queue) == []
     # The fever above raised an alert; its page says the value as a clinician would.
-    alert_id = world.store.db.conn.execute("SELECT id FROM alerts WHERE rule_id = 'temperature-high'").fetchone()[0]
+    alert_id = world.store.conn.execute("SELECT id FROM alerts WHERE rule_id = 'temperature-high'").fetchone()[0]
     alert = provider.get(f"/triage/{alert_id}").text
     assert "38.6 °C" in alert and UCUM_ONLY.findall(alert) == []
     case_id = world.send_case(world.north.kiosk, "N100", text="Feverish.", vitals=[

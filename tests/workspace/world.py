@@ -7,6 +7,7 @@ markers (names, codes, kiosk ids, emails) to prove nothing of South leaks to Nor
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from device.protocol.envelope import ClockInfo, build_envelope, encode
 from device.protocol.ids import new_message_id
 from hub import attribution, patients
 from hub.accounts import users
-from hub.store import Accepted, HubStore, immediate
+from hub.db import Connection, Location, PostgresLocation, SqliteLocation, connect, immediate
+from hub.store import Accepted, HubStore
 
 PASSWORD = "correct horse battery staple"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -57,16 +59,34 @@ CAMERA = {"id": "kiosk-camera-0", "type": "camera", "model": "Camera Module 3"}
 
 
 class World:
-    def __init__(self, db: Path, clock: Clock) -> None:
-        self.db = db
+    def __init__(self, db: Path | Location, clock: Clock) -> None:
+        # A SQLite world is its file's path, as the command-line tests give `--data` its folder.
+        self.db: Path | Location = db.path if isinstance(db, SqliteLocation) else db
         self.clock = clock
         self.store = HubStore(db)
         self.seq: dict[str, int] = {}
         self.north = self._clinic("north", ["Alice North", "Bob North"])
         self.south = self._clinic("south", ["Zed Southerly", "Yara Southern"])
 
+    def cli_data(self) -> list[str]:
+        """What a `hub` command is given to reach this world's data: its folder, and on PostgreSQL the URL too."""
+        if isinstance(self.db, Path):
+            return ["--data", str(self.db.parent)]
+        if not hasattr(self, "_data_dir"):
+            self._data_dir = Path(tempfile.mkdtemp(prefix="hub-world-"))
+        return [
+            "--data",
+            str(self._data_dir),
+            "--database",
+            self.db.url if isinstance(self.db, PostgresLocation) else str(self.db.path),
+        ]
+
+    def connect(self) -> Connection:
+        """A connection of the test's own, to whichever store the world lives in (closed with the test process)."""
+        return connect(self.db)
+
     def _clinic(self, name: str, patient_names: list[str]) -> Clinic:
-        conn = self.store.db.conn
+        conn = self.store.conn
         c = Clinic(f"{name}-clinic", f"admin@{name}.example", f"doc@{name}.example", f"kiosk-{name}")
         now = self.clock()
         with immediate(conn):
@@ -107,7 +127,7 @@ class World:
             payload=payload,
         )
         self.store.commit_batch([Accepted(env, encode(env), self.clock())], [], now=self.clock())
-        attribution.run_until_done(self.store.db.conn, self.clock())
+        attribution.run_until_done(self.store.conn, self.clock())
         return env.id
 
     def send_case(self, kiosk: str, subject: str, **payload: Any) -> str:
@@ -125,7 +145,7 @@ class World:
             payload=body,
         )
         self.store.commit_batch([Accepted(env, encode(env), self.clock())], [], now=self.clock())
-        attribution.run_until_done(self.store.db.conn, self.clock())
+        attribution.run_until_done(self.store.conn, self.clock())
         return case_id
 
     def send_file(self, kiosk: str, data: bytes, subject: str | None = None) -> str:

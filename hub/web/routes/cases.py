@@ -6,7 +6,6 @@ Every view, photo view and step is audited; another clinic's case is "not found"
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
@@ -17,6 +16,7 @@ from device.protocol.vitals import VITALS
 from hub import audit
 from hub.cases import questionnaire
 from hub.cases import store as cases
+from hub.db import Connection
 from hub.web.actions import Action, perform
 from hub.web.security import Principal, require_user, workspace
 from hub.web.templating import TEMPLATES
@@ -130,7 +130,7 @@ def _step(ws: Workspace, principal: Principal, case_id: str, action: str, run: A
 
 @router.post("/cases/{case_id}/review")
 def review(principal: User_, ws: Ws, case_id: str) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str | None:
+    def run(w: Connection, now: float) -> str | None:
         return cases.start_review(w, principal.clinic_id, case_id, principal.user.id, now)
 
     return _step(ws, principal, case_id, "review_case", run)
@@ -150,7 +150,7 @@ def answer(
     except ValidationError:
         return RedirectResponse(f"/cases/{case_id}?error=Write+a+message+to+the+patient.", status_code=303)
 
-    def run(w: sqlite3.Connection, now: float) -> str | None:
+    def run(w: Connection, now: float) -> str | None:
         return cases.answer(w, principal.clinic_id, case_id, reply, user_id=principal.user.id, now=now)
 
     return _step(ws, principal, case_id, "answer_case", run)
@@ -158,7 +158,7 @@ def answer(
 
 @router.post("/cases/{case_id}/close")
 def close(principal: User_, ws: Ws, case_id: str) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str | None:
+    def run(w: Connection, now: float) -> str | None:
         return cases.close(w, principal.clinic_id, case_id, principal.user.id, now)
 
     return _step(ws, principal, case_id, "close_case", run)

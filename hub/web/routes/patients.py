@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import quote
@@ -21,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from hub import attribution, audit, kiosk_setup, patients, review
 from hub.accounts import users
+from hub.db import Connection
 from hub.review import TimeRange
 from hub.web.actions import perform
 from hub.web.security import Principal, require_admin, require_user, workspace
@@ -209,7 +209,7 @@ def clear_kiosk_pin(principal: User_, ws: Ws, patient_id: str) -> Response:
 def _pin_step(
     ws: Workspace, principal: Principal, patient: patients.Patient, action: str, pin_hash: str | None
 ) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str | None:
+    def run(w: Connection, now: float) -> str | None:
         kiosk_setup.set_pin(w, principal.clinic_id, patient.id, pin_hash, now)
         return patient.id
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from hub import audit
 from hub.accounts import users
 from hub.cases import store as case_store
+from hub.db import Connection
 from hub.triage import alerts
 from hub.triage.config import SEVERITY_RANK
 from hub.web.actions import Action, perform
@@ -61,7 +61,7 @@ def _queue_detail(alert: dict[str, Any], now: float) -> str:
     return ", ".join(parts)
 
 
-def work_queue(conn: sqlite3.Connection, clinic_id: str, now: float) -> list[dict[str, Any]]:
+def work_queue(conn: Connection, clinic_id: str, now: float) -> list[dict[str, Any]]:
     """Alerts and cases in one list: escalated alerts and overdue cases first, then by severity, then the oldest."""
     items = [
         {"kind": "alert", "url": f"/triage/{a['id']}", "title": a["title"], "severity": a["severity"],
@@ -136,7 +136,7 @@ def _act(ws: Workspace, principal: Principal, alert_id: int, action: str, run: A
 
 @router.post("/triage/{alert_id}/acknowledge")
 def acknowledge(principal: User_, ws: Ws, alert_id: int) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str | None:
+    def run(w: Connection, now: float) -> str | None:
         return alerts.acknowledge(w, principal.clinic_id, alert_id, principal.user.id, now)
 
     return _act(ws, principal, alert_id, "acknowledge_alert", run)
@@ -144,7 +144,7 @@ def acknowledge(principal: User_, ws: Ws, alert_id: int) -> Response:
 
 @router.post("/triage/{alert_id}/assign")
 def assign(principal: User_, ws: Ws, alert_id: int, assignee: Annotated[int, Form(ge=1)]) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str | None:
+    def run(w: Connection, now: float) -> str | None:
         return alerts.assign(w, principal.clinic_id, alert_id, assignee=assignee, user_id=principal.user.id, now=now)
 
     return _act(ws, principal, alert_id, "assign_alert", run)
@@ -152,7 +152,7 @@ def assign(principal: User_, ws: Ws, alert_id: int, assignee: Annotated[int, For
 
 @router.post("/triage/{alert_id}/note")
 def note(principal: User_, ws: Ws, alert_id: int, text: Annotated[str, Form(max_length=2000)]) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str | None:
+    def run(w: Connection, now: float) -> str | None:
         return alerts.add_note(w, principal.clinic_id, alert_id, text=text, user_id=principal.user.id, now=now)
 
     return _act(ws, principal, alert_id, "note_alert", run)
@@ -160,7 +160,7 @@ def note(principal: User_, ws: Ws, alert_id: int, text: Annotated[str, Form(max_
 
 @router.post("/triage/{alert_id}/resolve")
 def resolve(principal: User_, ws: Ws, alert_id: int) -> Response:
-    def run(w: sqlite3.Connection, now: float) -> str | None:
+    def run(w: Connection, now: float) -> str | None:
         return alerts.resolve(w, principal.clinic_id, alert_id, principal.user.id, now)
 
     return _act(ws, principal, alert_id, "resolve_alert", run)
