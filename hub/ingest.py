@@ -120,7 +120,7 @@ class Outage:
         self.failures += 1
         if cause == self.cause:
             return False
-        trace = None if isinstance(exc, DatabaseError | OSError) else exc
+        trace = None if isinstance(exc, (*DatabaseError, OSError)) else exc
         if self.cause is None:
             self.since, self._started, self.failures = time.time(), time.monotonic(), 1
             self.outages += 1
