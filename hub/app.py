@@ -109,6 +109,7 @@ def create_app(
     store_problem: Callable[[], str | None] | None = None,
     settings: WebSettings | None = None,
     clock: Callable[[], float] = time.time,
+    instance: str | None = None,
 ) -> FastAPI:
     """`broker_ready`: ingest is connected and subscribed. `store_problem`: why the hub cannot store what it
     receives ("cannot commit: database or disk is full since ..."), None while it can; not given (an app without
@@ -160,7 +161,7 @@ def create_app(
             response.status_code = 503
         return Health(status="ok" if ok else "unavailable", checks=checks)
 
-    registry, app.state.metrics = metrics.build_registry(ws)
+    registry, app.state.metrics = metrics.build_registry(ws, instance=instance)
 
     @app.get(
         "/api/v1/metrics",

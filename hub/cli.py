@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,12 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
         p.set_defaults(retention=Retention())  # only from the configuration file: no flag
         p.add_argument("--data", type=Path, default=Path("data/hub"), help="folder for database, broker, tokens")
         location.add_argument(p)
+        p.add_argument(
+            "--instance",
+            type=_instance,
+            default=None,
+            help="this instance's name, when several share one PostgreSQL database (metrics, ingest's client ids)",
+        )
         p.add_argument("--broker", type=_broker, default=None, help="external broker mqtt[s]://host:port")
         p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
         p.add_argument(
@@ -282,6 +289,15 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def _instance(text: str) -> str:
+    if not INSTANCE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: 1 to 32 letters, digits, '.', '_' or '-'")
+    return text
+
+
 def _at_least_one(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -303,6 +319,7 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
     return ServeConfig(
         data_dir=args.data,
         database=location.for_data(args.data, args.database),
+        instance=args.instance,
         broker=args.broker,
         broker_port=args.broker_port,
         http_host=args.host,

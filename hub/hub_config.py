@@ -38,6 +38,7 @@ class HubFile(BaseModel):
     # A postgresql:// URL (several hub instances share one server) or a SQLite file; none: DATA/hub.db. Keep the
     # password out of this file: libpq reads it from ~/.pgpass, $PGPASSFILE, or `?passfile=` in the URL.
     database: str | None = None
+    instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
     @field_validator("database")
     @classmethod

@@ -65,6 +65,8 @@ DEFAULT_BROKER_PORT = 18830  # not 1883: a system Mosquitto often already holds 
 class ServeConfig:
     data_dir: Path
     database: Location | None = None  # None: the SQLite file hub.db in data_dir
+    # This instance's name among several on one PostgreSQL (metrics, ingest's broker client ids); None: one hub.
+    instance: str | None = None
     broker: BrokerUrl | None = None
     broker_port: int = DEFAULT_BROKER_PORT
     http_host: str = "127.0.0.1"
@@ -130,7 +132,9 @@ class HubService:
             self.database,
             IngestConfig(
                 broker=self.broker_url,
-                client_id="hub-ingest",
+                # Each instance's workers need client ids of their own (a broker drops a session whose id another
+                # connection takes); one hub keeps the ids it always had, and with them its persistent sessions.
+                client_id="hub-ingest" if config.instance is None else f"hub-ingest:{config.instance}",
                 ca_file=str(config.broker_ca) if config.broker_ca else None,
                 username=username,
                 password=password,
@@ -150,7 +154,11 @@ class HubService:
         # Set once systemd has been told READY=1; status lines (STATUS=...) follow it, never precede it.
         self.announced = threading.Event()
         self.app = create_app(
-            self.database, broker_ready=self.broker_ready, store_problem=self.store_problem, settings=settings
+            self.database,
+            broker_ready=self.broker_ready,
+            store_problem=self.store_problem,
+            settings=settings,
+            instance=config.instance,
         )
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()

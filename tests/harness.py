@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -169,14 +170,25 @@ class HubProcess:
     mqtt_port: int = field(default_factory=free_port)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more options: --database, --broker, --instance
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "hub.cli", "serve", "--data", str(self.data), "--port", str(self.port),
-                 "--broker-port", str(self.broker_port), "--mqtt-port", str(self.mqtt_port), "--workers", "1"],
+                 "--broker-port", str(self.broker_port), "--mqtt-port", str(self.mqtt_port), "--workers", "1",
+                 *self.args],
                 cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: `lose_machine` takes its ingest workers too
             )  # fmt: skip
+
+    def lose_machine(self) -> None:
+        """SIGKILL the hub and every process it started (ingest workers, an embedded broker), as losing its machine
+        would: none of them says goodbye, and none lives on as an orphan still consuming from the broker."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
 
     def readyz(self) -> tuple[int, dict[str, object]] | None:
         """/readyz's status and body; None while nothing answers. A hub that exited is an error, with its log."""

@@ -1,0 +1,157 @@
+"""Two `hub serve` instances on one PostgreSQL: either can die (SIGKILL, mid-stream) without losing a reading
+or a session, and the cluster's jobs go on on the other.
+
+Real parts only: Debian's PostgreSQL in a temp folder, one Mosquitto, two `hub serve` processes with their
+own ingest workers on the broker's shared subscription, kiosk agents streaming. A provider logged in through
+one instance keeps working through the other (sessions live in the database).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from device.protocol.endpoints import BrokerUrl
+from device.protocol.envelope import encode
+from device.simulate import single_reading
+from hub import attribution, patients
+from hub.accounts import users
+from hub.broker import MosquittoProcess
+from hub.db import PostgresLocation, connect, immediate
+from tests.harness import HubProcess, assert_delivered_exactly_once, hub_count, kiosk_agent, wait_until
+from tests.postgres import PostgresServer
+
+CLINIC, PROVIDER, PASSWORD, CODE = "cluster-clinic", "doc@cluster.example", "a long cluster password", "C-4242"
+KIOSKS = ("k-east", "k-west")
+AGENT = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0, "connect_timeout_s": 3.0}
+KILLS = 3
+
+
+def prepare(db: PostgresLocation) -> None:
+    conn = connect(db)
+    try:
+        with immediate(conn) as w:
+            now = time.time()
+            users.create_clinic(w, CLINIC, "Cluster Clinic", now)
+            users.create_user(w, clinic_id=CLINIC, email=PROVIDER, name="Doc", role="provider", password=PASSWORD,
+                              now=now)  # fmt: skip
+            patients.create(w, CLINIC, code=CODE, name="Cleo Cluster", birth_date="1980-02-02", now=now)
+            for kiosk in KIOSKS:
+                attribution.assign_kiosk(w, kiosk, CLINIC, now)
+    finally:
+        conn.close()
+
+
+def _cookies(response: httpx.Response) -> dict[str, str]:
+    return {c.split("=", 1)[0]: c.split("=", 1)[1].split(";", 1)[0] for c in response.headers.get_list("set-cookie")}
+
+
+def log_in(port: int) -> str:
+    """A provider's login through one instance, over its real socket; the session cookie header to send."""
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base, follow_redirects=False, timeout=30) as client:
+        form = client.get("/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert csrf, form.text[:500]
+        cookie = "; ".join(f"{k}={v}" for k, v in _cookies(form).items())
+        done = client.post("/login", headers={"cookie": cookie, "origin": base},
+                           data={"email": PROVIDER, "password": PASSWORD, "csrf_token": csrf.group(1),
+                                 "next": "/patients"})  # fmt: skip
+        assert done.status_code == 303, done.text[:500]
+        return "; ".join(f"{k}={v}" for k, v in _cookies(done).items())
+
+
+def patients_page(port: int, cookie: str) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}/patients", headers={"cookie": cookie}, timeout=30)
+
+
+class Stream(threading.Thread):
+    """A patient's readings at one kiosk, checked in (attribution gives them to the patient), remembered exactly."""
+
+    def __init__(self, agent: object, count: int, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.agent, self.count, self.seed = agent, count, seed
+        self.sent: list[bytes] = []
+
+    def run(self) -> None:
+        rng = random.Random(self.seed)
+        for _ in range(self.count):
+            reading = {**single_reading(rng, datetime.now(UTC)), "subject": CODE}
+            env = self.agent.outbox.enqueue("observations", reading)  # type: ignore[attr-defined]
+            self.sent.append(encode(env))
+            time.sleep(0.02)
+
+
+def stored(db: PostgresLocation) -> int:
+    return sum(hub_count(db, k) for k in KIOSKS)
+
+
+def test_either_instance_can_die_mid_stream_without_losing_a_reading_or_a_session(
+    tmp_path: Path, postgres_server: PostgresServer, mosquitto: MosquittoProcess
+) -> None:
+    db = PostgresLocation(postgres_server.fresh_database())
+    prepare(db)
+    common = ("--database", db.url, "--broker", mosquitto.url)
+    hubs = [
+        HubProcess(tmp_path / name, tmp_path / f"{name}.log", args=(*common, "--instance", name)) for name in ("a", "b")
+    ]
+    for hub in hubs:
+        hub.start()
+    try:
+        for hub in hubs:
+            hub.wait_ready()
+        cookie = log_in(hubs[0].port)
+        assert "Cleo Cluster" in patients_page(hubs[1].port, cookie).text  # logged in on a, served by b
+
+        url = BrokerUrl.parse(mosquitto.url)
+        with (
+            kiosk_agent(tmp_path / KIOSKS[0], KIOSKS[0], url, **AGENT) as east,
+            kiosk_agent(tmp_path / KIOSKS[1], KIOSKS[1], url, **AGENT) as west,
+        ):
+            streams = [Stream(east, 400, 1), Stream(west, 400, 2)]
+            for s in streams:
+                s.start()
+            for kill in range(KILLS):
+                victim, survivor = hubs[kill % 2], hubs[(kill + 1) % 2]
+                before = stored(db)
+                wait_until(lambda b=before: stored(db) >= b + 20, 60, "readings stored before the kill")  # type: ignore[misc]
+                victim.lose_machine()
+                # The survivor alone goes on storing, and serves the session made on the other.
+                during = stored(db)
+                wait_until(lambda d=during: stored(db) >= d + 20, 90, "the survivor to store readings alone")  # type: ignore[misc]
+                page = patients_page(survivor.port, cookie)
+                assert page.status_code == 200 and "Cleo Cluster" in page.text
+                victim.start()
+                victim.wait_ready()
+            for s in streams:
+                s.join(120)
+            for agent, name in ((east, KIOSKS[0]), (west, KIOSKS[1])):
+                wait_until(lambda a=agent: a.outbox.backlog().items == 0, 120, f"{name}'s outbox to drain")  # type: ignore[misc]
+        for s, name in zip(streams, KIOSKS, strict=True):
+            assert len(s.sent) == 400
+            assert_delivered_exactly_once(db, name, s.sent)
+
+        # The cluster's jobs went on: every reading was attributed to the patient (by whichever instance held
+        # attribution at the time, across three kills).
+        def attributed() -> int:
+            conn = connect(db, read_only=True)
+            try:
+                return int(conn.execute(
+                    "SELECT count(*) FROM observations WHERE patient_id IS NOT NULL AND attribution = 'attributed'"
+                ).fetchone()[0])  # fmt: skip
+            finally:
+                conn.close()
+
+        wait_until(lambda: attributed() == 800, 60, "attribution to finish on the surviving instances")
+        for hub in hubs:
+            assert patients_page(hub.port, cookie).status_code == 200
+    finally:
+        for hub in hubs:
+            hub.stop(signal.SIGTERM)
