@@ -49,7 +49,6 @@ import os
 import queue
 import random
 import signal
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -78,6 +77,8 @@ from device.protocol import Topics
 from device.protocol.endpoints import BrokerUrl
 from device.simulate import single_reading
 from hub.broker import MosquittoProcess, find_mosquitto
+from hub.db import Location, SqliteLocation, connect
+from hub.db import parse as parse_location
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 from hub.ingest_pool import default_workers
 
@@ -138,7 +139,7 @@ class SubscriberJob:
 
 @dataclass(frozen=True)
 class IngestJob:
-    db: Path
+    db: Location
     broker: str
     client_id: str
     profile: Path | None = None
@@ -543,8 +544,8 @@ class Fleet:
 class HubDb:
     """Read-only questions the benchmark asks the hub database, per phase (kiosk id prefix)."""
 
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, timeout=30)
+    def __init__(self, where: Location) -> None:
+        self.conn = connect(where, read_only=True)
 
     def close(self) -> None:
         self.conn.close()
@@ -716,6 +717,7 @@ class BenchConfig:
     kiosk_dir: Path | None  # where the simulated kiosks' outboxes live (None: beside the hub's database)
     workers: int = 1
     rounds: int = 1  # (a) then (b), this many times; the round with the median ratio is reported
+    database: str | None = None  # a postgresql:// URL (an empty database); None: a SQLite file in the work folder
 
 
 @dataclass(frozen=True)
@@ -790,7 +792,9 @@ class Bench:
         self.kiosk_work = kiosk_work
         self.ctx = multiprocessing.get_context("spawn")
         self.broker = MosquittoProcess(work / "broker")
-        self.db_path = work / "hub.db"
+        self.db_path: Location = (
+            SqliteLocation(work / "hub.db") if config.database is None else parse_location(config.database)
+        )
 
     @property
     def url(self) -> str:
@@ -1065,6 +1069,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run (a) then (b) this many times and report the round with the median ratio, all ratios listed: "
         "a shared machine's noise moves a single short round by ±20 percent",
     )
+    p.add_argument(
+        "--database",
+        default=None,
+        metavar="URL",
+        help="run ingest on this PostgreSQL database (postgresql://..., an empty one: the phases' rows are added "
+        "to it) instead of a SQLite file in a temp folder",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -1093,6 +1104,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         profile_dir=args.profile.resolve() if args.profile is not None else None,
         workers=args.workers,
         rounds=args.rounds,
+        database=args.database,
     )
 
 
@@ -1139,8 +1151,14 @@ class Report:
             "p99_below_100_ms_at_half_load": self.latency.p99_ms < TARGET_P99_MS,
         }
 
+    def _store(self) -> str:
+        if self.config.database is None:
+            return "SQLite (a file in a temp folder)"
+        return f"PostgreSQL {parse_location(self.config.database).describe()}"
+
     def as_json(self) -> dict[str, Any]:
         summary = {
+            "store": "sqlite" if self.config.database is None else "postgresql",
             "bare_msgs_per_s": self.bare.msgs_per_s,
             "bare_readings_per_s": self.bare.msgs_per_s,  # one reading per envelope, one envelope per message
             "ingest_msgs_per_s": self.path.msgs_per_s,
@@ -1200,12 +1218,12 @@ class Report:
         return [
             f"hub bench ingest: {self.config.kiosks} kiosks, {self.config.messages:,} single-reading envelopes, "
             f"embedded mosquitto on loopback, {os.cpu_count()} cores; kiosk outboxes in "
-            f"{self.config.kiosk_dir or 'the hub data folder'}",
+            f"{self.config.kiosk_dir or 'the hub data folder'}; store: {self._store()}",
             f"(a) bare paho subscriber       {b.msgs_per_s:8,.0f} msgs/s = readings/s   "
             f"received {b.received:,}/{b.sent:,} in {b.seconds:.2f} s",
             f"    {b.cpu.line()}",
             *b1,
-            f"(b) forwarder->ingest->SQLite  {p.msgs_per_s:8,.0f} msgs/s  {p.readings_per_s:8,.0f} readings/s   "
+            f"(b) forwarder->ingest->store   {p.msgs_per_s:8,.0f} msgs/s  {p.readings_per_s:8,.0f} readings/s   "
             f"first->last commit {p.seconds:.2f} s, {p.mqtt_messages:,} MQTT messages, "
             f"{self.config.workers} ingest worker(s)",
             f"    ratio (b)/(a) {self.ratio:.2f}; {_audit_line(p.audit)}",

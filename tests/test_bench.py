@@ -7,6 +7,8 @@ import json
 import pytest
 
 from hub.cli import main
+from hub.db import PostgresLocation, connect
+from tests.postgres import PostgresServer
 
 KEYS = {
     "bare_msgs_per_s",
@@ -38,3 +40,21 @@ def test_bench_ingest_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     # The two parts of the commit latency each lie within it (a sum of p99s need not equal the p99 of a sum).
     assert 0 < result["p99_to_hub_latency_ms"] <= result["latency"]["max_ms"]
     assert 0 <= result["p99_in_hub_latency_ms"] <= result["latency"]["max_ms"]
+
+
+def test_bench_ingest_on_postgresql(capsys: pytest.CaptureFixture[str], postgres_server: PostgresServer) -> None:
+    """The same phases with ingest writing to PostgreSQL: every message committed once, the store named."""
+    url = postgres_server.fresh_database()
+    argv = ["bench", "ingest", "--messages", "2000", "--kiosks", "2", "--drain-readings", "1000", "--database", url]
+    assert main([*argv, "--latency-seconds", "1", "--load-fraction", "0.05", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result.keys() >= KEYS and result["store"] == "postgresql"
+    assert result["lost"] == 0 and result["duplicates"] == 0
+    assert result["full_path"]["audit"]["committed"] == 2000
+    assert result["drain"]["audit"]["committed"] == 1000
+    conn = connect(PostgresLocation(url), read_only=True)
+    try:
+        (stored,) = conn.execute("SELECT count(*) FROM messages").fetchone()
+    finally:
+        conn.close()
+    assert stored >= 3000  # (b), (c) and (d) all wrote to the server, not to a file
