@@ -8,6 +8,7 @@ hub/db. The hot path writes with ``executemany`` inside one write transaction pe
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -27,7 +28,18 @@ from device.protocol.envelope import (
     StatusEnvelope,
     utc_iso,
 )
-from hub.db import Connection, Location, OperationalError, SqliteLocation, connect, immediate, migrate, rows_as_dicts
+from hub.db import (
+    Connection,
+    DatabaseError,
+    Location,
+    OperationalError,
+    SqliteLocation,
+    connect,
+    immediate,
+    is_broken,
+    migrate,
+    rows_as_dicts,
+)
 from hub.db import parse as parse_location
 
 BACKLOG_WINDOW_S = 600.0  # how far back a kiosk's backlog is compared, to call it growing
@@ -321,8 +333,17 @@ class HubStore(StoreReader):
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
+        self.reconnect_if_broken()
         with self._turn.held(), immediate(self.conn) as conn:
             yield conn
+
+    def reconnect_if_broken(self) -> None:
+        """A PostgreSQL session the server ended (a restart, a failover, an operator, the network) is replaced
+        before the next write: the failed batch is simply retried on a new session. A SQLite file never is."""
+        if is_broken(self.conn):
+            old, self.conn = self.conn, connect(self.location)
+            with contextlib.suppress(*DatabaseError):
+                old.close()
 
     # -- ingest --------------------------------------------------------------------------
 

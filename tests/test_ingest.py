@@ -18,9 +18,18 @@ from device.protocol import Topics, parse_receipt
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import encode
 from device.simulate import DEVICES, single_reading
-from hub.db import Location
+from hub.db import Location, PostgresLocation
 from hub.store import HubStore
-from tests.harness import hub_rows, ingest_thread, kiosk_agent, wait_until
+from tests.harness import (
+    Producer,
+    assert_delivered_exactly_once,
+    hub_count,
+    hub_rows,
+    ingest_thread,
+    kiosk_agent,
+    wait_until,
+)
+from tests.postgres import PostgresServer
 
 
 def client(url: BrokerUrl, name: str) -> mqtt.Client:
@@ -274,3 +283,28 @@ def test_readings_taken_while_a_message_awaits_its_receipt_leave_together_and_th
         forwarder.outbox.close()
         box.close()
     assert [raw.encode() for _, raw in hub_rows(db, "q")] == [encode(e) for e in (first, *piled, last)]
+
+
+def test_postgresql_sessions_cut_mid_stream_lose_and_double_nothing(
+    postgres_server: PostgresServer, tmp_path: Path, broker_url: BrokerUrl
+) -> None:
+    """The server ends every hub session three times while a kiosk streams (what a restart or a failover of the
+    database looks like from the hub): ingest opens a new session, retries the batch, and nothing is lost or
+    stored twice."""
+    url = postgres_server.fresh_database()
+    db = PostgresLocation(url)
+    name = url.rsplit("/", 1)[1]
+    fast = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0}
+    with ingest_thread(db, broker_url), kiosk_agent(tmp_path / "k", "k-cut", broker_url, **fast) as agent:
+        producer = Producer(agent.outbox, 600, 0.01)
+        producer.start()
+        for cut in range(3):
+            wait_until(lambda n=cut: hub_count(db, "k-cut") >= 100 * (n + 1), 60, f"readings before cut {cut + 1}")
+            with postgres_server.admin() as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", (name,)
+                ).fetchone()
+            assert ended is not None and ended[0] >= 1  # the ingest worker's session at least
+        producer.join(60)
+        wait_until(lambda: agent.outbox.backlog().items == 0, 60, "the kiosk outbox to drain")
+    assert_delivered_exactly_once(db, "k-cut", producer.sent)
