@@ -309,7 +309,7 @@ class HubService:
     def _drop_if_broken(store: HubStore | None, leases: Leases | None) -> tuple[HubStore | None, Leases | None]:
         """A PostgreSQL session that ended (server restart, failover, network) is opened again at the next turn;
         the jobs it held were released with it, and are asked for again."""
-        if store is None or not is_broken(store.conn):
+        if store is None or not (is_broken(store.conn) or (leases is not None and is_broken(leases.conn))):
             return store, leases
         if leases is not None:
             leases.lost()
