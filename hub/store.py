@@ -13,12 +13,15 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from device.protocol.envelope import (
     AnyEnvelope,
@@ -36,12 +39,20 @@ from hub.db import (
     SqliteLocation,
     connect,
     immediate,
+    insert_rows,
     is_broken,
     migrate,
     rows_as_dicts,
 )
 from hub.db import parse as parse_location
 
+MESSAGE_COLUMNS = (
+    "id", "kiosk", "seq", "kind", "device_time", "clock_offset_ms", "received_at", "committed_at", "raw",
+)  # fmt: skip
+OBSERVATION_COLUMNS = (
+    "message_id", "idx", "kiosk", "seq", "code", "value", "unit", "effective", "clock_offset_ms", "device_id",
+    "device", "flags", "subject", "device_user", "device_sequence", "device_clock_offset_s", "method", "quality",
+)  # fmt: skip
 BACKLOG_WINDOW_S = 600.0  # how far back a kiosk's backlog is compared, to call it growing
 
 
@@ -264,6 +275,11 @@ def _unstorable(exc: Exception) -> str:
     bounded to fit a receipt's rejection.
     """
     detail = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, psycopg.Error):
+        # PostgreSQL quotes the offending value ('value "..." is out of range', a COPY line's CONTEXT): only the
+        # primary message is kept, with whatever it quotes left out; a reading's value never reaches a log.
+        primary = exc.diag.message_primary or type(exc).__name__
+        detail = " ".join(re.sub(r'"[^"]*"', '"…"', primary).split())
     return _text(f"could not be stored: {detail}")[:500]
 
 
@@ -467,15 +483,9 @@ class HubStore(StoreReader):
 
     @staticmethod
     def _insert_messages(conn: Connection, rows: list[_Rows], committed_at: float) -> None:
-        conn.executemany(
-            "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
-            [(*head, committed_at, raw) for head, raw, _ in rows],
-        )
-        conn.executemany(
-            "INSERT INTO observations (message_id, idx, kiosk, seq, code, value, unit, effective, clock_offset_ms, "
-            "device_id, device, flags, subject, device_user, device_sequence, device_clock_offset_s, method, quality) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [obs for _, _, observations in rows for obs in observations],
+        insert_rows(conn, "messages", MESSAGE_COLUMNS, [(*head, committed_at, raw) for head, raw, _ in rows])
+        insert_rows(
+            conn, "observations", OBSERVATION_COLUMNS, [obs for _, _, observations in rows for obs in observations]
         )
 
     @staticmethod

@@ -33,6 +33,7 @@ from device.protocol import ClockInfo, Receipt, Topics, new_message_id, parse_re
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import AnyEnvelope, build_envelope, encode
 from device.simulate import single_reading
+from hub.db import Location, PostgresLocation
 from hub.store import Accepted, DeadLetter, HubStore
 from hub.uplink import Sorted, classify
 from tests.harness import hub_rows, ingest_thread, wait_until
@@ -110,6 +111,20 @@ def poison_year_one(rng: random.Random) -> Accepted:
     return accepted(with_first_observation(env, effective=effective), year_one_raw(env))
 
 
+# PostgreSQL's own words for the same failures (its primary message, what it quotes left out).
+PG_REASONS = {
+    "seq 2^64": 'could not be stored: value "…" is out of range for type bigint',  # as COPY says it
+    "device_sequence 2^64": 'could not be stored: value "…" is out of range for type bigint',
+    "status outbox_backlog 2^64": "could not be stored: bigint out of range",
+    "case questionnaire version 2^64": "could not be stored: bigint out of range",
+    "reading time in year 1": YEAR_ONE_REASON,
+}
+
+
+def too_big_reason(where: Location) -> str:
+    return PG_REASONS["seq 2^64"] if isinstance(where, PostgresLocation) else TOO_BIG_REASON
+
+
 POISONS: dict[str, tuple[Callable[[random.Random], Accepted], str]] = {
     "seq 2^64": (poison_seq, TOO_BIG_REASON),
     "device_sequence 2^64": (poison_device_sequence, TOO_BIG_REASON),
@@ -130,8 +145,9 @@ def dead_letters(store: HubStore) -> list[tuple[Any, ...]]:
 # -- the store ---------------------------------------------------------------------------------------
 
 
-def test_a_poison_envelope_is_dead_lettered_and_the_rest_of_its_batch_stored_once(tmp_path: Path) -> None:
-    store = HubStore(tmp_path / "hub.db")
+def test_a_poison_envelope_is_dead_lettered_and_the_rest_of_its_batch_stored_once(hub_database: Location) -> None:
+    store = HubStore(hub_database)
+    TOO_BIG_REASON = too_big_reason(hub_database)
     rng = random.Random(1)
     goods = [reading(KIOSK_A, 1, rng), reading(KIOSK_B, 1, rng), reading(KIOSK_A, 2, rng)]
     poison = poison_seq(rng)
@@ -158,9 +174,11 @@ def test_a_poison_envelope_is_dead_lettered_and_the_rest_of_its_batch_stored_onc
 
 
 @pytest.mark.parametrize("name", list(POISONS))
-def test_each_way_an_envelope_can_fail_the_store_is_set_aside_alone(tmp_path: Path, name: str) -> None:
+def test_each_way_an_envelope_can_fail_the_store_is_set_aside_alone(hub_database: Location, name: str) -> None:
     make, reason = POISONS[name]
-    store = HubStore(tmp_path / "hub.db")
+    if isinstance(hub_database, PostgresLocation):
+        reason = PG_REASONS[name]
+    store = HubStore(hub_database)
     rng = random.Random(2)
     goods = [reading(KIOSK_A, 1, rng), envelope("status", KIOSK_A, 2, STATUS), reading(KIOSK_B, 1, rng)]
     poison = make(rng)

