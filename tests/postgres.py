@@ -16,6 +16,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -76,6 +77,16 @@ class PostgresServer:
              "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
             check=True, capture_output=True,
         )  # fmt: skip
+        self.resume()
+        self.create(TEMPLATE)
+        conn = connect(self.url(TEMPLATE))
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+
+    def resume(self) -> None:
+        """Run the server on its cluster (again, after `halt`: same port, same data)."""
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
@@ -91,7 +102,7 @@ class PostgresServer:
         args = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server's, closed with it
         self._proc = subprocess.Popen(
-            [*self._as_owner(), str(bin_dir / "postgres"), "-D", str(self.data), *args],
+            [*self._as_owner(), str(binaries() / "postgres"), "-D", str(self.data), *args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()
@@ -104,12 +115,16 @@ class PostgresServer:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"PostgreSQL did not start: {self.log_tail()}") from None
                 time.sleep(0.05)
-        self.create(TEMPLATE)
-        conn = connect(self.url(TEMPLATE))
-        try:
-            migrate(conn)
-        finally:
-            conn.close()
+
+    def halt(self) -> None:
+        """Stop the server at once (fast shutdown: sessions are cut), keeping its data for `resume`."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGINT)  # postgres: SIGINT is "fast" shutdown
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
 
     def log_tail(self) -> str:
         try:
@@ -134,11 +149,6 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()  # smart shutdown after the sessions end; fast below if they do not
-            try:
-                self._proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        """Fast shutdown (sessions still open are cut: a test's app may hold some) and the cluster deleted."""
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)
