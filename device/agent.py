@@ -6,6 +6,9 @@ outbox can still say that it is full. A broker that refuses this kiosk is an ale
 (`broker_refused`, with the reason): no status reaches the hub while the refusal lasts, but one
 made during it tells the hub why the kiosk was cut off once it is let in again, and `alerts()`
 has it at once for whatever on the kiosk shows its state.
+
+Given several brokers, the agent fails over between them (device/forwarder.py); `forwarder.broker` is
+the one it is connected to, and a refusal's alert names the broker that refused.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from device.forwarder import Forwarder, ForwarderConfig, LinkProblem
 from device.inbox import Inbox
 from device.outbox import DISK_RESERVE_BYTES, DiskFull, Outbox
 from device.protocol import StatusAlert
-from device.protocol.endpoints import BrokerUrl
+from device.protocol.endpoints import BrokerUrl, broker_list
 from device.protocol.remote_config import KioskSettings
 from device.remote_settings import RemoteSettings
 
@@ -31,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class AgentConfig:
     kiosk_id: str
-    broker: BrokerUrl
+    broker: BrokerUrl | Sequence[BrokerUrl]  # one, or several in the order to try them (device/forwarder.py)
     data_dir: Path
     heartbeat_s: float = 30.0
     max_items: int = 500_000
@@ -46,6 +50,10 @@ class AgentConfig:
     key_file: str | None = None
     username: str | None = None
     password: str | None = None
+
+    def __post_init__(self) -> None:
+        # Refused before any file is opened, with the reason (empty, a broker twice, plain and TLS mixed).
+        broker_list(self.broker)
 
 
 class KioskAgent:

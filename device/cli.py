@@ -20,7 +20,7 @@ from device.agent import AgentConfig, KioskAgent
 from device.identity import IdentityError, KioskIdentity, import_bundle, load_identity
 from device.outbox import Outbox, OutboxFull
 from device.protocol import sd_notify
-from device.protocol.endpoints import BrokerUrl
+from device.protocol.endpoints import BrokerUrl, broker_list, describe_brokers
 from device.protocol.envelope import EnvelopeError, encode, envelope_json_schema, receipt_json_schema
 from device.protocol.renewal import RENEW_DAYS
 from device.protocol.topics import Topics
@@ -53,8 +53,10 @@ def _agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--broker",
         type=_broker,
+        action="append",
         default=None,
-        help=f"mqtt[s]://host:port (default: the provisioned one, else {DEV_BROKER})",
+        help=f"mqtt[s]://host:port; repeat it to fail over between several, in order "
+        f"(default: the provisioned ones, else {DEV_BROKER})",
     )
     p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
     p.add_argument("--data", type=Path, default=Path("data/kiosk"), help="folder for the outbox database")
@@ -708,7 +710,8 @@ def _provision(args: argparse.Namespace) -> int:
         print(f"kiosk provision: {exc}", file=sys.stderr)
         return 2
     where = f"; secrets in {identity.secrets}" if identity.secrets != identity.folder else ""
-    print(f"kiosk {identity.kiosk_id} provisioned: broker {identity.broker}, identity in {identity.folder}{where}")
+    brokers = f"broker{'s' if len(identity.brokers) > 1 else ''} {describe_brokers(identity.brokers)}"
+    print(f"kiosk {identity.kiosk_id} provisioned: {brokers}, identity in {identity.folder}{where}")
     return 0
 
 
@@ -736,12 +739,12 @@ def _resolve_identity(args: argparse.Namespace) -> None:
     if identity is None:
         if args.kiosk_id is None:
             raise IdentityError("this kiosk is not provisioned: run `kiosk provision BUNDLE` or give --kiosk-id")
-        args.broker = args.broker or BrokerUrl.parse(DEV_BROKER)
+        args.broker = broker_list(args.broker or BrokerUrl.parse(DEV_BROKER))
         return
     if args.kiosk_id not in (None, identity.kiosk_id):
         raise IdentityError(f"--kiosk-id {args.kiosk_id} contradicts the provisioned identity {identity.kiosk_id}")
     args.kiosk_id = identity.kiosk_id
-    args.broker = args.broker or identity.broker
+    args.broker = broker_list(args.broker or identity.brokers)
     args.broker_ca = args.broker_ca or identity.ca_file
 
 
@@ -774,7 +777,7 @@ def _run_agent(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent.start()
-    log.info("kiosk %s forwarding to %s", args.kiosk_id, args.broker)
+    log.info("kiosk %s forwarding to %s", args.kiosk_id, describe_brokers(args.broker))
     sd_notify.notify("READY=1")
     watchdog = sd_notify.watchdog_interval_s()
     next_ping = 0.0

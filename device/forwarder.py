@@ -31,6 +31,19 @@ Outbox writes are not connection failures either. A receipted item whose delete 
 disk) is kept in memory, never sent again, and its delete is retried with its own backoff; it
 used to end the connection ("forwarder step failed; reconnecting") and everything was sent
 again from the oldest, about once a second. Each such state change is logged once.
+
+Several brokers (issue "No single broker either"): Mosquitto does not cluster, so a kiosk may be
+given an ordered list and fails over between them. It connects to the first; an attempt that fails
+for any cause (unreachable, no CONNACK in time, refused, untrusted) moves on to the next broker at
+once, and the reconnect backoff is waited once per round (every broker tried once), not per broker:
+a second broker is no use if reaching it costs the backoff of the first. A working connection that
+is lost is first tried again on the same broker after the backoff, as with one broker; only when that
+attempt fails does the kiosk move on. Nothing else changes on a failover: a new connection starts
+again from the oldest unreceipted item in the outbox, whichever broker it is on, and the hub stores
+each message id once and receipts duplicates again, so a message sent through the old broker and
+again through the new one is stored once. Failures are logged once per cause per broker; what
+`link_problem` and the status alert report is the run as a whole (a refusal, which needs a person,
+before an unreachable broker), so a kiosk refused everywhere it can reach still raises the alert.
 """
 
 from __future__ import annotations
@@ -44,7 +57,7 @@ import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +72,7 @@ from device.inbox import Inbox
 from device.outbox import Outbox, OutboxItem, OutboxWriteError
 from device.protocol import EnvelopeError, StatusAlert, Topics, parse_receipt
 from device.protocol.downlink import Delivered, parse_message
-from device.protocol.endpoints import BrokerUrl
+from device.protocol.endpoints import BrokerUrl, broker_list
 from device.protocol.retry import Backoff
 from device.protocol.topics import BATCH, DELIVERED
 from device.protocol.transport import corked, no_delay
@@ -82,7 +95,8 @@ _UNREACHABLE = "cannot reach the broker"
 @dataclass
 class ForwarderConfig:
     kiosk_id: str
-    broker: BrokerUrl
+    # One broker, or several in the order to try them (checked by `broker_list`; see the module docstring).
+    broker: BrokerUrl | Sequence[BrokerUrl]
     keepalive_s: int = 30
     batch_max_items: int = 500
     batch_max_bytes: int = 256 * 1024
@@ -111,6 +125,10 @@ class ForwarderConfig:
     resend: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=60.0))
     # Retrying a delete of receipted items that failed (a full disk): the items are not sent meanwhile.
     delete_retry: Backoff = field(default_factory=lambda: Backoff(initial_s=0.5, maximum_s=30.0))
+    brokers: tuple[BrokerUrl, ...] = field(init=False)  # `broker` as checked, always a tuple
+
+    def __post_init__(self) -> None:
+        self.brokers = broker_list(self.broker)
 
 
 @dataclass
@@ -127,6 +145,7 @@ class ForwarderStats:
     connect_failures: int = 0  # attempts that ended before a successful CONNACK, whatever the cause
     unrouted: int = 0  # PUBACKs with 0x10 "no matching subscribers" (the hub's ingest not subscribed)
     delete_failures: int = 0  # failed attempts to delete receipted items (or file rejected ones)
+    failovers: int = 0  # attempts moved on to another broker of the list after a failed one
 
 
 @dataclass(frozen=True)
@@ -138,6 +157,8 @@ class LinkProblem:
     alert, or only closes the socket when its close races the kiosk's CONNECT), and a cause that
     flickered between wordings would be logged again at every flicker.
     Frozen and replaced whole, so another thread (the agent's status) reads a consistent one.
+    With several brokers, the forwarder keeps one per broker, and `link_problem` is the run as a whole:
+    the cause of the broker it names, the attempts on all of them, since the first failure on any.
     """
 
     code: str  # BROKER_REFUSED, BROKER_UNTRUSTED or BROKER_UNREACHABLE
@@ -145,20 +166,31 @@ class LinkProblem:
     since: float  # wall-clock time of the first failure of this run
     attempts: int = 1  # failed attempts of this run: repeats are counted, not logged
     detail: str | None = None  # the error text; a TLS alert, the broker's own words, is kept over others
+    broker: str | None = None  # the broker this cause was seen on: a person needs it to tell brokers apart
+    brokers: int = 1  # brokers the kiosk tries in turn
+
+    def cause(self) -> str:
+        """The cause without the broker: what stays the same across a run (and is logged once)."""
+        return self.reason if self.detail is None else f"{self.reason} ({self.detail})"
 
     def describe(self) -> str:
-        return self.reason if self.detail is None else f"{self.reason} ({self.detail})"
+        return self.cause() if self.broker is None else f"{self.broker}: {self.cause()}"
 
     def alert(self) -> StatusAlert | None:
         """The status alert for this problem; None when it heals by itself (see NEEDS_A_PERSON)."""
         if self.code not in NEEDS_A_PERSON:
             return None
         tries = "1 attempt" if self.attempts == 1 else f"{self.attempts} attempts"
+        which = "the hub's broker" if self.brokers == 1 else f"any of the hub's {self.brokers} brokers"
         return StatusAlert(
             code=self.code,
-            message=f"Cannot connect to the hub's broker: {self.describe()} ({tries}; retrying with backoff)."[:500],
+            message=f"Cannot connect to {which}: {self.describe()} ({tries}; retrying with backoff)."[:500],
             since=datetime.fromtimestamp(self.since, UTC),
         )
+
+    def same_cause(self, other: LinkProblem | None) -> bool:
+        """Whether `other` is this run's cause as already reported (only its count may differ)."""
+        return other is not None and dataclasses.replace(other, since=self.since, attempts=self.attempts) == self
 
 
 @dataclass
@@ -187,7 +219,14 @@ class Forwarder:
         self._attempting = False
         self._attempt_failure: tuple[str, str, str | None] | None = None
         self._started = False  # the first connect of run() does not wait
-        self._link: LinkProblem | None = None
+        # The broker of the list connected to, or being tried (an index into config.brokers), and how many
+        # attempts in a row have failed since the last connection was lost (or the first one began): every
+        # len(brokers) of them is a round, and only a new round waits the backoff.
+        self._at = 0
+        self._failed_in_row = 0
+        # Each broker's own run of failures since the last successful CONNACK (logged once per cause and broker).
+        self._problems: dict[BrokerUrl, LinkProblem] = {}
+        self._link: LinkProblem | None = None  # the run as a whole, from _problems
         # Told (before, after) when link_problem changes, not when only its count grows; on the network thread.
         self.on_link_change: Callable[[LinkProblem | None, LinkProblem | None], None] | None = None
         self._inflight: dict[int, _InFlight] = {}
@@ -236,6 +275,12 @@ class Forwarder:
         """Why the kiosk cannot connect now (None once a CONNACK has said yes); safe from any thread."""
         return self._link
 
+    @property
+    def broker(self) -> BrokerUrl:
+        """The broker connected to (see `connected`), or the one being tried; safe from any thread."""
+        brokers = self.config.brokers
+        return brokers[self._at % len(brokers)]
+
     def stop(self) -> None:
         self._stop.set()
         self._quiet = False
@@ -268,7 +313,7 @@ class Forwarder:
             client_id=cfg.kiosk_id,  # the broker binds client ids to logins (hub/fleet/kiosk_guard.c)
             protocol=MQTTProtocolVersion.MQTTv5,
         )
-        if cfg.broker.tls:
+        if cfg.brokers[0].tls:  # all of them or none (broker_list)
             client.tls_set(
                 ca_certs=cfg.ca_file, certfile=cfg.cert_file, keyfile=cfg.key_file, cert_reqs=ssl.CERT_REQUIRED
             )
@@ -287,14 +332,22 @@ class Forwarder:
         """The one place a connection starts, so every way one ends is followed by the backoff.
 
         Any pass of the loop that finds no socket comes here: the previous attempt, if it never got
-        a successful CONNACK, is recorded as failed. Every connect but the very first waits a jittered
-        backoff delay first, also after losing a working connection (a fleet that lost its broker together
-        must not return together, and two kiosks sharing a client id must not take over from each
-        other in a tight loop); the delay only grows until a CONNACK says yes.
+        a successful CONNACK, is recorded as failed, and the next attempt goes to the next broker of the
+        list. Every round of attempts but the very first waits a jittered backoff delay first, also
+        after losing a working connection (a fleet that lost its broker together must not return
+        together, and two kiosks sharing a client id must not take over from each other in a tight
+        loop); the delay only grows until a CONNACK says yes. With one broker a round is one attempt.
         """
+        brokers = len(self.config.brokers)
         if self._attempting:
             self._attempt_failed()
-        if self._started:
+            self._failed_in_row += 1
+            if brokers > 1:
+                self._at = (self._at + 1) % brokers
+                self.stats.failovers += 1
+        else:
+            self._failed_in_row = 0  # a working connection was lost: a new round, on the same broker first
+        if self._started and self._failed_in_row % brokers == 0:
             self._sleep(self.config.reconnect.next_delay())
             if self._stop.is_set():
                 return
@@ -311,10 +364,11 @@ class Forwarder:
         # paho reports why a socket failed only in its log (e.g. the TLS alert of a broker that refuses
         # this kiosk's certificate after the handshake, as TLS 1.3 does): listen while connecting only.
         self._client.on_log = self._on_attempt_log
+        broker = self.broker
         try:
             self._client.connect(
-                cfg.broker.host,
-                cfg.broker.port,
+                broker.host,
+                broker.port,
                 keepalive=cfg.keepalive_s,
                 clean_start=False,
                 properties=props,
@@ -338,7 +392,7 @@ class Forwarder:
     def _closed_reason(self) -> str:
         """One cause for every way a broker turns the kiosk away without a CONNACK (see LinkProblem)."""
         closed = "the broker closed the connection before accepting this kiosk"
-        if self.config.broker.tls:
+        if self.broker.tls:
             return f"{closed} — certificate revoked, expired or from another CA, or not allowed?"
         return f"{closed} — not allowed?"
 
@@ -351,30 +405,49 @@ class Forwarder:
         """Count a failed attempt; log only a new cause, so a refused kiosk logs one line, not thousands.
 
         One exception: a run that so far only saw the socket close learns the broker's own words
-        (a TLS alert such as "certificate revoked") and says so, once.
+        (a TLS alert such as "certificate revoked") and says so, once. With several brokers each has
+        its own run (the causes of two brokers alternating must not log a line per attempt), and the
+        listener hears of the run as a whole (`_summary`) when its cause changes, not its count.
         """
         self._attempting = False
         self._client.on_log = None
         self.stats.connect_failures += 1
         code, reason, detail = self._attempt_failure or (BROKER_REFUSED, self._closed_reason(), None)
         self._attempt_failure = None
-        link = before = self._link
-        if link is not None and (link.code, link.reason) == (code, reason):
-            sharper = detail is not None and _tls_alert(detail) and not (link.detail and _tls_alert(link.detail))
-            self._link = dataclasses.replace(
-                link, attempts=link.attempts + 1, detail=detail if sharper else link.detail
+        broker = self.broker
+        known = self._problems.get(broker)
+        brokers = len(self.config.brokers)
+        if known is not None and (known.code, known.reason) == (code, reason):
+            sharper = detail is not None and _tls_alert(detail) and not (known.detail and _tls_alert(known.detail))
+            problem = dataclasses.replace(
+                known, attempts=known.attempts + 1, detail=detail if sharper else known.detail
             )
-            if not sharper:
-                return
+            news = sharper
         else:
-            self._link = LinkProblem(code, reason, time.time(), detail=detail)
-        log.log(
-            logging.ERROR if code in NEEDS_A_PERSON else logging.WARNING,
-            "cannot connect to %s: %s; retrying with backoff (repeats are counted, not logged)",
-            self.config.broker,
-            self._link.describe(),
+            problem = LinkProblem(code, reason, time.time(), detail=detail, broker=str(broker), brokers=brokers)
+            news = True
+        self._problems[broker] = problem
+        if news:
+            then = "retrying with backoff" if brokers == 1 else f"trying the next of {brokers} brokers"
+            log.log(
+                logging.ERROR if code in NEEDS_A_PERSON else logging.WARNING,
+                "cannot connect to %s: %s; %s (repeats are counted, not logged)",
+                broker,
+                problem.cause(),
+                then,
+            )
+        before, self._link = self._link, self._summary()
+        if not self._link.same_cause(before):
+            self._link_changed(before, self._link)
+
+    def _summary(self) -> LinkProblem:
+        """The run as a whole: a broker's cause that needs a person before any other (a kiosk that some broker
+        refuses and none lets in needs one), else the first broker's of the list; every broker's attempts."""
+        problems = [self._problems[b] for b in self.config.brokers if b in self._problems]
+        first = next((p for p in problems if p.code in NEEDS_A_PERSON), problems[0])
+        return dataclasses.replace(
+            first, since=min(p.since for p in problems), attempts=sum(p.attempts for p in problems)
         )
-        self._link_changed(before, self._link)
 
     def _link_changed(self, before: LinkProblem | None, after: LinkProblem | None) -> None:
         if self.on_link_change is not None:
@@ -396,22 +469,23 @@ class Forwarder:
         self.stats.connects += 1
         self.config.reconnect.reset()
         link, self._link = self._link, None
+        self._problems.clear()
         # Everything still in the outbox is unconfirmed: start again from the oldest.
         self._reset_window()
         client.subscribe(Topics.downlink_filter(self.config.kiosk_id), qos=1)
         client.publish(Topics.presence(self.config.kiosk_id), b'{"online":true}', qos=1, retain=True)
         self.connected.set()
         if link is None:
-            log.info("connected to %s", self.config.broker)
+            log.info("connected to %s", self.broker)
         else:
             since = datetime.fromtimestamp(link.since, UTC).isoformat(timespec="seconds")
             failures = "1 failed attempt" if link.attempts == 1 else f"{link.attempts} failed attempts"
-            log.info("connected to %s after %s since %s (%s)", self.config.broker, failures, since, link.describe())
+            log.info("connected to %s after %s since %s (%s)", self.broker, failures, since, link.describe())
             self._link_changed(link, None)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if self._ready:
-            log.warning("disconnected from broker: %s", rc)
+            log.warning("disconnected from broker %s: %s", self.broker, rc)
         self._ready = False
         self.connected.clear()
         self._reset_window()

@@ -2,8 +2,12 @@
 
 `kiosk provision FILE` checks the bundle before it keeps anything: the certificate must be
 issued by the bundle's CA, name this kiosk, match the private key and be valid now. The
-public parts (id, broker, CA, certificate) land in `{data}/identity/`; the agent then needs
+public parts (id, brokers, CA, certificate) land in `{data}/identity/`; the agent then needs
 no identity flags.
+
+Brokers: a bundle names one (`broker`, a string, as bundles always did) or several in the order to try
+them (`brokers`, a list; with both, `broker` must be the list's first). Every one must be mqtts://.
+`identity.json` keeps the list as `brokers` and its first as `broker`, which is what an older agent reads.
 
 The secrets (private key, MQTT password, consult credential) go beside them, owner-only, or,
 with `--secrets-dir`, to a root-only folder (the install script uses /etc/credstore/telehealth-kiosk)
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device.files import write_atomic
-from device.protocol.endpoints import BrokerUrl
+from device.protocol.endpoints import BrokerUrl, parse_brokers
 from device.protocol.envelope import EnvelopeError
 from device.protocol.provisioning import ProvisioningBundle, parse_bundle
 
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 FOLDER = "identity"
+URL_MAX = 512  # as the bundle's `broker`
+BROKERS_MAX = 16  # a kiosk tries them all in each round: a longer list is a mistake, not a fleet
 SECRETS = ("kiosk.key", "mqtt-password", "hub-credential")  # also their credential names in kiosk-agent.service
 
 
@@ -42,10 +48,15 @@ class IdentityError(ValueError):
 @dataclass(frozen=True)
 class KioskIdentity:
     kiosk_id: str
-    broker: BrokerUrl
+    brokers: tuple[BrokerUrl, ...]  # in the order to try them; never empty
     hub_url: str | None
     folder: Path
     secrets: Path  # the identity folder, or systemd's credentials folder
+
+    @property
+    def broker(self) -> BrokerUrl:
+        """The first broker: what needs only one (a certificate renewal's own connection) uses it."""
+        return self.brokers[0]
 
     @property
     def ca_file(self) -> Path:
@@ -111,8 +122,12 @@ def check_certificate(
         )
 
 
-def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> None:
-    """Refuse a bundle whose parts do not belong together (or to this kiosk), before anything is written."""
+def check_bundle(
+    bundle: ProvisioningBundle, now: dt.datetime, brokers: list[str] | None = None
+) -> tuple[BrokerUrl, ...]:
+    """Refuse a bundle whose parts do not belong together (or to this kiosk), before anything is written.
+
+    `brokers`: the bundle's list, when it has one (`split_brokers`). Returns the brokers to try, in order."""
     # Imported here: cryptography costs the running agent ~11 MB of memory, and only provisioning needs it.
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
@@ -124,8 +139,53 @@ def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> None:
     except ValueError as exc:
         raise IdentityError(f"the bundle's certificates or key cannot be read: {exc}") from None
     check_certificate(ca, cert, key.public_key(), bundle.kiosk_id, now)
-    if not bundle.broker.startswith("mqtts://"):
-        raise IdentityError(f"the bundle's broker {bundle.broker!r} is not mqtts://: a kiosk talks to the hub over TLS")
+    return bundle_brokers(bundle.broker, brokers)
+
+
+def bundle_brokers(broker: str, brokers: list[str] | None) -> tuple[BrokerUrl, ...]:
+    """The brokers a bundle names, in order: each mqtts://, none twice; `broker` alone, or `brokers` (and `broker`,
+    if given too, as the list's first: a reader that knows only `broker` must start where the list does)."""
+    urls = [broker] if brokers is None else brokers
+    for url in urls:
+        if not url.startswith("mqtts://"):
+            raise IdentityError(f"the bundle's broker {url!r} is not mqtts://: a kiosk talks to the hub over TLS")
+    try:
+        found = parse_brokers(urls, tls_only=True)
+        first = BrokerUrl.parse(broker)
+    except ValueError as exc:
+        raise IdentityError(f"the bundle's brokers: {exc}") from None
+    if first != found[0]:
+        raise IdentityError(
+            f"the bundle's broker {broker!r} is not the first of its brokers ({', '.join(urls)}): "
+            "give the list alone, or `broker` as its first"
+        )
+    return found
+
+
+def split_brokers(raw: bytes) -> tuple[bytes, list[str] | None]:
+    """Take a `brokers` list out of a bundle, for `parse_bundle`, which knows only `broker` (and refuses other
+    keys): the bundle without it (its `broker` filled in from the list when missing), and the list.
+
+    Only the list's shape is checked here; its URLs are checked with the rest of the bundle (`bundle_brokers`).
+    Anything that is not a JSON object with such a list is left for `parse_bundle` to refuse in its own words.
+    """
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw, None
+    if not isinstance(data, dict) or "brokers" not in data:
+        return raw, None
+    brokers = data.pop("brokers")
+    if not isinstance(brokers, list) or not all(isinstance(b, str) for b in brokers):
+        raise IdentityError("not a provisioning bundle: brokers: must be a list of mqtts://host:port strings")
+    if not brokers:
+        raise IdentityError("not a provisioning bundle: brokers: the list is empty; name at least one broker")
+    if len(brokers) > BROKERS_MAX:
+        raise IdentityError(f"not a provisioning bundle: brokers: {len(brokers)} brokers, at most {BROKERS_MAX}")
+    if any(len(b) > URL_MAX for b in brokers):
+        raise IdentityError(f"not a provisioning bundle: brokers: a URL is longer than {URL_MAX} characters")
+    data.setdefault("broker", brokers[0])
+    return json.dumps(data).encode(), brokers
 
 
 def import_bundle(
@@ -135,11 +195,12 @@ def import_bundle(
 
     `secrets_dir`: keep the secrets there instead, for systemd to pass to the service as credentials.
     """
+    raw, listed = split_brokers(raw)
     try:
         bundle = parse_bundle(raw)
     except EnvelopeError as exc:
         raise IdentityError(str(exc)) from None
-    check_bundle(bundle, now or dt.datetime.now(dt.UTC))
+    brokers = check_bundle(bundle, now or dt.datetime.now(dt.UTC), listed)
     folder = data_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
@@ -159,7 +220,8 @@ def import_bundle(
     public = {
         "kiosk_id": bundle.kiosk_id,
         "clinic_id": bundle.clinic_id,
-        "broker": bundle.broker,
+        "broker": str(brokers[0]),  # what an agent that knows only one broker reads
+        "brokers": [str(b) for b in brokers],
         "hub_url": bundle.hub_url,
         "issued_at": bundle.issued_at.isoformat(),
         # Where the secrets are: here, or in systemd's credentials (the folder they are loaded from, for people).
@@ -181,9 +243,15 @@ def load_identity(data_dir: Path) -> KioskIdentity | None:
         return None
     except ValueError as exc:
         raise IdentityError(f"{folder / 'identity.json'} is damaged ({exc}): provision the kiosk again") from None
+    try:
+        brokers = parse_brokers(public.get("brokers") or public["broker"], tls_only=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IdentityError(
+            f"{folder / 'identity.json'} has no usable brokers ({exc}): provision the kiosk again"
+        ) from None
     return KioskIdentity(
         kiosk_id=public["kiosk_id"],
-        broker=BrokerUrl.parse(public["broker"]),
+        brokers=brokers,
         hub_url=public.get("hub_url"),
         folder=folder,
         secrets=_secrets_folder(folder, public.get("secrets", "here")),

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from device.ble.profiles import load_profiles
 from device.camera.profile import load_kiosk_profile
 from device.identity import IdentityError, load_identity
+from device.protocol.endpoints import describe_brokers
 from device.yaml_config import ConfigError, Located, Problem, load_located
 
 
@@ -113,7 +114,7 @@ def check(path: Path, *, data_dir: Path | None = None) -> Checked:
             if found is None:
                 problems.append(Problem(str(data_dir), None, "not provisioned: run `kiosk provision BUNDLE`"))
             else:
-                identity = f"kiosk {found.kiosk_id} -> {found.broker}"
+                identity = f"kiosk {found.kiosk_id} -> {describe_brokers(found.brokers)}"
     if problems:
         raise ConfigError(problems)
     summary = (
