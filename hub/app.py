@@ -116,13 +116,19 @@ def create_app(
     ingest): no such check."""
     ws = Workspace(db_path, settings, clock)
     passwords.warm()  # the first login for an unknown email must cost what the others do
-    relay = Relay(ws)
-    relay.end_orphans()  # consults a previous run left waiting or live died with its sockets
+    relay = Relay(ws)  # on PostgreSQL it listens for the other instances at once (a thread, a connection)
+    try:
+        relay.end_orphans()  # consults a previous run left waiting or live died with its sockets (not others')
+    except BaseException:
+        relay.stop()
+        raise
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        relay.stop()  # pending "the provider never connected" timers; the sockets close with the server
+        # The sockets have closed with the server by now. Pending "the provider never connected" timers, and on
+        # PostgreSQL the listening connection: its lock goes with it, so the other instances sweep what is left.
+        relay.stop()
 
     app = FastAPI(
         title="Telehealth hub",

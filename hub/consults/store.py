@@ -228,10 +228,11 @@ def open_for_kiosk(conn: Connection, kiosk: str) -> list[Consult]:
 
 
 def end_orphans(conn: Connection, now: float) -> list[Consult]:
-    """At start-up: consults left waiting or live by a hub that stopped; returns them as they were.
+    """At start-up of the one hub on SQLite: consults left waiting or live by a hub that stopped; returns them as
+    they were.
 
     Their sockets died with that hub, so they are over: a waiting one was cancelled, a live one lost its
-    peer (both ended by the hub)."""
+    peer (both ended by the hub). (On PostgreSQL other instances may hold live sockets: `orphans` below.)"""
     orphans = [_consult(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM consults WHERE state != 'ended'")]
     conn.execute(
         "UPDATE consults SET state = 'ended', ended_at = ?, ended_by = 'hub', "
@@ -255,3 +256,178 @@ def calls_for_patient(
         (patient_id, clinic_id, since, until),
     )
     return [{"consult": r[0], "user": r[1], "start": r[2], "end": max(r[2], r[3]), "reason": r[4]} for r in rows]
+
+
+# -- several hub instances on one PostgreSQL: who holds which socket, and what one instance hands another
+#
+# PostgreSQL only (on SQLite there is one instance, and the relay keeps its sockets in memory alone). Each instance
+# holds a session-level advisory lock (RELAY_LOCK_CLASS, its instance number) on its LISTEN connection for as long
+# as it runs; the server drops the lock when that session ends, however the instance ended. A socket's row counts
+# only while its instance's lock is held: the rows a dead instance left behind say nothing, and are swept away.
+
+Side = Literal["kiosk", "provider"]
+RELAY_LOCK_CLASS = 0x7E1E_4EA1  # the first key of pg_try_advisory_lock(int, int); the second is the instance
+# The instances running now: those whose lock is granted in this database (advisory locks are per database).
+LIVE_INSTANCES = (
+    "SELECT l.objid::bigint FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+    f"AND l.classid = {RELAY_LOCK_CLASS} "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def channel(instance: int) -> str:
+    """The NOTIFY channel an instance listens on (an identifier: digits and lower case only)."""
+    return f"hub_consult_relay_{int(instance)}"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Where a socket is: the instance that holds it, and the socket's own id (None: a provider awaited there)."""
+
+    instance: int
+    socket: str | None
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """What another instance handed this one for a socket it holds: a message (JSON) or a close of one socket."""
+
+    id: int
+    side: Side
+    key: str
+    socket: str | None
+    message: str | None
+    close: tuple[int, str] | None
+
+
+def live_instances(conn: Connection) -> set[int]:
+    return {int(r[0]) for r in conn.execute(LIVE_INSTANCES)}
+
+
+def holders(conn: Connection, side: Side, keys: Sequence[str], *, me: int) -> dict[str, Holder]:
+    """The open sockets of `keys` that a running instance holds (`me`, the asking instance, runs)."""
+    if not keys:
+        return {}
+    marks = ",".join("?" * len(keys))
+    rows = conn.execute(
+        f"SELECT key, instance, socket FROM consult_sockets WHERE side = ? AND key IN ({marks}) "
+        f"AND socket IS NOT NULL AND (instance = ? OR instance IN ({LIVE_INSTANCES}))",
+        (side, *keys, me),
+    )
+    return {str(k): Holder(int(i), str(s)) for k, i, s in rows}
+
+
+def hold(
+    conn: Connection, side: Side, key: str, *, instance: int, socket: str | None, now: float, take_over: bool
+) -> Holder | None:
+    """In a write transaction: `instance` holds this socket (`socket` None: it awaits the provider's call page).
+
+    Returns the other open socket of the key, if a running instance holds one. With `take_over` that one has been
+    replaced (its instance must close it); without, it stays, nothing is written, and the caller refuses its own.
+    A row of a dead instance, or an awaited provider's, is simply replaced.
+    """
+    row = conn.execute(
+        "SELECT instance, socket FROM consult_sockets WHERE side = ? AND key = ?", (side, key)
+    ).fetchone()
+    other = None
+    open_elsewhere = row is not None and row[1] is not None and row[1] != socket
+    if open_elsewhere and (int(row[0]) == instance or int(row[0]) in live_instances(conn)):
+        other = Holder(int(row[0]), str(row[1]))
+    if other is not None and not take_over:
+        return other
+    conn.execute(
+        "INSERT INTO consult_sockets (side, key, instance, socket, attached_at) VALUES (?,?,?,?,?) "
+        "ON CONFLICT (side, key) DO UPDATE SET instance = excluded.instance, socket = excluded.socket, "
+        "attached_at = excluded.attached_at",
+        (side, key, instance, socket, now),
+    )
+    return other
+
+
+def release(conn: Connection, side: Side, key: str, socket: str) -> None:
+    """A socket closed: its row goes; a newer socket's row (the key taken over since) stays."""
+    conn.execute("DELETE FROM consult_sockets WHERE side = ? AND key = ? AND socket = ?", (side, key, socket))
+
+
+def stop_awaiting(conn: Connection, consult_id: str) -> None:
+    """The consult is over: nobody awaits its provider's call page any more."""
+    conn.execute("DELETE FROM consult_sockets WHERE side = 'provider' AND key = ? AND socket IS NULL", (consult_id,))
+
+
+def forget_instance(conn: Connection, instance: int) -> None:
+    """A new instance took a number a dead one had: what that one left is not the new one's."""
+    conn.execute("DELETE FROM consult_sockets WHERE instance = ?", (instance,))
+    conn.execute("DELETE FROM consult_relay WHERE instance = ?", (instance,))
+
+
+def forward(
+    conn: Connection,
+    instance: int,
+    side: Side,
+    key: str,
+    *,
+    message: str | None = None,
+    close: tuple[int, str] | None = None,
+    socket: str | None = None,
+) -> None:
+    """Hand `instance` a message (or a close) for a socket it holds: the row, and a NOTIFY of the row's id.
+
+    One statement in autocommit (the caller is in no transaction): the NOTIFY goes out when the row is committed,
+    so the receiver always finds it. NOTIFY payloads stop at 8000 bytes and an offer may be far larger: hence the row.
+    """
+    code, reason = close if close is not None else (None, None)
+    conn.execute(
+        "WITH m AS (INSERT INTO consult_relay (instance, side, key, socket, message, close_code, close_reason) "
+        "VALUES (?,?,?,?,?,?,?) RETURNING id) SELECT pg_notify(?, CAST(id AS TEXT)) FROM m",
+        (instance, side, key, socket, message, code, reason, channel(instance)),
+    )
+
+
+def take_forwarded(conn: Connection, instance: int) -> list[Forwarded]:
+    """Everything handed to `instance` so far, in the order it was handed; each row is read once (it is deleted)."""
+    rows = conn.execute(
+        "DELETE FROM consult_relay WHERE instance = ? "
+        "RETURNING id, side, key, socket, message, close_code, close_reason",
+        (instance,),
+    ).fetchall()
+    return [
+        Forwarded(int(i), side, str(key), socket, message, None if code is None else (int(code), str(reason or "")))
+        for i, side, key, socket, message, code, reason in sorted(rows, key=lambda r: int(r[0]))
+    ]
+
+
+def dead_rows(conn: Connection) -> bool:
+    """Whether an instance that is no longer running left sockets (or undelivered messages) behind."""
+    row = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM consult_sockets WHERE instance NOT IN ({LIVE_INSTANCES})) "
+        f"OR EXISTS (SELECT 1 FROM consult_relay WHERE instance NOT IN ({LIVE_INSTANCES}))"
+    ).fetchone()
+    return bool(row[0])
+
+
+def orphans(conn: Connection, *, start_up: bool) -> list[Consult]:
+    """In a write transaction: forget what dead instances left; the open consults that left without a side.
+
+    Those whose kiosk's socket, or (live ones) whose provider's socket or awaited call page, was on an instance
+    that is gone. At start-up also every open consult with no such socket at all (a kiosk socket on a running
+    instance, and for a live consult its provider's socket or call page awaited there): the one-instance rule.
+    Returned as they are; the caller ends them.
+    """
+    dead = conn.execute(f"DELETE FROM consult_sockets WHERE instance NOT IN ({LIVE_INSTANCES}) RETURNING side, key")
+    gone = [(str(side), str(key)) for side, key in dead.fetchall()]
+    conn.execute(f"DELETE FROM consult_relay WHERE instance NOT IN ({LIVE_INSTANCES})")
+    found: dict[str, Consult] = {}
+    if start_up:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM consults c WHERE c.state != 'ended' AND ("
+            "NOT EXISTS (SELECT 1 FROM consult_sockets s WHERE s.side = 'kiosk' AND s.key = c.kiosk) "
+            "OR (c.state = 'live' AND NOT EXISTS (SELECT 1 FROM consult_sockets s "
+            "WHERE s.side = 'provider' AND s.key = c.id))) ORDER BY c.requested_at"
+        )
+        found.update((c.id, c) for c in map(_consult, rows))
+    for side, key in gone:
+        if side == "kiosk":
+            found.update((c.id, c) for c in open_for_kiosk(conn, key))
+        elif (c := by_id(conn, key)) is not None and c.state == "live":
+            found[c.id] = c
+    return list(found.values())

@@ -603,4 +603,32 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX messages_committed ON messages (committed_at);
     """,
     ),
+    # live consults across several hub instances on one PostgreSQL (hub.consults.relay): which instance holds
+    # which socket, and what one instance hands another for a socket it holds. Unused on SQLite (one instance).
+    Migration(
+        "consult_relay",
+        """
+    CREATE TABLE consult_sockets (
+        side TEXT NOT NULL CHECK (side IN ('kiosk', 'provider')),
+        key TEXT NOT NULL,  -- the kiosk id, or the consult id of a provider's call page
+        instance INTEGER NOT NULL,  -- the hub instance holding it; counts only while that instance's lock is held
+        socket TEXT,  -- the socket's own id; NULL: a provider joined there and their call page is awaited
+        attached_at REAL NOT NULL,
+        PRIMARY KEY (side, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX consult_sockets_instance ON consult_sockets (instance);
+    CREATE TABLE consult_relay (
+        id INTEGER PRIMARY KEY,  -- what the NOTIFY carries (a message may be far larger than a NOTIFY payload)
+        instance INTEGER NOT NULL,  -- the instance to deliver it; it deletes the row as it reads it
+        side TEXT NOT NULL CHECK (side IN ('kiosk', 'provider')),
+        key TEXT NOT NULL,
+        socket TEXT,  -- a close is for this one socket, never for a newer one of the same key
+        message TEXT,  -- the JSON to send; NULL: close the socket
+        close_code INTEGER,
+        close_reason TEXT,
+        CHECK ((message IS NULL) = (close_code IS NOT NULL))
+    );
+    CREATE INDEX consult_relay_instance ON consult_relay (instance, id);
+    """,
+    ),
 )
