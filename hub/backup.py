@@ -26,6 +26,15 @@ whatever the umask, and never overwrites a file. Its MANIFEST.json lists every m
 SHA-256; a restore checks all of them before it writes anything, extracts into a folder beside the
 target (tarfile's "data" filter: no absolute paths, no `..`, no links out) and renames it into place,
 so an interrupted restore leaves the target as it was.
+
+On PostgreSQL (`--database postgresql://...` or $HUB_DATABASE) the database part is PostgreSQL's own: a
+custom-format pg_dump of the hub's database, taken from one snapshot while the hub serves, archived as
+`hub.pgdump` beside the same PKI folder and manifest (hub/backup_postgres.py drives the tools). A restore
+checks the archive whole, then the target database: it must be reachable, unused by any hub and empty (no
+relation in its public schema; --force drops and recreates that schema first), and a pg_restore must be
+installed that reads the dump; then it runs pg_restore in one transaction, migrates forward, marks kiosks
+offline, audits the restore, and renames the PKI folder into the data folder as on SQLite. An archive restores
+into the engine that made it only: moving a hub between engines is a migration of its own, not a restore.
 """
 
 from __future__ import annotations
@@ -43,16 +52,18 @@ import tarfile
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 import hub
 from hub import audit
-from hub.db import immediate
+from hub import backup_postgres as pg
+from hub.db import DatabaseError, Location, PostgresLocation, SqliteLocation, applied, connect, immediate
 from hub.db.schema import MIGRATIONS
 from hub.fleet.identities import FleetPaths
 from hub.store import HubStore
@@ -61,6 +72,7 @@ FORMAT = "telehealth-hub-backup"
 FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
 DB = "hub.db"
+PG_DUMP = "hub.pgdump"  # pg_dump --format=custom: pg_restore reads it, and so can a site's DBA by hand
 PKI = "pki"
 # 16 MiB a step at 4 KiB pages: each step is one call into SQLite; the snapshot, not the step, is what is consistent.
 PAGES_PER_STEP = 4096
@@ -84,8 +96,26 @@ class Member(BaseModel):
     sha256: str
 
 
+class PostgresDump(BaseModel):
+    """Which PostgreSQL made the dump: a restore needs a pg_restore at least as new as its pg_dump."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    server_version: str
+    pg_dump_version: str
+
+    @property
+    def dump_major(self) -> int:
+        head = self.pg_dump_version.split(".")[0]
+        return int(head) if head.isdigit() else 0
+
+
 class Manifest(BaseModel):
-    """What the archive holds; `created` is the recovery point (the database snapshot began after it)."""
+    """What the archive holds; `created` is the recovery point (the database snapshot began after it).
+
+    `postgres` is there for a PostgreSQL archive only, and left out of a SQLite archive's manifest (written
+    without None fields), so that a SQLite archive reads the same to a hub from before PostgreSQL.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -93,10 +123,21 @@ class Manifest(BaseModel):
     format_version: int
     created: datetime
     hub_version: str
-    store: Literal["sqlite"]
+    store: Literal["sqlite", "postgresql"]
     schema_version: int
     members: tuple[Member, ...]
     rebuilt_at_start: str
+    postgres: PostgresDump | None = None
+
+    @model_validator(mode="after")
+    def _engine_described(self) -> Manifest:
+        if (self.store == "postgresql") != (self.postgres is not None):
+            raise ValueError("`postgres` describes a PostgreSQL dump, and only one")
+        return self
+
+    @property
+    def database_member(self) -> str:
+        return PG_DUMP if self.store == "postgresql" else DB
 
 
 @dataclass(frozen=True)
@@ -113,6 +154,7 @@ class BackupResult:
             "mode": "0600",
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
+            "store": self.manifest.store,
             "recovery_point": self.manifest.created.isoformat(),
             "schema_version": self.manifest.schema_version,
             "members": [m.model_dump() for m in self.manifest.members],
@@ -126,10 +168,13 @@ class RestoreResult:
     manifest: Manifest
     replaced: Path | None  # where the folder it replaced (--force) was kept
     seconds: float
+    database: str  # where the database went, without a password (Location.describe())
 
     def summary(self) -> dict[str, object]:
         return {
             "data_dir": str(self.data_dir),
+            "store": self.manifest.store,
+            "database": self.database,
             "recovery_point": self.manifest.created.isoformat(),
             "schema_version": self.manifest.schema_version,
             "hub_version": self.manifest.hub_version,
@@ -146,12 +191,15 @@ def default_archive(now: datetime) -> Path:
 # -- backup ------------------------------------------------------------------------------------------
 
 
-def backup(data_dir: Path, target: Path) -> BackupResult:
-    """Write one owner-only archive of the hub's state in `data_dir` to `target` (never overwritten)."""
+def backup(data_dir: Path, target: Path, database: Location | None = None) -> BackupResult:
+    """Write one owner-only archive of the hub's state to `target` (never overwritten): its database (`database`,
+    by default the SQLite file in `data_dir`) and the CA in `data_dir`."""
     started = time.monotonic()
-    db = data_dir / DB
-    if not db.is_file():
-        raise BackupError(f"{data_dir} holds no hub database ({DB}): nothing to back up")
+    where = database if database is not None else SqliteLocation(data_dir / DB)
+    if isinstance(where, SqliteLocation) and not where.path.is_file():
+        raise BackupError(f"{where.path.parent} holds no hub database ({where.path.name}): nothing to back up")
+    if isinstance(where, PostgresLocation) and not data_dir.is_dir():
+        raise BackupError(f"{data_dir} is not a folder: give the hub's --data (its CA is kept there)")
     target = target.absolute()
     if target.exists():
         raise BackupError(f"{target} exists: give another name (an archive is never overwritten)")
@@ -160,35 +208,54 @@ def backup(data_dir: Path, target: Path) -> BackupResult:
     # The copies are made beside the archive (same disk, owner-only folder), not in /tmp (often RAM).
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".hub-backup-") as work_dir:
         work = Path(work_dir)
-        created, schema = _snapshot(db, work / DB)
-        files = [(DB, work / DB), *_copy_pki(FleetPaths(data_dir).ca_folder, work)]
+        postgres: PostgresDump | None = None
+        if isinstance(where, SqliteLocation):
+            created, schema = _snapshot(where.path, work / DB)
+            member = DB
+        else:
+            with _refused("no archive was written"):
+                dumped = pg.dump(where, work / PG_DUMP)
+            created, schema, member = dumped.created, dumped.schema_version, PG_DUMP
+            postgres = PostgresDump(server_version=dumped.server_version, pg_dump_version=dumped.tool_version)
+        files = [(member, work / member), *_copy_pki(FleetPaths(data_dir).ca_folder, work)]
+        source = "the database" if postgres else DB
         manifest = Manifest(
             format=FORMAT,
             format_version=FORMAT_VERSION,
             created=created,
             hub_version=hub.__version__,
-            store="sqlite",
+            store=where.engine,
             schema_version=schema,
             members=tuple(_member(name, path) for name, path in files),
-            rebuilt_at_start="broker/ (its files from hub.db and the CA; kiosks resend what was not receipted)",
+            rebuilt_at_start=f"broker/ (its files from {source} and the CA; kiosks resend what was not receipted)",
+            postgres=postgres,
         )
         _write_archive(target, manifest, files)
-    audited = _audit(db, {"archive": target.name, "recovery_point": created.isoformat()})
+    audited = _audit(where, {"archive": target.name, "recovery_point": created.isoformat()})
     return BackupResult(target, manifest, target.stat().st_size, time.monotonic() - started, audited)
 
 
-def _audit(db: Path, detail: dict[str, str]) -> str | None:
+@contextlib.contextmanager
+def _refused(kept: str) -> Iterator[None]:
+    """PostgreSQL's tools' failures as the command's one line, saying what was kept."""
+    try:
+        yield
+    except pg.PgToolError as exc:
+        raise BackupError(f"{exc}; {kept}") from None
+
+
+def _audit(where: Location, detail: dict[str, str]) -> str | None:
     """The copy of everything, in the audit log: None, or why it could not be written (a full disk must not
     stop a backup; the command says it was not audited)."""
     try:
-        conn = _open_existing(db)
+        conn = _open_existing(where.path) if isinstance(where, SqliteLocation) else connect(where)
         try:
             with immediate(conn):
                 audit.record(conn, CLI, "backup", time.time(), detail=detail)
         finally:
             conn.close()
-    except sqlite3.Error as exc:
-        return str(exc)
+    except DatabaseError as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
 
 
@@ -276,7 +343,7 @@ def _write_archive(target: Path, manifest: Manifest, files: list[tuple[str, Path
         os.fchmod(fd, 0o600)  # mkstemp asks for 0600, but a umask could take the owner's bits too
         with os.fdopen(fd, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
-                body = manifest.model_dump_json(indent=2).encode()
+                body = manifest.model_dump_json(indent=2, exclude_none=True).encode()
                 mtime = manifest.created.timestamp()
                 tar.addfile(_tarinfo(MANIFEST, len(body), mtime), io.BytesIO(body))
                 for name, path in files:
@@ -316,10 +383,16 @@ def _fsync_dir(folder: Path) -> None:
 # -- restore -----------------------------------------------------------------------------------------
 
 
-def restore(archive: Path, data_dir: Path, *, force: bool = False) -> RestoreResult:
-    """Make `data_dir` the hub in `archive`: checked whole first, then swapped in by rename."""
+def restore(archive: Path, data_dir: Path, *, force: bool = False, database: Location | None = None) -> RestoreResult:
+    """Make `data_dir` (and, on PostgreSQL, `database`) the hub in `archive`: checked whole first, then swapped in
+    by rename (SQLite) or restored in one transaction into an empty database (PostgreSQL)."""
     started = time.monotonic()
     data_dir = data_dir.resolve()  # a symbolic link to the data folder keeps pointing at the restored one
+    where = database if database is not None else SqliteLocation(data_dir / DB)
+    if isinstance(where, SqliteLocation) and where.path.resolve() != data_dir / DB:
+        raise BackupError(
+            f"a SQLite hub is restored as {data_dir / DB}, not {where.path}: leave --database out; nothing was restored"
+        )
     if not archive.is_file():
         raise BackupError(f"{archive}: no such file")
     if (user := in_use(data_dir)) is not None:
@@ -330,6 +403,9 @@ def restore(archive: Path, data_dir: Path, *, force: bool = False) -> RestoreRes
             "(the current folder is kept beside it); nothing was restored"
         )
     manifest = verify(archive)
+    _same_engine(archive, manifest, where)
+    if isinstance(where, PostgresLocation):
+        return _restore_postgres(archive, data_dir, where, manifest, force=force, started=started)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.restore-"))
     try:
@@ -340,7 +416,63 @@ def restore(archive: Path, data_dir: Path, *, force: bool = False) -> RestoreRes
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return RestoreResult(data_dir, manifest, replaced, time.monotonic() - started)
+    return RestoreResult(data_dir, manifest, replaced, time.monotonic() - started, where.describe())
+
+
+def _same_engine(archive: Path, manifest: Manifest, where: Location) -> None:
+    """An archive goes back into the engine that made it: a SQLite file and a pg_dump are not interchangeable,
+    and moving a hub from one engine to the other is not what a restore does."""
+    if manifest.store == "sqlite" and isinstance(where, PostgresLocation):
+        raise BackupError(
+            f"{archive} holds a SQLite database: it restores into SQLite only, not into {where.describe()} "
+            "(restore does not move a hub from SQLite to PostgreSQL; leave --database and $HUB_DATABASE out); "
+            "nothing was restored"
+        )
+    if manifest.store == "postgresql" and isinstance(where, SqliteLocation):
+        raise BackupError(
+            f"{archive} holds a PostgreSQL dump: it restores into PostgreSQL only; give --database "
+            "postgresql://HOST/EMPTY_DATABASE (or $HUB_DATABASE); nothing was restored"
+        )
+
+
+def _restore_postgres(
+    archive: Path, data_dir: Path, where: PostgresLocation, manifest: Manifest, *, force: bool, started: float
+) -> RestoreResult:
+    """The target database checked before anything changes, the dump restored in one transaction, then the data
+    folder (the CA) renamed into place as on SQLite: a restore that fails before the rename leaves the folder as it
+    was, and one that fails in pg_restore leaves the database as it was (emptied, with --force)."""
+    assert manifest.postgres is not None  # the manifest's validator holds a PostgreSQL archive to it
+    with _refused("nothing was restored"):
+        target = pg.inspect_target(where)
+        if target.relations and not force:
+            shown = ", ".join(target.relations[:5]) + (", ..." if len(target.relations) > 5 else "")
+            raise BackupError(
+                f"{where.describe()} is not empty (its public schema holds {len(target.relations)} relations: "
+                f"{shown}): restore into an empty database (CREATE DATABASE ... TEMPLATE template0), or give "
+                "--force to drop its public schema with everything in it first; nothing was restored"
+            )
+        tool = pg.restore_tool(manifest.postgres.dump_major, target.server_major)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.restore-"))
+    try:
+        _extract(archive, work, manifest)
+        dump_file = work / PG_DUMP
+        with _refused("nothing was restored"):
+            pg.check_dump(tool, dump_file)
+            if target.relations:
+                pg.empty_public_schema(where)
+        emptied = "its public schema was emptied by --force" if target.relations else "it is still empty"
+        kept = f"pg_restore runs in one transaction, so {where.describe()} is as before it ({emptied}); "
+        with _refused(kept + f"{data_dir} was not changed"):
+            pg.load(tool, where, dump_file)
+        _after_restore_postgres(where, archive.name, manifest, data_dir)
+        dump_file.unlink()  # the database has it; the data folder keeps only what a PostgreSQL hub keeps there
+        _sync_tree(work)
+        replaced = _swap(work, data_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return RestoreResult(data_dir, manifest, replaced, time.monotonic() - started, where.describe())
 
 
 def in_use(data_dir: Path) -> str | None:
@@ -468,8 +600,8 @@ def _first_line(exc: Exception) -> str:
 
 def _check_against(manifest: Manifest, seen: dict[str, tuple[int, str]], archive: Path) -> None:
     listed = {m.path: m for m in manifest.members}
-    if DB not in listed:
-        raise BackupError(f"{archive} holds no {DB}; nothing was restored")
+    if manifest.database_member not in listed:
+        raise BackupError(f"{archive} holds no {manifest.database_member}; nothing was restored")
     if missing := sorted(set(listed) - set(seen)):
         raise BackupError(f"{archive} lacks {', '.join(missing)} (listed in its manifest); nothing was restored")
     if extra := sorted(set(seen) - set(listed)):
@@ -514,17 +646,43 @@ def _after_restore(db: Path, archive_name: str, manifest: Manifest) -> None:
             conn.close()
         if version != manifest.schema_version:
             raise BackupError(f"{DB} is at schema {version}, its manifest says {manifest.schema_version}")
-        store = HubStore(db)
-        try:
-            with immediate(store.conn) as writing:
-                now = time.time()
-                writing.execute("UPDATE kiosks SET online = 0, presence_at = ? WHERE online = 1", (now,))
-                detail = {"archive": archive_name, "recovery_point": manifest.created.isoformat()}
-                audit.record(writing, CLI, "restore", now, detail=detail)
-        finally:
-            store.close()
+        _mark_restored(HubStore(db), archive_name, manifest)
     except sqlite3.Error as exc:
         raise BackupError(f"the restored database cannot be opened ({exc}); nothing was restored") from exc
+
+
+def _mark_restored(store: HubStore, archive_name: str, manifest: Manifest) -> None:
+    """On either engine, in one transaction: every kiosk offline until it says otherwise, and the restore audited.
+    The store (opened by the caller, which migrates it forward as `hub serve` would) is closed here."""
+    try:
+        with immediate(store.conn) as writing:
+            now = time.time()
+            writing.execute("UPDATE kiosks SET online = 0, presence_at = ? WHERE online = 1", (now,))
+            detail = {"archive": archive_name, "recovery_point": manifest.created.isoformat()}
+            audit.record(writing, CLI, "restore", now, detail=detail)
+    finally:
+        store.close()
+
+
+def _after_restore_postgres(where: PostgresLocation, archive_name: str, manifest: Manifest, data_dir: Path) -> None:
+    """As `_after_restore`, on the restored PostgreSQL database (the count of applied migrations is its schema
+    version). By now the database holds the dump: a failure here says so."""
+    kept = (
+        f"{where.describe()} holds the dump, {data_dir} was not changed: fix the cause and restore again with --force"
+    )
+    try:
+        conn = connect(where)
+        try:
+            version = len(applied(conn))
+        finally:
+            conn.close()
+        if version != manifest.schema_version:
+            raise BackupError(
+                f"the restored database is at schema {version}, its manifest says {manifest.schema_version}; {kept}"
+            )
+        _mark_restored(HubStore(where), archive_name, manifest)
+    except DatabaseError as exc:
+        raise BackupError(f"the restored database cannot be opened or migrated ({_first_line(exc)}); {kept}") from exc
 
 
 def _sync_tree(root: Path) -> None:
