@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from device.identity import import_bundle
-from device.protocol.endpoints import BrokerUrl
+from device.protocol.endpoints import BrokerUrl, parse_brokers
 from device.yaml_config import ConfigError
 from hub import admin_cli, bench, bench_idle, bench_workspace, demo_data
 from hub.consults.ice import IceConfig, read_secret
@@ -60,7 +60,13 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
             default=None,
             help="this instance's name, when several share one PostgreSQL database (metrics, ingest's client ids)",
         )
-        p.add_argument("--broker", type=_broker, default=None, help="external broker mqtt[s]://host:port")
+        p.add_argument(
+            "--broker",
+            type=_brokers,
+            default=None,
+            help="external broker mqtt[s]://host:port, or several, comma-separated: ingest subscribes on each "
+            "(kiosks given the same list fail over between them)",
+        )
         p.add_argument("--broker-ca", type=Path, default=None, help="CA file for mqtts:// (default: system CAs)")
         p.add_argument(
             "--broker-user", default=None, help="ingest's user name on an external broker (`hub-ingest` in ours)"
@@ -225,7 +231,8 @@ def _backup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     save = sub.add_parser(
         "backup", help="write one owner-only archive of the hub's database and CA, consistent while it serves"
     )
-    save.add_argument("--data", type=Path, default=Path("data/hub"), help="the hub's data folder")
+    save.add_argument("--data", type=Path, default=Path("data/hub"), help="the hub's data folder (its CA)")
+    location.add_argument(save)
     save.add_argument(
         "--to", type=Path, default=None, metavar="FILE",
         help="the archive to write, never overwritten (default: hub-backup-<UTC time>.tar.gz here)",
@@ -233,10 +240,12 @@ def _backup_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     save.add_argument("--json", action="store_true", help="print the summary as JSON")
     load = sub.add_parser("restore", help="make a data folder the hub in a backup archive (the hub stopped)")
     load.add_argument("--data", type=Path, required=True, help="the data folder to restore into")
+    location.add_argument(load)  # PostgreSQL: the empty database to restore into; SQLite: DATA/hub.db only
     load.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE", help="the archive")
     load.add_argument(
         "--force", action="store_true",
-        help="replace a folder that already holds a hub (it is kept beside it as .NAME.before-restore-<time>)",
+        help="replace a folder that already holds a hub (it is kept beside it as .NAME.before-restore-<time>); "
+        "on PostgreSQL also drop the target database's public schema, with everything in it, first",
     )  # fmt: skip
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -246,8 +255,8 @@ def _backup(args: argparse.Namespace) -> int:
 
     target = args.to if args.to is not None else backup.default_archive(datetime.now(UTC))
     try:
-        done = backup.backup(args.data, target)
-    except backup.BackupError as exc:
+        done = backup.backup(args.data, target, location.for_data(args.data, args.database))
+    except (backup.BackupError, location.LocationError) as exc:
         print(f"hub backup: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # the folder cannot be written, the disk filled: one line, no traceback
@@ -259,6 +268,8 @@ def _backup(args: argparse.Namespace) -> int:
         m = done.manifest
         print(f"wrote {done.archive} ({done.bytes} bytes in {done.seconds:.1f} s), mode 0600 (owner only)")
         print(f"holds: {', '.join(x.path for x in m.members)} (schema {m.schema_version}, hub {m.hub_version})")
+        if m.postgres is not None:
+            print(f"database: pg_dump {m.postgres.pg_dump_version} of PostgreSQL {m.postgres.server_version}")
         print(f"recovery point: {m.created.isoformat()} (everything committed before it is in the archive)")
         print("it holds patient data and the CA's private key: keep it owner-only and encrypted, never world-readable")
     if done.audited is not None:
@@ -270,8 +281,9 @@ def _restore(args: argparse.Namespace) -> int:
     from hub import backup  # noqa: PLC0415 - only for this command
 
     try:
-        done = backup.restore(args.source, args.data, force=args.force)
-    except backup.BackupError as exc:
+        database = location.for_data(args.data, args.database)
+        done = backup.restore(args.source, args.data, force=args.force, database=database)
+    except (backup.BackupError, location.LocationError) as exc:
         print(f"hub restore: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -281,15 +293,25 @@ def _restore(args: argparse.Namespace) -> int:
         print(json.dumps(done.summary(), indent=2))
         return 0
     m = done.manifest
-    print(f"restored {args.source} into {done.data_dir} in {done.seconds:.1f} s")
+    into = f"{done.database} and {done.data_dir}" if m.store == "postgresql" else str(done.data_dir)
+    print(f"restored {args.source} into {into} in {done.seconds:.1f} s")
     print(f"recovery point: {m.created.isoformat()} (schema {m.schema_version}, made by hub {m.hub_version})")
     if done.replaced is not None:
         print(f"the folder it replaced is kept at {done.replaced}: delete it once the restored hub runs")
-    print(f"next: start the hub on {done.data_dir}; kiosks reconnect and resend what it never receipted")
+    on = f"--data {done.data_dir} --database {done.database}" if m.store == "postgresql" else str(done.data_dir)
+    print(f"next: start the hub on {on}; kiosks reconnect and resend what it never receipted")
     return 0
 
 
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def _brokers(value: str) -> tuple[BrokerUrl, ...]:
+    """One broker or several, comma-separated, checked as a kiosk checks its list (device.protocol.endpoints)."""
+    try:
+        return parse_brokers([part.strip() for part in value.split(",") if part.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _instance(text: str) -> str:
@@ -320,7 +342,8 @@ def _serve_config(args: argparse.Namespace) -> ServeConfig:
         data_dir=args.data,
         database=location.for_data(args.data, args.database),
         instance=args.instance,
-        broker=args.broker,
+        broker=args.broker[0] if args.broker else None,
+        more_brokers=tuple(args.broker[1:]) if args.broker else (),
         broker_port=args.broker_port,
         http_host=args.host,
         http_port=args.port,

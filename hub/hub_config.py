@@ -58,7 +58,11 @@ class HubFile(BaseModel):
     workers: int = Field(default_factory=default_workers, ge=1, le=16)
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    broker: str | None = Field(default=None, pattern=r"^mqtts?://", description="An external broker instead of ours.")
+    broker: str | None = Field(
+        default=None,
+        pattern=r"^mqtts?://[^,]+(,\s*mqtts?://[^,]+)*$",
+        description="An external broker instead of ours, or several, comma-separated (kiosks fail over between them).",
+    )
     broker_ca: Path | None = None
     broker_user: str | None = None
     broker_password_file: Path | None = None
@@ -131,12 +135,10 @@ def check(path: Path) -> Checked:
         )
     if config.turn_url and config.turn_secret_file is None:
         at("turn_url", "turn_url needs turn_secret_file (coturn's static-auth-secret)")
-    if (
-        config.broker is not None
-        and config.broker.startswith("mqtt://")
-        and not _loopback(config.broker.split("://", 1)[1].rsplit(":", 1)[0])
-    ):
-        at("broker", "an external broker off this machine must be mqtts://")
+    for listed in (config.broker or "").split(","):  # one broker, or several, comma-separated
+        broker = listed.strip()
+        if broker.startswith("mqtt://") and not _loopback(broker.split("://", 1)[1].rsplit(":", 1)[0]):
+            at("broker", f"{broker}: an external broker off this machine must be mqtts://")
     if problems:
         raise ConfigError(problems)
     where = config.broker or f"embedded broker, kiosks on {config.mqtt_bind}:{config.mqtt_port} (TLS)"

@@ -21,10 +21,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 
+from device.protocol.endpoints import BrokerUrl
 from device.protocol.retry import Backoff
 from hub.db import Location
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
@@ -146,17 +148,25 @@ class IngestPool:
     The broker binds client ids to logins: the user name, or the user name, a colon and a suffix.
     """
 
-    def __init__(self, db: Path | Location, base: IngestConfig, count: int) -> None:
+    def __init__(self, db: Path | Location, base: IngestConfig, count: int, brokers: Sequence[BrokerUrl] = ()) -> None:
+        """`count` workers on each of `brokers` (default: the one in `base`)."""
         if count < 1:
             raise ValueError("at least one ingest worker")
         self.db = db
         self._ctx: SpawnContext = multiprocessing.get_context("spawn")
+        self.brokers = tuple(brokers) or (base.broker,)
         self._slots = [
             _Slot(
-                # One sender of kept messages is enough; kiosks would ignore the copies anyway.
-                replace(base, client_id=f"{base.client_id}:{n + 1}", send_downlink=base.send_downlink and n == 0),
+                # One sender of kept messages per broker (a kiosk is on one of them); kiosks ignore the copies.
+                replace(
+                    base,
+                    broker=broker,
+                    client_id=f"{base.client_id}:{n + 1}" + (f"-b{b + 1}" if b else ""),
+                    send_downlink=base.send_downlink and n == 0,
+                ),
                 WorkerState(SharedFlag(self._ctx), SharedText(self._ctx)),
             )
+            for b, broker in enumerate(self.brokers)
             for n in range(count)
         ]
         self._supervisor: threading.Thread | None = None
@@ -167,8 +177,16 @@ class IngestPool:
         return self._supervisor is not None and self._supervisor.is_alive()
 
     def ready(self) -> bool:
-        """Every worker connected and subscribed (its SUBACK is in)."""
-        return all(s.state.connected.is_set() for s in self._slots)
+        """Every worker of at least one broker connected and subscribed (its SUBACK is in): with one broker of
+        several down, kiosks fail over to the others and this instance still ingests what they send."""
+        return any(all(s.state.connected.is_set() for s in self._on(b)) for b in self.brokers)
+
+    def unreachable(self) -> list[BrokerUrl]:
+        """The brokers some worker of this instance is not connected to (for /readyz to say)."""
+        return [b for b in self.brokers if not all(s.state.connected.is_set() for s in self._on(b))]
+
+    def _on(self, broker: BrokerUrl) -> list[_Slot]:
+        return [s for s in self._slots if s.config.broker == broker]
 
     def store_problem(self) -> str | None:
         """Why a worker cannot commit ("cannot commit: database or disk is full since ..."), or None."""
@@ -179,6 +197,7 @@ class IngestPool:
         return None
 
     def wait_ready(self, timeout: float) -> bool:
+        """Every worker on every broker connected (start-up, tests)."""
         return all(s.state.connected.wait(timeout) for s in self._slots)
 
     def start(self) -> None:

@@ -68,6 +68,9 @@ class ServeConfig:
     # This instance's name among several on one PostgreSQL (metrics, ingest's broker client ids); None: one hub.
     instance: str | None = None
     broker: BrokerUrl | None = None
+    # More external brokers beside `broker` (Mosquitto does not cluster): ingest subscribes on every one, and
+    # kiosks given the same list fail over between them; a resend through another broker is a duplicate.
+    more_brokers: tuple[BrokerUrl, ...] = ()
     broker_port: int = DEFAULT_BROKER_PORT
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -130,7 +133,8 @@ class HubService:
             self.broker_url = config.broker
         self.ingest = IngestPool(
             self.database,
-            IngestConfig(
+            brokers=(self.broker_url, *config.more_brokers),
+            base=IngestConfig(
                 broker=self.broker_url,
                 # Each instance's workers need client ids of their own (a broker drops a session whose id another
                 # connection takes); one hub keeps the ids it always had, and with them its persistent sessions.
@@ -140,7 +144,7 @@ class HubService:
                 password=password,
                 fleet_data=config.data_dir,
             ),
-            config.workers,
+            count=config.workers,
         )
         settings = WebSettings(consults=ConsultSettings(ice=config.ice))
         # The background passes' failures: each logged once when it starts and once when it ends.

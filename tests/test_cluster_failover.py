@@ -1,8 +1,8 @@
 """Two `hub serve` instances on one PostgreSQL: either can die (SIGKILL, mid-stream) without losing a reading
 or a session, and the cluster's jobs go on on the other.
 
-Real parts only: Debian's PostgreSQL in a temp folder, one Mosquitto, two `hub serve` processes with their
-own ingest workers on the broker's shared subscription, kiosk agents streaming. A provider logged in through
+Real parts only: Debian's PostgreSQL in a temp folder, two Mosquittos, two `hub serve` processes with their
+own ingest workers on each of two brokers' shared subscriptions, kiosk agents streaming. A provider logged in through
 one instance keeps working through the other (sessions live in the database).
 """
 
@@ -95,12 +95,16 @@ def stored(db: PostgresLocation) -> int:
     return sum(hub_count(db, k) for k in KIOSKS)
 
 
-def test_either_instance_can_die_mid_stream_without_losing_a_reading_or_a_session(
+def test_either_instance_and_either_broker_can_die_mid_stream_without_losing_a_reading_or_a_session(
     tmp_path: Path, postgres_server: PostgresServer, mosquitto: MosquittoProcess
 ) -> None:
     db = PostgresLocation(postgres_server.fresh_database())
     prepare(db)
-    common = ("--database", db.url, "--broker", mosquitto.url)
+    second = MosquittoProcess(tmp_path / "broker-2")
+    second.start()
+    brokers = [BrokerUrl.parse(mosquitto.url), BrokerUrl.parse(second.url)]
+    # Every instance's ingest on every broker; the kiosks know both brokers, in the same order.
+    common = ("--database", db.url, "--broker", f"{mosquitto.url},{second.url}")
     hubs = [
         HubProcess(tmp_path / name, tmp_path / f"{name}.log", args=(*common, "--instance", name)) for name in ("a", "b")
     ]
@@ -112,10 +116,9 @@ def test_either_instance_can_die_mid_stream_without_losing_a_reading_or_a_sessio
         cookie = log_in(hubs[0].port)
         assert "Cleo Cluster" in patients_page(hubs[1].port, cookie).text  # logged in on a, served by b
 
-        url = BrokerUrl.parse(mosquitto.url)
         with (
-            kiosk_agent(tmp_path / KIOSKS[0], KIOSKS[0], url, **AGENT) as east,
-            kiosk_agent(tmp_path / KIOSKS[1], KIOSKS[1], url, **AGENT) as west,
+            kiosk_agent(tmp_path / KIOSKS[0], KIOSKS[0], brokers, **AGENT) as east,  # type: ignore[arg-type]
+            kiosk_agent(tmp_path / KIOSKS[1], KIOSKS[1], brokers, **AGENT) as west,  # type: ignore[arg-type]
         ):
             stop = threading.Event()
             streams = [Stream(east, 1, stop), Stream(west, 2, stop)]
@@ -133,6 +136,14 @@ def test_either_instance_can_die_mid_stream_without_losing_a_reading_or_a_sessio
                 assert page.status_code == 200 and "Cleo Cluster" in page.text
                 victim.start()
                 victim.wait_ready()
+            # The broker the kiosks use first dies (SIGKILL): they go on through the second, which both instances'
+            # ingest also reads; then it comes back.
+            before = stored(db)
+            wait_until(lambda: stored(db) >= before + 20, 60, "readings stored before the broker dies")
+            mosquitto.kill()
+            during = stored(db)
+            wait_until(lambda: stored(db) >= during + 40, 90, "readings through the second broker")
+            mosquitto.start()
             stop.set()
             for s in streams:
                 s.join(30)
@@ -160,6 +171,7 @@ def test_either_instance_can_die_mid_stream_without_losing_a_reading_or_a_sessio
     finally:
         for hub in hubs:
             hub.stop(signal.SIGTERM)
+        second.stop()
 
 
 def test_a_hub_whose_database_server_goes_away_says_why_and_comes_back_by_itself() -> None:
