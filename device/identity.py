@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 FOLDER = "identity"
-URL_MAX = 512  # as the bundle's `broker`
-BROKERS_MAX = 16  # a kiosk tries them all in each round: a longer list is a mistake, not a fleet
 SECRETS = ("kiosk.key", "mqtt-password", "hub-credential")  # also their credential names in kiosk-agent.service
 
 
@@ -122,12 +120,10 @@ def check_certificate(
         )
 
 
-def check_bundle(
-    bundle: ProvisioningBundle, now: dt.datetime, brokers: list[str] | None = None
-) -> tuple[BrokerUrl, ...]:
+def check_bundle(bundle: ProvisioningBundle, now: dt.datetime) -> tuple[BrokerUrl, ...]:
     """Refuse a bundle whose parts do not belong together (or to this kiosk), before anything is written.
 
-    `brokers`: the bundle's list, when it has one (`split_brokers`). Returns the brokers to try, in order."""
+    Returns the brokers to try, in order."""
     # Imported here: cryptography costs the running agent ~11 MB of memory, and only provisioning needs it.
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
@@ -139,7 +135,7 @@ def check_bundle(
     except ValueError as exc:
         raise IdentityError(f"the bundle's certificates or key cannot be read: {exc}") from None
     check_certificate(ca, cert, key.public_key(), bundle.kiosk_id, now)
-    return bundle_brokers(bundle.broker, brokers)
+    return bundle_brokers(bundle.broker, bundle.brokers)
 
 
 def bundle_brokers(broker: str, brokers: list[str] | None) -> tuple[BrokerUrl, ...]:
@@ -162,32 +158,6 @@ def bundle_brokers(broker: str, brokers: list[str] | None) -> tuple[BrokerUrl, .
     return found
 
 
-def split_brokers(raw: bytes) -> tuple[bytes, list[str] | None]:
-    """Take a `brokers` list out of a bundle, for `parse_bundle`, which knows only `broker` (and refuses other
-    keys): the bundle without it (its `broker` filled in from the list when missing), and the list.
-
-    Only the list's shape is checked here; its URLs are checked with the rest of the bundle (`bundle_brokers`).
-    Anything that is not a JSON object with such a list is left for `parse_bundle` to refuse in its own words.
-    """
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return raw, None
-    if not isinstance(data, dict) or "brokers" not in data:
-        return raw, None
-    brokers = data.pop("brokers")
-    if not isinstance(brokers, list) or not all(isinstance(b, str) for b in brokers):
-        raise IdentityError("not a provisioning bundle: brokers: must be a list of mqtts://host:port strings")
-    if not brokers:
-        raise IdentityError("not a provisioning bundle: brokers: the list is empty; name at least one broker")
-    if len(brokers) > BROKERS_MAX:
-        raise IdentityError(f"not a provisioning bundle: brokers: {len(brokers)} brokers, at most {BROKERS_MAX}")
-    if any(len(b) > URL_MAX for b in brokers):
-        raise IdentityError(f"not a provisioning bundle: brokers: a URL is longer than {URL_MAX} characters")
-    data.setdefault("broker", brokers[0])
-    return json.dumps(data).encode(), brokers
-
-
 def import_bundle(
     raw: bytes, data_dir: Path, *, now: dt.datetime | None = None, secrets_dir: Path | None = None
 ) -> KioskIdentity:
@@ -195,12 +165,11 @@ def import_bundle(
 
     `secrets_dir`: keep the secrets there instead, for systemd to pass to the service as credentials.
     """
-    raw, listed = split_brokers(raw)
     try:
         bundle = parse_bundle(raw)
     except EnvelopeError as exc:
         raise IdentityError(str(exc)) from None
-    brokers = check_bundle(bundle, now or dt.datetime.now(dt.UTC), listed)
+    brokers = check_bundle(bundle, now or dt.datetime.now(dt.UTC))
     folder = data_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)

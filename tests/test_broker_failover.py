@@ -152,15 +152,16 @@ def _bundle(tmp_path: Path) -> dict[str, Any]:
 
 def test_a_bundle_with_a_broker_list_imports_every_broker_in_order(tmp_path: Path) -> None:
     good = _bundle(tmp_path)
-    listed = {k: v for k, v in good.items() if k != "broker"} | {"brokers": [BROKER_B, BROKER_A]}
+    # The published contract: `brokers` in order, `broker` its first (what a kiosk from before lists reads).
+    listed = good | {"broker": BROKER_B, "brokers": [BROKER_B, BROKER_A]}
     identity = import_bundle(json.dumps(listed).encode(), tmp_path / "kiosk")
     assert [str(b) for b in identity.brokers] == [BROKER_B, BROKER_A]
     assert str(identity.broker) == BROKER_B  # what needs only one (a renewal's connection) takes the first
     public = json.loads((identity.folder / "identity.json").read_text())
     assert (public["broker"], public["brokers"]) == (BROKER_B, [BROKER_B, BROKER_A])
-    # `broker` beside the list, as its first, is the same bundle; an old bundle keeps working too.
-    both = import_bundle(json.dumps({**listed, "broker": BROKER_B}).encode(), tmp_path / "kiosk-2")
-    assert both.brokers == identity.brokers
+    # A list without `broker` is not a bundle an older kiosk could read: refused; an old bundle keeps working.
+    with pytest.raises(IdentityError, match="broker: Field required"):
+        import_bundle(json.dumps({k: v for k, v in listed.items() if k != "broker"}).encode(), tmp_path / "kiosk-2")
     single = import_bundle(json.dumps(good).encode(), tmp_path / "kiosk-3")
     assert [str(b) for b in single.brokers] == [BROKER_A]
     reloaded = load_identity(tmp_path / "kiosk")
@@ -170,8 +171,8 @@ def test_a_bundle_with_a_broker_list_imports_every_broker_in_order(tmp_path: Pat
 @pytest.mark.parametrize(
     ("brokers", "broker", "message"),
     [
-        ([], None, "brokers: the list is empty"),
-        ("mqtts://hub-a.example:8883", None, "brokers: must be a list"),
+        ([], None, "brokers: List should have at least 1 item"),
+        ("mqtts://hub-a.example:8883", None, "brokers: Input should be a valid array"),
         ([BROKER_A, "mqtt://hub-b.example:1883"], None, "'mqtt://hub-b.example:1883' is not mqtts://"),
         ([BROKER_A, "mqtts://hub-a.example"], None, "broker mqtts://hub-a.example:8883 is listed twice"),
         ([BROKER_A, BROKER_B], BROKER_B, "is not the first of its brokers"),
@@ -181,9 +182,7 @@ def test_a_bundle_with_a_broker_list_imports_every_broker_in_order(tmp_path: Pat
 def test_a_bundle_with_a_bad_broker_list_is_refused_and_nothing_is_kept(
     tmp_path: Path, brokers: object, broker: str | None, message: str
 ) -> None:
-    bundle = {k: v for k, v in _bundle(tmp_path).items() if k != "broker"} | {"brokers": brokers}
-    if broker is not None:
-        bundle["broker"] = broker
+    bundle = _bundle(tmp_path) | {"brokers": brokers, "broker": broker or BROKER_A}
     with pytest.raises(IdentityError, match=message):
         import_bundle(json.dumps(bundle).encode(), tmp_path / "kiosk")
     assert load_identity(tmp_path / "kiosk") is None

@@ -154,3 +154,22 @@ def test_the_ca_key_is_owner_only_and_reused(tmp_path: Path) -> None:
     time.sleep(0.01)
     _add(tmp_path, "kiosk-2")
     assert ca_key.read_bytes() == first
+
+
+def test_a_kiosk_given_several_brokers_gets_them_all_in_order_and_an_older_reader_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--broker-url` repeated: the bundle lists every broker (the published schema's `brokers`), `broker` is the
+    first, and the kiosk keeps them in that order; a broker given twice is refused before anything is issued."""
+    out = tmp_path / "b.json"
+    first, second = "mqtts://hub-a.example:8883", "mqtts://hub-b.example:8883"
+    argv = ["kiosks", "add", "kiosk-2", "--data", str(tmp_path / "hub"), "--broker-url", first, "--broker-url", second]
+    assert hub_main([*argv, "--out", str(out)]) == 0
+    bundle = json.loads(out.read_bytes())
+    assert bundle["broker"] == first and bundle["brokers"] == [first, second]
+    identity = import_bundle(out.read_bytes(), tmp_path / "kiosk")
+    assert [str(b) for b in identity.brokers] == [first, second]
+    twice = ["kiosks", "add", "kiosk-3", "--data", str(tmp_path / "hub"), "--broker-url", first, "--broker-url", first]
+    assert hub_main([*twice, "--out", str(tmp_path / "c.json")]) == 2
+    assert "listed twice" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()

@@ -7,7 +7,7 @@ it, then delete it. The hub keeps no copy of any of them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,6 +24,11 @@ class ProvisioningBundle(BaseModel):
     kiosk_id: KioskId
     clinic_id: str | None = Field(default=None, max_length=64)
     broker: str = Field(description="mqtts://host:port of the hub's broker", pattern=r"^mqtts?://", max_length=512)
+    # Several brokers, in the order to try them (Mosquitto does not cluster: kiosks fail over between them);
+    # `broker` is then the list's first, which is what an older kiosk, knowing only `broker`, reads.
+    brokers: list[Annotated[str, Field(pattern=r"^mqtts?://", max_length=512)]] | None = Field(
+        default=None, min_length=1, max_length=16, description="every broker, in order; broker is the first"
+    )
     hub_url: str | None = Field(default=None, pattern=r"^https?://", max_length=512)
     ca_pem: str = Field(max_length=PEM_MAX, pattern=r"^-----BEGIN CERTIFICATE-----")
     cert_pem: str = Field(max_length=PEM_MAX, pattern=r"^-----BEGIN CERTIFICATE-----")

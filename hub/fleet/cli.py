@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from device.protocol.endpoints import BrokerUrl
+from device.protocol.endpoints import parse_brokers
 from device.protocol.remote_config import KioskSettings
 from hub import attribution, audit
 from hub.accounts import users
@@ -32,7 +32,12 @@ def add_parsers(kiosks: argparse._SubParsersAction[argparse.ArgumentParser], dat
     )
     data(p)
     p.add_argument("kiosk_id")
-    p.add_argument("--broker-url", required=True, help="mqtts://host:8883 as the kiosk will reach the broker")
+    p.add_argument(
+        "--broker-url",
+        required=True,
+        action="append",
+        help="mqtts://host:8883 as the kiosk will reach the broker; repeat it for several, in the order to try them",
+    )
     p.add_argument("--hub-url", default=None, help="https://host as the kiosk will reach the hub (live consults)")
     p.add_argument("--clinic", default=None, help="the clinic the kiosk belongs to")
     p.add_argument("--out", type=Path, required=True, help="bundle file to write (owner-only; holds secrets)")
@@ -91,14 +96,17 @@ def run(args: argparse.Namespace) -> str:
                     if users.clinic_name(conn, args.clinic) is None:
                         raise ValueError(f"no clinic {args.clinic!r}")
                     attribution.assign_kiosk(conn, args.kiosk_id, args.clinic, now)
-                broker = BrokerUrl.parse(args.broker_url)
-                if not broker.tls:
+                if any(not url.startswith("mqtts://") for url in args.broker_url):
                     raise ValueError("--broker-url must be mqtts://: kiosks reach the broker over TLS only")
+                try:
+                    brokers = parse_brokers(args.broker_url, tls_only=True)
+                except ValueError as exc:
+                    raise ValueError(f"--broker-url: {exc}") from None
                 bundle = add_kiosk(
                     conn,
                     paths,
                     args.kiosk_id,
-                    broker_url=str(broker),
+                    broker_url=[str(b) for b in brokers],
                     hub_url=args.hub_url,
                     clinic_id=args.clinic,
                     now=now,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +75,16 @@ def add_kiosk(
     paths: FleetPaths,
     kiosk_id: str,
     *,
-    broker_url: str,
+    broker_url: str | Sequence[str],
     hub_url: str | None,
     clinic_id: str | None,
     now: float,
 ) -> ProvisioningBundle:
-    """A new identity for the kiosk (replacing and revoking any earlier one); the bundle is its only copy."""
+    """A new identity for the kiosk (replacing and revoking any earlier one); the bundle is its only copy.
+
+    `broker_url`: the broker the kiosk reaches, or several in the order to try them (the bundle then lists them
+    all, its `broker` the first, which is what a kiosk from before lists reads)."""
+    urls = [broker_url] if isinstance(broker_url, str) else list(broker_url)
     if not Topics.is_valid_kiosk_id(kiosk_id):
         raise IdentityError(f"{kiosk_id!r} is not a usable kiosk id (letters, digits, '_', '.', '-'; 1 to 64)")
     if kiosk_id.startswith(HUB_USER_PREFIX):
@@ -101,7 +106,8 @@ def add_kiosk(
         format=BUNDLE_FORMAT,
         kiosk_id=kiosk_id,
         clinic_id=clinic_id,
-        broker=broker_url,
+        broker=urls[0],
+        brokers=urls if len(urls) > 1 else None,
         hub_url=hub_url,
         ca_pem=ca.cert_pem.decode(),
         cert_pem=issued.cert_pem.decode(),
