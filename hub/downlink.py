@@ -19,6 +19,24 @@ from device.protocol.downlink import CaseAnswerBody, CaseAnswerMessage, KioskSet
 from device.protocol.ids import new_message_id
 from hub.db import Connection
 
+
+@dataclass(frozen=True)
+class Route:
+    """A sender on one of several brokers: it sends to the kiosks last online through its broker, and the first
+    broker's sender also to kiosks not yet seen on any."""
+
+    broker: str
+    first: bool
+
+
+def broker_filter(route: Route | None, kiosk_broker: str = "k.broker") -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (to AND onto a WHERE) and its parameter that keep `route`'s kiosks; nothing for one broker."""
+    if route is None:
+        return "", ()
+    unseen = f" OR {kiosk_broker} IS NULL" if route.first else ""
+    return f" AND ({kiosk_broker} = ?{unseen})", (route.broker,)
+
+
 FIRST_RESEND_S = 30.0
 MAX_RESEND_S = 600.0
 
@@ -58,11 +76,14 @@ def resend_after(attempts: int) -> float:
     return float(min(FIRST_RESEND_S * 2 ** max(0, attempts - 1), MAX_RESEND_S))
 
 
-def due(conn: Connection, now: float, limit: int = 200) -> list[Pending]:
+def due(conn: Connection, now: float, limit: int = 200, *, route: Route | None = None) -> list[Pending]:
+    """What is due to be sent (again); with several brokers (`route`), only to kiosks on this sender's broker."""
+    where, params = broker_filter(route)
     rows = conn.execute(
-        "SELECT id, kiosk, body, attempts, last_sent_at FROM downlink INDEXED BY downlink_pending "
-        "WHERE delivered_at IS NULL AND superseded_by IS NULL ORDER BY created_at LIMIT ?",
-        (limit * 5,),
+        "SELECT d.id, d.kiosk, d.body, d.attempts, d.last_sent_at FROM downlink d INDEXED BY downlink_pending "
+        f"LEFT JOIN kiosks k ON k.id = d.kiosk WHERE d.delivered_at IS NULL AND d.superseded_by IS NULL{where} "
+        "ORDER BY d.created_at LIMIT ?",
+        (*params, limit * 5),
     ).fetchall()
     out = [Pending(r[0], r[1], r[2].encode()) for r in rows if r[4] is None or now - r[4] >= resend_after(r[3])]
     return out[:limit]

@@ -193,6 +193,9 @@ class IngestConfig:
     commit_retry: Backoff = field(default_factory=lambda: Backoff(initial_s=0.2, maximum_s=5.0))
     # Send the hub's kept messages (case answers) to kiosks; one worker of several is enough.
     send_downlink: bool = True
+    # One of several brokers: presence records which broker each kiosk is on, and this worker sends kept messages
+    # and retained configurations only to the kiosks on its own (hub.downlink.Route). None: the hub has one broker.
+    route: downlink.Route | None = None
     downlink_check_s: float = 1.0
     # The hub's data folder, whose CA signs kiosks' certificate renewals; None: renewals are refused.
     fleet_data: Path | None = None
@@ -501,11 +504,11 @@ class IngestWorker:
         now = time.time()
         try:
             with immediate(self.store.conn) as conn:
-                pending = downlink.due(conn, now)
+                pending = downlink.due(conn, now, route=self.config.route)
                 for item in pending:
                     self._client.publish(Topics.message(item.kiosk), item.body, qos=1)
                 downlink.mark_sent(conn, [p.id for p in pending], now)
-                configs = remote_config.unpublished(conn)
+                configs = remote_config.unpublished(conn, self.config.route)
                 for config in configs:  # retained: a kiosk offline now gets it when it subscribes
                     self._client.publish(Topics.config(config.kiosk), config.body, qos=1, retain=True)
                 remote_config.mark_published(conn, configs)
@@ -577,7 +580,8 @@ class IngestWorker:
             log.warning("unreadable presence message ignored (%d bytes)", len(payload))
             return
         try:
-            self.store.set_presence(kiosk, online, now)
+            route = self.config.route
+            self.store.set_presence(kiosk, online, now, broker=None if route is None else route.broker)
             if online and self.config.send_downlink:
                 with immediate(self.store.conn) as conn:
                     downlink.kiosk_online(conn, kiosk)

@@ -29,6 +29,7 @@ from pathlib import Path
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.retry import Backoff
 from hub.db import Location
+from hub.downlink import Route
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ class IngestPool:
                 replace(
                     base,
                     broker=broker,
+                    route=Route(str(broker), first=b == 0) if len(self.brokers) > 1 else None,
                     client_id=f"{base.client_id}:{n + 1}" + (f"-b{b + 1}" if b else ""),
                     send_downlink=base.send_downlink and n == 0,
                 ),

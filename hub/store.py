@@ -623,8 +623,12 @@ class HubStore(StoreReader):
                 ),
             )
 
-    def set_presence(self, kiosk: str, online: bool, at: float) -> None:
-        """A revoked kiosk is never online: a retained "online" from before its revocation must not revive it."""
+    def set_presence(self, kiosk: str, online: bool, at: float, broker: str | None = None) -> None:
+        """A revoked kiosk is never online: a retained "online" from before its revocation must not revive it.
+
+        `broker`: which of several brokers said so (None: the hub has one). Online, the kiosk is on that broker
+        now; offline from another broker than the kiosk's is that broker's late news (a last will published
+        once its keepalive ran out, after the kiosk had failed over) and changes nothing."""
         with self._transaction() as conn:
             if (
                 online
@@ -633,11 +637,16 @@ class HubStore(StoreReader):
                 ).fetchone()
             ):
                 online = False
+            if broker is not None and not online:
+                row = conn.execute("SELECT broker FROM kiosks WHERE id = ?", (kiosk,)).fetchone()
+                if row is not None and row[0] is not None and row[0] != broker:
+                    return
             conn.execute(
-                "INSERT INTO kiosks (id, first_seen, last_seen, online, presence_at) VALUES (?,?,?,?,?) "
+                "INSERT INTO kiosks (id, first_seen, last_seen, online, presence_at, broker) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT (id) DO UPDATE SET online = excluded.online, presence_at = excluded.presence_at, "
-                "last_seen = CASE WHEN excluded.online = 1 THEN excluded.last_seen ELSE kiosks.last_seen END",
-                (kiosk, at, at, int(online), at),
+                "last_seen = CASE WHEN excluded.online = 1 THEN excluded.last_seen ELSE kiosks.last_seen END, "
+                "broker = CASE WHEN excluded.online = 1 THEN excluded.broker ELSE kiosks.broker END",
+                (kiosk, at, at, int(online), at, broker if online else None),
             )
 
     def raw_messages(self, kiosk: str) -> Iterable[tuple[int, str]]:

@@ -15,10 +15,12 @@ import json
 import logging
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from device.agent import AgentConfig
@@ -26,9 +28,14 @@ from device.cli import main as kiosk_main
 from device.forwarder import BROKER_REFUSED, BROKER_UNREACHABLE, Forwarder, ForwarderConfig
 from device.identity import IdentityError, import_bundle, load_identity
 from device.outbox import Outbox
+from device.protocol.downlink import CaseAnswerBody
 from device.protocol.endpoints import BrokerUrl, broker_list, parse_brokers
+from device.protocol.topics import Topics
+from hub import downlink
 from hub.broker import MosquittoProcess, free_port
 from hub.cli import main as hub_main
+from hub.db import DatabaseError, connect, immediate
+from hub.downlink import Route
 from tests.harness import Producer, assert_delivered_exactly_once, hub_count, ingest_thread, kiosk_agent, wait_until
 
 FAST = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0, "connect_timeout_s": 3.0}
@@ -311,3 +318,62 @@ def test_identity_json_written_by_a_single_broker_kiosk_still_loads(tmp_path: Pa
     path.write_text(json.dumps(public))
     loaded = load_identity(tmp_path / "kiosk")
     assert loaded is not None and [str(b) for b in loaded.brokers] == [BROKER_A]
+
+
+# -- what the hub sends, with several brokers ----------------------------------------------------------------
+
+
+def _kiosk_row(db: Path, kiosk: str) -> tuple[object, ...] | None:
+    conn = connect(db, read_only=True)
+    try:
+        row = conn.execute("SELECT online, broker FROM kiosks WHERE id = ?", (kiosk,)).fetchone()
+        return None if row is None else tuple(row)
+    except DatabaseError:
+        return None
+    finally:
+        conn.close()
+
+
+def _answer(db: Path, kiosk: str, text: str) -> str:
+    conn = connect(db)
+    try:
+        with immediate(conn) as w:
+            body = CaseAnswerBody(case=str(uuid.uuid4()), subject="P1", message=text, plan="", request="none")
+            return downlink.enqueue_case_answer(w, kiosk, body, 0.0)
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_kept_messages_go_out_on_the_broker_the_kiosk_is_on_and_another_brokers_will_does_not_take_it_offline(
+    tmp_path: Path,
+) -> None:
+    """Both brokers up, the kiosk on the second: the hub's answers reach it there (the second broker's ingest
+    sends them, as the kiosk's presence came through it), and a stale "offline" published on the first broker
+    (its last will, fired after the kiosk had moved on) leaves the kiosk online."""
+    db = tmp_path / "hub.db"
+    with _broker(tmp_path / "broker-1") as one, _broker(tmp_path / "broker-2") as two:
+        url_1, url_2 = BrokerUrl.parse(one.url), BrokerUrl.parse(two.url)
+        with (
+            ingest_thread(db, url_1, client_id="hub-ingest:1", downlink_check_s=0.1,
+                          route=Route(str(url_1), first=True)),
+            ingest_thread(db, url_2, client_id="hub-ingest:2", downlink_check_s=0.1,
+                          route=Route(str(url_2), first=False)),
+            kiosk_agent(tmp_path / "k", KIOSK, [url_2, url_1], **FAST) as agent,
+        ):  # fmt: skip
+            wait_until(lambda: _kiosk_row(db, KIOSK) == (1, str(url_2)), 30, "the kiosk online through broker 2")
+            sent = [_answer(db, KIOSK, f"answer {n}") for n in range(5)]
+            wait_until(lambda: len(agent.inbox.messages()) == 5, 30, "every answer at the kiosk")
+            assert sorted(m.id for m in agent.inbox.messages()) == sorted(sent)
+            stale = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="stale-will", protocol=mqtt.MQTTv5)
+            stale.connect(url_1.host, url_1.port)
+            stale.loop_start()
+            offline = json.dumps({"online": False})
+            stale.publish(Topics.presence(KIOSK), offline, qos=1, retain=True).wait_for_publish(10)
+            # A marker after it, from the same client: ingest handles one connection's messages in order, so once
+            # the marker is stored, the stale will has been handled too.
+            stale.publish(Topics.presence("marker"), json.dumps({"online": True}), qos=1).wait_for_publish(10)
+            stale.loop_stop()
+            stale.disconnect()
+            wait_until(lambda: _kiosk_row(db, "marker") is not None, 30, "the marker after the stale will")
+            assert _kiosk_row(db, KIOSK) == (1, str(url_2))

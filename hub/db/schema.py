@@ -631,4 +631,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     CREATE INDEX consult_relay_instance ON consult_relay (instance, id);
     """,
     ),
+    # With several brokers, the broker each kiosk last said it is online through: what the hub sends a kiosk (kept
+    # messages, its retained configuration) goes out on that broker, and an "offline" from another broker (a
+    # last will published after the kiosk had moved on) does not turn it offline.
+    Migration(
+        "kiosk_broker",
+        """
+    ALTER TABLE kiosks ADD COLUMN broker TEXT;
+    """,
+    ),
 )

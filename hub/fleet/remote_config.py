@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from device.protocol.remote_config import KioskSettings, RemoteConfig
 from device.protocol.topics import Topics
 from hub.db import Connection
+from hub.downlink import Route, broker_filter
 
 
 class ConfigChangeError(ValueError):
@@ -81,10 +82,16 @@ class Unpublished:
     body: str
 
 
-def unpublished(conn: Connection) -> list[Unpublished]:
+def unpublished(conn: Connection, route: Route | None = None) -> list[Unpublished]:
+    """Configurations not yet published (retained); with several brokers, those of kiosks on `route`'s broker."""
+    where, params = broker_filter(route)
     return [
         Unpublished(k, int(v), str(b))
-        for k, v, b in conn.execute("SELECT kiosk, version, body FROM kiosk_configs WHERE published_version < version")
+        for k, v, b in conn.execute(
+            "SELECT c.kiosk, c.version, c.body FROM kiosk_configs c LEFT JOIN kiosks k ON k.id = c.kiosk "
+            f"WHERE c.published_version < c.version{where}",
+            params,
+        )
     ]
 
 
