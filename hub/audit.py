@@ -98,3 +98,33 @@ def actions(conn: Connection, clinic_id: str) -> list[str]:
     return [
         r[0] for r in conn.execute("SELECT DISTINCT action FROM audit WHERE clinic_id = ? ORDER BY 1", (clinic_id,))
     ]
+
+
+def last_consults_view_detail(
+    conn: Connection, clinic_id: str, user_id: int, target: str, since: float
+) -> dict[str, Any] | None:
+    """What this person's latest waiting-room view with `target` (their session) after `since` showed: its
+    detail (`{}` for none), or None when there is no such entry. A self-refresh that would show the same
+    adds no entry of its own (hub/web/routes/consults.py)."""
+    last = conn.execute(
+        "SELECT detail FROM audit WHERE clinic_id = ? AND at > ? AND actor_user = ? "
+        "AND action = 'view_consults' AND target = ? ORDER BY id DESC LIMIT 1",
+        (clinic_id, since, user_id, target),
+    ).fetchone()
+    if last is None:
+        return None
+    shown: dict[str, Any] = json.loads(last[0] or "{}")
+    return shown
+
+
+def viewed_trends_since(conn: Connection, user_id: int, patient_id: str, target: str, since: float) -> bool:
+    """Whether this person viewed the patient's trends from `target` (their session) after `since`: the charts
+    refresh every few seconds, and one entry per session and patient per refresh window is the trail."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM audit WHERE actor_user = ? AND action = 'view_trends' AND patient_id = ? AND at > ? "
+            "AND target = ? LIMIT 1",
+            (user_id, patient_id, since, target),
+        ).fetchone()
+        is not None
+    )

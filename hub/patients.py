@@ -1,4 +1,5 @@
-"""Patients of a clinic. Every query takes the clinic: a patient of another clinic is simply not found.
+"""Patients of a clinic. Every query takes the clinic: a patient of another clinic is simply not found
+(`name_and_code` alone takes an id the caller already read from a record of the clinic).
 
 A new patient is in the roster of the clinic's kiosks at once: `create` refreshes their setup
 (`hub.kiosk_setup`) in the caller's transaction.
@@ -71,6 +72,21 @@ def get(conn: Connection, clinic_id: str, patient_id: str) -> Patient | None:
         f"SELECT {_COLUMNS} FROM patients WHERE id = ? AND clinic_id = ?", (patient_id, clinic_id)
     ).fetchone()
     return None if row is None else _patient(row)
+
+
+def name_and_code(conn: Connection, patient_id: str) -> tuple[str, str] | None:
+    """A patient's (name, check-in code), for a page that shows whose record it is.
+
+    By id alone: callers pass a patient id they took from a record of the principal's clinic (a case, a consult),
+    which attribution only ever sets to a patient of that same clinic.
+    """
+    row = conn.execute("SELECT name, code FROM patients WHERE id = ?", (patient_id,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def names(conn: Connection, clinic_id: str) -> dict[str, str]:
+    """Every patient of the clinic's name, by patient id."""
+    return dict(conn.execute("SELECT id, name FROM patients WHERE clinic_id = ?", (clinic_id,)).fetchall())
 
 
 def search(conn: Connection, clinic_id: str, q: str = "", *, offset: int = 0, limit: int = 50) -> list[Patient]:

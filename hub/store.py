@@ -180,6 +180,18 @@ class StoreReader:
         rows = self._dicts("SELECT * FROM attachments WHERE id = ?", [attachment_id])
         return rows[0] if rows else None
 
+    def complete_attachment_bytes(self, attachment_id: str, kiosk: str) -> tuple[bytes, str] | None:
+        """A kiosk's file, assembled and matching its checksum: (its bytes, its media type); else None.
+
+        Keyed by the kiosk too: an attachment id is the kiosk's to choose, so another kiosk's file of the
+        same id is never served as this one's.
+        """
+        row = self.conn.execute(
+            "SELECT data, media_type FROM attachments WHERE id = ? AND kiosk = ? AND status = 'complete'",
+            (attachment_id, kiosk),
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), row[1])
+
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._dicts(
             "SELECT id, topic, kiosk_hint, message_id, reason, size, raw_truncated, first_seen, last_seen, count, "

@@ -108,6 +108,17 @@ def end_all(conn: Connection, user_id: int, now: float, reason: str) -> int:
     return cur.rowcount
 
 
+def end_others_after_password_change(conn: Connection, user_id: int, current_session_id: str, now: float) -> int:
+    """End every live session of the person but the one that changed the password: whoever knew the old
+    password is logged out. How many were ended."""
+    cur = conn.execute(
+        "UPDATE sessions SET ended_at = ?, end_reason = 'password changed' "
+        "WHERE user_id = ? AND ended_at IS NULL AND id != ?",
+        (now, user_id, current_session_id),
+    )
+    return cur.rowcount
+
+
 def live_count(conn: Connection, user_id: int, now: float, policy: SessionPolicy) -> int:
     (count,) = conn.execute(
         "SELECT count(*) FROM sessions WHERE user_id = ? AND ended_at IS NULL AND last_seen > ? AND created_at > ?",

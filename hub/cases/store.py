@@ -91,6 +91,29 @@ def open_cases(conn: Connection, clinic_id: str) -> list[dict[str, Any]]:
     return [{**_row(r[: len(CASE_COLUMNS)], hours), "patient_name": r[-2], "patient_code": r[-1]} for r in rows]
 
 
+def readings(conn: Connection, case: dict[str, Any]) -> list[dict[str, Any]]:
+    """The vitals the patient sent with a case, as attributed to the case's patient and clinic, by time then code.
+
+    Only readings attributed to this patient are shown: a reading the kiosk took for someone else (or not yet
+    matched) never appears on their case. Each: code, value, unit, effective and the device (parsed).
+    """
+    if not case["vitals"] or case["patient_id"] is None:
+        return []
+    marks = ",".join("?" * len(case["vitals"]))
+    rows = conn.execute(
+        f"SELECT code, value, unit, effective, device FROM observations WHERE message_id IN ({marks}) "
+        "AND patient_id = ? AND clinic_id = ? AND attribution = 'attributed' ORDER BY effective, code",
+        [*case["vitals"], case["patient_id"], case["clinic_id"]],
+    )
+    return [{"code": c, "value": v, "unit": u, "effective": e, "device": json.loads(d)} for c, v, u, e, d in rows]
+
+
+def attachment_status(conn: Connection, attachment_id: str, kiosk: str) -> str | None:
+    """A case's photo's status (receiving, complete, corrupt), or None if no chunk of it has arrived yet."""
+    row = conn.execute("SELECT status FROM attachments WHERE id = ? AND kiosk = ?", (attachment_id, kiosk)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def _state(conn: Connection, clinic_id: str, case_id: str) -> tuple[str, str | None]:
     row = conn.execute("SELECT state, patient_id FROM cases WHERE id = ? AND clinic_id = ?", (case_id, clinic_id))
     found = row.fetchone()

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from device.protocol.envelope import utc_iso
 from hub import audit
 from hub.api.auth import TokenPrincipal, require_scope
 from hub.cases import questionnaire
 from hub.cases import store as case_store
 from hub.db import Connection
-from hub.fhir import capability, search
+from hub.fhir import capability, search, store
 from hub.fhir import resources as fr
 from hub.fhir.errors import FHIR_JSON, FhirError, outcome
 from hub.web.security import refuse_nul
@@ -105,74 +103,6 @@ def metadata(request: Request) -> Response:
     return _fhir(capability.statement(_base(request)))
 
 
-# -- Observation rows ----------------------------------------------------------------------------
-
-_OBS_COLUMNS = [
-    "message_id", "idx", "kiosk", "code", "value", "unit", "effective", "clock_offset_ms", "device",
-    "device_clock_offset_s", "method", "patient_id", "measured_ms",
-]  # fmt: skip
-_BP = ", ".join(f"'{c}'" for c in fr.BP_PARTS)
-# One group per resource, as fr.group_blood_pressure forms them: a panel is the pressures of one message,
-# device and time; any other reading is its own. Three keys rather than one concatenated: a CASE must give
-# one type on PostgreSQL (text for a panel, an integer index otherwise would not), and both engines group
-# NULLs together, so a panel's rows share (device, time, NULL) and any other reading has its own index.
-_IS_BP = f"code IN ({_BP})"
-_GROUP_BY = (
-    f"message_id, CASE WHEN {_IS_BP} THEN device_id END, CASE WHEN {_IS_BP} THEN effective END, "
-    f"CASE WHEN {_IS_BP} THEN NULL ELSE idx END"
-)
-_ATTRIBUTED = "clinic_id = ? AND attribution = 'attributed'"
-
-
-def _row(values: Sequence[Any]) -> dict[str, Any]:
-    r = dict(zip(_OBS_COLUMNS, values, strict=True))
-    r["device"] = json.loads(r["device"])
-    r["corrected"] = utc_iso(datetime.fromtimestamp(r["measured_ms"] / 1000, UTC))
-    return r
-
-
-def _message_rows(conn: Connection, clinic_id: str, message_ids: Sequence[str]) -> list[dict[str, Any]]:
-    marks = ",".join("?" * len(message_ids))
-    cur = conn.execute(
-        f"SELECT {', '.join(_OBS_COLUMNS)} FROM observations WHERE {_ATTRIBUTED} AND message_id IN ({marks}) "
-        "ORDER BY message_id, idx",
-        [clinic_id, *message_ids],
-    )
-    return [_row(r) for r in cur]
-
-
-def _observation_groups(
-    conn: Connection, clinic_id: str, where: str, params: Sequence[Any], *, count: int, offset: int,
-    order: str,
-) -> tuple[int, list[list[dict[str, Any]]]]:  # fmt: skip
-    """The number of matching Observations, and one page of them (each a group of stored readings)."""
-    scope = f"FROM observations WHERE {_ATTRIBUTED}{where} GROUP BY {_GROUP_BY}"
-    (total,) = conn.execute(f"SELECT count(*) FROM (SELECT 1 {scope}) AS matches", [clinic_id, *params]).fetchone()
-    if count == 0 or offset >= total:
-        return total, []
-    leaders = conn.execute(
-        f"SELECT message_id, min(idx), min(measured_ms) AS at {scope} "
-        f"ORDER BY at {order}, message_id {order}, min(idx) {order} LIMIT ? OFFSET ?",
-        [clinic_id, *params, count, offset],
-    ).fetchall()
-    rows = _message_rows(conn, clinic_id, sorted({m for m, _, _ in leaders}))
-    by_leader = {(g[0]["message_id"], g[0]["idx"]): g for g in fr.group_blood_pressure(rows)}
-    return total, [by_leader[(m, i)] for m, i, _ in leaders]
-
-
-# -- Patient -------------------------------------------------------------------------------------
-
-_PATIENT_COLUMNS = ["id", "clinic_id", "code", "name", "birth_date"]
-
-
-def _patients(conn: Connection, clinic_id: str, where: str, params: list[Any]) -> list[dict[str, Any]]:
-    cur = conn.execute(
-        f"SELECT {', '.join(_PATIENT_COLUMNS)} FROM patients WHERE clinic_id = ? {where} ORDER BY name, id",
-        [clinic_id, *params],
-    )
-    return [dict(zip(_PATIENT_COLUMNS, r, strict=True)) for r in cur]
-
-
 @router.get("/Patient")
 def search_patients(
     request: Request,
@@ -189,17 +119,13 @@ def search_patients(
         _known_params(request, frozenset({"_id", "identifier", "name"}))
         clinic_id = _clinic(token)
         size, notes = search.count(count)
-        where, params = "", []
-        if _id:
-            where += " AND id = ?"
-            params.append(fr.patient_hub_id(_id))
-        if identifier:
-            where += " AND code = ?"
-            params.append(identifier.rpartition("|")[2])
-        if name:  # case-insensitive, as SQLite's LIKE is (PostgreSQL's is not)
-            where += " AND lower(name) LIKE lower(?)"
-            params.append(f"%{name}%")
-        matches = _patients(ws.conn(), clinic_id, where, params)
+        matches = store.patients(
+            ws.conn(),
+            clinic_id,
+            patient_id=fr.patient_hub_id(_id) if _id else None,
+            code=identifier.rpartition("|")[2] if identifier else None,
+            name_contains=name or None,
+        )
     except (FhirError, search.SearchError) as exc:
         return outcome(exc)
     found = [fr.patient(p) for p in matches[offset : offset + size]]
@@ -211,7 +137,7 @@ def search_patients(
 def read_patient(token: Fhir, ws: Ws, patient_id: str) -> Response:
     try:
         patient_id = fr.patient_hub_id(patient_id)
-        found = _patients(ws.conn(), _clinic(token), " AND id = ?", [patient_id])
+        found = store.patients(ws.conn(), _clinic(token), patient_id=patient_id)
         if not found:
             raise FhirError(404, "not-found", "no such Patient")
     except FhirError as exc:
@@ -242,23 +168,21 @@ def search_observations(
         size, notes = search.count(count)
         order = search.sort(sort)
         subject = patient or request.query_params.get("subject")
-        where, params = "", []
-        if subject:
-            where += " AND patient_id = ?"
-            params.append(_patient_ref(subject))
-        if code:
-            codes = search.codes(code)
-            # No code the hub serves: nothing matches. `IN ()` says so on SQLite only (a syntax error on PostgreSQL).
-            where += f" AND code IN ({','.join('?' * len(codes))})" if codes else " AND 1 = 0"
-            params += codes
-        dates = search.date_filter(date or [])
-        total, groups = _observation_groups(
-            ws.conn(), clinic_id, where + dates.sql, [*params, *dates.params], count=size, offset=offset, order=order
+        patient_id = _patient_ref(subject) if subject else None
+        codes = search.codes(code) if code else None
+        total, groups = store.observation_page(
+            ws.conn(),
+            clinic_id,
+            patient_id=patient_id,
+            codes=codes,
+            dates=search.date_filter(date or []),
+            count=size,
+            offset=offset,
+            order=order,
         )
     except (FhirError, search.SearchError) as exc:
         return outcome(exc)
     found = [fr.observation(g, clinic_id) for g in groups]
-    patient_id = _patient_ref(subject) if subject else None
     _record(ws, token, "fhir_search_observation", patient_id=patient_id, detail={"results": len(found)})
     return _page(request, found, total=total, count=size, offset=offset, notes=notes)
 
@@ -270,7 +194,7 @@ def read_observation(token: Fhir, ws: Ws, observation_id: str) -> Response:
         head, _, idx = observation_id.removeprefix("obs-").rpartition("-")
         if not observation_id.startswith("obs-") or not idx.isdigit():
             raise FhirError(404, "not-found", "no such Observation")
-        groups = fr.group_blood_pressure(_message_rows(ws.conn(), clinic_id, [head]))
+        groups = fr.group_blood_pressure(store.message_rows(ws.conn(), clinic_id, [head]))
         group = next((g for g in groups if any(r["idx"] == int(idx) for r in g)), None)
         if group is None:
             raise FhirError(404, "not-found", "no such Observation")
@@ -288,14 +212,9 @@ def read_observation(token: Fhir, ws: Ws, observation_id: str) -> Response:
 
 
 def _devices(conn: Connection, clinic_id: str, patient_id: str | None) -> list[dict[str, Any]]:
-    where, params = _ATTRIBUTED, [clinic_id]
-    if patient_id:
-        where += " AND patient_id = ?"
-        params.append(patient_id)
     seen: dict[str, dict[str, Any]] = {}
     kiosks: set[str] = set()
-    for device_json, kiosk in conn.execute(f"SELECT DISTINCT device, kiosk FROM observations WHERE {where}", params):
-        dev = json.loads(device_json)
+    for dev, kiosk in store.devices_and_kiosks(conn, clinic_id, patient_id):
         seen.setdefault(str(dev["id"]), dev)
         kiosks.add(kiosk)
     out = [fr.device(clinic_id, d) for _, d in sorted(seen.items())]
@@ -337,17 +256,6 @@ def read_device(token: Fhir, ws: Ws, device_id: str) -> Response:
 # -- QuestionnaireResponse (asynchronous cases) ----------------------------------------------------
 
 
-def _case_ids(conn: Connection, clinic_id: str, patient_id: str | None, case_id: str | None = None) -> list[str]:
-    where, params = "clinic_id = ? AND patient_id IS NOT NULL", [clinic_id]
-    if patient_id:
-        where += " AND patient_id = ?"
-        params.append(patient_id)
-    if case_id:
-        where += " AND id = ?"
-        params.append(case_id)
-    return [cid for (cid,) in conn.execute(f"SELECT id FROM cases WHERE {where} ORDER BY received_at, id", params)]
-
-
 def _responses(conn: Connection, clinic_id: str, case_ids: Sequence[str]) -> list[dict[str, Any]]:
     out = []
     for cid in case_ids:
@@ -373,7 +281,7 @@ def search_responses(
         _known_params(request, frozenset({"patient"}))
         size, notes = search.count(count)
         clinic_id = _clinic(token)
-        ids = _case_ids(ws.conn(), clinic_id, _patient_ref(patient) if patient else None)
+        ids = store.case_ids(ws.conn(), clinic_id, _patient_ref(patient) if patient else None)
         found = _responses(ws.conn(), clinic_id, ids[offset : offset + size])
     except (FhirError, search.SearchError) as exc:
         return outcome(exc)
@@ -385,7 +293,7 @@ def search_responses(
 def read_response(token: Fhir, ws: Ws, response_id: str) -> Response:
     try:
         clinic_id = _clinic(token)
-        ids = _case_ids(ws.conn(), clinic_id, None, response_id.removeprefix("case-"))
+        ids = store.case_ids(ws.conn(), clinic_id, None, response_id.removeprefix("case-"))
         if not ids or not response_id.startswith("case-"):
             raise FhirError(404, "not-found", "no such QuestionnaireResponse")
         found = _responses(ws.conn(), clinic_id, ids)
@@ -396,43 +304,6 @@ def read_response(token: Fhir, ws: Ws, response_id: str) -> Response:
 
 
 # -- bulk export ---------------------------------------------------------------------------------
-
-EXPORT_BATCH = 5000
-
-
-def _all_observation_groups(conn: Connection, clinic_id: str) -> Iterator[list[dict[str, Any]]]:
-    """Every Observation of the clinic in measurement order, read in batches that end on a whole message.
-
-    Keyset paging on (measured_ms, message_id): a panel's readings share both, so a batch that stops inside
-    a message leaves that message to the next batch whole.
-    """
-    after: tuple[int, str] | None = None
-    while True:
-        where, params = "", []
-        if after is not None:
-            where, params = " AND (measured_ms, message_id) > (?, ?)", list(after)
-        cur = conn.execute(
-            f"SELECT {', '.join(_OBS_COLUMNS)} FROM observations WHERE {_ATTRIBUTED}{where} "
-            "ORDER BY measured_ms, message_id, idx LIMIT ?",
-            [clinic_id, *params, EXPORT_BATCH],
-        )
-        rows = [_row(r) for r in cur]
-        if not rows:
-            return
-        last = (rows[-1]["measured_ms"], rows[-1]["message_id"])
-        if len(rows) == EXPORT_BATCH:
-            whole = [r for r in rows if (r["measured_ms"], r["message_id"]) != last]
-            if whole:
-                rows, last = whole, (whole[-1]["measured_ms"], whole[-1]["message_id"])
-            else:  # one message's readings fill the batch: take all of them
-                rows = [
-                    _row(r) for r in conn.execute(
-                        f"SELECT {', '.join(_OBS_COLUMNS)} FROM observations WHERE {_ATTRIBUTED} "
-                        "AND measured_ms = ? AND message_id = ? ORDER BY idx", [clinic_id, *last],
-                    )
-                ]  # fmt: skip
-        yield from fr.group_blood_pressure(rows)
-        after = last
 
 
 @router.get("/$export", responses={200: {"content": {"application/fhir+ndjson": {}}}})
@@ -450,13 +321,13 @@ def export(request: Request, token: Fhir, ws: Ws) -> Response:
     conn = ws.conn()
 
     def lines() -> Iterator[bytes]:
-        for p in _patients(conn, clinic_id, "", []):
+        for p in store.patients(conn, clinic_id):
             yield json.dumps(fr.patient(p)).encode() + b"\n"
         for d in _devices(conn, clinic_id, None):
             yield json.dumps(d).encode() + b"\n"
-        for r in _responses(conn, clinic_id, _case_ids(conn, clinic_id, None)):
+        for r in _responses(conn, clinic_id, store.case_ids(conn, clinic_id, None)):
             yield json.dumps(r).encode() + b"\n"
-        for group in _all_observation_groups(conn, clinic_id):
+        for group in store.all_observation_groups(conn, clinic_id):
             yield json.dumps(fr.observation(group, clinic_id)).encode() + b"\n"
 
     return StreamingResponse(lines(), media_type="application/fhir+ndjson")

@@ -5,7 +5,6 @@ Every view, photo view and step is audited; another clinic's case is "not found"
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
@@ -13,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from device.protocol.vitals import VITALS
-from hub import audit
+from hub import audit, patients
 from hub.cases import questionnaire
 from hub.cases import store as cases
 from hub.db import Connection
@@ -48,30 +47,17 @@ def _questions(ws: Workspace, case: dict[str, Any]) -> tuple[list[dict[str, Any]
 
 
 def _vitals(ws: Workspace, case: dict[str, Any]) -> list[dict[str, Any]]:
-    if not case["vitals"] or case["patient_id"] is None:
-        return []
-    marks = ",".join("?" * len(case["vitals"]))
-    rows = ws.conn().execute(
-        f"SELECT code, value, unit, effective, device FROM observations WHERE message_id IN ({marks}) "
-        "AND patient_id = ? AND clinic_id = ? AND attribution = 'attributed' ORDER BY effective, code",
-        [*case["vitals"], case["patient_id"], case["clinic_id"]],
-    )
     return [
-        {"name": VITALS[c].name if c in VITALS else c, "code": c, "value": v, "unit": u, "effective": e,
-         "device": json.loads(d)}
-        for c, v, u, e, d in rows
-    ]  # fmt: skip
+        {"name": VITALS[r["code"]].name if r["code"] in VITALS else r["code"], **r}
+        for r in cases.readings(ws.conn(), case)
+    ]
 
 
 def _photos(ws: Workspace, case: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for attachment_id in case["attachments"]:
-        row = (
-            ws.conn()
-            .execute("SELECT status FROM attachments WHERE id = ? AND kiosk = ?", (attachment_id, case["kiosk"]))
-            .fetchone()
-        )
-        out.append({"id": attachment_id, "status": row[0] if row else "not arrived yet"})
+        status = cases.attachment_status(ws.conn(), attachment_id, case["kiosk"])
+        out.append({"id": attachment_id, "status": status if status is not None else "not arrived yet"})
     return out
 
 
@@ -83,7 +69,7 @@ def case_page(request: Request, principal: User_, ws: Ws, case_id: str) -> Respo
         audit.record(w, principal.actor, "view_case", ws.now(), patient_id=case["patient_id"], target=f"case:{case_id}")
     patient = None
     if case["patient_id"]:
-        patient = ws.conn().execute("SELECT name, code FROM patients WHERE id = ?", (case["patient_id"],)).fetchone()
+        patient = patients.name_and_code(ws.conn(), case["patient_id"])
     return TEMPLATES.TemplateResponse(
         request,
         "case.html",
@@ -107,20 +93,14 @@ def case_photo(principal: User_, ws: Ws, case_id: str, attachment_id: str) -> Re
     case = _case(ws, principal, case_id)
     if attachment_id not in case["attachments"]:
         raise HTTPException(404, "no such photo in this case")
-    row = (
-        ws.conn()
-        .execute(
-            "SELECT data, media_type FROM attachments WHERE id = ? AND kiosk = ? AND status = 'complete'",
-            (attachment_id, case["kiosk"]),
-        )
-        .fetchone()
-    )
-    if row is None:
+    photo = ws.reader().complete_attachment_bytes(attachment_id, case["kiosk"])
+    if photo is None:
         raise HTTPException(404, "the photo has not fully arrived, or did not match its checksum")
     with ws.write() as w:
         audit.record(w, principal.actor, "view_case_photo", ws.now(), patient_id=case["patient_id"],
                      target=f"attachment:{attachment_id}")  # fmt: skip
-    return Response(bytes(row[0]), media_type=row[1], headers={"Cache-Control": "no-store"})
+    data, media_type = photo
+    return Response(data, media_type=media_type, headers={"Cache-Control": "no-store"})
 
 
 def _step(ws: Workspace, principal: Principal, case_id: str, action: str, run: Action) -> Response:

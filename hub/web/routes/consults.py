@@ -7,7 +7,6 @@ every call page view and every join is audited; another clinic's consult is "not
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -16,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from device.protocol.signaling import HEARTBEAT_S
 from device.protocol.vitals import VITALS
-from hub import audit
+from hub import audit, patients
 from hub.accounts import users
 from hub.accounts.users import User
 from hub.consults import ice
@@ -77,7 +76,7 @@ def _vitals(consult: Consult) -> list[dict[str, Any]]:
 
 def _waiting(ws: Workspace, clinic_id: str) -> list[dict[str, Any]]:
     conn = ws.conn()
-    names = dict(conn.execute("SELECT id, name FROM patients WHERE clinic_id = ?", (clinic_id,)).fetchall())
+    names = patients.names(conn, clinic_id)
     return [
         {"consult": c, "patient_name": names.get(c.patient_id) if c.patient_id else None, "vitals": _vitals(c)}
         for c in consults.waiting(conn, clinic_id)
@@ -92,16 +91,9 @@ def _audit_waiting_room(ws: Workspace, principal: Principal, rows: list[dict[str
     detail = {"consults": shown}
     target = principal.session.id[:12]
     if refresh:
-        last = (
-            ws.conn()
-            .execute(
-                "SELECT detail FROM audit WHERE clinic_id = ? AND at > ? AND actor_user = ? "
-                "AND action = 'view_consults' AND target = ? ORDER BY id DESC LIMIT 1",
-                (principal.clinic_id, now - ws.settings.audit_refresh_s, principal.user.id, target),
-            )
-            .fetchone()
-        )
-        if last is not None and json.loads(last[0] or "{}") == detail:
+        since = now - ws.settings.audit_refresh_s
+        last = audit.last_consults_view_detail(ws.conn(), principal.clinic_id, principal.user.id, target, since)
+        if last is not None and last == detail:
             return
     with ws.write() as w:
         audit.record(w, principal.actor, "view_consults", now, target=target, detail=detail)
@@ -162,7 +154,7 @@ def call_page(request: Request, principal: User_, ws: Ws, consult_id: str) -> Re
         raise HTTPException(404, "no such consult")
     patient = None
     if consult.patient_id:
-        patient = conn.execute("SELECT name, code FROM patients WHERE id = ?", (consult.patient_id,)).fetchone()
+        patient = patients.name_and_code(conn, consult.patient_id)
     provider = users.by_id(conn, consult.provider_user_id) if consult.provider_user_id is not None else None
     mine = consult.state == "live" and consult.provider_user_id == principal.user.id
     with ws.write() as w:

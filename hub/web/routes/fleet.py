@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 
 from hub import audit
+from hub.fleet import status
 from hub.web.security import Principal, require_user, workspace
 from hub.web.templating import TEMPLATES
 from hub.workspace import Workspace
@@ -48,21 +49,10 @@ def backlog_growing(current: int | None, base: int | None, base_at: float | None
 
 
 def _kiosks(ws: Workspace, clinic_id: str) -> list[dict[str, Any]]:
-    cols = ["id", "online", "last_seen", "software_version", "outbox_backlog", "alerts", "clock_offset_ms",
-            "config_version", "config_error", "config_wanted", "backlog_base", "backlog_base_at",
-            "last_status_at", "cert_not_after", "revoked_at"]  # fmt: skip
-    rows = ws.conn().execute(
-        "SELECT k.id, k.online, k.last_seen, k.software_version, k.outbox_backlog, k.alerts, k.clock_offset_ms, "
-        "k.config_version, k.config_error, c.version, k.backlog_base, k.backlog_base_at, k.last_status_at, "
-        "i.cert_not_after, i.revoked_at "
-        "FROM kiosks k LEFT JOIN kiosk_configs c ON c.kiosk = k.id LEFT JOIN kiosk_identities i ON i.kiosk = k.id "
-        "WHERE k.clinic_id = ? ORDER BY k.id",
-        (clinic_id,),
-    )
+    rows = status.clinic_kiosks(ws.conn(), clinic_id)
     now = ws.now()
     out = []
-    for r in rows:
-        k = dict(zip(cols, r, strict=True))
+    for k in rows:
         k["state"] = kiosk_state(k["online"], k["last_seen"], now, ws.settings.late_after_s)
         k["alerts"] = json.loads(k["alerts"])
         k["backlog_growing"] = backlog_growing(

@@ -17,8 +17,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from hub import audit
-from hub.accounts import passwords, sessions, totp, users
-from hub.accounts.throttle import retry_after
+from hub.accounts import passwords, sessions, throttle, totp, users
 from hub.audit import Actor
 from hub.web.security import (
     Principal,
@@ -80,17 +79,13 @@ def _wait(ws: Workspace, keys: list[str], now: float) -> float:
     window = ws.settings.throttle.window_s
     waits = []
     for key in keys:
-        times = [
-            r[0] for r in conn.execute("SELECT at FROM login_failures WHERE key = ? AND at > ?", (key, now - window))
-        ]
-        waits.append(retry_after(times, now, ws.settings.throttle))
+        waits.append(throttle.retry_after(throttle.failure_times(conn, key, now - window), now, ws.settings.throttle))
     return max(waits)
 
 
 def _fail(ws: Workspace, keys: list[str], now: float) -> None:
     with ws.write() as conn:
-        conn.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)", [(k, now) for k in keys])
-        conn.execute("DELETE FROM login_failures WHERE at < ?", (now - 24 * 3600,))
+        throttle.record_failure(conn, keys, now)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -134,7 +129,7 @@ async def login(
     with ws.write() as conn:
         if passwords.needs_rehash(user.password_hash):
             users.set_password_hash(conn, user.id, passwords.hash_password(password))
-        conn.execute("DELETE FROM login_failures WHERE key = ?", (keys[0],))
+        throttle.forget_failures(conn, keys[0])
         stage: sessions.Stage = "mfa" if user.has_totp else "active"
         token, _ = sessions.create(conn, user.id, stage, now, ip=ip, user_agent=request.headers.get("user-agent"))
         audit.record(
@@ -310,10 +305,6 @@ def change_password(
     with ws.write() as conn:
         users.set_password_hash(conn, principal.user.id, new_hash)
         # Every other session of this person ends: a changed password must lock out whoever knew the old one.
-        conn.execute(
-            "UPDATE sessions SET ended_at = ?, end_reason = 'password changed' "
-            "WHERE user_id = ? AND ended_at IS NULL AND id != ?",
-            (now, principal.user.id, principal.session.id),
-        )
+        sessions.end_others_after_password_change(conn, principal.user.id, principal.session.id, now)
         audit.record(conn, principal.actor, "password_changed", now)
     return RedirectResponse("/account?message=Password+changed.", status_code=303)

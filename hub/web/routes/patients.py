@@ -256,20 +256,11 @@ def patient_trends(
     for chart in data["charts"]:  # `unit` stays UCUM for programs; the chart shows what people write
         chart["unit_label"] = unit_label(chart["unit"])
     # Charts refresh every few seconds: one audit entry per session and patient per `audit_refresh_s`.
-    recent = (
-        ws.conn()
-        .execute(
-            "SELECT 1 FROM audit WHERE actor_user = ? AND action = 'view_trends' AND patient_id = ? AND at > ? "
-            "AND target = ? LIMIT 1",
-            (principal.user.id, patient.id, now - ws.settings.audit_refresh_s, principal.session.id[:12]),
-        )
-        .fetchone()
-    )
-    if recent is None:
+    window_start = now - ws.settings.audit_refresh_s
+    target = principal.session.id[:12]
+    if not audit.viewed_trends_since(ws.conn(), principal.user.id, patient.id, target, window_start):
         with ws.write() as w:
-            audit.record(
-                w, principal.actor, "view_trends", now, patient_id=patient.id, target=principal.session.id[:12]
-            )
+            audit.record(w, principal.actor, "view_trends", now, patient_id=patient.id, target=target)
     return JSONResponse(data, headers={"Cache-Control": "no-store"})
 
 
