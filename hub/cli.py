@@ -21,7 +21,7 @@ from typing import Any
 from device.identity import import_bundle
 from device.protocol.endpoints import BrokerUrl, parse_brokers
 from device.yaml_config import ConfigError
-from hub import admin_cli, bench, bench_idle, bench_workspace, demo_data
+from hub import admin_cli, bench, bench_cluster, bench_idle, bench_workspace, demo_data
 from hub.consults.ice import IceConfig, read_secret
 from hub.db import immediate, location
 from hub.fleet.identities import FleetPaths, add_kiosk, write_broker_files
@@ -156,6 +156,9 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     bench_workspace.add_arguments(
         bench_sub.add_parser("workspace", help="p50/p95 of the patient list and patient page over 1M readings")
     )
+    bench_cluster.add_arguments(
+        bench_sub.add_parser("cluster", help="two instances on PostgreSQL, one killed mid-drain")
+    )
     return parser
 
 
@@ -189,6 +192,7 @@ def _main(argv: list[str] | None = None) -> int:
         "ingest": bench.run,
         "kiosk-idle": bench_idle.run,
         "workspace": bench_workspace.run,
+        "cluster": bench_cluster.run,
     }
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _serve,
