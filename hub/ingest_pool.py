@@ -31,6 +31,7 @@ from device.protocol.retry import Backoff
 from hub.db import Location
 from hub.downlink import Route
 from hub.ingest import IngestConfig, IngestWorker, tune_gc_for_ingest
+from hub.ingest_sessions import BrokerLogin
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,18 @@ class IngestPool:
     def unreachable(self) -> list[BrokerUrl]:
         """The brokers some worker of this instance is not connected to (for /readyz to say)."""
         return [b for b in self.brokers if not all(s.state.connected.is_set() for s in self._on(b))]
+
+    def sessions(self) -> list[tuple[str, str]]:
+        """(broker, client id) of every worker: the broker sessions this instance owns."""
+        return [(str(s.config.broker), s.config.client_id) for s in self._slots]
+
+    def login(self, broker: str) -> BrokerLogin | None:
+        """How this instance's ingest logs in to `broker` (all instances use one login), None if it has no such."""
+        for s in self._slots:
+            if str(s.config.broker) == broker:
+                cfg = s.config
+                return BrokerLogin(cfg.broker, cfg.username, cfg.password, cfg.ca_file)
+        return None
 
     def _on(self, broker: BrokerUrl) -> list[_Slot]:
         return [s for s in self._slots if s.config.broker == broker]

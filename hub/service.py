@@ -33,11 +33,12 @@ from hub.broker import BrokerSupervisor, KioskListener, MosquittoProcess
 from hub.consults.ice import IceConfig
 from hub.consults.settings import ConsultSettings
 from hub.db import DatabaseError, Location, OperationalError, PostgresLocation, SqliteLocation, immediate, is_broken
-from hub.db.lease import Leases
+from hub.db.lease import InstanceNameTaken, Leases, dead_instances, forget_instance, register_instance
 from hub.fleet.broker_auth import INGEST_USER
 from hub.fleet.identities import FleetPaths, ensure_server_cert, ingest_password, write_broker_files
 from hub.ingest import IngestConfig, Outage
 from hub.ingest_pool import IngestPool, default_workers
+from hub.ingest_sessions import end_session
 from hub.retention import Retention
 from hub.store import HubStore
 from hub.triage import alerts as triage
@@ -46,6 +47,8 @@ from hub.workspace import WebSettings
 log = logging.getLogger(__name__)
 
 ATTRIBUTION_INTERVAL_S = 0.5
+# How often the instance holding the job looks for dead instances whose broker sessions still take messages.
+SESSIONS_CHECK_S = 2.0
 # Rows per attribution transaction: ~20 ms of write lock, so page views (audit rows) never wait long behind it.
 ATTRIBUTION_BATCH = 500
 TRIAGE_SWEEP_S = 60.0
@@ -259,6 +262,7 @@ class HubService:
         next_sweep = 0.0
         next_retention = time.monotonic() + RETENTION_FIRST_S
         next_renewal = time.monotonic() + RENEWAL_CHECK_S
+        next_sessions = 0.0
         try:
             while not self._stopping.is_set():
                 decided = 0
@@ -267,6 +271,7 @@ class HubService:
                     if store is None:
                         store = HubStore(self.database)
                         leases = Leases(store.conn)
+                        self._register(store)
                     assert leases is not None
                     # Several instances on one PostgreSQL: each job runs on the one instance that holds it.
                     held = leases.take()
@@ -296,6 +301,13 @@ class HubService:
                         store, leases = self._drop_if_broken(store, leases)
                     else:
                         self._retention.succeeded()
+                if store is not None and "broker-sessions" in held and time.monotonic() >= next_sessions:
+                    next_sessions = time.monotonic() + SESSIONS_CHECK_S
+                    try:
+                        self._end_dead_sessions(store)
+                    except DatabaseError as exc:
+                        log.warning("could not look for dead instances: %s", type(exc).__name__)
+                        store, leases = self._drop_if_broken(store, leases)
                 if time.monotonic() >= next_renewal:
                     next_renewal = time.monotonic() + RENEWAL_CHECK_S
                     self.renew_broker_cert(time.time())
@@ -308,6 +320,29 @@ class HubService:
                     leases.release_all()
             if store is not None:
                 store.close()
+
+    def _register(self, store: HubStore) -> None:
+        """A named instance on PostgreSQL says it runs (for as long as this connection lives) and which broker
+        sessions are its own, so that another can end them if it dies (hub/ingest_sessions.py)."""
+        if self.config.instance is not None and isinstance(self.database, PostgresLocation):
+            try:
+                register_instance(store.conn, self.config.instance, self.ingest.sessions(), time.time())
+            except InstanceNameTaken as exc:
+                log.error("%s; this instance's broker sessions will not be ended for it if it dies", exc)
+
+    def _end_dead_sessions(self, store: HubStore) -> None:
+        """End the broker sessions of instances that died, so the brokers stop giving them the kiosks' messages."""
+        if self.config.instance is None or not isinstance(self.database, PostgresLocation):
+            return
+        for name, sessions in dead_instances(store.conn, self.config.instance):
+            ended = 0
+            for broker, client_id in sessions:
+                login = self.ingest.login(broker)
+                if login is not None and end_session(login, client_id):
+                    ended += 1
+            log.warning("hub instance %s is gone: ended %d of its %d broker session(s)", name, ended, len(sessions))
+            if ended == len(sessions):
+                forget_instance(store.conn, name)
 
     @staticmethod
     def _drop_if_broken(store: HubStore | None, leases: Leases | None) -> tuple[HubStore | None, Leases | None]:

@@ -286,7 +286,8 @@ def test_metrics_count_what_the_database_holds_while_kiosks_stream(
 
             # Which jobs this instance holds: `hub serve`'s, with an external broker (none of its own).
             jobs = {labels["hub_job"] for labels, _ in final["telehealth_hub_job_holder"]}
-            assert jobs == {"web", "consult-relay", "attribution", "triage-sweep", "retention", "ingest", "downlink"}
+            assert jobs == {"web", "consult-relay", "attribution", "triage-sweep", "retention", "broker-sessions",
+                            "ingest", "downlink"}  # fmt: skip
             (instance,) = {labels["hub_instance"] for labels, _ in final["telehealth_hub_job_holder"]}
             assert value(final, "telehealth_hub_instance_info", hub_instance=instance) == 1
             assert value(final, "telehealth_hub_database_read_ok") == 1
@@ -381,5 +382,6 @@ def test_jobs_follow_the_threads_that_run_them(tmp_path: Path) -> None:
     served = metrics.held_jobs(["attribution", "ingest-pool", "broker-supervisor"])
     leases.release_all()
     conn.close()
-    assert set(served) == {"web", "consult-relay", "attribution", "triage-sweep", "retention", "ingest", "downlink",
+    assert set(served) == {"web", "consult-relay", "attribution", "triage-sweep", "retention", "broker-sessions",
+                           "ingest", "downlink",
                            "broker", "broker-certificate"}  # fmt: skip

@@ -12,11 +12,12 @@ On SQLite there is one hub instance (the file is local to it), which holds every
 from __future__ import annotations
 
 import hashlib
+import json
 
 from hub.db.engine import Connection, engine_of
 
 # The jobs that run once per cluster (hub.service's job thread).
-CLUSTER_JOBS = ("attribution", "triage-sweep", "retention")
+CLUSTER_JOBS = ("attribution", "triage-sweep", "retention", "broker-sessions")
 
 
 def job_key(job: str) -> int:
@@ -71,3 +72,42 @@ class Leases:
                     self.conn.execute("SELECT pg_advisory_unlock(?)", (job_key(job),))
         finally:
             self.lost()
+
+
+class InstanceNameTaken(RuntimeError):
+    """Another running instance has this name: two would take each other's broker sessions."""
+
+
+def _instance_key(name: str) -> int:
+    return job_key(f"instance {name}")
+
+
+def register_instance(conn: Connection, name: str, client_ids: list[tuple[str, str]], now: float) -> None:
+    """Say this instance runs, as long as `conn` lives: its name's lock, and its ingest sessions (broker, client id).
+
+    PostgreSQL only (a SQLite hub is one instance)."""
+    (taken,) = conn.execute("SELECT pg_try_advisory_lock(?)", (_instance_key(name),)).fetchone()
+    if not taken:
+        raise InstanceNameTaken(f"another running hub instance is named {name!r}: give each a name of its own")
+    conn.execute(
+        "INSERT INTO hub_instances (name, client_ids, started_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET client_ids = excluded.client_ids, started_at = excluded.started_at",
+        (name, json.dumps(client_ids), now),
+    )
+
+
+def dead_instances(conn: Connection, me: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Registered instances that are not running (their name's lock is free): (name, their ingest sessions)."""
+    dead = []
+    for name, client_ids in conn.execute("SELECT name, client_ids FROM hub_instances WHERE name != ?", (me,)):
+        key = _instance_key(str(name))
+        (free,) = conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
+        if free:
+            conn.execute("SELECT pg_advisory_unlock(?)", (key,))
+            dead.append((str(name), [(str(b), str(c)) for b, c in json.loads(client_ids)]))
+    return dead
+
+
+def forget_instance(conn: Connection, name: str) -> None:
+    """Its sessions are ended; a restart registers it again."""
+    conn.execute("DELETE FROM hub_instances WHERE name = ?", (name,))

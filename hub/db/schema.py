@@ -640,4 +640,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     ALTER TABLE kiosks ADD COLUMN broker TEXT;
     """,
     ),
+    # The hub instances sharing this database, with their ingest sessions (broker, client id): when one dies (its
+    # name's advisory lock is free) another ends those sessions at the brokers (hub/ingest_sessions.py).
+    Migration(
+        "hub_instances",
+        """
+    CREATE TABLE hub_instances (
+        name TEXT PRIMARY KEY,
+        client_ids TEXT NOT NULL,
+        started_at REAL NOT NULL
+    );
+    """,
+    ),
 )
