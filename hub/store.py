@@ -13,15 +13,12 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import psycopg
 
 from device.protocol.envelope import (
     AnyEnvelope,
@@ -38,6 +35,7 @@ from hub.db import (
     OperationalError,
     SqliteLocation,
     connect,
+    describe_error,
     immediate,
     insert_rows,
     is_broken,
@@ -45,6 +43,7 @@ from hub.db import (
     rows_as_dicts,
 )
 from hub.db import parse as parse_location
+from hub.db.location import sqlite_path
 
 MESSAGE_COLUMNS = (
     "id", "kiosk", "seq", "kind", "device_time", "clock_offset_ms", "received_at", "committed_at", "raw",
@@ -283,16 +282,9 @@ def _poison_letter(p: Poisoned) -> DeadLetter:
 def _unstorable(exc: Exception) -> str:
     """The reason an envelope could not be stored, for the dead letter, the log and the kiosk's receipt.
 
-    The exception's own words (SQLite's and Python's conversions name the problem, not the value),
-    bounded to fit a receipt's rejection.
+    The exception's own words without any value (hub.db.describe_error), bounded to fit a receipt's rejection.
     """
-    detail = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, psycopg.Error):
-        # PostgreSQL quotes the offending value ('value "..." is out of range', a COPY line's CONTEXT): only the
-        # primary message is kept, with whatever it quotes left out; a reading's value never reaches a log.
-        primary = exc.diag.message_primary or type(exc).__name__
-        detail = " ".join(re.sub(r'"[^"]*"', '"…"', primary).split())
-    return _text(f"could not be stored: {detail}")[:500]
+    return _text(f"could not be stored: {describe_error(exc)}")[:500]
 
 
 def _text(value: object) -> str:
@@ -351,9 +343,7 @@ class HubStore(StoreReader):
     @property
     def path(self) -> Path:
         """The SQLite file (for what only a file has: its size, its folder); a PostgreSQL store has none."""
-        if not isinstance(self.location, SqliteLocation):
-            raise TypeError(f"{self.location.describe()} is not a SQLite file")
-        return self.location.path
+        return sqlite_path(self.location)
 
     def close(self) -> None:
         self.conn.close()

@@ -20,8 +20,9 @@ from fastapi import Request
 from hub.accounts.sessions import SessionPolicy
 from hub.accounts.throttle import ThrottlePolicy
 from hub.consults.settings import ConsultSettings
-from hub.db import Connection, Location, SqliteLocation, connect, immediate, is_broken
+from hub.db import Connection, Location, connect, immediate, is_broken
 from hub.db import parse as parse_location
+from hub.db.location import sqlite_path
 from hub.store import HubStore, StoreReader
 
 
@@ -62,9 +63,7 @@ class Workspace:
     @property
     def db_path(self) -> Path:
         """The SQLite file (what SQLite-only tools such as the online backup are given)."""
-        if not isinstance(self.location, SqliteLocation):
-            raise TypeError(f"{self.location.describe()} is not a SQLite file")
-        return self.location.path
+        return sqlite_path(self.location)
 
     def now(self) -> float:
         return self.clock()

@@ -8,6 +8,7 @@ differ (dates, JSON), `engine_of(conn)` picks the form; those places are few and
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -130,6 +131,19 @@ def insert_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequ
         return
     marks = ",".join("?" * len(columns))
     conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error's words, fit for a log, a dead letter or a kiosk's receipt: never a value it was given.
+
+    SQLite's and Python's conversions name the problem, not the value. PostgreSQL quotes the offending value
+    ('value "..." is out of range', a COPY line's CONTEXT), so of its errors only the primary message is kept,
+    with whatever it quotes left out.
+    """
+    if isinstance(exc, psycopg.Error):
+        primary = exc.diag.message_primary or type(exc).__name__
+        return " ".join(re.sub(r'"[^"]*"', '"…"', primary).split())
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def rows_as_dicts(cursor: Cursor) -> list[dict[str, Any]]:

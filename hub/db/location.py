@@ -49,6 +49,13 @@ class PostgresLocation:
 Location = SqliteLocation | PostgresLocation
 
 
+def sqlite_path(location: Location) -> Path:
+    """The SQLite file, for what only a file has (its size, its folder, the online backup API)."""
+    if not isinstance(location, SqliteLocation):
+        raise TypeError(f"{location.describe()} is not a SQLite file")
+    return location.path
+
+
 def parse(value: str | Path | Location) -> Location:
     """A path is a SQLite file; `postgresql://user@host:port/name` (or libpq's `postgres://`) a server."""
     if isinstance(value, SqliteLocation | PostgresLocation):
