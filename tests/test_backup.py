@@ -90,28 +90,30 @@ def stop_all(hubs: list[Serve]) -> None:
         hub.stop()
 
 
-def stored(db: Path) -> dict[str, tuple[str, int]]:
-    """Every message the hub committed: id -> (kiosk, seq)."""
-    conn = sqlite3.connect(db, timeout=30)
+def query(where: Path | Location, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows from a hub's database: a SQLite file opened as it is (no journal-mode change), or a server's."""
+    conn = sqlite3.connect(where, timeout=30) if isinstance(where, Path) else connect(where, read_only=True)
     try:
-        return {i: (k, int(s)) for i, k, s in conn.execute("SELECT id, kiosk, seq FROM messages")}
+        return [tuple(row) for row in conn.execute(sql, params)]
     finally:
         conn.close()
 
 
-def torn(db: Path) -> int:
+def stored(where: Path | Location) -> dict[str, tuple[str, int]]:
+    """Every message the hub committed: id -> (kiosk, seq)."""
+    return {str(i): (str(k), int(s)) for i, k, s in query(where, "SELECT id, kiosk, seq FROM messages")}
+
+
+def torn(where: Path | Location) -> int:
     """Messages without their observation rows, or rows without their message: what a copy that is not one
     snapshot (tables copied at different moments) shows under steady ingest."""
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        (orphans,) = conn.execute(
-            "SELECT (SELECT count(*) FROM messages m WHERE m.kind = 'observations' AND NOT EXISTS "
-            "(SELECT 1 FROM observations o WHERE o.message_id = m.id)) + (SELECT count(*) FROM observations o "
-            "WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = o.message_id))"
-        ).fetchone()
-        return int(orphans)
-    finally:
-        conn.close()
+    ((orphans,),) = query(
+        where,
+        "SELECT (SELECT count(*) FROM messages m WHERE m.kind = 'observations' AND NOT EXISTS "
+        "(SELECT 1 FROM observations o WHERE o.message_id = m.id)) + (SELECT count(*) FROM observations o "
+        "WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = o.message_id))",
+    )
+    return int(orphans)
 
 
 def hub_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -121,13 +123,9 @@ def hub_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def attachment(db: Path, attachment_id: str) -> tuple[str, bytes | None] | None:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        row = conn.execute("SELECT status, data FROM attachments WHERE id = ?", (attachment_id,)).fetchone()
-        return None if row is None else (str(row[0]), row[1])
-    finally:
-        conn.close()
+def attachment(where: Path | Location, attachment_id: str) -> tuple[str, bytes | None] | None:
+    rows = query(where, "SELECT status, data FROM attachments WHERE id = ?", attachment_id)
+    return None if not rows else (str(rows[0][0]), None if rows[0][1] is None else bytes(rows[0][1]))
 
 
 def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
@@ -456,23 +454,6 @@ def empty_database(server: PostgresServer) -> PostgresLocation:
     return PostgresLocation(server.create(f"restore_{os.getpid()}_{next(_names)}"))
 
 
-def stored_in(where: Location) -> dict[str, tuple[str, int]]:
-    """`stored`, on either engine."""
-    conn = connect(where, read_only=True)
-    try:
-        return {i: (k, int(s)) for i, k, s in conn.execute("SELECT id, kiosk, seq FROM messages")}
-    finally:
-        conn.close()
-
-
-def query(where: Location, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    conn = connect(where, read_only=True)
-    try:
-        return [tuple(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
-
-
 def relations(where: PostgresLocation) -> list[str]:
     """What the public schema holds: nothing, for a database a restore may go into."""
     with psycopg.connect(where.url) as conn:
@@ -483,22 +464,6 @@ def relations(where: PostgresLocation) -> list[str]:
                 "WHERE n.nspname = 'public' ORDER BY 1"
             )
         ]
-
-
-def torn_in(where: Location) -> int:
-    """`torn`, on either engine."""
-    ((orphans,),) = query(
-        where,
-        "SELECT (SELECT count(*) FROM messages m WHERE m.kind = 'observations' AND NOT EXISTS "
-        "(SELECT 1 FROM observations o WHERE o.message_id = m.id)) + (SELECT count(*) FROM observations o "
-        "WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = o.message_id))",
-    )
-    return int(orphans)
-
-
-def attachment_in(where: Location, attachment_id: str) -> tuple[str, bytes | None] | None:
-    rows = query(where, "SELECT status, data FROM attachments WHERE id = ?", attachment_id)
-    return None if not rows else (str(rows[0][0]), None if rows[0][1] is None else bytes(rows[0][1]))
 
 
 def provision_on(where: Location, data: Path, kiosk: str, url: str, dest: Path) -> KioskIdentity:
@@ -565,8 +530,8 @@ def test_postgres_restore_drill_dump_mid_stream_restore_into_a_new_database_and_
         for s in streams:
             s.start()
             stack.callback(s.stopping.set)
-        wait_until(lambda: len(stored_in(source)) >= 100, 60, "readings to flow to the first hub")
-        wait_until(lambda: (attachment_in(source, photo_id) or ("",))[0] == "complete", 60, "the photo at the hub")
+        wait_until(lambda: len(stored(source)) >= 100, 60, "readings to flow to the first hub")
+        wait_until(lambda: (attachment(source, photo_id) or ("",))[0] == "complete", 60, "the photo at the hub")
         wait_until(
             lambda: query(source, "SELECT count(*) FROM kiosks WHERE online = 1") == [(2,)], 60, "both kiosks online"
         )
@@ -576,8 +541,8 @@ def test_postgres_restore_drill_dump_mid_stream_restore_into_a_new_database_and_
         made = hub_cli("backup", "--data", first, "--database", source.url, "--to", archive, "--json")
         assert made.returncode == 0, made.stderr
         summary = json.loads(made.stdout)
-        after_backup = len(stored_in(source))
-        wait_until(lambda: len(stored_in(source)) >= after_backup + 40, 60, "readings committed after the backup")
+        after_backup = len(stored(source))
+        wait_until(lambda: len(stored(source)) >= after_backup + 40, 60, "readings committed after the backup")
 
         # A database a hub is connected to is refused, even with --force.
         busy = hub_cli("restore", "--data", tmp_path / "busy", "--database", source.url, "--from", archive, "--force")
@@ -592,14 +557,14 @@ def test_postgres_restore_drill_dump_mid_stream_restore_into_a_new_database_and_
         untouched(second)
 
         hubs[0].stop()  # the hub is lost (its database server, here, with it: the new database is elsewhere)
-        at_stop = stored_in(source)
+        at_stop = stored(source)
         at_stop_rows = rows_by_kiosk(source)
         lost_at = time.monotonic()
         done = hub_cli("restore", "--data", second, "--database", target.url, "--from", archive, "--json")
         assert done.returncode == 0, done.stderr
         restored_in = time.monotonic() - lost_at
         restored_summary = json.loads(done.stdout)
-        restored = stored_in(target)
+        restored = stored(target)
         restored_rows = rows_by_kiosk(target)
         ((observations,),) = query(target, "SELECT count(*) FROM observations")
         ((audit_rows,),) = query(target, "SELECT count(*) FROM audit")
@@ -609,7 +574,7 @@ def test_postgres_restore_drill_dump_mid_stream_restore_into_a_new_database_and_
         assert query(target, "SELECT id, online FROM kiosks ORDER BY id") == [(k, 0) for k in KIOSKS]
         audited = query(target, "SELECT detail FROM audit WHERE action = 'restore'")
         assert len(audited) == 1 and json.loads(str(audited[0][0]))["archive"] == archive.name
-        assert torn_in(target) == 0
+        assert torn(target) == 0
 
         hubs.append(PgServe(second, tmp_path / "hub2.log", broker_port, mqtt_port, database=target.url))
         hubs[1].start()
@@ -617,7 +582,7 @@ def test_postgres_restore_drill_dump_mid_stream_restore_into_a_new_database_and_
         ready_in = time.monotonic() - lost_at
 
         def flowing() -> bool:
-            new = {kiosk for i, (kiosk, _) in stored_in(target).items() if i not in at_stop}
+            new = {kiosk for i, (kiosk, _) in stored(target).items() if i not in at_stop}
             return new == set(KIOSKS)
 
         wait_until(flowing, 120, "both kiosks delivering to the restored hub", interval=0.2)
@@ -626,7 +591,7 @@ def test_postgres_restore_drill_dump_mid_stream_restore_into_a_new_database_and_
             s.stopping.set()
             s.join(10)
         wait_until(lambda: all(a.outbox.backlog().items == 0 for a in agents.values()), 120, "the outboxes to drain")
-        final = stored_in(target)
+        final = stored(target)
         reconnects = {k: a.forwarder.stats.connects for k, a in agents.items()}
 
     manifest = summary
@@ -650,7 +615,7 @@ def test_postgres_restore_drill_dump_mid_stream_restore_into_a_new_database_and_
         every = sorted(seqs + [at_stop[i][1] for i in lost if at_stop[i][0] == kiosk])
         assert every == list(range(1, len(every) + 1)), f"{kiosk}: messages missing beyond the lost ones"
         assert reconnects[kiosk] >= 2, f"{kiosk} never reconnected"
-    got = attachment_in(target, photo_id)
+    got = attachment(target, photo_id)
     assert got is not None and got[0] == "complete" and got[1] == photo
     assert (second / "pki" / "ca.key").read_bytes() == (first / "pki" / "ca.key").read_bytes()
     assert not (second / "hub.pgdump").exists()  # the dump went into the database, not the data folder
