@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import uuid
@@ -395,8 +396,11 @@ def test_join_offer_answer_messages_and_end_pass_between_the_two_sides(world: Wo
     assert trail[0][1] == f"kiosk:{world.north.kiosk}" and trail[1][1] == world.north.provider
     assert json.loads(trail[5][2] or "{}") == {"by": "provider", "reason": "finished"}
     everything = json.dumps(world.connect().execute("SELECT * FROM audit").fetchall())
-    for health in ("sit still", "151", "64.0", "mm[Hg]", TURN_SECRET, turn["credential"]):
+    for health in ("sit still", "mm[Hg]", TURN_SECRET, turn["credential"]):
         assert health not in everything
+    # A reading's value as a value, not as digits inside an id or a time (a random consult id held "151" once).
+    for value in ("151", "64.0"):
+        assert re.search(rf"(?<![\w.]){re.escape(value)}(?![\w.])", everything) is None, value
 
 
 def test_no_ice_servers_configured_means_an_empty_list_never_a_public_default(world: World) -> None:
