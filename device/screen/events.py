@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 State = list[tuple[str, dict[str, Any]]]
+_END = ("", "")  # put in a stream's queue by close(): the stream ends
 
 
 class Events:
     def __init__(self) -> None:
         self._queues: set[asyncio.Queue[tuple[str, str]]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -33,6 +35,13 @@ class Events:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.publish, event, data)
 
+    def close(self) -> None:
+        """End every open stream, and any opened after, at once: the server is stopping. A page's live updates
+        never end by themselves, and the server would wait on them before it exits."""
+        self._closed = True
+        for q in list(self._queues):
+            q.put_nowait(_END)
+
     async def stream(self, keepalive_s: float = 15.0, initial: Callable[[], State] | None = None) -> AsyncIterator[str]:
         """`initial` gives the state as of now, sent first: a change between the page's rendering and this
         stream's opening would otherwise be lost. It is called when the stream starts, in the same step as
@@ -45,12 +54,15 @@ class Events:
             yield "retry: 1000\n\n"
             for name, state in state_now:
                 yield f"event: {name}\ndata: {json.dumps(state)}\n\n"
-            while True:
+            while not self._closed:
                 try:
-                    event, data = await asyncio.wait_for(q.get(), keepalive_s)
+                    item = await asyncio.wait_for(q.get(), keepalive_s)
                 except TimeoutError:
                     yield ": keepalive\n\n"
                     continue
+                if item is _END:
+                    return
+                event, data = item
                 yield f"event: {event}\ndata: {data}\n\n"
         finally:
             self._queues.discard(q)

@@ -128,6 +128,9 @@ async def attach_bluetooth(screen: Screen, options: ServeOptions, data_dir: Path
     )
 
 
+STREAMS_CUT_S = 3  # s: well inside kiosk-agent.service's TimeoutStopSec
+
+
 def serve(agent: KioskAgent, options: ServeOptions) -> int:
     screen = build(agent, options)
     app = create_app(screen)
@@ -135,16 +138,26 @@ def serve(agent: KioskAgent, options: ServeOptions) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, options.port))
     sock.listen(64)  # connections wait in the backlog while the radio powers on; never refused
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    # A page's streams (live updates, the camera's preview) never end by themselves, and uvicorn's graceful stop
+    # waits for every open request: the live updates are ended when the stop begins, the rest cut after a while.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=STREAMS_CUT_S)
+    server = uvicorn.Server(config)
+
+    async def end_streams_on_stop() -> None:
+        while not server.should_exit:  # set by uvicorn's signal handler; it polls it the same way
+            await asyncio.sleep(0.1)
+        screen.events.close()
 
     async def main() -> None:
         await attach_bluetooth(screen, options, agent.config.data_dir)
         # Pinged from this loop: a screen that stops answering, or a dead agent thread, stops the pings.
         notifications = asyncio.create_task(sd_notify.serve_notifications(lambda: server.started, agent.healthy))
+        stopping = asyncio.create_task(end_streams_on_stop())
         try:
             await server.serve(sockets=[sock])
         finally:
             notifications.cancel()
+            stopping.cancel()
             sd_notify.notify("STOPPING=1")
 
     agent.start()

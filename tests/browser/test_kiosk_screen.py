@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from hub.broker import MosquittoProcess
 from tests.browser.kiosk import KioskProcess, LiveUpdatesHeld, kiosk_screen, rash_video
 from tests.browser.site import Site, serve
 from tests.browser.test_workspace import assert_icon, axe_serious, log_in, shot
-from tests.harness import ingest_thread, wait_until
+from tests.harness import REPO, ingest_thread, wait_until
 
 FAST = {"downlink_check_s": 0.1}
 
@@ -514,6 +516,27 @@ def test_the_kiosk_screen_shows_its_icon(screen: Page, site: Site, broker_url: B
         assert_icon(screen, kiosk.url)
         check_in(screen, kiosk, "N100")
         assert_icon(screen, kiosk.url)
+
+
+def stop_timeout_s(unit: str) -> float:
+    """How long systemd waits for a stop before it kills (the unit's `TimeoutStopSec=`)."""
+    [value] = re.findall(r"^TimeoutStopSec=(\d+)$", (REPO / "systemd" / unit).read_text(), re.MULTILINE)
+    return float(value)
+
+
+def test_a_kiosk_stops_when_asked_while_its_screen_is_open(
+    screen: Page, site: Site, broker_url: BrokerUrl, tmp_path: Path
+) -> None:
+    """`systemctl stop` (or a restart for an update) while a patient's page holds its live updates open: the kiosk
+    ends the page's streams and exits by itself, well before systemd would kill it mid-write."""
+    with kiosk_screen(tmp_path / "kiosk", site.world.north.kiosk, broker_url) as kiosk:
+        check_in(screen, kiosk, "N100")  # the home page's live updates are open
+        kiosk.proc.send_signal(signal.SIGTERM)
+        try:
+            code = kiosk.proc.wait(stop_timeout_s("kiosk-agent.service") / 2)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the kiosk did not stop on SIGTERM while its screen was open")
+        assert code == 0, "".join(kiosk.log)
 
 
 def test_a_patient_checks_in_answers_and_signs_out_by_keyboard_alone(
