@@ -21,8 +21,13 @@ def test_one_instance_holds_each_job_and_another_takes_it_when_the_holder_dies(
         assert second.take() == set()  # asked again and again: never two holders
         assert second.take() == set()
         # The holder's process dies (what a SIGKILL of `hub serve` leaves the server with: a session that ends).
+        # pg_terminate_backend only signals the session unless given a time to wait for its end: the test once
+        # asked for the jobs between the signal and the session's exit, and rightly got none.
         with postgres_server.admin() as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (_backend_pid(first),))
+            [ended] = admin.execute("SELECT pg_terminate_backend(%s, 10000)", (_backend_pid(first),)).fetchone() or (
+                None,
+            )
+        assert ended is True, "the holder's session did not end"
         first.lost()
         assert second.take() == set(CLUSTER_JOBS)
         assert held_here() == set(CLUSTER_JOBS)
