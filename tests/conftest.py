@@ -37,8 +37,16 @@ def broker_url(mosquitto: MosquittoProcess) -> BrokerUrl:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    """Two provisioned kiosks and the hub's locked-down broker (tests/fleet.py)."""
+    """Two provisioned kiosks and the hub's locked-down broker (tests/fleet.py), the hub's store on SQLite: for
+    what the broker decides alone."""
     with running_fleet(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def fleet_on_each_store(tmp_path: Path, hub_database: Location) -> Iterator[Fleet]:
+    """The same fleet, once on each of the hub's stores: for what the hub's store takes part in."""
+    with running_fleet(tmp_path, hub_database) as running:
         yield running
 
 

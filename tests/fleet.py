@@ -22,12 +22,12 @@ from device.identity import KioskIdentity, import_bundle
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.provisioning import ProvisioningBundle
 from hub.broker import KioskListener, MosquittoProcess, free_port
-from hub.db import immediate
+from hub.db import Location, SqliteLocation, immediate
 from hub.fleet.broker_auth import INGEST_USER
 from hub.fleet.identities import FleetPaths, add_kiosk, ensure_server_cert, ingest_password, write_broker_files
 from hub.ingest import IngestWorker
 from hub.store import HubStore
-from tests.harness import ingest_thread
+from tests.harness import hub_store_args, ingest_thread
 
 
 @dataclass
@@ -39,10 +39,12 @@ class Fleet:
     hub_url: BrokerUrl  # the hub's own loopback listener
     identities: dict[str, KioskIdentity]
     bundles: dict[str, ProvisioningBundle]
+    db: Location
 
     @property
-    def db(self) -> Path:
-        return self.hub / "hub.db"
+    def args(self) -> list[str]:
+        """What a `hub` command is given to reach this fleet's hub (its folder, its store)."""
+        return hub_store_args(self.hub, self.db)
 
     def ingest(self, worker: int = 1) -> AbstractContextManager[IngestWorker]:
         return ingest_thread(
@@ -55,9 +57,9 @@ class Fleet:
 
 
 def provision(
-    fleet_hub: Path, paths: FleetPaths, kiosk: str, url: str, dest: Path
+    db: Location, paths: FleetPaths, kiosk: str, url: str, dest: Path
 ) -> tuple[ProvisioningBundle, KioskIdentity]:
-    store = HubStore(fleet_hub / "hub.db")
+    store = HubStore(db)
     try:
         with immediate(store.conn) as conn:
             bundle = add_kiosk(conn, paths, kiosk, broker_url=url, hub_url=None, clinic_id=None, now=time.time())
@@ -68,21 +70,23 @@ def provision(
 
 
 @contextmanager
-def running_fleet(tmp_path: Path) -> Iterator[Fleet]:
-    """Kiosks `kiosk-a` and `kiosk-b` provisioned by the hub, and its broker with the kiosk listener (TLS)."""
+def running_fleet(tmp_path: Path, db: Location | None = None) -> Iterator[Fleet]:
+    """Kiosks `kiosk-a` and `kiosk-b` provisioned by the hub, and its broker with the kiosk listener (TLS); the hub's
+    store in its folder unless given."""
     hub = tmp_path / "hub"
     paths = FleetPaths(hub)
-    HubStore(hub / "hub.db").close()
+    db = db or SqliteLocation(hub / "hub.db")
+    HubStore(db).close()
     ensure_server_cert(paths, ["127.0.0.1", "localhost"], now=time.time())
     tls_port = free_port()
     url = f"mqtts://127.0.0.1:{tls_port}"
     bundles, identities = {}, {}
     for kiosk in ("kiosk-a", "kiosk-b"):
-        bundles[kiosk], identities[kiosk] = provision(hub, paths, kiosk, url, tmp_path / kiosk)
+        bundles[kiosk], identities[kiosk] = provision(db, paths, kiosk, url, tmp_path / kiosk)
     broker = MosquittoProcess(hub / "broker", kiosks=KioskListener(paths.auth, port=tls_port))
     broker.start()
     try:
-        yield Fleet(hub, paths, broker, BrokerUrl.parse(url), BrokerUrl.parse(broker.url), identities, bundles)
+        yield Fleet(hub, paths, broker, BrokerUrl.parse(url), BrokerUrl.parse(broker.url), identities, bundles, db)
     finally:
         broker.stop()
 

@@ -25,7 +25,7 @@ from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import encode
 from device.simulate import single_reading
 from hub.broker import free_port
-from hub.db import DatabaseError, Location, SqliteLocation, connect
+from hub.db import DatabaseError, Location, PostgresLocation, SqliteLocation, connect
 from hub.db import parse as parse_location
 from hub.ingest import IngestConfig, IngestWorker
 from hub.store import HubStore
@@ -109,6 +109,26 @@ def hub_count(db: Path | Location, kiosk: str) -> int:
         return 0
     finally:
         conn.close()
+
+
+def hub_query(db: Path | Location, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """Read the hub's store as an auditor would, beside the running hub (nothing yet: no rows)."""
+    where = parse_location(db)
+    if isinstance(where, SqliteLocation) and not where.path.exists():
+        return []
+    conn = connect(where, read_only=True)
+    try:
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+    except DatabaseError:  # the schema is not there yet
+        return []
+    finally:
+        conn.close()
+
+
+def hub_store_args(data: Path, db: Location) -> list[str]:
+    """What a `hub` command is given to reach this store: its data folder (the PKI, the broker's files) and the
+    database, a SQLite file anywhere or a PostgreSQL URL."""
+    return ["--data", str(data), "--database", db.url if isinstance(db, PostgresLocation) else str(db.path)]
 
 
 class Producer(threading.Thread):

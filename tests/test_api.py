@@ -13,6 +13,7 @@ from device.outbox import Outbox
 from device.protocol.envelope import encode
 from device.simulate import DEVICES
 from hub.app import EXEMPT_PATHS, create_app
+from hub.db import Location
 from hub.store import HubStore
 from hub.uplink import Sorted, classify
 from tests.harness import api_token
@@ -21,7 +22,7 @@ AUTH: dict[str, str] = {}
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
 
-def ingest_directly(db: Path, bodies: list[bytes], kiosk: str = "k1") -> None:
+def ingest_directly(db: Location, bodies: list[bytes], kiosk: str = "k1") -> None:
     """Run the real validation and commit path without a broker (the API tests are about the API)."""
     store = HubStore(db)
     pending = Sorted()
@@ -32,8 +33,9 @@ def ingest_directly(db: Path, bodies: list[bytes], kiosk: str = "k1") -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "hub.db"
+def db(tmp_path: Path, hub_database: Location) -> Location:
+    """Five days of a cuff's and an oximeter's readings and one dead letter, on each store."""
+    path = hub_database
     box = Outbox(tmp_path / "o.db", "k1")
     rng = random.Random(1)
     bp, spo2 = DEVICES[0], DEVICES[1]
@@ -48,7 +50,7 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(db: Path) -> TestClient:
+def client(db: Location) -> TestClient:
     AUTH["Authorization"] = f"Bearer {api_token(db)}"
     return TestClient(create_app(db))
 
@@ -108,7 +110,7 @@ def test_dead_letters_are_visible(client: TestClient) -> None:
     assert dead["raw_preview"] == "not json" and "Invalid JSON" in dead["reason"] and dead["count"] == 1
 
 
-def test_health_and_readiness(db: Path) -> None:
+def test_health_and_readiness(db: Location) -> None:
     ready = {"value": False}
     client = TestClient(create_app(db, broker_ready=lambda: ready["value"]))
     assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
@@ -119,7 +121,7 @@ def test_health_and_readiness(db: Path) -> None:
     assert client.get("/openapi.json").json()["info"]["title"] == "Telehealth hub"
 
 
-def test_a_token_needs_the_scope_of_the_route_and_stops_working_when_revoked(db: Path, client: TestClient) -> None:
+def test_a_token_needs_the_scope_of_the_route_and_stops_working_when_revoked(db: Location, client: TestClient) -> None:
     from hub.accounts import tokens
 
     kiosks_only = api_token(db, "kiosks:read", name="fleet-dashboard")

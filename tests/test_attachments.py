@@ -2,7 +2,7 @@
 
 Real parts: a photo prepared by device.camera.photos from a rendered frame, the kiosk agent's
 outbox and forwarder, Mosquitto (through a proxy that cuts the path mid-transfer), ingest into
-SQLite, and the hub API.
+the hub's store (SQLite and PostgreSQL), and the hub API.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from device.protocol import parse_envelope
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import ATTACHMENT_CHUNK_BYTES, EnvelopeError, encode
 from hub.app import create_app
+from hub.db import Location, SqliteLocation
 from hub.store import Accepted, HubStore
 from tests.harness import api_token, ingest_thread, kiosk_agent, wait_until
 from tests.netproxy import TcpProxy
@@ -38,12 +39,12 @@ def photo(seed: int = 5, side: int = 1400) -> bytes:
     return prepare(image, max_side=side).data
 
 
-def hub_api(db: Path) -> TestClient:
+def hub_api(db: Location) -> TestClient:
     return TestClient(create_app(db), headers={"Authorization": f"Bearer {api_token(db)}"})
 
 
-def status(db: Path, attachment: str) -> str | None:
-    if not db.exists():
+def status(db: Location, attachment: str) -> str | None:
+    if isinstance(db, SqliteLocation) and not db.path.exists():  # ingest has not made it yet
         return None
     store = HubStore(db)
     try:
@@ -53,10 +54,10 @@ def status(db: Path, attachment: str) -> str | None:
         store.close()
 
 
-def test_a_photo_arrives_whole_and_identical(tmp_path: Path, broker_url: BrokerUrl) -> None:
+def test_a_photo_arrives_whole_and_identical(tmp_path: Path, broker_url: BrokerUrl, hub_database: Location) -> None:
     data = photo()
     assert len(data) > 3 * ATTACHMENT_CHUNK_BYTES
-    db = tmp_path / "hub.db"
+    db = hub_database
     with ingest_thread(db, broker_url), kiosk_agent(tmp_path / "k", "k-photo", broker_url, **FAST) as agent:
         attachment = enqueue_attachment(agent.outbox, data, subject="P-9")
         wait_until(lambda: status(db, attachment) == "complete", 30, "the photo assembled at the hub")
@@ -73,9 +74,11 @@ def test_a_photo_arrives_whole_and_identical(tmp_path: Path, broker_url: BrokerU
     assert TestClient(create_app(db)).get(f"/api/v1/attachments/{attachment}").status_code == 401
 
 
-def test_a_transfer_cut_midway_resumes_and_completes(tmp_path: Path, broker_url: BrokerUrl) -> None:
+def test_a_transfer_cut_midway_resumes_and_completes(
+    tmp_path: Path, broker_url: BrokerUrl, hub_database: Location
+) -> None:
     data = photo(seed=6, side=1800)
-    db = tmp_path / "hub.db"
+    db = hub_database
     proxy = TcpProxy(broker_url.host, broker_url.port)
     via_proxy = BrokerUrl(broker_url.host, proxy.port, False)
     try:
@@ -100,10 +103,10 @@ def _accepted(outbox: Outbox, payloads: list[dict[str, object]]) -> list[Accepte
     return [Accepted(e, encode(e), time.time(), f"kiosk/{e.kiosk}/up/attachment") for e in envelopes]
 
 
-def test_chunks_out_of_order_and_repeated_assemble_once(tmp_path: Path) -> None:
+def test_chunks_out_of_order_and_repeated_assemble_once(tmp_path: Path, hub_database: Location) -> None:
     data = random.Random(3).randbytes(3 * ATTACHMENT_CHUNK_BYTES + 17)
     items = _accepted(Outbox(tmp_path / "o.db", "k1"), chunk_payloads(data))
-    store = HubStore(tmp_path / "hub.db")
+    store = HubStore(hub_database)
     store.commit_batch([items[3], items[1]], [])
     store.commit_batch([items[1], items[0], items[3]], [])  # redelivered copies are absorbed
     attachment = items[0].envelope.payload.attachment  # type: ignore[union-attr]
@@ -115,13 +118,13 @@ def test_chunks_out_of_order_and_repeated_assemble_once(tmp_path: Path) -> None:
     assert store.attachment(attachment)["status"] == "complete"  # type: ignore[index]
 
 
-def test_bytes_that_do_not_match_the_announced_hash_are_never_served(tmp_path: Path) -> None:
+def test_bytes_that_do_not_match_the_announced_hash_are_never_served(tmp_path: Path, hub_database: Location) -> None:
     data = random.Random(4).randbytes(ATTACHMENT_CHUNK_BYTES + 5)
     payloads = chunk_payloads(data)
     payloads[1] = {**payloads[1], "sha256": "0" * 64}  # a kiosk bug or a corrupted copy
     payloads[0] = {**payloads[0], "sha256": "0" * 64}
     items = _accepted(Outbox(tmp_path / "o.db", "k1"), payloads)
-    db = tmp_path / "hub.db"
+    db = hub_database
     store = HubStore(db)
     store.commit_batch(items, [])
     attachment = items[0].envelope.payload.attachment  # type: ignore[union-attr]

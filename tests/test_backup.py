@@ -46,7 +46,7 @@ from device.simulate import single_reading
 from hub import backup, backup_postgres
 from hub.broker import MosquittoProcess, free_port
 from hub.cli import main as hub_main
-from hub.db import Location, PostgresLocation, applied, connect, immediate
+from hub.db import Location, PostgresLocation, SqliteLocation, applied, connect, immediate
 from hub.db.schema import MIGRATIONS
 from hub.fleet.identities import FleetPaths, add_kiosk, write_broker_files
 from hub.fleet.pki import HubCA
@@ -142,7 +142,9 @@ def test_restore_drill_backup_mid_stream_restore_into_a_fresh_hub_and_the_fleet_
     first, second, archive = tmp_path / "hub1", tmp_path / "hub2", tmp_path / "drill.tar.gz"
     broker_port, mqtt_port = free_port(), free_port()
     url = f"mqtts://127.0.0.1:{mqtt_port}"
-    identities = {k: provision(first, FleetPaths(first), k, url, tmp_path / k)[1] for k in KIOSKS}
+    identities = {
+        k: provision(SqliteLocation(first / "hub.db"), FleetPaths(first), k, url, tmp_path / k)[1] for k in KIOSKS
+    }
     hubs = [Serve(first, tmp_path / "hub1.log", broker_port, mqtt_port)]
     with ExitStack() as stack:
         stack.callback(stop_all, hubs)

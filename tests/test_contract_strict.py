@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from device.protocol.envelope import (
     envelope_json_schema,
 )
 from device.protocol.vitals import VITALS
+from hub.db import Location
 from hub.store import HubStore
 from hub.uplink import Sorted, classify
 
@@ -159,14 +159,14 @@ def test_an_integer_written_with_a_zero_fraction_is_that_integer() -> None:
     assert env.seq == 7 and isinstance(env.seq, int)
 
 
-def test_the_largest_allowed_integers_are_stored_by_the_hub(tmp_path: Path) -> None:
-    """The bound is one SQLite holds: a status at the bound is committed and read back exactly."""
+def test_the_largest_allowed_integers_are_stored_by_the_hub(hub_database: Location) -> None:
+    """The bound is one both stores hold: a status at the bound is committed and read back exactly."""
     doc = status(outbox_backlog=MAX_WIRE_INT, outbox_capacity=MAX_WIRE_INT, config_version=MAX_WIRE_INT)
     doc["seq"] = MAX_WIRE_INT
     into = Sorted()
     classify("kiosk/clinic-north-02/up/status", json.dumps(doc).encode(), 1.0, into)
     assert not into.dead and len(into.accepted) == 1
-    store = HubStore(tmp_path / "hub.db")
+    store = HubStore(hub_database)
     try:
         store.commit_batch([item for _, item in into.accepted], [])
         kiosk = store.kiosk("clinic-north-02")

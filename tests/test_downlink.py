@@ -7,7 +7,7 @@ from pathlib import Path
 from device.protocol.downlink import CaseAnswerBody
 from device.protocol.endpoints import BrokerUrl
 from hub import downlink
-from hub.db import immediate
+from hub.db import Location, immediate
 from hub.store import HubStore
 from tests.harness import ingest_thread, kiosk_agent, wait_until
 
@@ -15,17 +15,25 @@ FAST = {"keepalive_s": 2, "receipt_timeout_s": 2.0, "heartbeat_s": 3600.0, "conn
 CASE = "0b1e8c2a-1111-4222-8333-444455556666"
 
 
-def answer_for(db: Path, kiosk: str, message: str) -> str:
+def answer_for(db: Location, kiosk: str, message: str) -> str:
     store = HubStore(db)
     try:
         with immediate(store.conn) as conn:
+            # The case it answers, as ingest stores a kiosk's case (PostgreSQL holds the answer to its key).
+            conn.execute(
+                "INSERT INTO cases (id, message_id, kiosk, subject, questionnaire_id, questionnaire_version, answers, "
+                "text, attachments, vitals, created, received_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (CASE, "m-case", kiosk, "P1", "general-intake", 1, "[]", "", "[]", "[]", "2026-01-01T00:00:00Z", 0.0,
+                 "answered"),
+            )  # fmt: skip
             body = CaseAnswerBody(case=CASE, subject="P1", message=message, plan="", request="none")
             return downlink.enqueue_case_answer(conn, kiosk, body, 0.0)
     finally:
         store.close()
 
 
-def delivered(db: Path, message_id: str) -> bool:
+def delivered(db: Location, message_id: str) -> bool:
     store = HubStore(db)
     try:
         row = store.conn.execute("SELECT delivered_at FROM downlink WHERE id = ?", (message_id,)).fetchone()
@@ -35,9 +43,9 @@ def delivered(db: Path, message_id: str) -> bool:
 
 
 def test_an_answer_written_while_the_kiosk_was_away_arrives_once_when_it_returns(
-    tmp_path: Path, broker_url: BrokerUrl
+    tmp_path: Path, broker_url: BrokerUrl, hub_database: Location
 ) -> None:
-    db = tmp_path / "hub.db"
+    db = hub_database
     with ingest_thread(db, broker_url, downlink_check_s=0.1):
         # The kiosk has never connected: no broker session holds anything for it.
         first = answer_for(db, "k-away", "Rest and drink water.")
@@ -52,8 +60,10 @@ def test_an_answer_written_while_the_kiosk_was_away_arrives_once_when_it_returns
             assert [m.body.message for m in agent.inbox.messages()] == ["Rest and drink water.", "Come in on Monday."]
 
 
-def test_a_resent_message_is_stored_once_and_acknowledged_again(tmp_path: Path, broker_url: BrokerUrl) -> None:
-    db = tmp_path / "hub.db"
+def test_a_resent_message_is_stored_once_and_acknowledged_again(
+    tmp_path: Path, broker_url: BrokerUrl, hub_database: Location
+) -> None:
+    db = hub_database
     with ingest_thread(db, broker_url, downlink_check_s=0.1), kiosk_agent(tmp_path / "k", "k-dup", broker_url,
                                                                            **FAST) as agent:  # fmt: skip
         message_id = answer_for(db, "k-dup", "Take your tablets.")
@@ -67,14 +77,14 @@ def test_a_resent_message_is_stored_once_and_acknowledged_again(tmp_path: Path, 
 
 
 def test_only_the_addressed_kiosk_can_confirm_and_garbage_acks_change_nothing(
-    tmp_path: Path, broker_url: BrokerUrl
+    tmp_path: Path, broker_url: BrokerUrl, hub_database: Location
 ) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     from device.protocol import Topics
 
-    db = tmp_path / "hub.db"
+    db = hub_database
     with ingest_thread(db, broker_url, downlink_check_s=0.1) as worker:
         message_id = answer_for(db, "k-target", "For k-target only.")
         intruder = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="intruder")

@@ -34,7 +34,8 @@ from tests.fleet import (
 from tests.harness import assert_delivered_exactly_once, hub_rows, kiosk_agent, wait_until
 
 
-def test_a_provisioned_kiosk_delivers_over_tls_exactly_once(tmp_path: Path, fleet: Fleet) -> None:
+def test_a_provisioned_kiosk_delivers_over_tls_exactly_once(tmp_path: Path, fleet_on_each_store: Fleet) -> None:
+    fleet = fleet_on_each_store
     ident = fleet.identities["kiosk-a"]
     with fleet.ingest(), kiosk_agent(tmp_path / "kiosk-a", "kiosk-a", fleet.kiosk_url, **agent_overrides(ident)) as a:
         rng = random.Random(5)
@@ -43,7 +44,10 @@ def test_a_provisioned_kiosk_delivers_over_tls_exactly_once(tmp_path: Path, flee
     assert_delivered_exactly_once(fleet.db, "kiosk-a", sent)
 
 
-def test_a_kiosk_can_neither_publish_as_another_nor_read_its_downlink(tmp_path: Path, fleet: Fleet) -> None:
+def test_a_kiosk_can_neither_publish_as_another_nor_read_its_downlink(
+    tmp_path: Path, fleet_on_each_store: Fleet
+) -> None:
+    fleet = fleet_on_each_store
     box = Outbox(tmp_path / "forge.db", "kiosk-b")
     as_b = encode(box.enqueue("observations", single_reading(random.Random(6), datetime.now(UTC))))
     box.close()
@@ -87,12 +91,13 @@ def test_a_kiosk_can_neither_publish_as_another_nor_read_its_downlink(tmp_path: 
     assert hub_rows(fleet.db, "kiosk-b") == []
 
 
-def test_a_revoked_kiosk_is_disconnected_at_once_and_refused_after(fleet: Fleet) -> None:
+def test_a_revoked_kiosk_is_disconnected_at_once_and_refused_after(fleet_on_each_store: Fleet) -> None:
+    fleet = fleet_on_each_store
     a = kiosk_probe(fleet, "kiosk-a")
     b = kiosk_probe(fleet, "kiosk-b")
     try:
         assert a.connected.is_set() and b.connected.is_set()
-        assert hub_main(["kiosks", "revoke", "kiosk-a", "--data", str(fleet.hub)]) == 0
+        assert hub_main(["kiosks", "revoke", "kiosk-a", *fleet.args]) == 0
         assert a.disconnected.wait(10), "the revoked kiosk stayed connected"
         time.sleep(0.5)
         assert not b.disconnected.is_set(), "revoking kiosk-a disconnected kiosk-b"
@@ -101,7 +106,7 @@ def test_a_revoked_kiosk_is_disconnected_at_once_and_refused_after(fleet: Fleet)
         b.close()
     # Refused: at TLS (the broker re-read its revocation list) or by CONNACK (the password is gone).
     refused(lambda: kiosk_probe(fleet, "kiosk-a"))
-    listing = [json.loads(line) for line in _run_cli(["kiosks", "identities", "--data", str(fleet.hub)]).splitlines()]
+    listing = [json.loads(line) for line in _run_cli(["kiosks", "identities", *fleet.args]).splitlines()]
     assert {row["kiosk"]: row["revoked"] for row in listing} == {"kiosk-a": True, "kiosk-b": False}
 
 
@@ -147,14 +152,15 @@ def test_wrong_or_missing_certificates_plaintext_and_bad_passwords_arerefused(tm
     refused(lambda: Probe("p8").login(INGEST_USER, "guess").connect(fleet.hub_url))
 
 
-def test_a_replaced_kiosks_old_certificate_is_revoked(tmp_path: Path, fleet: Fleet) -> None:
+def test_a_replaced_kiosks_old_certificate_is_revoked(tmp_path: Path, fleet_on_each_store: Fleet) -> None:
     """`hub kiosks add` again (a lost or rebuilt kiosk): the old certificate goes on the CRL at once."""
+    fleet = fleet_on_each_store
     old = fleet.identities["kiosk-a"]
     old_cert, old_key = tmp_path / "old.pem", tmp_path / "old.key"
     old_cert.write_bytes(old.cert_file.read_bytes())
     old_key.write_bytes(old.key_file.read_bytes())
     bundle_file = tmp_path / "new-bundle.json"
-    _run_cli(["kiosks", "add", "kiosk-a", "--data", str(fleet.hub), "--broker-url", str(fleet.kiosk_url),
+    _run_cli(["kiosks", "add", "kiosk-a", *fleet.args, "--broker-url", str(fleet.kiosk_url),
               "--out", str(bundle_file)])  # fmt: skip
     assert bundle_file.stat().st_mode & 0o777 == 0o600
     new = import_bundle(bundle_file.read_bytes(), tmp_path / "rebuilt")

@@ -54,8 +54,9 @@ def _deliver_from_b(fleet: Fleet, tmp_path: Path, count: int = 20) -> None:
     assert_delivered_exactly_once(fleet.db, "kiosk-b", sent)
 
 
-def test_a_kiosk_cannot_take_another_clients_id(tmp_path: Path, fleet: Fleet) -> None:
+def test_a_kiosk_cannot_take_another_clients_id(tmp_path: Path, fleet_on_each_store: Fleet) -> None:
     """Finding 2: client id `kiosk-b` unseated kiosk B; `hub-ingest-1` fought ingest for its connection."""
+    fleet = fleet_on_each_store
     with fleet.ingest() as ingest:
         b = kiosk_probe(fleet, "kiosk-b")
         assert b.connected.is_set(), b.connack
@@ -121,8 +122,9 @@ def test_a_kiosk_cannot_join_ingests_shared_subscription(tmp_path: Path, fleet: 
             a.close()
 
 
-def test_a_kiosk_cannot_leave_retained_messages_on_its_uplinks(fleet: Fleet) -> None:
+def test_a_kiosk_cannot_leave_retained_messages_on_its_uplinks(fleet_on_each_store: Fleet) -> None:
     """Finding 8: a retained uplink with readings outlived the kiosk, even its revocation."""
+    fleet = fleet_on_each_store
     box = Outbox(fleet.hub / "forge.db", "kiosk-a")
     reading = encode(box.enqueue("observations", single_reading(random.Random(8), datetime.now(UTC))))
     box.close()
@@ -139,7 +141,7 @@ def test_a_kiosk_cannot_leave_retained_messages_on_its_uplinks(fleet: Fleet) -> 
         assert a.puback[-1].value < 0x80, a.puback[-1]
     finally:
         a.close()
-    assert hub_main(["kiosks", "revoke", "kiosk-a", "--data", str(fleet.hub)]) == 0
+    assert hub_main(["kiosks", "revoke", "kiosk-a", *fleet.args]) == 0
     # Whoever subscribes later (ingest after a restart) finds no retained uplink.
     late = hub_probe(fleet)
     found: list[str] = []
@@ -166,15 +168,16 @@ def _retained_presence(fleet: Fleet, kiosk: str) -> dict[str, Any]:
     return dict(json.loads(got[0]))
 
 
-def test_a_revoked_kiosk_shows_offline(tmp_path: Path, fleet: Fleet) -> None:
+def test_a_revoked_kiosk_shows_offline(tmp_path: Path, fleet_on_each_store: Fleet) -> None:
     """Finding 7: revocation cut the kiosk off without its last will, so it stayed 'online' everywhere."""
+    fleet = fleet_on_each_store
     ident = fleet.identities["kiosk-a"]
     with fleet.ingest(), kiosk_agent(tmp_path / "kiosk-a", "kiosk-a", fleet.kiosk_url, **agent_overrides(ident)):
         store = HubStore(fleet.db)
         try:
             wait_until(lambda: (store.kiosk("kiosk-a") or {}).get("online") == 1, 10, "kiosk-a online")
             assert _retained_presence(fleet, "kiosk-a") == {"online": True}
-            assert hub_main(["kiosks", "revoke", "kiosk-a", "--data", str(fleet.hub)]) == 0
+            assert hub_main(["kiosks", "revoke", "kiosk-a", *fleet.args]) == 0
             wait_until(lambda: (store.kiosk("kiosk-a") or {}).get("online") == 0, 10, "kiosk-a offline at the hub")
             # What any later subscriber (ingest after a restart, the fleet page's source) reads from the broker,
             # while the revoked kiosk's agent still runs and keeps trying to come back.
@@ -257,12 +260,15 @@ def _mutations(base: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def test_hostile_payloads_never_stall_ingest_and_nothing_refused_is_stored(tmp_path: Path, fleet: Fleet) -> None:
+def test_hostile_payloads_never_stall_ingest_and_nothing_refused_is_stored(
+    tmp_path: Path, fleet_on_each_store: Fleet
+) -> None:
     """Findings 1 and 6: a 2^64 `seq` stopped every commit; `true`, `"72"` and Unix times were stored.
 
     Every field of a reading and of a status, at every boundary and with every wrong type, over the real
     broker: what the contract refuses is dead-lettered, what it accepts is stored once, and ingest goes on.
     """
+    fleet = fleet_on_each_store
     box = Outbox(tmp_path / "forge.db", "kiosk-a")
     reading = json.loads(encode(box.enqueue("observations", single_reading(random.Random(9), datetime.now(UTC)))))
     status = json.loads(

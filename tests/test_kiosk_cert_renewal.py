@@ -34,7 +34,7 @@ from device.renewal import finish_pending, make_request
 from device.simulate import single_reading
 from hub.broker import free_port
 from hub.cli import main as hub_main
-from hub.db import immediate
+from hub.db import Location, SqliteLocation, immediate
 from hub.fleet.identities import FleetPaths, IdentityError, add_kiosk, renew_kiosk, revoke_kiosk, write_broker_files
 from hub.service import HubService, ServeConfig
 from hub.store import HubStore
@@ -44,8 +44,10 @@ from tests.harness import assert_delivered_exactly_once, kiosk_agent, wait_until
 DAY = 86_400.0
 
 
-def _provision(data: Path, kiosk: str, broker_url: str, dest: Path, *, days_ago: float) -> KioskIdentity:
-    store = HubStore(data / "hub.db")
+def _provision(
+    data: Path, kiosk: str, broker_url: str, dest: Path, *, days_ago: float, db: Location | None = None
+) -> KioskIdentity:
+    store = HubStore(db or SqliteLocation(data / "hub.db"))
     try:
         with immediate(store.conn) as conn:
             bundle = add_kiosk(conn, FleetPaths(data), kiosk, broker_url=broker_url, hub_url=None, clinic_id=None,
@@ -152,9 +154,9 @@ def _renew_and_go_on(
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[tuple[HubStore, FleetPaths]]:
+def hub(tmp_path: Path, hub_database: Location) -> Iterator[tuple[HubStore, FleetPaths]]:
     data = tmp_path / "hub"
-    store = HubStore(data / "hub.db")
+    store = HubStore(hub_database)
     try:
         yield store, FleetPaths(data)
     finally:
@@ -169,8 +171,10 @@ def _renew(hub: tuple[HubStore, FleetPaths], kiosk: str, request: RenewalRequest
 
 
 def _kiosk(hub: tuple[HubStore, FleetPaths], tmp_path: Path, kiosk: str, days_ago: float) -> KioskIdentity:
-    _store, paths = hub
-    return _provision(paths.data, kiosk, "mqtts://127.0.0.1:8883", tmp_path / kiosk, days_ago=days_ago)
+    store, paths = hub
+    return _provision(
+        paths.data, kiosk, "mqtts://127.0.0.1:8883", tmp_path / kiosk, days_ago=days_ago, db=store.location
+    )
 
 
 def _csr(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, name: str) -> bytes:

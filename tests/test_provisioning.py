@@ -17,8 +17,10 @@ from device.identity import IdentityError, import_bundle, load_identity
 from device.outbox import Outbox
 from device.simulate import single_reading
 from hub.cli import main as hub_main
+from hub.db import Location
 from hub.fleet.broker_auth import INGEST_USER, mosquitto_hash
 from hub.fleet.pki import HubCA
+from tests.harness import hub_store_args
 
 BROKER = "mqtts://hub.example:8883"
 
@@ -132,10 +134,10 @@ def test_an_unprovisioned_kiosk_without_an_id_says_what_to_do(
     ],
 )
 def test_hub_refuses_bad_provisioning_requests(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str, hub_database: Location
 ) -> None:
     extra = ["--broker-url", BROKER, "--out", str(tmp_path / "b")] if argv[1] == "add" else []
-    assert hub_main([*argv, "--data", str(tmp_path / "hub"), *extra]) == 2
+    assert hub_main([*argv, *hub_store_args(tmp_path / "hub", hub_database), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 

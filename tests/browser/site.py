@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from hub.app import create_app
+from hub.db import Location
 from hub.workspace import WebSettings
 from tests.workspace.world import NOW, Clock, World, populate
 
@@ -25,7 +26,7 @@ class Site:
 
 
 @contextmanager
-def serve(db: Path, settings: WebSettings | None = None) -> Iterator[Site]:
+def serve(db: Path | Location, settings: WebSettings | None = None) -> Iterator[Site]:
     clock = Clock(NOW.timestamp())
     world = World(db, clock)
     populate(world)
