@@ -22,7 +22,8 @@ from hub.cli import main
 from hub.db import Connection, PostgresLocation, connect
 from tests.postgres import PostgresServer
 
-PATIENTS, READINGS, QUEUED, REQUESTS = 50, 20_000, 50, 10
+# Smaller than --quick's own sizes: a smoke test of the command, not a measurement (that is `make bench`).
+PATIENTS, READINGS, QUEUED, REQUESTS, AUDIT_ROWS = 20, 5_000, 20, 10, 1_000
 KINDS = [k.key for k in bench_workspace.KINDS]
 STATS = {"count", "p50_ms", "p95_ms", "max_ms", "mean_ms"}
 TOP = {
@@ -37,7 +38,9 @@ TOP = {
 
 def _bench(where: list[str], capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, Any]]:
     """`where`: `--db PATH` or `--database URL`."""
-    argv = ["bench", "workspace", "--quick", "--json", *where, "--requests", str(REQUESTS), "--warmup", "1"]
+    sizes = ["--patients", str(PATIENTS), "--readings", str(READINGS), "--queued", str(QUEUED)]
+    argv = ["bench", "workspace", "--quick", "--json", *where, *sizes, "--audit-rows", str(AUDIT_ROWS)]
+    argv += ["--requests", str(REQUESTS), "--warmup", "1"]
     code = main([*argv, *extra])
     out = capsys.readouterr().out
     return code, json.loads(out) if code == 0 else {}
