@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import signal
 import subprocess
@@ -34,6 +35,23 @@ def _kiosk_id(value: str) -> str:
     if not Topics.is_valid_kiosk_id(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid kiosk id (letters, digits, _ . -; max 64)")
     return value
+
+
+def _seconds_at_least(low: float) -> Callable[[str], float]:
+    """A number of seconds no smaller than `low`: below it a timeout would fire before the thing it waits for."""
+
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+        if not math.isfinite(seconds):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a finite number of seconds")
+        if seconds < low:
+            raise argparse.ArgumentTypeError(f"{value} s is below the least, {low:g} s")
+        return seconds
+
+    return parse
 
 
 def _broker(value: str) -> BrokerUrl:
@@ -192,6 +210,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=30.0,
         help="after a dropped call: seconds before the screen returns to welcome",
+    )
+    p.add_argument(
+        "--consult-connect-timeout",
+        type=_seconds_at_least(3.0),
+        default=15.0,
+        help="seconds from the provider joining to connected media before the call becomes a case (at least 3)",
     )
 
 

@@ -160,3 +160,18 @@ def test_ble_held_lists_assigns_and_discards(tmp_path: Path) -> None:
     discarded = run("device.cli", "ble", "held", "--data", data, "--discard", str(second))
     assert discarded.returncode == 0 and "discarded" in discarded.stdout
     assert json.loads(run("device.cli", "ble", "held", "--data", data).stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("1", "1 s is below the least, 3 s"), ("soon", "'soon' is not a number of seconds"),
+     ("nan", "'nan' is not a finite number of seconds")],
+)  # fmt: skip
+def test_a_consult_connect_timeout_too_short_to_connect_is_refused(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = kiosk_cli.build_parser()
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["serve", "--consult-connect-timeout", value])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+    assert parser.parse_args(["serve", "--consult-connect-timeout", "20"]).consult_connect_timeout == 20.0

@@ -62,6 +62,7 @@ def options_from(args: argparse.Namespace) -> ServeOptions:
             speaker=args.speaker,
             wait_limit_s=args.consult_wait_limit,
             return_after_s=args.consult_return_after,
+            connect_timeout_s=args.consult_connect_timeout,
         ),
         camera_skin_video=args.camera_skin_video,
     )
