@@ -15,8 +15,10 @@ reading that came last decides).
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -191,13 +193,26 @@ def calm(conn: Connection, patient_id: str, rule_id: str, effective: str) -> Non
 
 
 def on_attributed(conn: Connection, readings: Iterable[Reading], now: float) -> int:
-    """Judge newly attributed readings against their patient's rules and NEWS2; returns alerts opened or re-opened."""
+    """Judge newly attributed readings against their patient's rules and NEWS2; returns alerts opened or re-opened.
+
+    NEWS2 needs, for every reading, each other vital nearest it: those look-ups are made for the whole batch
+    first (`nearest_vitals`, a few statements), not per reading, because on PostgreSQL each statement is a
+    round trip. Nothing here writes observations, so looking them up first finds what looking up as we go did.
+    """
+    ordered = sorted(readings, key=lambda x: x.effective)
     configs: dict[str, TriageConfig] = {}
+    for r in ordered:
+        if r.patient_id not in configs:
+            configs[r.patient_id] = patient_config(conn, r.clinic_id, r.patient_id)
+    windows = {
+        i: news2_window(r, configs[r.patient_id].news2.window_minutes)
+        for i, r in enumerate(ordered)
+        if configs[r.patient_id].news2.enabled and r.code in news2.PARAMETERS
+    }
+    nearby = nearest_vitals(conn, windows.values(), list(NEWS2_UNITS))
     changed = 0
-    for r in sorted(readings, key=lambda x: x.effective):
-        config = configs.get(r.patient_id)
-        if config is None:
-            config = configs[r.patient_id] = patient_config(conn, r.clinic_id, r.patient_id)
+    for i, r in enumerate(ordered):
+        config = configs[r.patient_id]
         for rule in config.rules:
             verdict = judge(rule, r.code, r.value, r.unit)
             if verdict is None:
@@ -210,22 +225,23 @@ def on_attributed(conn: Connection, readings: Iterable[Reading], now: float) -> 
                 changed += outcome in ("opened", "reopened")
             else:
                 calm(conn, r.patient_id, rule.id, r.effective)
-        if config.news2.enabled and r.code in news2.PARAMETERS:
-            changed += _news2(conn, r, config, now)
+        if i in windows:
+            changed += _news2(conn, r, config, nearby.get(windows[i], {}), now)
     return changed
 
 
-def _news2(conn: Connection, r: Reading, config: TriageConfig, now: float) -> int:
-    """The NEWS2 of the full set of vitals measured around `r` (within the window, in measured time)."""
+# The NEWS2 vitals a kiosk measures, each in the unit its bands are written in.
+NEWS2_UNITS = {news2.RESPIRATION: "/min", news2.SPO2: "%", news2.SYSTOLIC: "mm[Hg]", news2.PULSE: "/min",
+               news2.TEMPERATURE: "Cel"}  # fmt: skip
+
+
+def _news2(conn: Connection, r: Reading, config: TriageConfig, vitals: Mapping[str, tuple[float, str]],
+           now: float) -> int:  # fmt: skip
+    """The NEWS2 of the full set of vitals measured around `r` (`vitals`: each code's nearest value and unit)."""
     settings = config.news2
-    at = datetime.fromisoformat(r.effective)
-    window = timedelta(minutes=settings.window_minutes)
-    lo, hi = utc_iso(at - window), utc_iso(at + window)
-    wanted = {news2.RESPIRATION: "/min", news2.SPO2: "%", news2.SYSTOLIC: "mm[Hg]", news2.PULSE: "/min",
-              news2.TEMPERATURE: "Cel"}  # fmt: skip
     values: dict[str, float] = {}
-    for code, unit in wanted.items():
-        row = nearest_reading(conn, r, code, lo=lo, hi=hi, at=at)
+    for code, unit in NEWS2_UNITS.items():
+        row = vitals.get(code)
         if row is not None and (v := in_unit(row[0], row[1], unit)) is not None:
             values[code] = v
     result = news2.score(values)
@@ -254,32 +270,144 @@ def _news2(conn: Connection, r: Reading, config: TriageConfig, now: float) -> in
     return changed
 
 
+@dataclass(frozen=True)
+class Window:
+    """Where to look for a patient's vitals around one time; every time in observations.measured_ms's terms.
+
+    `split` is the reading's own time: the latest candidate at or before it and the earliest at or after it
+    are the two the nearest is chosen from. `at` is what distance is measured from (the same time, for a
+    reading). Equal windows are one look-up: the vitals of one sitting share their time and patient.
+    """
+
+    clinic_id: str
+    patient_id: str
+    lo: int
+    split: int
+    hi: int
+    at: int
+
+
+def window(r: Reading, *, lo: str, hi: str, at: datetime) -> Window:
+    """A reading's window from its ISO bounds, converted exactly as the look-up always has."""
+
+    def ms(iso: str) -> int:
+        return _ms(datetime.fromisoformat(iso))
+
+    return Window(r.clinic_id, r.patient_id, lo=ms(lo), split=ms(r.effective), hi=ms(hi), at=_ms(at))
+
+
+def news2_window(r: Reading, window_minutes: int) -> Window:
+    """The vitals that form one set with `r`: measured within `window_minutes` of it, on the hub's clock.
+
+    The bounds go through ISO text (milliseconds) as they always did, so that a window ends where it ended.
+    """
+    at = datetime.fromisoformat(r.effective)
+    span = timedelta(minutes=window_minutes)
+    return window(r, lo=utc_iso(at - span), hi=utc_iso(at + span), at=at)
+
+
+def _intervals(windows: Iterable[Window]) -> list[tuple[str, str, int, int]]:
+    """The windows of each patient merged where they overlap: (patient, clinic, lo, hi), disjoint, so no reading
+    is read twice. A batch is the undecided readings of a few kiosks in the order they were sent (message ids are
+    UUIDv7), so this is about the batch's time span plus a window on either side, per patient."""
+    spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for w in windows:
+        spans.setdefault((w.patient_id, w.clinic_id), []).append((w.lo, w.hi))
+    out: list[tuple[str, str, int, int]] = []
+    for (patient_id, clinic_id), found in spans.items():
+        found.sort()
+        lo, hi = found[0]
+        for next_lo, next_hi in found[1:]:
+            if next_lo > hi:
+                out.append((patient_id, clinic_id, lo, hi))
+                lo = next_lo
+            hi = max(hi, next_hi)
+        out.append((patient_id, clinic_id, lo, hi))
+    return out
+
+
+# Intervals per statement (SQLite compounds at most 500 SELECTs; each is 4 + the codes parameters).
+INTERVALS_PER_STATEMENT = 100
+
+
+@functools.lru_cache(maxsize=64)
+def _candidates_sql(intervals: int, codes: int) -> str:
+    """Every reading of the codes in each interval, with its primary key (the tie-break within one millisecond).
+
+    A UNION ALL of one plain range query per interval: one statement, one round trip, and each part planned as that
+    query alone would be, an index range bounded by the interval (observations_patient_code; PostgreSQL without
+    statistics may take observations_clinic_measured and a filter, still bounded by the interval). Tried before:
+    a join with a VALUES list, which PostgreSQL may plan as a hash of the whole index; and the LIMIT 1 seeks as
+    correlated subqueries, for which PostgreSQL without statistics takes observations_clinic_measured and walks the
+    clinic's readings of the window once per seek and vital (as the one-statement-per-seek look-up did too).
+    """
+    one = (
+        "SELECT patient_id, clinic_id, code, measured_ms, message_id, idx, value, unit "
+        "FROM observations INDEXED BY observations_patient_code WHERE patient_id = ? AND clinic_id = ? "
+        f"AND attribution = 'attributed' AND code IN ({','.join('?' * codes)}) AND measured_ms BETWEEN ? AND ?"
+    )
+    return " UNION ALL ".join([one] * intervals)
+
+
+_Candidate = tuple[int, str, int, float, str]  # measured_ms, message_id, idx, value, unit: sorted, in index order
+
+
+def nearest_vitals(
+    conn: Connection, windows: Iterable[Window], codes: Sequence[str]
+) -> dict[Window, dict[str, tuple[float, str]]]:
+    """Each window's reading of each code measured nearest `at` within [lo, hi], the earlier on a tie: by window,
+    code -> (value, unit); a code with no reading in the window is absent.
+
+    Set-based for a batch of readings, where a look-up per reading and code cost two round trips on PostgreSQL:
+    the readings of the codes in the union of the windows, one statement per INTERVALS_PER_STATEMENT intervals,
+    then the choice here. It is the two-seek look-up's, exactly: of the latest candidate at or before `split` and
+    the earliest at or after it, the first unless the second is strictly nearer `at`; of readings measured in
+    the same millisecond, the last in observations_patient_code's order (its entries end in the primary key) on
+    the before side and the first on the after side, as SQLite's descending and ascending index scans returned
+    them. Sorting by (measured_ms, message_id, idx) is that order: Python compares text by code point, as SQLite
+    does (PostgreSQL's order among equal keys depended on the plan, and its text order on the collation).
+    """
+    unique = list(dict.fromkeys(windows))
+    intervals = _intervals(unique)
+    readings: dict[tuple[str, str, str], list[_Candidate]] = {}
+    for start in range(0, len(intervals), INTERVALS_PER_STATEMENT):
+        chunk = intervals[start : start + INTERVALS_PER_STATEMENT]
+        params = [x for patient_id, clinic_id, lo, hi in chunk for x in (patient_id, clinic_id, *codes, lo, hi)]
+        rows = conn.execute(_candidates_sql(len(chunk), len(codes)), params).fetchall()
+        for patient_id, clinic_id, code, measured_ms, message_id, idx, value, unit in rows:
+            readings.setdefault((patient_id, clinic_id, code), []).append((measured_ms, message_id, idx, value, unit))
+    times: dict[tuple[str, str, str], list[int]] = {}
+    for key, found in readings.items():
+        found.sort(key=lambda c: (c[0], c[1], c[2]))
+        times[key] = [c[0] for c in found]
+    out: dict[Window, dict[str, tuple[float, str]]] = {}
+    for w in unique:
+        for code in codes:
+            key = (w.patient_id, w.clinic_id, code)
+            if key not in readings:
+                continue
+            found, at = readings[key], times[key]
+            i = bisect.bisect_right(at, w.split) - 1  # the latest at or before split; of one time, the last
+            before = found[i] if i >= 0 and at[i] >= w.lo else None
+            j = bisect.bisect_left(at, w.split)  # the earliest at or after split; of one time, the first
+            after = found[j] if j < len(at) and at[j] <= w.hi else None
+            if before is not None and (after is None or abs(before[0] - w.at) <= abs(after[0] - w.at)):
+                out.setdefault(w, {})[code] = (before[3], before[4])
+            elif after is not None:
+                out.setdefault(w, {})[code] = (after[3], after[4])
+    return out
+
+
 def nearest_reading(
     conn: Connection, r: Reading, code: str, *, lo: str, hi: str, at: datetime
 ) -> tuple[float, str] | None:
-    """The patient's reading of `code` measured nearest `at` within [lo, hi] (the earlier on a tie): two index seeks.
+    """The patient's reading of `code` measured nearest `at` within [lo, hi] (the earlier on a tie).
 
     All four times are measurement times on the hub's clock (observations.measured_ms), as `r.effective` is.
+    One reading's look-up through `nearest_vitals`, the batch's: one rule, one implementation.
     """
-    sql = (
-        "SELECT value, unit, measured_ms FROM observations INDEXED BY observations_patient_code "
-        "WHERE patient_id = ? AND clinic_id = ? AND attribution = 'attributed' AND code = ? "
-        "AND measured_ms BETWEEN ? AND ? ORDER BY measured_ms {} LIMIT 1"
-    )
-    key = (r.patient_id, r.clinic_id, code)
-    split = _ms(datetime.fromisoformat(r.effective))
-    before = conn.execute(sql.format("DESC"), (*key, _ms(datetime.fromisoformat(lo)), split)).fetchone()
-    after = conn.execute(sql.format("ASC"), (*key, split, _ms(datetime.fromisoformat(hi)))).fetchone()
-    if before is None or after is None:
-        found = before or after
-        return None if found is None else (found[0], found[1])
-    at_ms = _ms(at)
-
-    def distance(row: tuple[float, str, int]) -> int:
-        return abs(row[2] - at_ms)
-
-    nearest = before if distance(before) <= distance(after) else after
-    return nearest[0], nearest[1]
+    w = window(r, lo=lo, hi=hi, at=at)
+    return nearest_vitals(conn, [w], [code]).get(w, {}).get(code)
 
 
 def check_silence(conn: Connection, now: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -333,7 +334,8 @@ def test_rules_are_checked_set_and_overridden_from_the_command_line(
 
 
 def test_news2_takes_each_vital_nearest_the_reading_as_the_full_scan_did(world: World) -> None:
-    """The two index seeks per vital find what ordering the whole window by distance finds, in measured time.
+    """The look-up (the batch's, `nearest_vitals`, one window here) finds what ordering the whole window by distance
+    finds, in measured time.
 
     Half the readings come from a kiosk whose clock is 3 h behind: their stamps are 3 h early, and only their
     corrected times (the stamp plus the kiosk's offset) put them in and out of the window where they belong.
@@ -370,3 +372,89 @@ def test_news2_takes_each_vital_nearest_the_reading_as_the_full_scan_did(world: 
             assert alerts.nearest_reading(conn, probe, code, lo=utc_iso(lo), hi=utc_iso(hi), at=at) == (
                 tuple(full_scan) if full_scan else None
             )
+
+
+def two_seeks(conn: Any, w: alerts.Window, code: str) -> tuple[float, str] | None:
+    """The look-up as it was, one reading and vital at a time: the latest reading at or before the reading's time and
+    the earliest at or after it, the first unless the second is strictly nearer. The order among readings of one
+    millisecond is spelled out as SQLite's index scans gave it (observations_patient_code ends in the primary key)."""
+    sql = (
+        "SELECT value, unit, measured_ms FROM observations WHERE patient_id = ? AND clinic_id = ? "
+        "AND attribution = 'attributed' AND code = ? AND measured_ms BETWEEN ? AND ? "
+        "ORDER BY measured_ms {0}, message_id {0}, idx {0} LIMIT 1"
+    )
+    key = (w.patient_id, w.clinic_id, code)
+    before = conn.execute(sql.format("DESC"), (*key, w.lo, w.split)).fetchone()
+    after = conn.execute(sql.format("ASC"), (*key, w.split, w.hi)).fetchone()
+    if before is None or after is None:
+        found = before or after
+        return None if found is None else (found[0], found[1])
+    nearest = before if abs(before[2] - w.at) <= abs(after[2] - w.at) else after
+    return nearest[0], nearest[1]
+
+
+def epoch_ms(when: datetime) -> int:
+    return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def test_news2_looks_up_a_batch_of_readings_as_it_looked_up_one_at_a_time(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several patients' readings in one batch, their windows merged and read a few statements at a time, still
+    each take what the two seeks per reading and vital took: the same vital in one millisecond (twice in one
+    envelope, in another envelope, and from a kiosk whose clock is 3 h behind), a probe equidistant from two
+    readings (the earlier wins), a probe at a reading's own time, and window edges on a reading (inside)."""
+    monkeypatch.setattr(alerts, "INTERVALS_PER_STATEMENT", 3)  # several statements, however few the intervals
+    rng = random.Random(7)
+    behind = north_kiosk(world, "kiosk-north-behind")
+    three_hours = timedelta(hours=3)
+    codes = [("9279-1", "/min", 18), ("59408-5", "%", 95), ("8480-6", "mm[Hg]", 120), ("8867-4", "/min", 70)]
+    start = day(6)
+    # Random readings are measured at whole seconds (the slow kiosk) or 250 ms past (North's): never at `tie`.
+    tie = start + timedelta(minutes=30, seconds=1, milliseconds=500)
+    for patient_code in ("N100", "N101"):
+        readings: dict[str, list[dict[str, Any]]] = {world.north.kiosk: [], behind: []}
+        for second in sorted(rng.sample(range(3 * 3600), 150)):
+            code, unit, value = rng.choice(codes)
+            kiosk = rng.choice([world.north.kiosk, behind])
+            stamp = start + timedelta(seconds=second) - (three_hours if kiosk == behind else timedelta())
+            readings[kiosk].append(obs(code, value + rng.randint(-5, 5), unit, stamp, device=OXIMETER))
+        # North's clock offset is 250 ms; the slow kiosk's stamp is 3 h and 250 ms early, its offset 3 h.
+        same_ms = [obs("8867-4", 61, "/min", tie, device=OXIMETER), obs("8867-4", 62, "/min", tie, device=OXIMETER)]
+        world.send(world.north.kiosk, [*readings[world.north.kiosk], *same_ms], subject=patient_code)
+        world.send(world.north.kiosk, [obs("8867-4", 63, "/min", tie, device=OXIMETER)], subject=patient_code)
+        slow = obs("8867-4", 64, "/min", tie + timedelta(milliseconds=250) - three_hours, device=OXIMETER)
+        world.send(behind, [*readings[behind], slow], subject=patient_code, offset_ms=3 * 3600 * 1000.0)
+    conn = world.store.conn
+    windows: list[alerts.Window] = []
+    for patient_code in ("N100", "N101"):
+        patient = world.north.patients[patient_code]
+        rows = conn.execute(
+            "SELECT measured_ms FROM observations WHERE patient_id = ? AND attribution = 'attributed' "
+            "AND measured_ms BETWEEN ? AND ?",
+            (patient, epoch_ms(start - three_hours), epoch_ms(start + 2 * three_hours)),
+        )
+        times = sorted({ms for (ms,) in rows})
+        midpoints = [(a + b) // 2 for a, b in itertools.pairwise(times)]
+        for at in [*rng.sample(times, 40), *rng.sample(midpoints, 40), epoch_ms(tie) + 250]:
+            span = rng.choice([60_000, 600_000, 3_600_000])
+            windows.append(alerts.Window("north-clinic", patient, at - span, at, at + span, at))
+        for a, b in zip(rng.sample(times, 20), rng.sample(times, 20), strict=True):  # the edges on readings
+            lo, hi = min(a, b), max(a, b)
+            windows.append(alerts.Window("north-clinic", patient, lo, (lo + hi) // 2, hi, (lo + hi) // 2))
+    found = alerts.nearest_vitals(conn, windows, [code for code, _, _ in codes])
+    for w in windows:
+        for code, _, _ in codes:
+            assert found.get(w, {}).get(code) == two_seeks(conn, w, code), (w, code)
+    # Of the readings of one millisecond: the last in the index on the before side, the first on the after side.
+    at = epoch_ms(tie) + 250
+    patient = world.north.patients["N101"]
+    pulse = conn.execute(
+        "SELECT value, message_id, idx FROM observations WHERE patient_id = ? AND code = '8867-4' AND measured_ms = ?",
+        (patient, at),
+    ).fetchall()
+    assert sorted(v for v, _, _ in pulse) == [61, 62, 63, 64]
+    first, last = min(pulse, key=lambda r: r[1:])[0], max(pulse, key=lambda r: r[1:])[0]
+    for split, expected in [(at, last), (at + 1, last), (at - 1, first)]:
+        w = alerts.Window("north-clinic", patient, at - 1, split, at + 1, split)
+        assert alerts.nearest_vitals(conn, [w], ["8867-4"])[w]["8867-4"] == (expected, "/min")
