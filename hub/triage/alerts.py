@@ -210,6 +210,7 @@ def on_attributed(conn: Connection, readings: Iterable[Reading], now: float) -> 
         if configs[r.patient_id].news2.enabled and r.code in news2.PARAMETERS
     }
     nearby = nearest_vitals(conn, windows.values(), list(NEWS2_UNITS))
+    alerted = Alerted.of(conn, configs)
     changed = 0
     for i, r in enumerate(ordered):
         config = configs[r.patient_id]
@@ -222,12 +223,43 @@ def on_attributed(conn: Connection, readings: Iterable[Reading], now: float) -> 
                     conn, clinic_id=r.clinic_id, patient_id=r.patient_id, rule_id=rule.id, title=rule.title,
                     severity=rule.severity, value=r.value, unit=r.unit, effective=r.effective, now=now,
                 )  # fmt: skip
+                alerted.add(r.patient_id, rule.id)
                 changed += outcome in ("opened", "reopened")
             else:
-                calm(conn, r.patient_id, rule.id, r.effective)
+                alerted.calm(conn, r.patient_id, rule.id, r.effective)
         if i in windows:
-            changed += _news2(conn, r, config, nearby.get(windows[i], {}), now)
+            changed += _news2(conn, r, config, nearby.get(windows[i], {}), alerted=alerted, now=now)
     return changed
+
+
+@dataclass
+class Alerted:
+    """Which (patient, rule) pairs have an alert row, so that a reading in range updates only those: `calm` on a
+    pair without one changes nothing, and most readings of a batch are in range (on PostgreSQL each was a round
+    trip). Read once per batch, inside the writer's transaction, so no other writer adds a row meanwhile; a pair
+    this batch raises is added as it is raised."""
+
+    pairs: set[tuple[str, str]]
+
+    @classmethod
+    def of(cls, conn: Connection, patients: Iterable[str]) -> Alerted:
+        wanted = list(patients)
+        pairs: set[tuple[str, str]] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = conn.execute(
+                f"SELECT DISTINCT patient_id, rule_id FROM alerts WHERE patient_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            pairs.update((str(p), str(rule)) for p, rule in rows)
+        return cls(pairs)
+
+    def add(self, patient_id: str, rule_id: str) -> None:
+        self.pairs.add((patient_id, rule_id))
+
+    def calm(self, conn: Connection, patient_id: str, rule_id: str, effective: str) -> None:
+        if (patient_id, rule_id) in self.pairs:
+            calm(conn, patient_id, rule_id, effective)
 
 
 # The NEWS2 vitals a kiosk measures, each in the unit its bands are written in.
@@ -235,8 +267,8 @@ NEWS2_UNITS = {news2.RESPIRATION: "/min", news2.SPO2: "%", news2.SYSTOLIC: "mm[H
                news2.TEMPERATURE: "Cel"}  # fmt: skip
 
 
-def _news2(conn: Connection, r: Reading, config: TriageConfig, vitals: Mapping[str, tuple[float, str]],
-           now: float) -> int:  # fmt: skip
+def _news2(conn: Connection, r: Reading, config: TriageConfig, vitals: Mapping[str, tuple[float, str]], *,
+           alerted: Alerted, now: float) -> int:  # fmt: skip
     """The NEWS2 of the full set of vitals measured around `r` (`vitals`: each code's nearest value and unit)."""
     settings = config.news2
     values: dict[str, float] = {}
@@ -255,18 +287,20 @@ def _news2(conn: Connection, r: Reading, config: TriageConfig, vitals: Mapping[s
             title=f"NEWS2 {result.total} ({severity} risk; {news2.ASSUMPTIONS})", severity=severity,
             value=float(result.total), unit="{score}", effective=r.effective, now=now,
         )  # fmt: skip
+        alerted.add(r.patient_id, "news2")
         changed += outcome in ("opened", "reopened")
     else:
-        calm(conn, r.patient_id, "news2", r.effective)
+        alerted.calm(conn, r.patient_id, "news2", r.effective)
     if settings.single_three and result.any_single_three:
         outcome = raise_alert(
             conn, clinic_id=r.clinic_id, patient_id=r.patient_id, rule_id="news2-single",
             title="NEWS2: one vital scores 3 (low-medium risk)", severity="medium",
             value=float(result.total), unit="{score}", effective=r.effective, now=now,
         )  # fmt: skip
+        alerted.add(r.patient_id, "news2-single")
         changed += outcome in ("opened", "reopened")
     else:
-        calm(conn, r.patient_id, "news2-single", r.effective)
+        alerted.calm(conn, r.patient_id, "news2-single", r.effective)
     return changed
 
 
