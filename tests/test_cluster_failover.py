@@ -3,29 +3,40 @@ or a session, and the cluster's jobs go on on the other.
 
 Real parts only: Debian's PostgreSQL in a temp folder, two Mosquittos, two `hub serve` processes with their
 own ingest workers on each of two brokers' shared subscriptions, kiosk agents streaming. A provider logged in through
-one instance keeps working through the other (sessions live in the database).
+one instance keeps working through the other (sessions live in the database). After the kills, a live consult
+started then works with the kiosk's socket on one instance and the provider's on the other (the relay in PostgreSQL).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import signal
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
 from device.protocol.endpoints import BrokerUrl
 from device.protocol.envelope import encode
+from device.protocol.signaling import HEARTBEAT_S, Request
 from device.simulate import single_reading
 from hub import attribution, patients
-from hub.accounts import users
+from hub.accounts import kiosk_credentials, users
 from hub.app import create_app
 from hub.broker import MosquittoProcess
+from hub.consults import store as consults
 from hub.db import PostgresLocation, connect, immediate
 from tests.harness import HubProcess, assert_delivered_exactly_once, hub_count, kiosk_agent, wait_until
 from tests.postgres import PostgresServer
@@ -95,6 +106,125 @@ def stored(db: PostgresLocation) -> int:
     return sum(hub_count(db, k) for k in KIOSKS)
 
 
+# -- a live consult over the real processes' sockets
+
+
+def kiosk_secret(db: PostgresLocation, kiosk: str) -> str:
+    """The kiosk's consult credential (`hub kiosks credential`), issued in the shared database."""
+    conn = connect(db)
+    try:
+        with immediate(conn) as w:
+            return kiosk_credentials.issue(w, kiosk, time.time())
+    finally:
+        conn.close()
+
+
+def session_csrf(port: int, cookie: str) -> str:
+    """The session's CSRF token, read from a page the session gets (as the browser's forms carry it)."""
+    page = httpx.get(f"http://127.0.0.1:{port}/account", headers={"cookie": cookie}, timeout=30)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert page.status_code == 200 and found, f"no CSRF token on /account ({page.status_code}): {page.text[:500]}"
+    return found.group(1)
+
+
+def open_socket(port: int, path: str, headers: dict[str, str]) -> ClientConnection:
+    return ws_connect(f"ws://127.0.0.1:{port}{path}", additional_headers=headers, proxy=None, open_timeout=15)
+
+
+@contextmanager
+def pinging(socket: ClientConnection) -> Iterator[None]:
+    """The contract's heartbeat (a `ping` a second): the hub takes a socket silent for 5 s as gone."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S / 2):
+            try:
+                socket.send(json.dumps({"type": "ping"}))
+            except ConnectionClosed:  # nothing left to keep alive
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def next_message(socket: ClientConnection, what: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The next message other than a pong (the answers to our own pings), within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            raw = socket.recv(timeout=max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
+        except ConnectionClosed as exc:
+            raise AssertionError(f"the socket closed ({exc.rcvd}) while waiting for {what}") from exc
+        message: dict[str, Any] = json.loads(raw)
+        if message.get("type") != "pong":
+            return message
+
+
+def consult_sockets(db: PostgresLocation) -> dict[tuple[str, str], int]:
+    """Which instance holds which open consult socket, as the relay records it."""
+    conn = connect(db, read_only=True)
+    try:
+        rows = conn.execute("SELECT side, key, instance FROM consult_sockets WHERE socket IS NOT NULL").fetchall()
+        return {(side, key): int(instance) for side, key, instance in rows}
+    finally:
+        conn.close()
+
+
+def consult_across_instances(
+    db: PostgresLocation, kiosk_hub: HubProcess, provider_hub: HubProcess, cookie: str
+) -> None:
+    """A consult from start to end, the kiosk's socket on one instance and the provider's (the session made
+    before the kills, joining as a browser does) on the other: every message between them crosses PostgreSQL."""
+    consult_id, kiosk = str(uuid.uuid4()), KIOSKS[0]
+    site = f"http://127.0.0.1:{provider_hub.port}"
+    bearer = {"authorization": f"Bearer {kiosk_secret(db, kiosk)}"}
+    with open_socket(kiosk_hub.port, "/ws/kiosk", bearer) as k, pinging(k):
+        k.send(Request(consult=consult_id, subject=CODE).model_dump_json())
+        queued = next_message(k, "the kiosk's request to be queued")
+        assert queued == {"type": "queued", "consult": consult_id, "position": 1, "estimate_s": None}, queued
+
+        joined = httpx.post(f"{site}/consults/{consult_id}/join", headers={"cookie": cookie, "origin": site},
+                            data={"csrf_token": session_csrf(provider_hub.port, cookie)}, timeout=30)  # fmt: skip
+        assert joined.status_code == 303 and joined.headers.get("location") == f"/consults/{consult_id}", (
+            f"the provider's join was refused: {joined.status_code} {joined.headers} {joined.text[:500]}"
+        )
+        headers = {"cookie": cookie, "origin": site}
+        with open_socket(provider_hub.port, f"/ws/consults/{consult_id}", headers) as p, pinging(p):
+            told = next_message(k, "the kiosk to hear that the provider joined")
+            assert (told.get("type"), told.get("consult"), told.get("provider")) == ("joined", consult_id, "Doc"), told
+            held = consult_sockets(db)
+            assert held.keys() == {("kiosk", kiosk), ("provider", consult_id)}, held
+            assert held[("kiosk", kiosk)] != held[("provider", consult_id)], f"both sockets on one instance: {held}"
+
+            offer = {"type": "offer", "consult": consult_id, "sdp": "v=0\r\no=kiosk offer after the kills\r\n"}
+            k.send(json.dumps(offer))
+            got = next_message(p, "the kiosk's offer to reach the provider")
+            assert got == offer, f"the provider got {got}, not the kiosk's offer"
+            answer = {"type": "answer", "consult": consult_id, "sdp": "v=0\r\no=browser answer\r\n"}
+            p.send(json.dumps(answer))
+            got = next_message(k, "the provider's answer to reach the kiosk")
+            assert got == answer, f"the kiosk got {got}, not the provider's answer"
+            p.send(json.dumps({"type": "end", "consult": consult_id, "reason": "finished"}))
+            got = next_message(k, "the kiosk to hear the provider ended the call")
+            assert got == {"type": "ended", "consult": consult_id, "reason": "finished"}, got
+
+    conn = connect(db, read_only=True)
+    try:
+        record = consults.by_id(conn, consult_id)
+    finally:
+        conn.close()
+    assert record is not None, f"no record of consult {consult_id}"
+    assert (record.state, record.reason, record.ended_by) == ("ended", "finished", "provider"), record
+    wait_until(lambda: consult_sockets(db) == {}, 15, "both consult sockets to detach")
+
+
 def test_either_instance_and_either_broker_can_die_mid_stream_without_losing_a_reading_or_a_session(
     tmp_path: Path, postgres_server: PostgresServer, mosquitto: MosquittoProcess
 ) -> None:
@@ -136,6 +266,9 @@ def test_either_instance_and_either_broker_can_die_mid_stream_without_losing_a_r
                 assert page.status_code == 200 and "Cleo Cluster" in page.text
                 victim.start()
                 victim.wait_ready()
+            # A consult started after the kills works, across the instances: the kiosk on the one killed last
+            # (restarted), the provider (still the session made before the kills) on the other.
+            consult_across_instances(db, hubs[(KILLS - 1) % 2], hubs[KILLS % 2], cookie)
             # The broker the kiosks use first dies (SIGKILL): they go on through the second, which both instances'
             # ingest also reads; then it comes back.
             before = stored(db)
