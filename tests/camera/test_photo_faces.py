@@ -7,7 +7,8 @@ for, at the rate the ground truth states, and a lamp lights skin and backdrop al
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from itertools import zip_longest
 
 import cv2
 import numpy as np
@@ -30,17 +31,37 @@ def _peak_hz(times: np.ndarray, values: np.ndarray, band: tuple[float, float] = 
     return float(freqs[inside][best]), float(power[inside][best] / np.median(power[inside]))
 
 
+class _Means:
+    """Capture times and, per mask, the masked mean colour (RGB) of every frame added.
+
+    Only each mask's bounding box is read: outside it the weights are zero, so the means are the whole frame's.
+    """
+
+    def __init__(self, *masks: np.ndarray) -> None:
+        self.times: list[float] = []
+        self.means: list[list[np.ndarray]] = [[] for _ in masks]
+        self.parts: list[tuple[tuple[slice, slice], np.ndarray, float]] = []
+        for mask in masks:
+            rows, cols = np.nonzero(mask)
+            box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+            weights = mask[box].reshape(-1).astype(np.float64)
+            self.parts.append((box, weights, float(weights.sum())))
+
+    def add(self, t: float, image: np.ndarray) -> None:
+        self.times.append(t)
+        for out, (box, weights, total) in zip(self.means, self.parts, strict=True):
+            out.append((weights @ image[box].reshape(-1, 3).astype(np.float64))[::-1] / total)
+
+    def traces(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        return np.array(self.times), [np.array(m) for m in self.means]
+
+
 def _traces(spec: pf.PhotoSpec, *masks: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """Capture times and, per mask, the masked mean colour (RGB) of every frame."""
-    times: list[float] = []
-    means: list[list[np.ndarray]] = [[] for _ in masks]
-    weights = [m.reshape(-1, 1).astype(np.float64) for m in masks]
+    means = _Means(*masks)
     for t, image in pf.render_frames(spec):
-        times.append(t)
-        flat = image.reshape(-1, 3).astype(np.float64)
-        for out, w in zip(means, weights, strict=True):
-            out.append((flat * w).sum(axis=0)[::-1] / w.sum())
-    return np.array(times), [np.array(m) for m in means]
+        means.add(t, image)
+    return means.traces()
 
 
 # -- skin ---------------------------------------------------------------------------------------------------------
@@ -130,23 +151,45 @@ def test_pulse_amplitude_falls_with_tone() -> None:
 STILL = pf.PhotoSpec(photo="hopper", tone=6, seconds=10.0, heart_rate_bpm=84.0, breathing_amplitude_px=0.0, seed=4)
 
 
-def test_the_pulse_is_in_skin_pixels_only_and_only_when_asked_for() -> None:
-    with_pulse = list(pf.render_frames(STILL))
-    without = list(pf.render_frames(pf.no_pulse(STILL)))
-    assert len(with_pulse) == len(without) == len(pf.ground_truth(STILL).t)
+@dataclass(frozen=True)
+class _StillPair:
+    """STILL and its no-pulse control, each rendered once for the module and read frame by frame."""
+
+    frames: tuple[int, int]  # delivered frames: with the pulse, without
+    changed: np.ndarray  # pixels that differ between the two in any frame
+    pulse: _Means  # the skin's mean colour, with the pulse
+    flat: _Means  # and without
+
+
+@pytest.fixture(scope="module")
+def still_pair() -> _StillPair:
+    skin = pf.skin_in_frame(STILL)
+    changed = np.zeros(skin.shape, dtype=bool)
+    frames = [0, 0]
+    means = (_Means(skin), _Means(skin))
+    for pair in zip_longest(pf.render_frames(STILL), pf.render_frames(pf.no_pulse(STILL))):
+        for k, frame in enumerate(pair):
+            if frame is not None:
+                frames[k] += 1
+                means[k].add(*frame)
+        if pair[0] is not None and pair[1] is not None:
+            changed |= np.any(pair[0][1] != pair[1][1], axis=2)
+    return _StillPair((frames[0], frames[1]), changed, *means)
+
+
+def test_the_pulse_is_in_skin_pixels_only_and_only_when_asked_for(still_pair: _StillPair) -> None:
+    with_pulse, without = still_pair.frames
+    assert with_pulse == without == len(pf.ground_truth(STILL).t)
     skin = pf.skin_in_frame(STILL)
     near_skin = cv2.dilate((skin > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    changed = np.zeros(skin.shape, dtype=bool)
-    for (_, a), (_, b) in zip(with_pulse, without, strict=True):
-        changed |= np.any(a != b, axis=2)
+    changed = still_pair.changed
     assert changed.any()
     assert not changed[~near_skin].any()  # the same noise, the same light: only skin differs
 
 
-def test_the_skin_colour_peaks_at_the_true_rate() -> None:
-    skin = pf.skin_in_frame(STILL)
+def test_the_skin_colour_peaks_at_the_true_rate(still_pair: _StillPair) -> None:
     truth = pf.ground_truth(STILL)
-    times, (rgb,) = _traces(STILL, skin)
+    times, (rgb,) = still_pair.pulse.traces()
     hz, prominence = _peak_hz(times, rgb[:, 1])
     assert abs(60 * hz - truth.heart_rate_bpm) < 3.0
     assert prominence > 50
@@ -154,7 +197,7 @@ def test_the_skin_colour_peaks_at_the_true_rate() -> None:
     _, uniform = resample_uniform(times, rgb, 30.0, max_gap=None)
     relative = (uniform / uniform.mean(axis=0)).std(axis=0)
     assert relative[1] > relative[2] > relative[0]
-    _, (flat,) = _traces(pf.no_pulse(STILL), skin)
+    _, (flat,) = still_pair.flat.traces()
     assert _peak_hz(times, flat[:, 1])[1] < prominence / 10
 
 
