@@ -99,16 +99,8 @@ def sigkill(proc: subprocess.Popen[str]) -> None:
 
 def hub_count(db: Path | Location, kiosk: str) -> int:
     """Rows stored for a kiosk, read without taking the writer's lock."""
-    where = parse_location(db)
-    if isinstance(where, SqliteLocation) and not where.path.exists():
-        return 0
-    conn = connect(where, read_only=True)
-    try:
-        return int(conn.execute("SELECT count(*) FROM messages WHERE kiosk = ?", (kiosk,)).fetchone()[0])
-    except DatabaseError:  # the schema is not there yet
-        return 0
-    finally:
-        conn.close()
+    rows = hub_query(db, "SELECT count(*) FROM messages WHERE kiosk = ?", kiosk)
+    return int(str(rows[0][0])) if rows else 0
 
 
 def hub_query(db: Path | Location, sql: str, *params: object) -> list[tuple[object, ...]]:

@@ -38,7 +38,7 @@ from hub.app import create_app
 from hub.broker import MosquittoProcess
 from hub.consults import store as consults
 from hub.db import PostgresLocation, connect, immediate
-from tests.harness import HubProcess, assert_delivered_exactly_once, hub_count, kiosk_agent, wait_until
+from tests.harness import HubProcess, assert_delivered_exactly_once, hub_count, hub_query, kiosk_agent, wait_until
 from tests.postgres import PostgresServer
 
 CLINIC, PROVIDER, PASSWORD, CODE = "cluster-clinic", "doc@cluster.example", "a long cluster password", "C-4242"
@@ -169,12 +169,8 @@ def next_message(socket: ClientConnection, what: str, timeout: float = 15.0) -> 
 
 def consult_sockets(db: PostgresLocation) -> dict[tuple[str, str], int]:
     """Which instance holds which open consult socket, as the relay records it."""
-    conn = connect(db, read_only=True)
-    try:
-        rows = conn.execute("SELECT side, key, instance FROM consult_sockets WHERE socket IS NOT NULL").fetchall()
-        return {(side, key): int(instance) for side, key, instance in rows}
-    finally:
-        conn.close()
+    rows = hub_query(db, "SELECT side, key, instance FROM consult_sockets WHERE socket IS NOT NULL")
+    return {(str(side), str(key)): int(str(instance)) for side, key, instance in rows}
 
 
 def consult_across_instances(
@@ -290,13 +286,8 @@ def test_either_instance_and_either_broker_can_die_mid_stream_without_losing_a_r
         # The cluster's jobs went on: every reading was attributed to the patient (by whichever instance held
         # attribution at the time, across three kills).
         def attributed() -> int:
-            conn = connect(db, read_only=True)
-            try:
-                return int(conn.execute(
-                    "SELECT count(*) FROM observations WHERE patient_id IS NOT NULL AND attribution = 'attributed'"
-                ).fetchone()[0])  # fmt: skip
-            finally:
-                conn.close()
+            sql = "SELECT count(*) FROM observations WHERE patient_id IS NOT NULL AND attribution = 'attributed'"
+            return int(str(hub_query(db, sql)[0][0]))
 
         wait_until(lambda: attributed() == taken, 60, "attribution to finish on the surviving instances")
         for hub in hubs:

@@ -22,8 +22,9 @@ from device.protocol.envelope import ClockInfo, build_envelope, encode
 from device.protocol.ids import new_message_id
 from hub import attribution, patients
 from hub.accounts import users
-from hub.db import Connection, Location, PostgresLocation, SqliteLocation, connect, immediate
+from hub.db import Connection, Location, SqliteLocation, connect, immediate
 from hub.store import Accepted, HubStore
+from tests.harness import hub_store_args
 
 PASSWORD = "correct horse battery staple"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -74,12 +75,7 @@ class World:
             return ["--data", str(self.db.parent)]
         if not hasattr(self, "_data_dir"):
             self._data_dir = Path(tempfile.mkdtemp(prefix="hub-world-"))
-        return [
-            "--data",
-            str(self._data_dir),
-            "--database",
-            self.db.url if isinstance(self.db, PostgresLocation) else str(self.db.path),
-        ]
+        return hub_store_args(self._data_dir, self.db)
 
     def connect(self) -> Connection:
         """A connection of the test's own, to whichever store the world lives in (closed with the test process)."""
