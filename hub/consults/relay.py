@@ -170,10 +170,12 @@ class RemotePeer:
     holder: Holder
 
     def post(self, message: BaseModel) -> None:
-        self.relay._forward(self.holder.instance, self.side, self.key, message=message.model_dump_json())
+        conn = self.relay.ws.conn()
+        consults.forward(conn, self.holder.instance, self.side, self.key, message=message.model_dump_json())
 
     def close(self, code: int, reason: str) -> None:
-        self.relay._forward(self.holder.instance, self.side, self.key, close=(code, reason), socket=self.holder.socket)
+        conn, to = self.relay.ws.conn(), self.holder
+        consults.forward(conn, to.instance, self.side, self.key, close=(code, reason), socket=to.socket)
 
 
 def _error(text: str) -> Error:
@@ -467,18 +469,6 @@ class Relay:
             elif (peer := registry.get(key)) is not None:
                 found[key] = peer
         return found
-
-    def _forward(
-        self,
-        instance: int,
-        side: Side,
-        key: str,
-        *,
-        message: str | None = None,
-        close: tuple[int, str] | None = None,
-        socket: str | None = None,
-    ) -> None:
-        consults.forward(self.ws.conn(), instance, side, key, message=message, close=close, socket=socket)
 
     # -- state changes that others must hear about (called with the lock held)
 
