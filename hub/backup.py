@@ -52,7 +52,7 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -406,17 +406,24 @@ def restore(archive: Path, data_dir: Path, *, force: bool = False, database: Loc
     _same_engine(archive, manifest, where)
     if isinstance(where, PostgresLocation):
         return _restore_postgres(archive, data_dir, where, manifest, force=force, started=started)
+    replaced = _staged(archive, data_dir, manifest, lambda work: _after_restore(work / DB, archive.name, manifest))
+    return RestoreResult(data_dir, manifest, replaced, time.monotonic() - started, where.describe())
+
+
+def _staged(archive: Path, data_dir: Path, manifest: Manifest, finish: Callable[[Path], None]) -> Path | None:
+    """The archive extracted into a folder beside `data_dir`, `finish`ed there, synced and renamed into place
+    (the old folder kept beside it; `_swap`'s answer): a restore that fails before the rename leaves `data_dir`
+    as it was and the half-made folder removed."""
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.restore-"))
     try:
         _extract(archive, work, manifest)
-        _after_restore(work / DB, archive.name, manifest)
+        finish(work)
         _sync_tree(work)
-        replaced = _swap(work, data_dir)
+        return _swap(work, data_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return RestoreResult(data_dir, manifest, replaced, time.monotonic() - started, where.describe())
 
 
 def _same_engine(archive: Path, manifest: Manifest, where: Location) -> None:
@@ -452,10 +459,8 @@ def _restore_postgres(
                 "--force to drop its public schema with everything in it first; nothing was restored"
             )
         tool = pg.restore_tool(manifest.postgres.dump_major, target.server_major)
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.restore-"))
-    try:
-        _extract(archive, work, manifest)
+
+    def load(work: Path) -> None:
         dump_file = work / PG_DUMP
         with _refused("nothing was restored"):
             pg.check_dump(tool, dump_file)
@@ -467,11 +472,8 @@ def _restore_postgres(
             pg.load(tool, where, dump_file)
         _after_restore_postgres(where, archive.name, manifest, data_dir)
         dump_file.unlink()  # the database has it; the data folder keeps only what a PostgreSQL hub keeps there
-        _sync_tree(work)
-        replaced = _swap(work, data_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+
+    replaced = _staged(archive, data_dir, manifest, load)
     return RestoreResult(data_dir, manifest, replaced, time.monotonic() - started, where.describe())
 
 
