@@ -107,6 +107,20 @@ def ask(consult_id: str, subject: str = "N100", vitals: list[Vital] | None = Non
     return Request(consult=consult_id, subject=subject, vitals=vitals or []).model_dump_json()
 
 
+def answer_message_form_and_vitals_cross(k: WebSocketTestSession, p: WebSocketTestSession, consult_id: str) -> None:
+    """After the kiosk's offer: the browser's answer, a message and a form request reach the kiosk, and the vitals
+    the patient then takes reach the browser, each exactly as sent."""
+    send(p, {"type": "answer", "consult": consult_id, "sdp": "v=0\r\no=browser answer\r\n"})
+    assert recv(k) == {"type": "answer", "consult": consult_id, "sdp": "v=0\r\no=browser answer\r\n"}
+    send(p, {"type": "message", "consult": consult_id, "text": "Please sit still for the cuff."})
+    assert recv(k) == {"type": "message", "consult": consult_id, "text": "Please sit still for the cuff."}
+    send(p, {"type": "form", "consult": consult_id, "form": "vitals"})
+    assert recv(k) == {"type": "form", "consult": consult_id, "form": "vitals"}
+    taken = {"code": "8867-4", "value": 64.0, "unit": "/min", "effective": "2026-11-20T12:01:00Z"}
+    send(k, {"type": "vitals", "consult": consult_id, "vitals": [taken]})
+    assert recv(p) == {"type": "vitals", "consult": consult_id, "vitals": [taken]}
+
+
 @contextmanager
 def pinging(socket: WebSocketTestSession, every_s: float = 0.2) -> Iterator[threading.Event]:
     """Keep a socket alive (a heartbeat from a thread) while the test does slow things; set the event to stop."""
@@ -368,15 +382,7 @@ def test_join_offer_answer_messages_and_end_pass_between_the_two_sides(world: Wo
 
             send(k, {"type": "offer", "consult": consult_id, "sdp": "v=0\r\no=kiosk offer\r\n"})
             assert recv(p) == {"type": "offer", "consult": consult_id, "sdp": "v=0\r\no=kiosk offer\r\n"}
-            send(p, {"type": "answer", "consult": consult_id, "sdp": "v=0\r\no=browser answer\r\n"})
-            assert recv(k) == {"type": "answer", "consult": consult_id, "sdp": "v=0\r\no=browser answer\r\n"}
-            send(p, {"type": "message", "consult": consult_id, "text": "Please sit still for the cuff."})
-            assert recv(k) == {"type": "message", "consult": consult_id, "text": "Please sit still for the cuff."}
-            send(p, {"type": "form", "consult": consult_id, "form": "vitals"})
-            assert recv(k) == {"type": "form", "consult": consult_id, "form": "vitals"}
-            taken = {"code": "8867-4", "value": 64.0, "unit": "/min", "effective": "2026-11-20T12:01:00Z"}
-            send(k, {"type": "vitals", "consult": consult_id, "vitals": [taken]})
-            assert recv(p) == {"type": "vitals", "consult": consult_id, "vitals": [taken]}
+            answer_message_form_and_vitals_cross(k, p, consult_id)
             world.clock.advance(12 * 60)
             send(p, {"type": "end", "consult": consult_id, "reason": "finished"})
             assert recv(k) == {"type": "ended", "consult": consult_id, "reason": "finished"}

@@ -31,6 +31,7 @@ from hub.workspace import WebSettings
 from tests.postgres import PostgresServer
 from tests.workspace.test_consults import (
     SECOND_NORTH_KIOSK,
+    answer_message_form_and_vitals_cross,
     ask,
     audit_actions,
     browser,
@@ -137,15 +138,7 @@ def test_a_call_passes_between_a_kiosk_on_one_instance_and_a_provider_on_another
             sdp = big_sdp()
             send(k, {"type": "offer", "consult": consult_id, "sdp": sdp})
             assert recv(p) == {"type": "offer", "consult": consult_id, "sdp": sdp}
-            send(p, {"type": "answer", "consult": consult_id, "sdp": "v=0\r\no=browser answer\r\n"})
-            assert recv(k) == {"type": "answer", "consult": consult_id, "sdp": "v=0\r\no=browser answer\r\n"}
-            send(p, {"type": "message", "consult": consult_id, "text": "Please sit still for the cuff."})
-            assert recv(k) == {"type": "message", "consult": consult_id, "text": "Please sit still for the cuff."}
-            send(p, {"type": "form", "consult": consult_id, "form": "vitals"})
-            assert recv(k) == {"type": "form", "consult": consult_id, "form": "vitals"}
-            taken = {"code": "8867-4", "value": 64.0, "unit": "/min", "effective": "2026-11-20T12:01:00Z"}
-            send(k, {"type": "vitals", "consult": consult_id, "vitals": [taken]})
-            assert recv(p) == {"type": "vitals", "consult": consult_id, "vitals": [taken]}
+            answer_message_form_and_vitals_cross(k, p, consult_id)
             # The rules hold across instances too: a browser speaks for its own consult only.
             send(p, {"type": "message", "consult": str(uuid.uuid4()), "text": "hello"})
             assert "only" in recv(p)["message"]
